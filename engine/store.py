@@ -1,0 +1,251 @@
+"""The DuckDB store: the public schema (DESIGN §3.6) and the only write path.
+
+The engine is the only writer. It opens a read-write connection for one stage's results, writes
+them inside a transaction and closes, so readers (the dashboard) are blocked only briefly and
+never see half-written results. Readers use `connect_read`, which retries while a writer holds
+the file lock.
+
+Every query result is fully fetched before the next query (DuckDB 2.x streams results and refuses
+new work on a connection with an unfinished one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from engine.errors import StoreError
+from engine.labels import CHEXPERT_LABELS
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_LABEL_COLUMNS = ",\n    ".join(f'"{name}" DOUBLE' for name in CHEXPERT_LABELS)
+
+# Public tables: names and meanings are an interface; add columns, never rename.
+SCHEMA_DDL: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL,
+    applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)""",
+    """CREATE TABLE IF NOT EXISTS cohorts (
+    cohort VARCHAR PRIMARY KEY,
+    format VARCHAR NOT NULL,
+    root VARCHAR NOT NULL,
+    site VARCHAR,
+    n_patients INTEGER,
+    n_studies INTEGER,
+    n_images INTEGER,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    section VARCHAR,
+    n_skipped INTEGER,
+    problems_json VARCHAR)""",
+    f"""CREATE TABLE IF NOT EXISTS items (
+    cohort VARCHAR NOT NULL,
+    image_id VARCHAR NOT NULL,
+    study_id VARCHAR NOT NULL,
+    patient_id VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    view VARCHAR,
+    image_path VARCHAR NOT NULL,
+    report_text VARCHAR NOT NULL,
+    {_LABEL_COLUMNS},
+    selected BOOLEAN NOT NULL DEFAULT TRUE,
+    PRIMARY KEY (cohort, image_id))""",
+    """CREATE TABLE IF NOT EXISTS models (
+    model VARCHAR PRIMARY KEY,
+    spec VARCHAR NOT NULL,
+    specialization INTEGER,
+    description VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    stage VARCHAR NOT NULL,
+    model VARCHAR,
+    cohort VARCHAR,
+    config_json VARCHAR NOT NULL,
+    config_hash VARCHAR NOT NULL,
+    code_version VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    started_at TIMESTAMP,
+    finished_at TIMESTAMP,
+    seconds DOUBLE,
+    n_rows INTEGER,
+    n_skipped INTEGER,
+    message VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS relink_metrics (
+    run_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    cohort VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    direction VARCHAR NOT NULL,
+    negatives VARCHAR NOT NULL,
+    heads VARCHAR NOT NULL,
+    pool_size INTEGER NOT NULL,
+    k INTEGER NOT NULL,
+    recall DOUBLE,
+    chance DOUBLE,
+    lift DOUBLE,
+    ci_low DOUBLE,
+    ci_high DOUBLE,
+    n_queries INTEGER,
+    n_excluded INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS relink_ranks (
+    run_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    cohort VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    direction VARCHAR NOT NULL,
+    heads VARCHAR NOT NULL,
+    query_id VARCHAR NOT NULL,
+    true_id VARCHAR NOT NULL,
+    n_candidates INTEGER NOT NULL,
+    n_greater INTEGER NOT NULL,
+    n_tied INTEGER NOT NULL,
+    n_matched INTEGER,
+    n_matched_greater INTEGER,
+    n_matched_tied INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS dp_runs (
+    run_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    cohort VARCHAR NOT NULL,
+    epsilon DOUBLE,
+    delta DOUBLE,
+    patient_epsilon DOUBLE,
+    patient_delta DOUBLE,
+    noise_multiplier DOUBLE,
+    max_grad_norm DOUBLE,
+    sample_rate DOUBLE,
+    steps INTEGER,
+    accountant VARCHAR,
+    privacy_unit VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS utility (
+    run_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    cohort VARCHAR NOT NULL,
+    heads VARCHAR NOT NULL,
+    label VARCHAR NOT NULL,
+    auroc DOUBLE)""",
+    """CREATE TABLE IF NOT EXISTS umap_points (
+    run_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    cohort VARCHAR NOT NULL,
+    heads VARCHAR NOT NULL,
+    item_id VARCHAR NOT NULL,
+    modality VARCHAR NOT NULL,
+    x DOUBLE,
+    y DOUBLE)""",
+)
+
+PUBLIC_TABLES = (
+    "cohorts",
+    "items",
+    "models",
+    "relink_metrics",
+    "relink_ranks",
+    "dp_runs",
+    "utility",
+    "umap_points",
+)
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create missing tables and check the stored schema version."""
+    for ddl in SCHEMA_DDL:
+        con.execute(ddl)
+    rows = con.execute("SELECT max(version) FROM schema_version").fetchall()
+    stored = rows[0][0]
+    if stored is None:
+        con.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION])
+    elif stored > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema version {stored} is newer than this engine's {SCHEMA_VERSION}; "
+            "upgrade the engine or point --db at another file"
+        )
+
+
+@contextlib.contextmanager
+def connect_write(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the store for writing, creating it and its schema if needed.
+
+    Hold the connection only while writing one stage's results.
+    """
+    db = Path(db)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(db))
+    except duckdb.IOException as exc:
+        raise StoreError(f"{db}: cannot open for writing ({_first_line(exc)})") from exc
+    try:
+        ensure_schema(con)
+        yield con
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Run a block in one transaction: readers see all of it or none of it."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def connect_read(db: Path, *, retry_seconds: float = 3.0) -> duckdb.DuckDBPyConnection:
+    """Open the store read-only, retrying while a writer holds the file lock.
+
+    Raises:
+        StoreError: the file does not exist, or the lock was still held after `retry_seconds`.
+    """
+    db = Path(db)
+    if not db.exists():
+        raise StoreError(f"{db}: no results database yet (run `python -m engine demo`)")
+    deadline = time.monotonic() + retry_seconds
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(db), read_only=True)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise StoreError(f"{db}: results are being updated ({_first_line(exc)})") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def replace_rows(
+    con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, **keys: object
+) -> int:
+    """Delete the rows matching `keys` and insert `frame`, in one transaction.
+
+    This is how every stage stays idempotent: results are keyed (cohort, run, ...) and a rerun
+    replaces its own rows only.
+
+    Returns:
+        The number of rows inserted.
+    """
+    if table not in {name for name, in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}:
+        raise StoreError(f"unknown table {table!r}")
+    where = " AND ".join(f'"{k}" = ?' for k in keys) or "TRUE"
+    with transaction(con):
+        con.execute(f'DELETE FROM "{table}" WHERE {where}', list(keys.values()))
+        if len(frame):
+            con.register("_incoming", frame)
+            try:
+                cols = ", ".join(f'"{c}"' for c in frame.columns)
+                con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM _incoming')
+            finally:
+                con.unregister("_incoming")
+    return len(frame)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
