@@ -11,11 +11,11 @@ from engine.config import SynthConfig
 
 
 def synth(args: argparse.Namespace) -> int:
-    from engine.cohort.synth import generate_cohort
-
     config = SynthConfig(
         site=args.site, patients=args.patients, seed=args.seed, image_size=args.image_size
     )
+    from engine.cohort.synth import generate_cohort
+
     start = time.perf_counter()
     with tqdm(desc=f"phantom site {config.site}", unit="img") as bar:
         summary = generate_cohort(config, args.out, progress=bar)

@@ -1,0 +1,24 @@
+# The two commands a new user needs: `make demo` and `make test`.
+# Both create the virtual environment in .venv and install the pinned requirements on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv clean-cache
+
+demo: $(STAMP)
+	$(PY) -m engine demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+clean-cache:
+	find cache -mindepth 1 ! -name README.md -exec rm -rf {} +

@@ -1,0 +1,115 @@
+"""The DuckDB store: public schema, idempotent writes, and the reader's lock handling."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import duckdb
+import pandas as pd
+import pytest
+
+from engine import store
+from engine.errors import StoreError
+from engine.labels import CHEXPERT_LABELS
+
+PUBLIC_COLUMNS = {
+    "cohorts": ["cohort", "format", "root", "site", "n_patients", "n_studies", "n_images", "created_at"],
+    "items": ["cohort", "image_id", "study_id", "patient_id", "split", "view", "image_path",
+              "report_text", *CHEXPERT_LABELS],
+    "models": ["model", "spec", "specialization", "description"],
+    "relink_metrics": ["run_id", "model", "cohort", "split", "direction", "negatives", "heads",
+                       "pool_size", "k", "recall", "chance", "lift", "ci_low", "ci_high",
+                       "n_queries", "n_excluded"],
+    "relink_ranks": ["run_id", "model", "cohort", "split", "direction", "heads", "query_id",
+                     "true_id", "n_candidates", "n_greater", "n_tied", "n_matched",
+                     "n_matched_greater", "n_matched_tied"],
+    "dp_runs": ["run_id", "model", "cohort", "epsilon", "delta", "patient_epsilon",
+                "patient_delta", "noise_multiplier", "max_grad_norm", "sample_rate", "steps",
+                "accountant", "privacy_unit"],
+    "utility": ["run_id", "model", "cohort", "heads", "label", "auroc"],
+    "umap_points": ["run_id", "model", "cohort", "heads", "item_id", "modality", "x", "y"],
+}
+
+
+def test_public_schema_has_the_documented_columns(tmp_path):
+    db = tmp_path / "r.duckdb"
+    with store.connect_write(db) as con:
+        for table, expected in PUBLIC_COLUMNS.items():
+            cols = [r[0] for r in con.execute(f'DESCRIBE "{table}"').fetchall()]
+            assert cols[: len(expected)] == expected, table
+        assert con.execute("SELECT version FROM schema_version").fetchall() == [(store.SCHEMA_VERSION,)]
+
+
+def test_reopening_keeps_one_schema_version_row(tmp_path):
+    db = tmp_path / "r.duckdb"
+    for _ in range(2):
+        with store.connect_write(db):
+            pass
+    con = store.connect_read(db)
+    assert con.execute("SELECT count(*) FROM schema_version").fetchall() == [(1,)]
+    con.close()
+
+
+def test_newer_schema_is_refused(tmp_path):
+    db = tmp_path / "r.duckdb"
+    with store.connect_write(db) as con:
+        con.execute("INSERT INTO schema_version (version) VALUES (?)", [store.SCHEMA_VERSION + 1])
+    with pytest.raises(StoreError, match="newer than this engine"):
+        with store.connect_write(db):
+            pass
+
+
+def test_replace_rows_is_idempotent_per_key(tmp_path):
+    db = tmp_path / "r.duckdb"
+    rows = pd.DataFrame({"model": ["m1", "m2"], "spec": ["a", "b"], "specialization": [0, 1],
+                         "description": ["x", "y"]})
+    with store.connect_write(db) as con:
+        store.replace_rows(con, "models", rows)
+        store.replace_rows(con, "models", rows.iloc[[0]], model="m1")
+        assert con.execute("SELECT model FROM models ORDER BY 1").fetchall() == [("m1",), ("m2",)]
+        with pytest.raises(StoreError, match="unknown table"):
+            store.replace_rows(con, "nope", rows)
+
+
+def test_failed_transaction_leaves_nothing_visible(tmp_path):
+    db = tmp_path / "r.duckdb"
+    with store.connect_write(db) as con:
+        with pytest.raises(RuntimeError):
+            with store.transaction(con):
+                con.execute("INSERT INTO models VALUES ('m', 's', 0, 'd')")
+                raise RuntimeError("interrupted")
+        assert con.execute("SELECT count(*) FROM models").fetchall() == [(0,)]
+
+
+def test_reader_reports_missing_database(tmp_path):
+    with pytest.raises(StoreError, match="no results database"):
+        store.connect_read(tmp_path / "absent.duckdb")
+
+
+def test_reader_waits_for_writer_then_reports_updating(tmp_path):
+    db = tmp_path / "r.duckdb"
+    with store.connect_write(db):
+        pass
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import duckdb, sys, time
+            con = duckdb.connect({str(db)!r})
+            print("locked", flush=True)
+            time.sleep(float(sys.argv[1]))
+            con.close()
+        """), "1.0"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreError, match="being updated"):
+            store.connect_read(db, retry_seconds=0.1)
+        start = time.monotonic()
+        con = store.connect_read(db, retry_seconds=10)  # succeeds once the writer closes
+        assert time.monotonic() - start < 10
+        con.close()
+    finally:
+        holder.wait(timeout=20)
