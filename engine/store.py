@@ -109,7 +109,33 @@ SCHEMA_DDL: tuple[str, ...] = (
     n_tied INTEGER NOT NULL,
     n_matched INTEGER,
     n_matched_greater INTEGER,
-    n_matched_tied INTEGER)""",
+    n_matched_tied INTEGER,
+    top1_same_patient DOUBLE)""",
+    """CREATE TABLE IF NOT EXISTS relink_summary (
+    run_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    cohort VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    direction VARCHAR NOT NULL,
+    heads VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,
+    value DOUBLE,
+    ci_low DOUBLE,
+    ci_high DOUBLE,
+    n_queries INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS relink_topk (
+    run_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    cohort VARCHAR NOT NULL,
+    split VARCHAR NOT NULL,
+    direction VARCHAR NOT NULL,
+    heads VARCHAR NOT NULL,
+    query_id VARCHAR NOT NULL,
+    rank INTEGER NOT NULL,
+    candidate_id VARCHAR NOT NULL,
+    score DOUBLE NOT NULL,
+    is_true BOOLEAN NOT NULL,
+    is_matched BOOLEAN NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS dp_runs (
     run_id VARCHAR NOT NULL,
     model VARCHAR NOT NULL,
@@ -224,26 +250,27 @@ def connect_read(db: Path, *, retry_seconds: float = 3.0) -> duckdb.DuckDBPyConn
 def replace_rows(
     con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, **keys: object
 ) -> int:
-    """Delete the rows matching `keys` and insert `frame`, in one transaction.
+    """Delete the rows of `table` matching `keys`, then insert `frame` (its columns by name).
 
-    This is how every stage stays idempotent: results are keyed (cohort, run, ...) and a rerun
-    replaces its own rows only.
+    This is how every stage stays idempotent: results are keyed (cohort, model, heads, ...) and a
+    rerun replaces its own rows only. Call it inside `transaction` so that readers see the old
+    rows or the new ones, never a mix.
 
     Returns:
         The number of rows inserted.
     """
-    if table not in {name for name, in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}:
+    known = {name for (name,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if table not in known:
         raise StoreError(f"unknown table {table!r}")
     where = " AND ".join(f'"{k}" = ?' for k in keys) or "TRUE"
-    with transaction(con):
-        con.execute(f'DELETE FROM "{table}" WHERE {where}', list(keys.values()))
-        if len(frame):
-            con.register("_incoming", frame)
-            try:
-                cols = ", ".join(f'"{c}"' for c in frame.columns)
-                con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM _incoming')
-            finally:
-                con.unregister("_incoming")
+    con.execute(f'DELETE FROM "{table}" WHERE {where}', list(keys.values()))
+    if len(frame):
+        con.register("_incoming", frame)
+        try:
+            cols = ", ".join(f'"{c}"' for c in frame.columns)
+            con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM _incoming')
+        finally:
+            con.unregister("_incoming")
     return len(frame)
 
 

@@ -86,3 +86,13 @@ def test_cluster_bootstrap_covers_the_mean_and_respects_clusters():
     lo_c, hi_c = pools.bootstrap_mean_ci(shared, clusters, n_boot=500)
     lo_i, hi_i = pools.bootstrap_mean_ci(shared, np.arange(600), n_boot=500)
     assert (hi_c - lo_c)[0] > 1.3 * (hi_i - lo_i)[0]
+
+
+def test_full_pool_shortcut_equals_general_formula():
+    rng = np.random.default_rng(7)
+    M = rng.integers(1, 300, 200)
+    G = (rng.random(200) * (M + 1)).astype(int)
+    E = np.minimum(rng.integers(0, 30, 200), M - G)
+    for k in (1, 5, 10):
+        general = np.array([pools.recall_at_k([m], [g], [e], m + 1, k)[0] for m, g, e in zip(M, G, E)])
+        np.testing.assert_allclose(pools.recall_at_k_full(G, E, k), general, atol=1e-9)

@@ -66,7 +66,7 @@ def test_replace_rows_is_idempotent_per_key(tmp_path):
     db = tmp_path / "r.duckdb"
     rows = pd.DataFrame({"model": ["m1", "m2"], "spec": ["a", "b"], "specialization": [0, 1],
                          "description": ["x", "y"]})
-    with store.connect_write(db) as con:
+    with store.connect_write(db) as con, store.transaction(con):
         store.replace_rows(con, "models", rows)
         store.replace_rows(con, "models", rows.iloc[[0]], model="m1")
         assert con.execute("SELECT model FROM models ORDER BY 1").fetchall() == [("m1",), ("m2",)]

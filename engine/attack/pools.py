@@ -87,6 +87,17 @@ def recall_at_k(n_distractors, n_greater, n_tied, pool_size: int, k: int) -> np.
     return np.clip((inside + tail) / (E + 1.0), 0.0, 1.0)
 
 
+def recall_at_k_full(n_greater, n_tied, k: int) -> np.ndarray:
+    """Recall@k when the pool is every distractor (no sampling, only tie-breaking).
+
+    The true item's rank is uniform on G+1..G+E+1, so P[rank <= k] = clip(k - G, 0, E+1) / (E+1).
+    Used where the full pool size differs per query (matched negatives at full database).
+    """
+    G = np.asarray(n_greater, dtype=np.float64)
+    E = np.asarray(n_tied, dtype=np.float64)
+    return np.clip(k - G, 0.0, E + 1.0) / (E + 1.0)
+
+
 def recall_at_k_by_ties(n_distractors, n_greater, n_tied, pool_size: int, k: int) -> np.ndarray:
     """Reference: the direct mean over v = 0..E of the hypergeometric CDF (slow for large E)."""
     out = []

@@ -59,13 +59,8 @@ def register_cohort(
     )
     with store.connect_write(db) as con:
         with store.transaction(con):
-            con.execute("DELETE FROM cohorts WHERE cohort = ?", [name])
-            con.execute("DELETE FROM items WHERE cohort = ?", [name])
-            for table, frame in (("cohorts", meta), ("items", stored)):
-                con.register("_incoming", frame)
-                cols = ", ".join(f'"{c}"' for c in frame.columns)
-                con.execute(f'INSERT INTO {table} ({cols}) SELECT {cols} FROM _incoming')
-                con.unregister("_incoming")
+            store.replace_rows(con, "cohorts", meta, cohort=name)
+            store.replace_rows(con, "items", stored, cohort=name)
     log.info("registered cohort %s: %d images", name, len(stored))
     return stored
 
