@@ -3,7 +3,8 @@
 Columns: ``image_id, study_id, patient_id, split, view, image_path, report_text`` plus the 14
 CheXpert labels (float: 1, 0, -1, or NaN for not mentioned). ``image_path`` is relative to the
 cohort root; ``split`` is one of ``train``, ``validate``, ``test``; ``view`` is an upper-case view
-position (``PA``, ``AP``, ``LATERAL``, ``LL``, ...) or empty when unknown.
+position (``PA``, ``AP``, ``LATERAL``, ``LL``, ...), ``FRONTAL`` for a frontal image whose AP/PA
+is not recorded (IU X-ray), or empty when unknown.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ ID_COLUMNS: tuple[str, ...] = (
 )
 COLUMNS: tuple[str, ...] = ID_COLUMNS + CHEXPERT_LABELS
 SPLITS: tuple[str, ...] = ("train", "validate", "test")
-FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP")
+FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP", "FRONTAL")
 SECTIONS: tuple[str, ...] = ("findings", "impression", "both", "full")
 
 
@@ -74,14 +75,15 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def select_one_image_per_study(items: pd.DataFrame) -> pd.DataFrame:
-    """Keep one image per study: frontal if any (PA before AP), then the first by image id.
+    """Keep one image per study: frontal if any (PA, then AP, then FRONTAL), then first by id.
 
     Studies with no frontal image keep their first image by id, so a study is never dropped
     silently; callers that need frontal-only filter on ``view`` afterwards.
     """
     if items.empty:
         return items.copy()
-    rank = items["view"].map({"PA": 0, "AP": 1}).fillna(2)
+    rank = items["view"].map({view: i for i, view in enumerate(FRONTAL_VIEWS)})
+    rank = rank.fillna(len(FRONTAL_VIEWS))
     ordered = items.assign(_rank=rank).sort_values(["study_id", "_rank", "image_id"], kind="stable")
     chosen = ordered.drop_duplicates("study_id", keep="first").drop(columns="_rank")
     return chosen.sort_values("image_id", kind="stable").reset_index(drop=True)

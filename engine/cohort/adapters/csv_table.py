@@ -1,0 +1,91 @@
+"""A user's own cohort as one CSV table.
+
+``--root`` is a folder holding ``cohort.csv``, or the CSV file itself. Columns (one row per
+image):
+
+* required: ``image_path`` (relative to the CSV's folder, or absolute), ``report_text``,
+  ``patient_id``;
+* optional: ``study_id`` (default: the image id, i.e. one study per row), ``image_id``
+  (default: ``image_path``), ``split`` (train / validate (valid) / test; default: a
+  deterministic hash of ``patient_id``, 75% train and 25% test), ``view`` (upper-cased: PA,
+  AP, LATERAL, ...), and any of the 14 CheXpert label columns (1 / 0 / -1 / blank; matched
+  case-insensitively; absent labels are missing).
+
+``report_text`` is sectioned like a MIMIC report (upper-case ``FINDINGS:`` / ``IMPRESSION:``
+headers); plain text without headers is used whole (counted as a section fallback unless
+``--section full``).
+
+``image_path`` is stored as listed when ``--root`` is the folder (relative paths stay relative
+to it). When ``--root`` is the CSV file, paths are stored absolute, since there is no folder
+to be relative to.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from engine.cohort.adapters import _common as c
+from engine.cohort.table import CohortLoad
+from engine.labels import CHEXPERT_LABELS
+
+DEFAULT_NAME = "cohort.csv"
+REQUIRED = ("image_path", "report_text", "patient_id")
+
+
+def load(root: Path, *, section: str = "both") -> CohortLoad:
+    """Read a user's cohort CSV (`root` is its folder or the file) into the cohort table."""
+    c.check_section(section)
+    root = Path(root)
+    if root.is_file():
+        csv_path, base = root, root.parent
+    else:
+        csv_path = c.require_file(root, (DEFAULT_NAME,), what="cohort table")
+        base = root
+    log = c.LoadLog()
+    rows = c.read_table(csv_path, base, log, required=REQUIRED, text_columns=("report_text",))
+    log.stats["rows_listed"] = len(rows)
+    rows = _canonical_label_names(rows)
+    rows = c.drop_blank(rows, ("image_path", "patient_id"), log)
+    image_id = _column_or(rows, "image_id", rows["image_path"])
+    rows = rows.assign(image_id=image_id, study_id=_column_or(rows, "study_id", image_id))
+    rows = c.drop_duplicates(rows, "image_id", log, what="image_id")
+    if "split" in rows:
+        rows = c.normalise_splits(rows, log)
+    else:
+        rows = rows.assign(split=rows["patient_id"].map(c.hash_split))
+    rows = rows.assign(view=_column_or(rows, "view", pd.Series("", index=rows.index)).str.upper())
+    log.stats["images_listed"] = len(rows)
+    listed_studies = set(rows["study_id"])
+
+    images = c.check_images(rows, base, log)
+    log.stats["studies_listed"] = len(listed_studies)
+    log.stats["studies_without_images"] = len(listed_studies - set(images["study_id"]))
+    sources = images.loc[:, ["study_id", "_file", "_row"]].assign(full=images["report_text"])
+    texts = c.select_report_text(sources, section, log)
+    images = c.attach_reports(images.drop(columns="report_text"), texts, log)
+    if root.is_file():
+        images = images.assign(
+            image_path=images["image_path"].map(lambda p: os.path.abspath(base / p))
+        )
+    images = c.parse_labels(images, log, file=csv_path.name, warn_absent=False)
+    return c.finish(images, log, root)
+
+
+def _column_or(rows: pd.DataFrame, column: str, default: pd.Series) -> pd.Series:
+    """`column` where present and non-blank, else `default`."""
+    if column not in rows:
+        return default
+    return rows[column].where(rows[column] != "", default)
+
+
+def _canonical_label_names(rows: pd.DataFrame) -> pd.DataFrame:
+    by_lower = {label.lower(): label for label in CHEXPERT_LABELS}
+    renames = {
+        col: by_lower[" ".join(col.lower().split())]
+        for col in rows.columns
+        if " ".join(col.lower().split()) in by_lower and col not in CHEXPERT_LABELS
+    }
+    return rows.rename(columns=renames)
