@@ -1,7 +1,10 @@
 """Streamlit entry point: owns the frame (title, sidebar, navigation) and the shared state.
 
-Run with `streamlit run dashboard/app.py` (or `make demo`). Pages live in `app_pages/` and stay
-thin; every read goes through `data.py`.
+Run with `streamlit run dashboard/app.py` (or `make demo`). The sidebar picks the cohort and the
+model once (and the heads on the pages that show one set of heads); the choice reaches the pages
+as `ui.Context` in ``st.session_state["ctx"]``. Pages live in `app_pages/` and stay thin; every
+read goes through `data.py`. A read that meets the engine's write lock ends the run with a
+friendly notice instead of a traceback.
 """
 
 from __future__ import annotations
@@ -13,17 +16,67 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboard import data  # noqa: E402
+from dashboard import data, logic, ui  # noqa: E402
 
 st.set_page_config(page_title="Re-linkage audit", page_icon="🩻", layout="wide")
 
 PAGES = [
-    st.Page("app_pages/overview.py", title="Risk overview", url_path="overview", default=True),
+    st.Page("app_pages/overview.py", title="Risk overview", icon=":material/shield:",
+            url_path="overview", default=True),
+    st.Page("app_pages/explorer.py", title="Re-linkage explorer", icon=":material/search:",
+            url_path="explorer"),
+    st.Page("app_pages/joint_space.py", title="Joint space", icon=":material/scatter_plot:",
+            url_path="joint-space"),
+    st.Page("app_pages/privacy.py", title="Privacy / utility", icon=":material/tune:",
+            url_path="privacy"),
+    st.Page("app_pages/hard_negatives.py", title="Hard negatives", icon=":material/filter_alt:",
+            url_path="hard-negatives"),
+    st.Page("app_pages/runs.py", title="Runs", icon=":material/history:", url_path="runs"),
 ]
+# Pages that show one set of heads get the sidebar's heads picker.
+HEADS_PAGES = {"explorer", "joint-space", "hard-negatives"}
 
-state = data.db_state()
-st.session_state["db"] = state.path
-with st.sidebar:
-    st.caption(f"Results: `{state.path}`" if state.exists else "No results database yet")
 
-st.navigation(PAGES).run()
+def sidebar(state: data.DbState, page_path: str) -> ui.Context:
+    """Cohort, model (and heads) pickers; returns what they chose."""
+    ctx = ui.Context(state.path, state.token, state.exists)
+    if not state.exists:
+        st.caption("No results database yet")
+        return ctx
+    cohorts = data.cohorts(state.path, state.token)
+    if cohorts.empty:
+        st.caption(f"Results: `{state.path}` (no cohorts yet)")
+        return ctx
+    cohort = st.selectbox("Cohort", list(cohorts["cohort"]), key="cohort")
+    models = data.models(state.path, state.token, cohort)
+    if models.empty:
+        st.caption(f"Results: `{state.path}`")
+        return ui.Context(state.path, state.token, True, cohort)
+    # Default: the most specialised model (listed last), the one whose risk matters most.
+    model = st.selectbox("Model", list(models["model"]), key="model", index=len(models) - 1)
+    about = models.set_index("model").loc[model]
+    st.caption(logic.model_about(about.get("specialization"), about.get("description")))
+    heads = st.session_state.get("heads_choice", "original")
+    if page_path in HEADS_PAGES:
+        options = logic.epsilon_grid([], data.heads(state.path, state.token, cohort, model))
+        # The picker is not drawn on every page, so its widget state would be dropped in between;
+        # the choice is kept under another key and handed back when the picker reappears.
+        if st.session_state.get("heads") not in options:
+            st.session_state["heads"] = heads if heads in options else "original"
+        heads = st.selectbox("Heads", options, key="heads", format_func=logic.heads_name,
+                             help="Which projection heads produced the embeddings: the model's "
+                                  "own, or heads retrained with DP at that epsilon.")
+        st.session_state["heads_choice"] = heads
+    st.caption(f"Results: `{state.path}`")
+    return ui.Context(state.path, state.token, True, cohort, model, heads)
+
+
+page = st.navigation(PAGES)
+notice = st.empty()
+try:
+    with st.sidebar:
+        st.session_state["ctx"] = sidebar(data.db_state(), page.url_path)
+    page.run()
+except data.ResultsUpdating:
+    notice.warning(ui.UPDATING, icon="⏳")
+    st.button("Reload", key="reload-after-update")

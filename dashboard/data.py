@@ -1,21 +1,44 @@
 """The dashboard's only door to storage: read-only DuckDB queries with bound parameters.
 
-Never imports torch, open_clip, opacus, faiss or umap. Every query runs on a fresh read-only
-connection that is closed at once, so the engine (the only writer) is blocked only for the
-instant of a read, and a read that meets the writer's lock is retried briefly and then reported
-as `ResultsUpdating` instead of a traceback.
+Never imports torch, open_clip, opacus, faiss, umap or the engine. Every query attaches the
+results file read-only, runs, fully fetches and detaches at once, so the engine (the only
+writer) is blocked only for the instant of a read, and a read that meets the writer's lock is
+retried briefly and then reported as `ResultsUpdating` instead of a traceback.
+
+Public functions take plain arguments ``(db, token, ...)``: ``db`` is the database path as a
+string and ``token`` is `DbState.token`, which changes whenever the file (or its WAL) does, so
+the `st.cache_data` cache never serves results older than the file. They work outside a
+Streamlit run too (the cache then lives in memory), which keeps them testable with plain pytest.
+User-supplied values always travel as bound parameters; the few identifiers that vary (a label
+column, a join column) come from fixed whitelists.
+
+The ``heads`` of a DP run is its epsilon label: ``inf`` for infinity, otherwise ``f"{eps:g}"``
+(``0.34``, ``1``, ``8``). When `dp_runs` carries a ``heads`` column it wins.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import streamlit as st
 
+from dashboard.logic import LABELS
+
+# Tables shown on the Runs page, in this order (the public ones of DESIGN §3.6, then the rest).
+TABLES = ("cohorts", "items", "models", "runs", "relink_metrics", "relink_ranks", "relink_summary",
+          "relink_topk", "dp_runs", "utility", "umap_points")
+
+_CACHE = dict(show_spinner=False, max_entries=512)
+_DIRECTION_KEYS = {"image_to_report": ("image_id", "study_id"),
+                   "report_to_image": ("study_id", "image_id")}
 
 
 def default_db() -> Path:
@@ -34,17 +57,54 @@ class DbState:
     path: str
     exists: bool
     mtime_ns: int
+    wal_mtime_ns: int = 0
+
+    @property
+    def token(self) -> str:
+        return f"{self.mtime_ns}:{self.wal_mtime_ns}"
 
 
 def db_state(path: str | Path | None = None) -> DbState:
     p = Path(path) if path is not None else default_db()
     try:
-        return DbState(str(p), True, p.stat().st_mtime_ns)
+        mtime = p.stat().st_mtime_ns
     except FileNotFoundError:
         return DbState(str(p), False, 0)
+    try:
+        wal = Path(f"{p}.wal").stat().st_mtime_ns
+    except FileNotFoundError:
+        wal = 0
+    return DbState(str(p), True, mtime, wal)
 
 
-def query(path: str | Path, sql: str, params: list | None = None, *, retry_s: float = 2.0) -> pd.DataFrame:
+# One in-memory DuckDB instance per process; each query attaches the results file read-only,
+# runs, and detaches. Creating a DuckDB instance costs 20-40 ms, an ATTACH about 1 ms, and the
+# file lock is held exactly as briefly as with a fresh read-only connection. An instance may
+# attach a file only once, so queries take turns (they are short and fully fetched).
+_BASE: duckdb.DuckDBPyConnection | None = None
+_TURN = threading.Lock()
+
+
+def _attached_query(path: str, sql: str, params: list) -> pd.DataFrame:
+    global _BASE
+    if _BASE is None:
+        _BASE = duckdb.connect(":memory:")
+    con = _BASE.cursor()
+    try:
+        con.execute("DETACH DATABASE IF EXISTS results")
+        con.execute("ATTACH '" + path.replace("'", "''") + "' AS results (READ_ONLY)")
+        try:
+            con.execute("USE results")
+            return con.execute(sql, params).df()
+        finally:
+            con.execute("USE memory")
+            con.execute("DETACH DATABASE results")
+    finally:
+        con.close()
+
+
+def query(path: str | Path, sql: str, params: list | None = None, *,
+          retry_s: float = 2.0) -> pd.DataFrame:
     """Run one read-only query and return its fully fetched result.
 
     Raises:
@@ -54,36 +114,329 @@ def query(path: str | Path, sql: str, params: list | None = None, *, retry_s: fl
     delay = 0.05
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=True)
+            with _TURN:
+                return _attached_query(str(path), sql, list(params or []))
         except duckdb.IOException as exc:
-            if "lock" in str(exc).lower() and time.monotonic() < deadline:
-                time.sleep(delay)
-                delay = min(delay * 2, 0.4)
-                continue
-            if "lock" in str(exc).lower():
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
                 raise ResultsUpdating(str(path)) from exc
-            raise
-        try:
-            return con.execute(sql, params or []).df()
-        finally:
-            con.close()
+        time.sleep(delay)  # outside the turn, so other sessions' reads go on
+        delay = min(delay * 2, 0.4)
 
 
-def table_counts(path: str | Path) -> pd.DataFrame:
-    """Row count of each public table that exists (empty frame for a new database)."""
-    tables = query(path, "SELECT table_name FROM duckdb_tables() ORDER BY table_name")
-    public = ("cohorts", "items", "models", "relink_metrics", "relink_ranks", "dp_runs",
-              "utility", "umap_points")
-    names = [t for t in tables["table_name"] if t in public]
+@st.cache_data(**_CACHE)
+def tables(db: str, token: str) -> frozenset[str]:
+    """Names of the tables the database holds."""
+    return frozenset(query(db, "SELECT table_name FROM duckdb_tables()")["table_name"])
+
+
+def _has(db: str, token: str, *names: str) -> bool:
+    return set(names) <= tables(db, token)
+
+
+def _label_cols(alias: str) -> str:
+    return ", ".join(f'{alias}."{name}"' for name in LABELS)
+
+
+# ------------------------------------------------------------------------------ catalogue
+
+
+@st.cache_data(**_CACHE)
+def table_counts(db: str, token: str) -> pd.DataFrame:
+    """Row count of each results table that exists (empty frame for a new database)."""
+    names = [t for t in TABLES if t in tables(db, token)]
     if not names:
         return pd.DataFrame(columns=["table", "rows"])
-    union = " UNION ALL ".join(f"SELECT '{t}' AS \"table\", count(*) AS rows FROM \"{t}\"" for t in names)
-    return query(path, union)
+    union = " UNION ALL ".join(
+        f"SELECT '{t}' AS \"table\", count(*) AS rows, {i} AS o FROM \"{t}\""
+        for i, t in enumerate(names))
+    return query(db, f"SELECT \"table\", rows FROM ({union}) ORDER BY o")
 
 
-def cohorts(path: str | Path) -> pd.DataFrame:
+@st.cache_data(**_CACHE)
+def cohorts(db: str, token: str) -> pd.DataFrame:
+    """Every registered cohort (one row each), with its root folder and skipped-input report."""
+    if not _has(db, token, "cohorts"):
+        return pd.DataFrame(columns=["cohort"])
     return query(
-        path,
-        "SELECT cohort, format, site, n_patients, n_studies, n_images, n_skipped, created_at "
-        "FROM cohorts ORDER BY cohort",
+        db,
+        "SELECT cohort, format, site, n_patients, n_studies, n_images, n_skipped, created_at, "
+        "root, section, problems_json FROM cohorts ORDER BY cohort",
     )
+
+
+@st.cache_data(**_CACHE)
+def models(db: str, token: str, cohort: str) -> pd.DataFrame:
+    """Models with attack results on `cohort`, least specialised first.
+
+    Columns: model, spec, specialization, description (the last three empty when the model is not
+    in the ``models`` table).
+    """
+    if not _has(db, token, "relink_metrics", "models"):
+        return pd.DataFrame(columns=["model", "spec", "specialization", "description"])
+    return query(
+        db,
+        "SELECT r.model, m.spec, m.specialization, m.description "
+        "FROM (SELECT DISTINCT model FROM relink_metrics WHERE cohort = ?) r "
+        "LEFT JOIN models m USING (model) "
+        "ORDER BY m.specialization NULLS LAST, r.model",
+        [cohort],
+    )
+
+
+@st.cache_data(**_CACHE)
+def heads(db: str, token: str, cohort: str, model: str) -> list[str]:
+    """Heads with attack results for (cohort, model), as stored (``original``, ``inf``, ...)."""
+    if not _has(db, token, "relink_metrics"):
+        return []
+    frame = query(db, "SELECT DISTINCT heads FROM relink_metrics WHERE cohort = ? AND model = ?",
+                  [cohort, model])
+    return list(frame["heads"])
+
+
+# ------------------------------------------------------------------------------ pool metrics
+
+
+@st.cache_data(**_CACHE)
+def pool_metrics(db: str, token: str, cohort: str, model: str | None = None,
+                 heads: str | None = "original", k: int | None = 1) -> pd.DataFrame:
+    """`relink_metrics` rows of a cohort (one model or all; one heads or all; one k or all)."""
+    if not _has(db, token, "relink_metrics"):
+        return pd.DataFrame(columns=["model", "split", "direction", "negatives", "heads",
+                                     "pool_size", "k", "recall", "chance", "lift", "ci_low",
+                                     "ci_high", "n_queries", "n_excluded"])
+    where, params = ["cohort = ?"], [cohort]
+    for column, value in (("model", model), ("heads", heads), ("k", k)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    return query(
+        db,
+        "SELECT model, split, direction, negatives, heads, pool_size, k, recall, chance, lift, "
+        "ci_low, ci_high, n_queries, n_excluded, run_id FROM relink_metrics "
+        f"WHERE {' AND '.join(where)} "
+        "ORDER BY model, split, direction, negatives, heads, pool_size, k",
+        params,
+    )
+
+
+@st.cache_data(**_CACHE)
+def summary(db: str, token: str, cohort: str, model: str,
+            heads: str | None = "original") -> pd.DataFrame:
+    """`relink_summary` rows (mrr, patient_top1, median_rank, chance_top1) per split/direction."""
+    if not _has(db, token, "relink_summary"):
+        return pd.DataFrame(columns=["split", "direction", "heads", "metric", "value", "ci_low",
+                                     "ci_high", "n_queries"])
+    where, params = "cohort = ? AND model = ?", [cohort, model]
+    if heads is not None:
+        where += " AND heads = ?"
+        params.append(heads)
+    return query(db, "SELECT split, direction, heads, metric, value, ci_low, ci_high, n_queries "
+                     f"FROM relink_summary WHERE {where} ORDER BY split, direction, heads, metric",
+                 params)
+
+
+# ------------------------------------------------------------------------------ per query
+
+
+@st.cache_data(**_CACHE)
+def query_ranks(db: str, token: str, cohort: str, model: str, heads: str, split: str = "test",
+                direction: str = "image_to_report") -> pd.DataFrame:
+    """Every query of one (split, direction, heads) with its counts, expected rank and labels.
+
+    Columns: query_id, true_id, image_id, study_id, patient_id, view, n_candidates, n_greater,
+    n_tied, n_matched, n_matched_greater, n_matched_tied, top1_same_patient, expected_rank and
+    the 14 labels; riskiest (lowest expected rank) first.
+    """
+    if direction not in _DIRECTION_KEYS:
+        raise ValueError(f"direction={direction!r}")
+    if not _has(db, token, "relink_ranks", "items"):
+        return pd.DataFrame(columns=["query_id", "expected_rank", *LABELS])
+    key = _DIRECTION_KEYS[direction][0]
+    return query(
+        db,
+        "SELECT r.query_id, r.true_id, i.image_id, i.study_id, i.patient_id, i.view, "
+        "r.n_candidates, r.n_greater, r.n_tied, r.n_matched, r.n_matched_greater, "
+        "r.n_matched_tied, r.top1_same_patient, 1 + r.n_greater + r.n_tied / 2.0 AS expected_rank, "
+        f"{_label_cols('i')} "
+        "FROM relink_ranks r LEFT JOIN items i "
+        f"ON i.cohort = r.cohort AND i.selected AND i.{key} = r.query_id "
+        "WHERE r.cohort = ? AND r.model = ? AND r.heads = ? AND r.split = ? AND r.direction = ? "
+        "ORDER BY expected_rank, r.query_id",
+        [cohort, model, heads, split, direction],
+    )
+
+
+@st.cache_data(**_CACHE)
+def search_reports(db: str, token: str, cohort: str, text: str) -> list[str]:
+    """Image ids (selected items) whose id or report contains `text` (case-insensitive)."""
+    if not text.strip() or not _has(db, token, "items"):
+        return []
+    pattern = f"%{text.strip()}%"
+    frame = query(db, "SELECT image_id FROM items WHERE cohort = ? AND selected AND "
+                      "(image_id ILIKE ? OR study_id ILIKE ? OR report_text ILIKE ?)",
+                  [cohort, pattern, pattern, pattern])
+    return list(frame["image_id"])
+
+
+@st.cache_data(**_CACHE)
+def item(db: str, token: str, cohort: str, image_id: str) -> dict | None:
+    """One item (image, its study's report and labels) with the cohort root, or None."""
+    if not _has(db, token, "items", "cohorts"):
+        return None
+    frame = query(db, "SELECT i.*, c.root FROM items i JOIN cohorts c USING (cohort) "
+                      "WHERE i.cohort = ? AND i.image_id = ?", [cohort, image_id])
+    return frame.iloc[0].to_dict() if len(frame) else None
+
+
+@st.cache_data(**_CACHE)
+def candidates(db: str, token: str, cohort: str, model: str, heads: str, split: str,
+               direction: str, query_id: str) -> pd.DataFrame:
+    """The stored top-k candidates of one query with each candidate's report (or image) and labels.
+
+    Columns: rank, candidate_id, score, is_true, is_matched, image_id, study_id, patient_id,
+    report_text and the 14 labels.
+    """
+    if direction not in _DIRECTION_KEYS:
+        raise ValueError(f"direction={direction!r}")
+    if not _has(db, token, "relink_topk", "items"):
+        return pd.DataFrame(columns=["rank", "candidate_id", "score", "is_true", "is_matched",
+                                     "report_text", *LABELS])
+    key = _DIRECTION_KEYS[direction][1]
+    return query(
+        db,
+        "SELECT t.rank, t.candidate_id, t.score, t.is_true, t.is_matched, i.image_id, "
+        f"i.study_id, i.patient_id, i.report_text, {_label_cols('i')} "
+        "FROM relink_topk t LEFT JOIN items i "
+        f"ON i.cohort = t.cohort AND i.selected AND i.{key} = t.candidate_id "
+        "WHERE t.cohort = ? AND t.model = ? AND t.heads = ? AND t.split = ? AND t.direction = ? "
+        "AND t.query_id = ? ORDER BY t.rank",
+        [cohort, model, heads, split, direction, query_id],
+    )
+
+
+@st.cache_data(**_CACHE)
+def reports(db: str, token: str, cohort: str, study_ids: tuple[str, ...]) -> pd.DataFrame:
+    """Report text and labels of the given studies (selected items)."""
+    if not study_ids or not _has(db, token, "items"):
+        return pd.DataFrame(columns=["study_id", "image_id", "report_text", *LABELS])
+    return query(db, f"SELECT study_id, image_id, report_text, {_label_cols('items')} FROM items "
+                     "WHERE cohort = ? AND selected AND list_contains(?, study_id)",
+                 [cohort, list(study_ids)])
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def thumbnail(path: str, mtime_ns: int, max_side: int = 512) -> bytes | None:
+    """A PNG thumbnail of an image file, or None when it cannot be read.
+
+    `mtime_ns` is only a cache key, so that a replaced file is reloaded.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.thumbnail((max_side, max_side))
+            out = io.BytesIO()
+            img.convert("L" if img.mode in ("L", "I", "I;16", "F") else "RGB").save(out, "PNG")
+            return out.getvalue()
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+
+
+def image_file(root: str | None, image_path: str | None) -> Path | None:
+    """Absolute path of an item's image (cohort root + stored relative path)."""
+    if not root or not image_path:
+        return None
+    return Path(root) / image_path
+
+
+# ------------------------------------------------------------------------------ joint space
+
+
+@st.cache_data(**_CACHE)
+def umap_heads(db: str, token: str, cohort: str, model: str) -> list[str]:
+    """Heads with stored UMAP coordinates for (cohort, model)."""
+    if not _has(db, token, "umap_points"):
+        return []
+    return list(query(db, "SELECT DISTINCT heads FROM umap_points WHERE cohort = ? AND model = ?",
+                      [cohort, model])["heads"])
+
+
+@st.cache_data(**_CACHE)
+def umap_points(db: str, token: str, cohort: str, model: str, heads: str) -> pd.DataFrame:
+    """UMAP points of one map, each with its item's ids, split, labels and expected rank.
+
+    ``item_id`` is matched to the item's image id; a report point whose id is a study id is
+    matched through the study. ``expected_rank`` is the image -> report rank of the item in its
+    own split under the same heads (NaN where the attack has not run).
+    """
+    if not _has(db, token, "umap_points", "items"):
+        return pd.DataFrame(columns=["item_id", "modality", "x", "y", "image_id", "study_id",
+                                     "split", "expected_rank", *LABELS])
+    has_ranks = _has(db, token, "relink_ranks")
+    rank_join = (
+        "LEFT JOIN relink_ranks r ON r.cohort = u.cohort AND r.model = u.model "
+        "AND r.heads = u.heads AND r.direction = 'image_to_report' "
+        "AND r.query_id = coalesce(a.image_id, b.image_id) "
+        "AND r.split = coalesce(a.split, b.split)" if has_ranks else "")
+    rank_col = "1 + r.n_greater + r.n_tied / 2.0" if has_ranks else "NULL::DOUBLE"
+    cols = ", ".join(f'coalesce(a."{n}", b."{n}") AS "{n}"' for n in LABELS)
+    return query(
+        db,
+        "SELECT u.item_id, u.modality, u.x, u.y, coalesce(a.image_id, b.image_id) AS image_id, "
+        "coalesce(a.study_id, b.study_id) AS study_id, "
+        "coalesce(a.patient_id, b.patient_id) AS patient_id, "
+        f"coalesce(a.split, b.split) AS split, {rank_col} AS expected_rank, {cols} "
+        "FROM umap_points u "
+        "LEFT JOIN items a ON a.cohort = u.cohort AND a.image_id = u.item_id "
+        "LEFT JOIN items b ON a.image_id IS NULL AND u.modality = 'report' "
+        "AND b.cohort = u.cohort AND b.selected AND b.study_id = u.item_id "
+        f"{rank_join} "
+        "WHERE u.cohort = ? AND u.model = ? AND u.heads = ? ORDER BY u.modality, u.item_id",
+        [cohort, model, heads],
+    )
+
+
+# ------------------------------------------------------------------------------ DP and utility
+
+
+@st.cache_data(**_CACHE)
+def dp_runs(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
+    """DP runs of (cohort, model), each with its ``heads`` label, smallest epsilon first."""
+    if not _has(db, token, "dp_runs"):
+        return pd.DataFrame(columns=["heads", "epsilon"])
+    frame = query(db, "SELECT * FROM dp_runs WHERE cohort = ? AND model = ? "
+                      "ORDER BY epsilon NULLS LAST", [cohort, model])
+    if "heads" not in frame.columns:
+        frame.insert(0, "heads", [epsilon_label(e) for e in frame["epsilon"]])
+    return frame
+
+
+def epsilon_label(epsilon: float | None) -> str:
+    """The heads label of an epsilon: ``inf`` or ``f"{eps:g}"``."""
+    if epsilon is None or (isinstance(epsilon, float) and math.isnan(epsilon)):
+        return "?"
+    return "inf" if math.isinf(epsilon) else f"{epsilon:g}"
+
+
+@st.cache_data(**_CACHE)
+def utility(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
+    """Linear-probe AUROC per (heads, label) for (cohort, model); label ``macro`` is the mean."""
+    if not _has(db, token, "utility"):
+        return pd.DataFrame(columns=["heads", "label", "auroc"])
+    return query(db, "SELECT heads, label, auroc, run_id FROM utility "
+                     "WHERE cohort = ? AND model = ? ORDER BY heads, label", [cohort, model])
+
+
+# ------------------------------------------------------------------------------ provenance
+
+
+@st.cache_data(**_CACHE)
+def runs(db: str, token: str) -> pd.DataFrame:
+    """Every stored run, newest first."""
+    if not _has(db, token, "runs"):
+        return pd.DataFrame(columns=["run_id", "stage", "model", "cohort", "status"])
+    return query(db, "SELECT run_id, stage, model, cohort, status, started_at, finished_at, "
+                     "seconds, n_rows, n_skipped, code_version, config_hash, message, config_json "
+                     "FROM runs ORDER BY finished_at DESC NULLS LAST, run_id")

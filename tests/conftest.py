@@ -6,3 +6,14 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def seeded(tmp_path_factory):
+    """A small seeded results database (tests/seed_db.py): 3 models, DP heads 1 and inf."""
+    from seed_db import build
+
+    return build(tmp_path_factory.mktemp("seeded"))

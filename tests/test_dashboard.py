@@ -1,8 +1,17 @@
-"""Dashboard pages through Streamlit's AppTest, and its import hygiene."""
+"""Dashboard pages through Streamlit's AppTest on a seeded database, and its import hygiene.
+
+Each page: rendered on the seeded database with its widgets moved (no exception, the expected
+metrics / tables / charts present), on an empty database and without a database (an explicit
+empty state), and while the engine holds the write lock ("being updated", no traceback).
+"""
 
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,6 +22,7 @@ from engine import store
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
 HEAVY = {"torch", "open_clip", "opacus", "faiss", "umap"}
+PAGES = ("overview", "explorer", "joint_space", "privacy", "hard_negatives", "runs")
 
 
 def test_dashboard_never_imports_heavy_libraries():
@@ -27,7 +37,22 @@ def test_dashboard_never_imports_heavy_libraries():
             offenders += [f"{path}: {n}" for n in names if n.split(".")[0] in HEAVY]
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("engine"):
                 offenders.append(f"{path}: {node.module} (the dashboard reads DuckDB only)")
+            if isinstance(node, ast.Import) and any(a.name.startswith("engine")
+                                                    for a in node.names):
+                offenders.append(f"{path}: engine (the dashboard reads DuckDB only)")
     assert offenders == []
+
+
+def test_dashboard_never_renders_report_text_as_markdown_or_html():
+    """Reports are untrusted text: `ui.report_text` (st.code) or tables only."""
+    for path in (ROOT / "dashboard").rglob("*.py"):
+        source = path.read_text()
+        assert "unsafe_allow_html" not in source, path
+        assert "st.html" not in source, path
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("markdown",
+                                                                                 "write"):
+                assert "report_text" not in ast.unparse(node), f"{path}: {ast.unparse(node)}"
 
 
 @pytest.fixture(autouse=True)
@@ -38,18 +63,279 @@ def _clear_caches():
     st.cache_resource.clear()
 
 
+def _app(db, monkeypatch) -> AppTest:
+    monkeypatch.setenv("RELINK_DB", str(db))
+    return AppTest.from_file(APP, default_timeout=60)
+
+
+def _page(at: AppTest, name: str) -> AppTest:
+    return at.switch_page(f"app_pages/{name}.py").run()
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.warning, [w.value for w in at.warning]
+
+
+def _charts(at: AppTest) -> int:
+    return len(at.get("plotly_chart"))
+
+
+def _infos(at: AppTest) -> str:
+    return "\n".join(i.value for i in at.info)
+
+
+# ------------------------------------------------------------------------------ no results
+
+
 def test_overview_without_database_shows_how_to_fill_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("RELINK_DB", str(tmp_path / "absent.duckdb"))
-    at = AppTest.from_file(APP, default_timeout=30).run()
+    at = _app(tmp_path / "absent.duckdb", monkeypatch).run()
     assert not at.exception
     assert any("make demo" in info.value for info in at.info)
 
 
-def test_overview_on_empty_database(tmp_path, monkeypatch):
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_without_database_says_how_to_fill_it(page, tmp_path, monkeypatch):
+    at = _page(_app(tmp_path / "absent.duckdb", monkeypatch).run(), page)
+    _ok(at)
+    assert "make demo" in _infos(at)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_on_empty_database_has_an_empty_state(page, tmp_path, monkeypatch):
     db = tmp_path / "r.duckdb"
     with store.connect_write(db):
         pass
-    monkeypatch.setenv("RELINK_DB", str(db))
-    at = AppTest.from_file(APP, default_timeout=30).run()
-    assert not at.exception
-    assert any("no cohorts" in info.value for info in at.info)
+    at = _page(_app(db, monkeypatch).run(), page)
+    _ok(at)
+    assert "python -m engine" in _infos(at)
+
+
+def test_pages_of_a_cohort_without_attack_results_say_which_command_fills_them(
+        seeded, tmp_path, monkeypatch):
+    db = tmp_path / "cohort-only.duckdb"
+    shutil.copy(seeded.db, db)
+    with store.connect_write(db) as con:
+        for table in ("relink_metrics", "relink_ranks", "relink_summary", "relink_topk"):
+            con.execute(f"DELETE FROM {table}")
+    at = _app(db, monkeypatch).run()
+    for page in PAGES[:-1]:
+        _page(at, page)
+        _ok(at)
+        assert f"python -m engine attack --model MODEL --cohort {seeded.cohort}" in _infos(at)
+
+
+def test_joint_space_and_privacy_empty_states_when_their_stages_have_not_run(
+        seeded, tmp_path, monkeypatch):
+    db = tmp_path / "attack-only.duckdb"
+    shutil.copy(seeded.db, db)
+    with store.connect_write(db) as con:
+        con.execute("DELETE FROM umap_points")
+        con.execute("DELETE FROM dp_runs")
+    at = _app(db, monkeypatch).run()
+    _ok(_page(at, "joint_space"))
+    assert "python -m engine umap" in _infos(at)
+    _ok(_page(at, "privacy"))
+    assert "python -m engine dp" in _infos(at)
+
+
+# ------------------------------------------------------------------------------ seeded pages
+
+
+def test_overview_headline_sentence_and_charts(seeded, monkeypatch):
+    at = _app(seeded.db, monkeypatch).run()
+    _ok(at)
+    assert at.selectbox(key="model").value == seeded.specialist  # most specialised first
+    labels = [m.label for m in at.metric]
+    assert {"Recall@1", "Lift over chance", "MRR", "Median rank",
+            "Patient-level top-1"} <= set(labels)
+    sentence = f"An attacker holding {seeded.specialist} and a pool of {seeded.n_test} reports"
+    assert sentence in _infos(at)
+    assert "95% CI" in _infos(at)
+    assert _charts(at) == 2  # lift vs N for every model, members vs held-out
+    assert len(at.dataframe) == 2
+    assert at.selectbox(key="overview_n").options == [
+        "5", "10", f"{seeded.n_test} (full held-out set)"]
+
+
+def test_overview_model_and_pool_size_and_direction(seeded, monkeypatch):
+    at = _app(seeded.db, monkeypatch).run()
+    before = at.metric[0].value
+    at.selectbox(key="overview_n").set_value(5).run()
+    _ok(at)
+    assert "a pool of 5 reports" in _infos(at)
+    assert at.metric[0].value != before
+    at.selectbox(key="model").set_value(seeded.models[0]).run()
+    _ok(at)
+    assert f"An attacker holding {seeded.models[0]} and a pool of 5 reports" in _infos(at)
+    at.segmented_control(key="overview_direction").set_value("report_to_image").run()
+    _ok(at)
+    assert "finds a report's own image" in _infos(at)
+
+
+def test_model_choice_is_shared_across_pages(seeded, monkeypatch):
+    at = _app(seeded.db, monkeypatch).run()
+    at.selectbox(key="model").set_value(seeded.models[1]).run()
+    for page in PAGES[1:-1]:
+        _page(at, page)
+        assert at.selectbox(key="model").value == seeded.models[1]
+
+
+def test_explorer_lists_queries_by_risk_and_shows_the_riskiest(seeded, monkeypatch):
+    at = _page(_app(seeded.db, monkeypatch).run(), "explorer")
+    _ok(at)
+    queries = at.dataframe[0].value
+    assert len(queries) == seeded.n_test
+    assert queries["expected_rank"].is_monotonic_increasing
+    assert [m.label for m in at.metric][0] == "True report's expected rank"
+    candidates = at.dataframe[1].value
+    assert list(candidates["rank"]) == sorted(candidates["rank"])
+    assert {"score", "is_true", "is_matched", "report"} <= set(candidates.columns)
+    assert any(s.value.startswith("True report vs") for s in at.subheader)
+    assert at.code, "reports are shown as plain text"
+
+
+def test_explorer_pick_by_selection_and_missing_image(seeded, monkeypatch):
+    at = _page(_app(seeded.db, monkeypatch).run(), "explorer")
+    queries = at.dataframe[0].value
+    row = int(queries.index[queries["image_id"] == seeded.missing_image][0])
+    at.session_state["explorer_pick"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    at.run()
+    _ok(at)
+    assert any(s.value == f"Image {seeded.missing_image}" for s in at.subheader)
+    assert "Image file not available" in _infos(at)
+    other = (row + 1) % len(queries)
+    at.session_state["explorer_pick"] = {"selection": {"rows": [other], "columns": [], "cells": []}}
+    at.run()
+    _ok(at)
+    assert any(s.value == f"Image {queries['image_id'][other]}" for s in at.subheader)
+    assert len(at.image) == 1
+
+
+def test_explorer_search_filter_split_and_heads(seeded, monkeypatch):
+    at = _page(_app(seeded.db, monkeypatch).run(), "explorer")
+    at.selectbox(key="explorer_label").set_value("Pleural Effusion").run()
+    _ok(at)
+    assert 0 < len(at.dataframe[0].value) < seeded.n_test
+    at.text_input(key="explorer_search").set_value("no such words anywhere").run()
+    _ok(at)
+    assert "No image matches" in _infos(at)
+    at.text_input(key="explorer_search").set_value("'; DROP TABLE items; --").run()
+    _ok(at)  # bound parameter: a quote in the search is just text
+    at.text_input(key="explorer_search").set_value("").run()
+    at.selectbox(key="explorer_label").set_value("any").run()
+    at.radio(key="explorer_split").set_value("train").run()
+    _ok(at)
+    assert len(at.dataframe[0].value) == 24
+    at.selectbox(key="heads").set_value("1").run()
+    _ok(at)
+    assert "heads **1**" in " ".join(c.value for c in at.caption)
+
+
+def test_joint_space_colours_selection_and_comparison(seeded, monkeypatch):
+    at = _page(_app(seeded.db, monkeypatch).run(), "joint_space")
+    _ok(at)
+    assert _charts(at) == 1
+    assert "Nothing selected yet" in _infos(at)
+    for colour in ("label", "split", "rank", "modality"):
+        at.segmented_control(key="umap_colour").set_value(colour).run()
+        _ok(at)
+    at.session_state["umap_select_original"] = {"selection": {
+        "points": [{"customdata": [0]}, {"customdata": [5]}], "point_indices": [0, 5],
+        "box": [], "lasso": []}}
+    at.run()
+    _ok(at)
+    pairs = at.dataframe[0].value
+    assert len(pairs) == 2 and {"image_xy", "report_xy", "gap"} <= set(pairs.columns)
+    at.selectbox(key="umap_compare").set_value("1").run()
+    _ok(at)
+    assert _charts(at) == 2
+
+
+def test_privacy_page_epsilon_slider(seeded, monkeypatch):
+    at = _page(_app(seeded.db, monkeypatch).run(), "privacy")
+    _ok(at)
+    slider = at.select_slider(key="epsilon")
+    assert list(slider.options) == ["DP heads, ε = 1", "retrained, ε = ∞ (no DP)", "original heads"]
+    labels = [m.label for m in at.metric]
+    assert {"Recall@1", "Lift over chance", "Drop vs original heads", "Drop vs ε = ∞ heads",
+            "Probe macro AUROC"} <= set(labels)
+    assert _charts(at) == 2  # frontier, per-label AUROC
+    dp = at.dataframe[-1].value
+    assert {"ε (group)", "ε (patient)", "δ (group)", "σ (noise)", "C (clip)", "q (sampling)",
+            "steps", "accountant", "unit"} <= set(dp.columns)
+    first = at.metric[0].value
+    slider.set_value("original").run()
+    _ok(at)
+    assert at.metric[0].value != first
+    at.segmented_control(key="frontier_x").set_value("lift").run()
+    _ok(at)
+
+
+def test_hard_negatives_groups_survivors_and_word_diff(seeded, monkeypatch):
+    at = _page(_app(seeded.db, monkeypatch).run(), "hard_negatives")
+    _ok(at)
+    assert _charts(at) == 1
+    assert at.selectbox(key="hard_n").options == ["5"]  # N=10 has no eligible query
+    tables = {d.value.columns[0]: d.value for d in at.dataframe}
+    assert "label group" in tables and tables["label group"]["queries"].sum() == seeded.n_test
+    survivors = tables["image_id"]
+    assert (survivors["n_matched"] >= 4).all()
+    at.session_state["hard_pick"] = {"selection": {"rows": [len(survivors) - 1], "columns": [],
+                                                   "cells": []}}
+    at.run()
+    _ok(at)
+    last = survivors["image_id"].iloc[-1]
+    assert any(s.value == f"What gives {last} away" for s in at.subheader)
+
+
+def test_runs_page_provenance(seeded, monkeypatch):
+    at = _page(_app(seeded.db, monkeypatch).run(), "runs")
+    _ok(at)
+    tables = [d.value for d in at.dataframe]
+    runs, cohorts, problems, counts = tables
+    assert {"stage", "status", "code_version", "seconds", "n_rows",
+            "n_skipped"} <= set(runs.columns)
+    assert set(runs["stage"]) == {"attack", "dp", "umap"}
+    assert cohorts["n_skipped"].iloc[0] == 1
+    assert problems["kind"].tolist() == ["missing_report"]
+    assert dict(zip(counts["table"], counts["rows"]))["relink_ranks"] > 0
+    at.session_state["runs_pick"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    _ok(at)
+    assert len(at.json) == 1
+    assert len(at.get("download_button")) == 4
+
+
+# ------------------------------------------------------------------------------ while writing
+
+
+@pytest.mark.parametrize("page", ["overview", "explorer", "runs"])
+def test_page_while_engine_writes_says_results_are_being_updated(page, seeded, tmp_path,
+                                                                 monkeypatch):
+    db = tmp_path / "locked.duckdb"
+    shutil.copy(seeded.db, db)
+    at = _app(db, monkeypatch)
+    if page != "overview":
+        at.run()
+        import streamlit as st
+
+        st.cache_data.clear()
+        at.switch_page(f"app_pages/{page}.py")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent("""
+            import sys, time, duckdb
+            con = duckdb.connect(sys.argv[1])
+            print("locked", flush=True)
+            time.sleep(30)
+        """), str(db)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        at.run()
+    finally:
+        holder.kill()
+        holder.wait(timeout=20)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("being updated" in w.value for w in at.warning)

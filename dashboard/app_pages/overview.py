@@ -1,39 +1,92 @@
-"""Risk overview. For now: what the results database holds, with an honest empty state."""
+"""Risk overview: how risky is this model, in one number, and why (DESIGN §3.7.1)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data
+from dashboard import data, logic, ui
+from dashboard.charts import lift_vs_n, members_vs_heldout
 
+ctx = ui.context()
 st.title("Re-linkage risk overview")
-path = st.session_state.get("db") or str(data.default_db())
-state = data.db_state(path)
+ui.require_results(ctx)
+ui.caption(ctx)
 
-if not state.exists:
-    st.info(
-        "No results yet. Run `make demo` (or `python -m engine demo --no-serve`) to build the "
-        "phantom cohorts and fill the results database, then reload this page."
-    )
+metrics = data.pool_metrics(ctx.db, ctx.token, ctx.cohort, ctx.model, "original", None)
+if metrics.empty:
+    ui.empty(f"No attack results with the original heads of `{ctx.model}` on `{ctx.cohort}`. "
+             f"Run `python -m engine attack --model {ctx.model} --cohort {ctx.cohort}`.")
     st.stop()
 
-try:
-    counts = data.table_counts(path)
-    cohorts = data.cohorts(path)
-except data.ResultsUpdating:
-    st.warning("Results are being updated by the engine; this page refreshes in a moment.")
+left, right = st.columns([1, 1])
+direction = left.segmented_control(
+    "Direction", list(logic.DIRECTION_NAMES), default="image_to_report", key="overview_direction",
+    format_func=logic.DIRECTION_NAMES.get) or "image_to_report"
+mine = metrics[(metrics["split"] == "test") & (metrics["direction"] == direction)
+               & (metrics["negatives"] == "random") & (metrics["k"] == 1)]
+sizes = sorted(int(n) for n in mine["pool_size"].unique())
+if not sizes:
+    ui.empty("No held-out (test split) results for this direction. The attack evaluates the "
+             "`test` split; check the cohort's split column (`python -m engine cohort check`).")
     st.stop()
+n = right.selectbox("Pool size N (true report + N-1 others)", sizes, key="overview_n",
+                    index=sizes.index(logic.default_pool_size(sizes)),
+                    format_func=lambda s: f"{s:,}" + (" (full held-out set)"
+                                                      if s == sizes[-1] else ""))
 
-if cohorts.empty:
-    st.info("The database holds no cohorts yet. Run `python -m engine cohort add ...` or `make demo`.")
-else:
-    st.subheader("Cohorts")
-    st.dataframe(cohorts, hide_index=True)
-metrics = counts.set_index("table")["rows"].to_dict() if not counts.empty else {}
-if not metrics.get("relink_metrics"):
-    st.info(
-        "No re-linkage results yet: the attack stage has not run on this database "
-        "(`python -m engine attack --model MODEL --cohort COHORT`)."
-    )
-st.subheader("Stored rows per table")
-st.dataframe(counts, hide_index=True)
+top = logic.headline(metrics, n, direction=direction)
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Recall@1", logic.percent(top.recall),
+          help="Probability that the true item ranks first in a random pool of N.")
+c1.caption(f"95% CI {logic.percent(top.ci_low)} to {logic.percent(top.ci_high)}")
+c2.metric("Lift over chance", logic.times(top.lift),
+          help="Recall@1 divided by chance (1/N); its interval is the recall interval over chance.")
+c2.caption(f"95% CI {logic.times(top.lift_low)} to {logic.times(top.lift_high)} · "
+           f"{logic.risk_level(top.lift)}")
+c3.metric("Chance (1/N)", logic.percent(top.chance))
+c4.metric("Held-out queries", f"{top.n_queries:,}")
+st.info(logic.risk_sentence(ctx.model, top, direction=direction), icon=":material/warning:")
+
+st.subheader("Lift over chance vs pool size, every model")
+st.caption("Held-out pairs, original heads, Recall@1. Solid: random negatives; dashed: "
+           "pathology-matched negatives (distractors with the same 14 labels).")
+everyone = data.pool_metrics(ctx.db, ctx.token, ctx.cohort, None, "original", 1)
+curves = logic.lift_curves(everyone[everyone["split"] == "test"], direction=direction)
+st.plotly_chart(lift_vs_n(curves, highlight=ctx.model), key="overview_lift")
+
+a, b = st.columns(2)
+with a:
+    st.subheader("Members vs held-out")
+    st.caption(f"{ctx.model}: Recall@1 vs N for training pairs (members) and held-out pairs. "
+               "The gap is memorisation, the part DP bounds.")
+    own = logic.lift_curves(metrics[metrics["k"] == 1], direction=direction)
+    st.plotly_chart(members_vs_heldout(own), key="overview_members")
+with b:
+    st.subheader("Ranking summary (full database)")
+    summ = logic.summary_table(data.summary(ctx.db, ctx.token, ctx.cohort, ctx.model, "original"))
+    if summ.empty:
+        ui.empty("No summary metrics stored for this model (rerun the attack stage).")
+    else:
+        row = summ[(summ["split"] == "held-out")
+                   & (summ["direction"] == logic.DIRECTION_NAMES[direction])]
+        if len(row):
+            r = row.iloc[0]
+            m1, m2, m3 = st.columns(3)
+            m1.metric("MRR", f"{r['MRR']:.3f}")
+            m2.metric("Median rank", f"{r['median rank']:,.0f} of {int(r['queries']):,}")
+            m3.metric("Patient-level top-1", logic.percent(r["patient top-1"]),
+                      help="Probability that the top-ranked candidate belongs to the query's "
+                           "patient (any of their studies).")
+        ui.table(summ, "ranking summary", column_config={
+            "MRR": st.column_config.NumberColumn(format="%.4f"),
+            "median rank": st.column_config.NumberColumn(format="%.1f"),
+            "patient top-1": st.column_config.NumberColumn(format="percent"),
+            "chance top-1": st.column_config.NumberColumn(format="percent"),
+        })
+
+st.subheader("All pool metrics of this model")
+ui.table(metrics.drop(columns=["run_id"]), f"pool metrics {ctx.model}", column_config={
+    **{c: st.column_config.NumberColumn(format="percent")
+       for c in ("recall", "ci_low", "ci_high", "chance")},
+    "lift": st.column_config.NumberColumn(format="%.2f"),
+}, height=300)

@@ -1,0 +1,99 @@
+"""Hard negatives: does re-linkage survive distractors with the same findings? (DESIGN §3.7.5)"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, logic, ui
+
+ctx = ui.context()
+st.title("Hard negatives")
+ui.require_results(ctx)
+ui.caption(ctx, heads=True)
+st.caption("Matched negatives are distractor reports whose 14-label vector equals the true "
+           "report's. If the attack still finds the true report among them, the model links on "
+           "more than the findings: wording, devices, comparisons, patient specifics.")
+
+metrics = data.pool_metrics(ctx.db, ctx.token, ctx.cohort, ctx.model, ctx.heads, 1)
+curves = logic.lift_curves(metrics[metrics["split"] == "test"])
+matched = curves[curves["negatives"] == "matched"]
+if matched.empty:
+    ui.empty("No matched-negative results for these heads: no query had enough distractors with "
+             "its exact label vector, or the attack has not run "
+             f"(`python -m engine attack --model {ctx.model} --cohort {ctx.cohort}`).")
+    st.stop()
+
+st.subheader("Random vs matched negatives (held-out)")
+st.plotly_chart(charts.random_vs_matched(curves), key="hard_curves")
+st.caption("Queries with fewer than N-1 matched distractors are left out of that N.")
+ui.table(logic.random_vs_matched(curves), "random vs matched", column_config={
+    "random Recall@1": st.column_config.NumberColumn(format="percent"),
+    "matched Recall@1": st.column_config.NumberColumn(format="percent"),
+    "matched lift": st.column_config.NumberColumn(format="%.1fx"),
+})
+
+sizes = sorted(int(s) for s in matched.loc[matched["n_queries"] > 0, "pool_size"].unique())
+if not sizes:
+    ui.empty("Every query has too few matched distractors for any stored N; a larger cohort or "
+             "smaller pool sizes in the attack configuration fill this page.")
+    st.stop()
+n = st.selectbox("Pool size N for the tables below", sizes, key="hard_n",
+                 index=sizes.index(logic.default_pool_size(sizes, preferred=10)),
+                 format_func=lambda s: f"{s:,}")
+ranks = data.query_ranks(ctx.db, ctx.token, ctx.cohort, ctx.model, ctx.heads, "test")
+
+st.subheader(f"By label group, N = {n:,}")
+st.caption("Queries grouped by their label vector. Eligible queries have at least N-1 matched "
+           "distractors; Recall@1 and lift are over the eligible ones (chance is 1/N).")
+groups = logic.group_table(ranks, n)
+ui.table(groups, f"label groups N{n}", column_config={
+    "matched Recall@1": st.column_config.NumberColumn(format="percent"),
+    "lift": st.column_config.NumberColumn(format="%.1fx"),
+})
+
+st.subheader("Images that still re-link")
+still = logic.still_relinking(ranks, n)
+st.caption(f"Held-out images whose true report outscores every one of their matched distractors "
+           f"(and that have at least {n - 1:,} of them): {len(still):,} of {len(ranks):,}.")
+if still.empty:
+    ui.empty("No image beats all of its matched distractors at this N. Try a smaller N.")
+    st.stop()
+listed = still.assign(**{"label group": logic.label_groups(still)}).loc[
+    :, ["image_id", "study_id", "n_matched", "matched_recall", "expected_rank", "label group"]]
+ui.table(listed, f"still relinking N{n}", key="hard_pick", select=True,
+         column_config={
+             "n_matched": st.column_config.NumberColumn("matched distractors beaten"),
+             "matched_recall": st.column_config.NumberColumn(f"matched Recall@1 at N={n}",
+                                                            format="percent"),
+             "expected_rank": st.column_config.NumberColumn("expected rank (all)", format="%.1f"),
+         })
+row = logic.selected_row(st.session_state.get("hard_pick"))
+pick = listed.iloc[row if row is not None and row < len(listed) else 0]
+image_id = str(pick["image_id"])
+
+st.subheader(f"What gives {image_id} away")
+cands = data.candidates(ctx.db, ctx.token, ctx.cohort, ctx.model, ctx.heads, "test",
+                        "image_to_report", image_id)
+rival = logic.best_wrong(cands, matched_only=True)
+it = data.item(ctx.db, ctx.token, ctx.cohort, image_id) or {}
+if rival is None:
+    ui.empty("None of this image's matched distractors is in its stored top-20 candidate list, "
+             "so there is no close rival to compare with (the true report wins by a margin).")
+    st.markdown("**True report**")
+    ui.report_text(it.get("report_text"))
+    st.stop()
+only_true, only_rival = logic.word_diff(it.get("report_text"), rival["report_text"])
+a, b = st.columns(2)
+with a:
+    st.markdown("**True report**")
+    ui.report_text(it.get("report_text"))
+with b:
+    st.markdown(f"**Closest matched distractor** (study {rival['study_id']}, rank "
+                f"{int(rival['rank'])}, cosine {rival['score']:.4f})")
+    ui.report_text(rival["report_text"])
+words = pd.DataFrame({"only in the true report": pd.Series(only_true, dtype=object),
+                      "only in the distractor": pd.Series(only_rival, dtype=object)}).fillna("")
+st.caption("Words that appear in one report and not the other (same findings, so these are what "
+           "the model can use to tell them apart).")
+ui.table(words, f"word diff {image_id}")

@@ -1,0 +1,69 @@
+"""Joint space: images and reports in one 2-D map, before and after DP (DESIGN §3.7.3)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import charts, data, logic, ui
+
+MAX_ITEMS = 10_000  # items drawn per map (2 points each); a fixed random sample beyond that
+
+ctx = ui.context()
+st.title("Joint space")
+ui.require_results(ctx)
+ui.caption(ctx, heads=True)
+
+available = data.umap_heads(ctx.db, ctx.token, ctx.cohort, ctx.model)
+if not available:
+    ui.empty(f"No UMAP coordinates for `{ctx.model}` on `{ctx.cohort}` yet. Run "
+             f"`python -m engine umap --model {ctx.model} --cohort {ctx.cohort}` (or `make demo`).")
+    st.stop()
+grid = logic.epsilon_grid([], available)
+
+c1, c2 = st.columns([1, 1])
+colour_by = c1.segmented_control("Colour by", list(charts.COLOUR_BY), default="modality",
+                                 key="umap_colour") or "modality"
+others = [h for h in grid if h != ctx.heads]
+compare = c2.selectbox("Compare with", ["(none)"] + others, key="umap_compare",
+                       format_func=lambda h: h if h == "(none)" else logic.heads_name(h),
+                       help="Show a second map side by side, e.g. the heads retrained with DP.")
+st.caption("Circles are images, diamonds reports. Box- or lasso-select points (or click one) to "
+           "list the image/report pairs behind them. A pair far apart in the map is harder to "
+           "re-link.")
+
+maps = [ctx.heads] + ([compare] if compare != "(none)" else [])
+cols = st.columns(len(maps))
+selected = []
+for heads, col in zip(maps, cols):
+    with col:
+        points = data.umap_points(ctx.db, ctx.token, ctx.cohort, ctx.model, heads)
+        if points.empty:
+            ui.empty(f"No UMAP for {logic.heads_name(heads)}: run `python -m engine umap "
+                     f"--model {ctx.model} --cohort {ctx.cohort}`.")
+            continue
+        key = f"umap_select_{heads}"
+        drawn = logic.sample_items(points, MAX_ITEMS)
+        st.markdown(f"**{logic.heads_name(heads)}**")
+        st.plotly_chart(charts.umap_scatter(drawn, colour_by),
+                        key=key, on_select="rerun", selection_mode=("points", "box", "lasso"))
+        if len(drawn) < len(points):
+            st.caption(f"Drawing a fixed random sample of {MAX_ITEMS:,} of "
+                       f"{points['image_id'].nunique():,} items (both points of each).")
+        rows = logic.selected_points(st.session_state.get(key))
+        if rows:
+            selected.append((heads, logic.pairs_of(points, rows)))
+
+st.subheader("Selected pairs")
+if not selected:
+    ui.empty("Nothing selected yet: drag a box or lasso over the map, or click a point.")
+for heads, pairs in selected:
+    st.markdown(f"**{logic.heads_name(heads)}**: {len(pairs):,} items")
+    ui.table(pairs, f"umap selection {heads}", column_config={
+        "expected_rank": st.column_config.NumberColumn("expected rank", format="%.1f"),
+        "gap": st.column_config.NumberColumn("image-report distance", format="%.2f"),
+    })
+    if len(pairs):
+        first = pairs.iloc[0]
+        text = data.item(ctx.db, ctx.token, ctx.cohort, str(first["image_id"])) or {}
+        st.caption(f"Report of {first['image_id']} (first selected):")
+        ui.report_text(text.get("report_text"), height=140)

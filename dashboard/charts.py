@@ -1,0 +1,221 @@
+"""Plotly figures of the dashboard, built from plain frames (no Streamlit, no storage).
+
+Scatter plots with many points use WebGL (`go.Scattergl`); every point of the UMAP carries its
+row position as ``customdata`` so a selection maps back to rows (`logic.selected_points`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from dashboard import logic
+
+PALETTE = ("#1f5f8b", "#d1495b", "#2e933c", "#edae49", "#7b4b94", "#00798c", "#8c564b",
+           "#e377c2", "#7f7f7f", "#bcbd22")
+MODALITY_COLOURS = {"image": "#1f5f8b", "report": "#d1495b"}
+SPLIT_COLOURS = {"test": "#1f5f8b", "train": "#edae49", "validate": "#7f7f7f"}
+
+
+def _layout(fig: go.Figure, *, x: str, y: str, height: int = 380, log_x: bool = False,
+            log_y: bool = False, legend: bool = True) -> go.Figure:
+    fig.update_layout(
+        height=height, margin=dict(l=10, r=10, t=30, b=10), xaxis_title=x, yaxis_title=y,
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0) if legend else None,
+        showlegend=legend, hovermode="closest",
+    )
+    if log_x:
+        fig.update_xaxes(type="log")
+        sizes = sorted({float(v) for t in fig.data if t.x is not None for v in t.x})
+        if sizes:  # tick exactly at the stored pool sizes
+            fig.update_xaxes(tickvals=sizes, ticktext=[f"{v:,.0f}" for v in sizes])
+    if log_y:
+        fig.update_yaxes(type="log", tickvals=LOG_TICKS, tickformat=".1~%")
+    return fig
+
+
+# 1-2-5 ticks for log axes of probabilities (plotly's own minor labels crowd a short range)
+LOG_TICKS = [m * 10.0 ** e for e in range(-6, 1) for m in (1, 2, 5) if m * 10.0 ** e <= 1.0]
+
+
+def colours(names) -> dict[str, str]:
+    """A stable colour per name (in the given order)."""
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(dict.fromkeys(names))}
+
+
+def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None) -> go.Figure:
+    """Lift over chance vs N per model; random negatives solid, matched dashed (log x)."""
+    fig = go.Figure()
+    palette = colours(curves["model"]) if len(curves) else {}
+    for (model, negatives), g in curves.groupby(["model", "negatives"], sort=False):
+        g = g.sort_values("pool_size")
+        fig.add_trace(go.Scatter(
+            x=g["pool_size"], y=g["lift"], mode="lines+markers",
+            name=f"{model} · {negatives}", legendgroup=model,
+            line=dict(color=palette[model], dash="dash" if negatives == "matched" else "solid",
+                      width=3.5 if model == highlight else 2),
+            customdata=np.stack([g["recall"], g["n_queries"], g["n_excluded"]], axis=1),
+            hovertemplate=(f"<b>{model}</b> · {negatives}<br>N=%{{x:,}}<br>lift %{{y:.1f}}x"
+                           "<br>Recall@1 %{customdata[0]:.2%}<br>queries %{customdata[1]:,}"
+                           " (excluded %{customdata[2]:,})<extra></extra>"),
+        ))
+    fig.add_hline(y=1.0, line=dict(color="#999", dash="dot", width=1),
+                  annotation_text="chance", annotation_position="bottom right")
+    return _layout(fig, x="pool size N (log)", y="lift = Recall@1 / (1/N)", log_x=True)
+
+
+def members_vs_heldout(curves: pd.DataFrame) -> go.Figure:
+    """Recall@1 vs N with 95% intervals for members and held-out pairs (random negatives)."""
+    fig = go.Figure()
+    rnd = curves[curves["negatives"] == "random"]
+    for split, g in rnd.groupby("split", sort=True):
+        g = g.sort_values("pool_size")
+        fig.add_trace(go.Scatter(
+            x=g["pool_size"], y=g["recall"], mode="lines+markers",
+            name=logic.SPLIT_NAMES.get(split, split),
+            line=dict(color=SPLIT_COLOURS.get(split, "#444")),
+            error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["recall"],
+                         arrayminus=g["recall"] - g["ci_low"], thickness=1),
+            hovertemplate="N=%{x:,}<br>Recall@1 %{y:.2%}<extra></extra>",
+        ))
+    if len(rnd):
+        sizes = np.sort(rnd["pool_size"].unique())
+        fig.add_trace(go.Scatter(x=sizes, y=1.0 / sizes, mode="lines", name="chance (1/N)",
+                                 line=dict(color="#999", dash="dot")))
+    return _layout(fig, x="pool size N (log)", y="Recall@1 (log)", log_x=True, log_y=True)
+
+
+def random_vs_matched(curves: pd.DataFrame) -> go.Figure:
+    """Recall@1 vs N for random and matched negatives (held-out), with 95% intervals."""
+    fig = go.Figure()
+    for negatives, g in curves.groupby("negatives", sort=False):
+        g = g.sort_values("pool_size")
+        fig.add_trace(go.Scatter(
+            x=g["pool_size"], y=g["recall"], mode="lines+markers", name=f"{negatives} negatives",
+            line=dict(color=PALETTE[0] if negatives == "random" else PALETTE[1],
+                      dash="dash" if negatives == "matched" else "solid"),
+            error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["recall"],
+                         arrayminus=g["recall"] - g["ci_low"], thickness=1),
+            customdata=g[["n_queries", "n_excluded"]].to_numpy(),
+            hovertemplate=("N=%{x:,}<br>Recall@1 %{y:.2%}<br>queries %{customdata[0]:,} "
+                           "(excluded %{customdata[1]:,})<extra></extra>"),
+        ))
+    if len(curves):
+        sizes = np.sort(curves["pool_size"].unique())
+        fig.add_trace(go.Scatter(x=sizes, y=1.0 / sizes, mode="lines", name="chance (1/N)",
+                                 line=dict(color="#999", dash="dot")))
+    return _layout(fig, x="pool size N (log)", y="Recall@1 (log)", log_x=True, log_y=True)
+
+
+COLOUR_BY = ("modality", "label", "split", "rank")
+
+
+def umap_scatter(points: pd.DataFrame, colour_by: str, *, title: str = "",
+                 height: int = 520) -> go.Figure:
+    """The joint space as a WebGL scatter: images as circles, reports as diamonds.
+
+    Each point's ``customdata`` is its index label in `points`, so a selection maps back to rows.
+    One trace per (colour, modality): per-point symbol arrays would cost seconds to validate.
+    """
+    fig = go.Figure()
+    p = points
+    text = (p["modality"].fillna("?") + " · " + p["image_id"].fillna(p["item_id"]).astype(str)
+            + "<br>" + p["split"].fillna("?").astype(str))
+    symbols = {"image": "circle", "report": "diamond"}
+    if colour_by == "rank":
+        rank = np.log10(p["expected_rank"].astype(float).clip(lower=1.0))
+        for modality, symbol in symbols.items():
+            mask = (p["modality"] == modality).to_numpy()
+            fig.add_trace(go.Scattergl(
+                x=p["x"][mask], y=p["y"][mask], mode="markers", name=modality,
+                customdata=p.index.to_numpy()[mask][:, None], text=text[mask],
+                hovertemplate="%{text}<br>log10 rank %{marker.color:.2f}<extra></extra>",
+                marker=dict(size=5, opacity=0.75, symbol=symbol, color=rank[mask],
+                            coloraxis="coloraxis"),
+            ))
+        fig.update_layout(coloraxis=dict(colorscale="Viridis_r", cmin=0,
+                                         colorbar=dict(title="log10 expected rank",
+                                                       thickness=12)))
+        return _layout(fig, x="UMAP 1", y="UMAP 2", height=height).update_layout(title=title)
+    if colour_by == "modality":
+        keys, palette = p["modality"].fillna("?"), MODALITY_COLOURS
+    elif colour_by == "split":
+        keys = p["split"].fillna("?").map(lambda s: logic.SPLIT_NAMES.get(s, s))
+        palette = {logic.SPLIT_NAMES.get(k, k): v for k, v in SPLIT_COLOURS.items()}
+    else:
+        keys = logic.main_labels(p)
+        palette = colours(keys.value_counts().index)
+    for key in keys.value_counts().index:
+        shown = False
+        for modality, symbol in symbols.items():
+            mask = ((keys == key) & (p["modality"] == modality)).to_numpy()
+            if not mask.any():
+                continue
+            fig.add_trace(go.Scattergl(
+                x=p["x"][mask], y=p["y"][mask], mode="markers", name=str(key),
+                legendgroup=str(key), showlegend=not shown, text=text[mask],
+                customdata=p.index.to_numpy()[mask][:, None],
+                hovertemplate="%{text}<extra></extra>",
+                marker=dict(size=5, opacity=0.75, color=palette.get(key, "#888"), symbol=symbol),
+            ))
+            shown = True
+    return _layout(fig, x="UMAP 1", y="UMAP 2", height=height).update_layout(title=title)
+
+
+def frontier_plot(frame: pd.DataFrame, *, x: str = "recall",
+                  chosen: str | None = None) -> go.Figure:
+    """Privacy/utility frontier: one point per heads (x Recall@1 or lift, y macro AUROC)."""
+    fig = go.Figure()
+    dp = frame[frame["heads"] != "original"]
+    fig.add_trace(go.Scatter(
+        x=dp[x], y=dp["auroc"], mode="lines+markers+text", name="retrained heads",
+        text=["ε=" + ("∞" if h == "inf" else h) for h in dp["heads"]],
+        textposition="middle right",
+        line=dict(color=PALETTE[0]), marker=dict(size=9),
+        hovertemplate="%{text}<br>%{x:.3g}<br>macro AUROC %{y:.2%}<extra></extra>",
+    ))
+    orig = frame[frame["heads"] == "original"]
+    fig.add_trace(go.Scatter(
+        x=orig[x], y=orig["auroc"], mode="markers+text", name="original heads",
+        text=["original"] * len(orig), textposition="middle left",
+        marker=dict(size=12, symbol="star", color=PALETTE[1]),
+        hovertemplate="original<br>%{x:.3g}<br>macro AUROC %{y:.2%}<extra></extra>",
+    ))
+    sel = frame[frame["heads"] == chosen]
+    if len(sel):
+        fig.add_trace(go.Scatter(
+            x=sel[x], y=sel["auroc"], mode="markers", name="selected",
+            marker=dict(size=20, color="rgba(0,0,0,0)", line=dict(color="#1b2430", width=2)),
+            hoverinfo="skip"))
+    label = "Recall@1 (attack success)" if x == "recall" else "lift over chance"
+    fig.update_yaxes(tickformat=".1%", range=_padded(frame["auroc"], 0.25))
+    fig.update_xaxes(tickformat=".1%" if x == "recall" else None, range=_padded(frame[x], 0.15))
+    return _layout(fig, x=f"{label} → more re-linkage", y="probe macro AUROC → more utility",
+                   height=420)
+
+
+def _padded(values: pd.Series, share: float) -> list[float] | None:
+    """An axis range with room around the points for their labels."""
+    v = values.dropna().astype(float)
+    if v.empty:
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    pad = (hi - lo) * share or max(abs(hi) * 0.05, 1e-3)
+    return [lo - pad, hi + pad]
+
+
+def per_label_auroc(utility: pd.DataFrame, heads: list[str]) -> go.Figure:
+    """Per-label probe AUROC, grouped bars for the given heads."""
+    fig = go.Figure()
+    per = utility[(utility["label"] != "macro") & utility["heads"].isin(heads)]
+    order = [label for label in logic.LABELS if label in set(per["label"])][::-1]
+    for i, h in enumerate(heads):
+        g = per[per["heads"] == h].set_index("label").reindex(order)
+        fig.add_trace(go.Bar(y=order, x=g["auroc"], name=logic.heads_name(h), orientation="h",
+                             marker_color=PALETTE[i % len(PALETTE)],
+                             hovertemplate="%{y}<br>AUROC %{x:.2%}<extra></extra>"))
+    fig.update_layout(barmode="group", bargap=0.25)
+    low = float(per["auroc"].min()) if len(per) else 0.5
+    fig.update_xaxes(tickformat=".0%", range=[min(0.5, low - 0.02), 1.0])
+    return _layout(fig, x="probe AUROC (0.5 = chance)", y="", height=40 + 30 * max(len(order), 4))

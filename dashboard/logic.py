@@ -1,0 +1,548 @@
+"""Plain functions behind the pages: no Streamlit, no storage, unit-tested on their own.
+
+Selections -> ids, headline numbers and the plain-language risk sentence, label groups and
+finding comparisons, per-query matched-pool Recall@1, word differences between reports, the
+epsilon grid and the privacy/utility frontier.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+# The 14 CheXpert labels in the schema's order (the engine's `engine.labels.CHEXPERT_LABELS`;
+# duplicated because the dashboard never imports the engine, and a test keeps them equal).
+LABELS: tuple[str, ...] = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
+    "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
+    "Pleural Other", "Fracture", "Support Devices",
+)
+
+DIRECTION_NAMES = {"image_to_report": "image → report", "report_to_image": "report → image"}
+SPLIT_NAMES = {"test": "held-out", "train": "members", "validate": "validation"}
+
+
+# ------------------------------------------------------------------------------ numbers
+
+
+def percent(value: float | None) -> str:
+    """A probability as a percentage with sensible precision (14%, 2.3%, 0.041%)."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    pct = 100.0 * value
+    if pct == 0:
+        return "0%"
+    if pct >= 10:
+        return f"{pct:.0f}%"
+    digits = max(0, 1 - int(math.floor(math.log10(abs(pct)))))
+    return f"{pct:.{digits}f}%"
+
+
+def auroc(value: float | None) -> str:
+    """An AUROC with two decimals of a percent (79.63%), as the study reports it."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{100.0 * value:.2f}%"
+
+
+def times(value: float | None) -> str:
+    """A lift as ``14x`` / ``2.3x`` / ``0.8x``."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{value:.0f}x" if value >= 10 else f"{value:.1f}x"
+
+
+def relative_reduction(value: float, reference: float) -> float:
+    """``(reference - value) / reference``: 0.62 means 62% lower than the reference."""
+    if reference is None or value is None or not np.isfinite(reference) or reference == 0:
+        return float("nan")
+    return (reference - value) / reference
+
+
+def default_pool_size(sizes: Sequence[int], preferred: int = 100) -> int | None:
+    """The pool size to show first: `preferred` when stored, else the largest stored one."""
+    sizes = sorted(int(s) for s in sizes)
+    if not sizes:
+        return None
+    return preferred if preferred in sizes else sizes[-1]
+
+
+@dataclass(frozen=True)
+class Headline:
+    """Recall@1 and lift at one pool size, with 95% intervals (lift interval = recall CI/chance)."""
+
+    pool_size: int
+    recall: float
+    ci_low: float
+    ci_high: float
+    chance: float
+    n_queries: int
+    n_excluded: int
+
+    @property
+    def lift(self) -> float:
+        return self.recall / self.chance if self.chance else float("nan")
+
+    @property
+    def lift_low(self) -> float:
+        return self.ci_low / self.chance if self.chance else float("nan")
+
+    @property
+    def lift_high(self) -> float:
+        return self.ci_high / self.chance if self.chance else float("nan")
+
+
+def headline(metrics: pd.DataFrame, pool_size: int, *, split: str = "test",
+             direction: str = "image_to_report", negatives: str = "random",
+             k: int = 1) -> Headline | None:
+    """The `Headline` of one (split, direction, negatives, N, k) from `relink_metrics` rows."""
+    rows = metrics[(metrics["split"] == split) & (metrics["direction"] == direction)
+                   & (metrics["negatives"] == negatives) & (metrics["pool_size"] == pool_size)
+                   & (metrics["k"] == k)]
+    if rows.empty:
+        return None
+    r = rows.iloc[0]
+    return Headline(int(pool_size), float(r["recall"]), float(r["ci_low"]), float(r["ci_high"]),
+                    float(r["chance"]), int(r["n_queries"]), int(r["n_excluded"]))
+
+
+def risk_sentence(model: str, h: Headline, *, direction: str = "image_to_report") -> str:
+    """The plain-language risk sentence of the overview."""
+    if direction == "image_to_report":
+        what = f"a pool of {h.pool_size:,} reports finds an image's own report"
+    else:
+        what = f"a pool of {h.pool_size:,} images finds a report's own image"
+    return (
+        f"An attacker holding {model} and {what} {percent(h.recall)} of the time, "
+        f"{times(h.lift)} chance (95% CI {percent(h.ci_low)} to {percent(h.ci_high)}, "
+        f"{times(h.lift_low)} to {times(h.lift_high)}); guessing would succeed "
+        f"{percent(h.chance)} of the time."
+    )
+
+
+def risk_level(lift: float) -> str:
+    """A coarse verbal scale for the lift over chance (for the headline's delta text)."""
+    if not np.isfinite(lift):
+        return "unknown"
+    if lift < 1.5:
+        return "near chance"
+    if lift < 5:
+        return "elevated"
+    if lift < 20:
+        return "high"
+    return "very high"
+
+
+def lift_curves(metrics: pd.DataFrame, *, direction: str = "image_to_report",
+                k: int = 1) -> pd.DataFrame:
+    """Rows for lift-vs-N plots: one per (model, split, negatives, N), with readable names.
+
+    The matched full-database row is left out: its pool size varies per query, so it is not a
+    point on the N axis.
+    """
+    m = metrics[(metrics["direction"] == direction) & (metrics["k"] == k)].copy()
+    if m.empty:
+        return m.assign(group="", members="")
+    full = m.groupby(["model", "split", "heads"])["pool_size"].transform("max")
+    m = m[~((m["negatives"] == "matched") & (m["pool_size"] == full))]
+    m["members"] = m["split"].map(SPLIT_NAMES).fillna(m["split"])
+    m["group"] = m["model"] + " · " + m["negatives"]
+    return m.sort_values(["model", "split", "negatives", "pool_size"]).reset_index(drop=True)
+
+
+def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """`relink_summary` rows as one readable row per (split, direction)."""
+    if summary.empty:
+        return pd.DataFrame(columns=["split", "direction", "queries", "MRR", "median rank",
+                                     "patient top-1", "chance top-1"])
+    wide = summary.pivot_table(index=["split", "direction"], columns="metric", values="value",
+                               aggfunc="first").reset_index()
+    n = summary.groupby(["split", "direction"])["n_queries"].max().reset_index()
+    wide = wide.merge(n, on=["split", "direction"])
+    out = pd.DataFrame({
+        "split": wide["split"].map(SPLIT_NAMES).fillna(wide["split"]),
+        "direction": wide["direction"].map(DIRECTION_NAMES).fillna(wide["direction"]),
+        "queries": wide["n_queries"],
+    })
+    for metric, name in (("mrr", "MRR"), ("median_rank", "median rank"),
+                         ("patient_top1", "patient top-1"), ("chance_top1", "chance top-1")):
+        out[name] = wide[metric] if metric in wide else np.nan
+    return out
+
+
+# ------------------------------------------------------------------------------ per query
+
+
+def expected_rank(n_greater, n_tied) -> np.ndarray:
+    """Expected rank of the true item at full database: 1 + G + E/2."""
+    g = np.asarray(n_greater, dtype=np.float64)
+    return 1.0 + g + np.asarray(n_tied, dtype=np.float64) / 2.0
+
+
+_lgamma_each = np.vectorize(math.lgamma, otypes=[np.float64])
+
+
+def _lgamma(x: np.ndarray) -> np.ndarray:
+    """log Gamma elementwise; counts repeat a lot, so evaluate each distinct value once."""
+    values, inverse = np.unique(np.asarray(x, dtype=np.float64), return_inverse=True)
+    return _lgamma_each(values)[inverse].reshape(np.shape(x))
+
+
+def _log_comb(n: np.ndarray, k: np.ndarray) -> np.ndarray:
+    return _lgamma(n + 1.0) - _lgamma(k + 1.0) - _lgamma(n - k + 1.0)
+
+
+def recall_at_1(n_distractors, n_greater, n_tied, pool_size: int) -> np.ndarray:
+    """Exact expected Recall@1 per query for random pools of `pool_size` (DESIGN §3.2).
+
+    With n = N-1 draws from M distractors, G above and E tied with the true item, and the true item
+    placed uniformly among its ties: Recall@1 = mean_{v=0..E} C(M-G-v, n) / C(M, n)
+    = [C(M-G+1, n+1) - C(M-G-E, n+1)] / ((E+1) C(M, n)) (hockey-stick identity).
+    Queries with fewer than n distractors get NaN (they are left out of that N).
+    """
+    M = np.asarray(n_distractors, dtype=np.float64)
+    G = np.asarray(n_greater, dtype=np.float64)
+    E = np.asarray(n_tied, dtype=np.float64)
+    n = float(pool_size - 1)
+    out = np.full(M.shape, np.nan)
+    ok = M >= n
+    if not ok.any():
+        return out
+    M, G, E = M[ok], G[ok], E[ok]
+    base = _log_comb(M, np.full_like(M, n))
+
+    def ratio(top):  # C(top, n+1) / C(M, n), zero when top < n+1
+        valid = top >= n + 1
+        safe = np.where(valid, top, n + 1)
+        return np.where(valid, np.exp(_log_comb(safe, np.full_like(M, n + 1)) - base), 0.0)
+
+    value = (ratio(M - G + 1.0) - ratio(M - G - E)) / (E + 1.0)
+    out[ok] = np.clip(value, 0.0, 1.0)
+    return out
+
+
+def label_group(row: Mapping[str, float]) -> str:
+    """A readable name for a label vector: its positive findings, then uncertain ones with '?'.
+
+    ``No Finding`` alone (or nothing positive) reads as ``No Finding``.
+    """
+    pos = [name for name in LABELS if name != "No Finding" and _value(row.get(name)) == 1.0]
+    unc = [f"{name}?" for name in LABELS if _value(row.get(name)) == -1.0]
+    names = pos + unc
+    return " + ".join(names) if names else "No Finding"
+
+
+def _value(v) -> float:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if math.isnan(v) else v
+
+
+def _label_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """[n, 14] label values with missing as 0."""
+    m = frame.reindex(columns=list(LABELS)).to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.nan_to_num(m, nan=0.0)
+
+
+def label_groups(frame: pd.DataFrame) -> pd.Series:
+    """`label_group` of every row of a frame holding the 14 label columns (vectorised)."""
+    if frame.empty:
+        return pd.Series([], dtype=object, index=frame.index)
+    m = _label_matrix(frame)
+    m[~np.isin(m, (-1.0, 0.0, 1.0))] = 0.0
+    # One integer per label vector (base 3 digits), so grouping is a 1-D unique.
+    keys = ((m + 1.0).astype(np.int64) * 3 ** np.arange(len(LABELS), dtype=np.int64)).sum(axis=1)
+    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    names = np.array([label_group(dict(zip(LABELS, m[i]))) for i in first], dtype=object)
+    return pd.Series(names[inverse.ravel()], index=frame.index)
+
+
+def main_label(row: Mapping[str, float]) -> str:
+    """The first positive finding (by the schema's order), else ``No Finding``: a colour key."""
+    for name in LABELS:
+        if name != "No Finding" and _value(row.get(name)) == 1.0:
+            return name
+    return "No Finding"
+
+
+def main_labels(frame: pd.DataFrame) -> pd.Series:
+    """`main_label` of every row (vectorised)."""
+    positive = _label_matrix(frame) == 1.0
+    positive[:, LABELS.index("No Finding")] = False
+    names = np.array(LABELS, dtype=object)[positive.argmax(axis=1)]
+    names[~positive.any(axis=1)] = "No Finding"
+    return pd.Series(names, index=frame.index, dtype=object)
+
+
+def compare_findings(a: Mapping[str, float], b: Mapping[str, float]) -> pd.DataFrame:
+    """Finding by finding, the values of two label vectors and whether they agree.
+
+    Missing counts as not mentioned (0), as in the matched-negative key. Rows where either is
+    positive or uncertain come first.
+    """
+    words = {1.0: "positive", 0.0: "not mentioned / negative", -1.0: "uncertain"}
+    rows = []
+    for name in LABELS:
+        va, vb = _value(a.get(name)), _value(b.get(name))
+        rows.append(dict(finding=name, true_report=words.get(va, str(va)),
+                         other_report=words.get(vb, str(vb)),
+                         agreement="shared" if va == vb else "differs",
+                         _interesting=(va != 0.0) or (vb != 0.0)))
+    out = pd.DataFrame(rows)
+    out = out[out["_interesting"] | (out["agreement"] == "differs")]
+    out = out.drop(columns="_interesting").sort_values("agreement", kind="stable")
+    return out.reset_index(drop=True)
+
+
+def filter_queries(frame: pd.DataFrame, *, label: str | None = None,
+                   ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """Queries with `label` positive (any value when None) and, when given, among `ids`."""
+    out = frame
+    if label and label in out.columns:
+        out = out[out[label] == 1.0]
+    if ids is not None:
+        out = out[out["image_id"].isin(set(ids)) | out["query_id"].isin(set(ids))]
+    return out
+
+
+# ------------------------------------------------------------------------------ hard negatives
+
+
+def random_vs_matched(curves: pd.DataFrame) -> pd.DataFrame:
+    """One row per N: Recall@1 with random and with matched negatives, and who was left out."""
+    cols = ["N", "random Recall@1", "matched Recall@1", "matched lift", "matched queries",
+            "left out"]
+    if curves.empty:
+        return pd.DataFrame(columns=cols)
+    rnd = curves[curves["negatives"] == "random"].set_index("pool_size")
+    mat = curves[curves["negatives"] == "matched"].set_index("pool_size")
+    sizes = sorted(set(rnd.index) | set(mat.index))
+    out = pd.DataFrame({"N": sizes})
+    out["random Recall@1"] = rnd["recall"].reindex(sizes).to_numpy()
+    out["matched Recall@1"] = mat["recall"].reindex(sizes).to_numpy()
+    out["matched lift"] = mat["lift"].reindex(sizes).to_numpy()
+    out["matched queries"] = mat["n_queries"].reindex(sizes).to_numpy()
+    out["left out"] = mat["n_excluded"].reindex(sizes).to_numpy()
+    return out
+
+
+def with_matched_recall(frame: pd.DataFrame, pool_size: int) -> pd.DataFrame:
+    """Add ``eligible`` (enough matched distractors for N) and ``matched_recall`` at N."""
+    out = frame.copy()
+    m = out["n_matched"].fillna(0).to_numpy(dtype=np.float64)
+    out["eligible"] = m >= pool_size - 1
+    out["matched_recall"] = recall_at_1(m, out["n_matched_greater"].fillna(0),
+                                        out["n_matched_tied"].fillna(0), pool_size)
+    return out
+
+
+def group_table(frame: pd.DataFrame, pool_size: int) -> pd.DataFrame:
+    """Per label group: queries, eligible queries, matched Recall@1 at N and its lift."""
+    cols = ["label group", "queries", "eligible", "matched Recall@1", "lift"]
+    if frame.empty:
+        return pd.DataFrame(columns=cols)
+    f = with_matched_recall(frame, pool_size)
+    f["label group"] = label_groups(f)
+    g = f.groupby("label group").agg(queries=("query_id", "size"), eligible=("eligible", "sum"),
+                                     recall=("matched_recall", "mean")).reset_index()
+    g["matched Recall@1"] = g["recall"]
+    g["lift"] = g["recall"] * pool_size
+    g = g.drop(columns="recall").sort_values(["queries", "label group"], ascending=[False, True])
+    return g.loc[:, cols].reset_index(drop=True)
+
+
+def still_relinking(frame: pd.DataFrame, pool_size: int) -> pd.DataFrame:
+    """Queries whose true report beats every matched distractor and that have >= N-1 of them.
+
+    Sorted by how many matched distractors they beat (most first).
+    """
+    if frame.empty:
+        return frame.assign(matched_recall=pd.Series(dtype=float), eligible=pd.Series(dtype=bool))
+    f = with_matched_recall(frame, pool_size)
+    keep = (f["n_matched_greater"] == 0) & f["eligible"]
+    return f[keep].sort_values(["n_matched", "matched_recall", "query_id"],
+                               ascending=[False, False, True]).reset_index(drop=True)
+
+
+_WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+
+
+def words(text: str | None) -> list[str]:
+    """Lower-case words of a report, in order."""
+    return _WORD.findall((text or "").lower())
+
+
+def word_diff(a: str | None, b: str | None) -> tuple[list[str], list[str]]:
+    """Words of `a` missing from `b` and of `b` missing from `a`, each in first-seen order."""
+    wa, wb = words(a), words(b)
+    sa, sb = set(wa), set(wb)
+    return (list(dict.fromkeys(w for w in wa if w not in sb)),
+            list(dict.fromkeys(w for w in wb if w not in sa)))
+
+
+def best_wrong(candidates: pd.DataFrame, *, matched_only: bool = False) -> pd.Series | None:
+    """The highest-ranked stored candidate that is not the true one (optionally matched only)."""
+    if candidates.empty:
+        return None
+    wrong = candidates[~candidates["is_true"].astype(bool)]
+    if matched_only:
+        wrong = wrong[wrong["is_matched"].astype(bool)]
+    return None if wrong.empty else wrong.sort_values("rank").iloc[0]
+
+
+# ------------------------------------------------------------------------------ selections
+
+
+def selected_row(state) -> int | None:
+    """The selected row position of a ``st.dataframe(on_select=...)`` state, or None."""
+    try:
+        rows = state["selection"]["rows"]
+    except (KeyError, TypeError):
+        return None
+    return int(rows[0]) if rows else None
+
+
+def selected_points(state) -> list[int]:
+    """Row positions (the points' ``customdata``) selected in a ``st.plotly_chart`` state."""
+    try:
+        points = state["selection"]["points"]
+    except (KeyError, TypeError):
+        return []
+    out = []
+    for p in points or []:
+        data = p.get("customdata") if isinstance(p, Mapping) else None
+        if isinstance(data, (list, tuple)) and data:
+            data = data[0]
+        if data is not None:
+            try:
+                out.append(int(data))
+            except (TypeError, ValueError):
+                continue
+    return list(dict.fromkeys(out))
+
+
+def sample_items(points: pd.DataFrame, max_items: int, seed: int = 0) -> pd.DataFrame:
+    """At most `max_items` items' points (both modalities of each kept item), index preserved."""
+    codes, items = pd.factorize(points["image_id"].fillna(points["item_id"]))
+    if len(items) <= max_items:
+        return points
+    keep = np.zeros(len(items), dtype=bool)
+    keep[np.random.default_rng(seed).choice(len(items), size=max_items, replace=False)] = True
+    return points[keep[codes]]
+
+
+def pairs_of(points: pd.DataFrame, rows: Sequence[int]) -> pd.DataFrame:
+    """The items behind selected UMAP points (``rows`` are index labels of `points`).
+
+    One row per item, with both of its points and the distance between them.
+    """
+    if not len(rows) or points.empty:
+        return pd.DataFrame(columns=["image_id", "study_id", "split", "label group",
+                                     "expected_rank", "image_xy", "report_xy", "gap"])
+    rows = [r for r in rows if r in points.index]
+    chosen = points.loc[rows, "image_id"].dropna().unique()
+    sub = points[points["image_id"].isin(chosen)]
+    out = []
+    for image_id, g in sub.groupby("image_id", sort=False):
+        img, rep = g[g["modality"] == "image"], g[g["modality"] == "report"]
+        first = g.iloc[0]
+        ixy = (float(img["x"].iloc[0]), float(img["y"].iloc[0])) if len(img) else None
+        rxy = (float(rep["x"].iloc[0]), float(rep["y"].iloc[0])) if len(rep) else None
+        gap = math.dist(ixy, rxy) if ixy and rxy else float("nan")
+        out.append({"image_id": image_id, "study_id": first["study_id"], "split": first["split"],
+                    "label group": label_group(first), "expected_rank": first["expected_rank"],
+                    "image_xy": _xy(ixy), "report_xy": _xy(rxy), "gap": gap})
+    return pd.DataFrame(out)
+
+
+def _xy(p):
+    return "" if p is None else f"({p[0]:.2f}, {p[1]:.2f})"
+
+
+# ------------------------------------------------------------------------------ privacy / utility
+
+
+def epsilon_grid(dp_heads: Iterable[str], available: Iterable[str] = ()) -> list[str]:
+    """Slider options: DP heads by increasing epsilon (``inf`` last), then ``original``.
+
+    Heads found only in `available` (attack results without a DP row) join the grid too.
+    """
+    labels = {str(h) for h in dp_heads} | {str(h) for h in available}
+    labels.discard("original")
+
+    def key(h):
+        try:
+            return (0, float(h))
+        except ValueError:
+            return (1, 0.0)
+
+    return sorted(labels, key=key) + ["original"]
+
+
+def model_about(specialization=None, description=None) -> str:
+    """One line about a model: its specialisation level and description, when known."""
+    parts = []
+    try:
+        parts.append(f"specialisation level {int(specialization)}")
+    except (TypeError, ValueError):
+        pass
+    if isinstance(description, str) and description.strip():
+        parts.append(description.strip())
+    return " · ".join(parts) or "not in the models table"
+
+
+def heads_name(heads: str) -> str:
+    """How a heads label reads in the UI."""
+    if heads == "original":
+        return "original heads"
+    if heads == "inf":
+        return "retrained, ε = ∞ (no DP)"
+    return f"DP heads, ε = {heads}"
+
+
+def frontier(metrics: pd.DataFrame, utility: pd.DataFrame, *, pool_size: int,
+             split: str = "test", direction: str = "image_to_report") -> pd.DataFrame:
+    """One row per heads with Recall@1 and lift at N (random negatives) and probe macro AUROC.
+
+    Heads lacking either number are left out. Sorted by the epsilon grid's order.
+    """
+    m = metrics[(metrics["split"] == split) & (metrics["direction"] == direction)
+                & (metrics["negatives"] == "random") & (metrics["pool_size"] == pool_size)
+                & (metrics["k"] == 1)].loc[:, ["heads", "recall", "lift", "ci_low", "ci_high"]]
+    u = utility[utility["label"] == "macro"].loc[:, ["heads", "auroc"]]
+    out = m.merge(u, on="heads", how="inner")
+    order = {h: i for i, h in enumerate(epsilon_grid(out["heads"]))}
+    out["order"] = out["heads"].map(order)
+    out["name"] = out["heads"].map(heads_name)
+    return out.sort_values("order").drop(columns="order").reset_index(drop=True)
+
+
+def dp_table(dp_runs: pd.DataFrame) -> pd.DataFrame:
+    """DP parameters with readable column names (group- and patient-level guarantees)."""
+    names = {"heads": "heads", "epsilon": "ε (group)", "delta": "δ (group)",
+             "patient_epsilon": "ε (patient)", "patient_delta": "δ (patient)",
+             "noise_multiplier": "σ (noise)", "max_grad_norm": "C (clip)",
+             "sample_rate": "q (sampling)", "steps": "steps", "accountant": "accountant",
+             "privacy_unit": "unit", "run_id": "run"}
+    cols = [c for c in names if c in dp_runs.columns]
+    return dp_runs.loc[:, cols].rename(columns=names).reset_index(drop=True)
+
+
+def problems_table(problems_json: str | None) -> pd.DataFrame:
+    """A cohort's stored input problems (JSON list) as a table."""
+    cols = ["file", "row", "kind", "message", "skipped"]
+    try:
+        rows = json.loads(problems_json or "[]")
+    except (TypeError, ValueError):
+        rows = []
+    if not isinstance(rows, list) or not rows:
+        return pd.DataFrame(columns=cols)
+    return pd.DataFrame(rows).reindex(columns=cols)

@@ -1,0 +1,248 @@
+"""A small, seeded results database for the dashboard's tests (and the latency bench), no torch.
+
+What is real and what is synthetic:
+
+* ``cohorts`` / ``items``: a tiny cohort registered through the engine's own path
+  (`engine.cohort.table.conform` -> `CohortLoad` -> `engine.cohort.registry.register_cohort`),
+  with small PNG files written by Pillow (one of them deleted afterwards, so the dashboard's
+  missing-file path is exercised) and a lateral image per few studies (not ``selected``).
+* ``relink_*`` and their ``runs`` rows: the real `engine.attack.stage.run_attack` on synthetic
+  L2-normalised embeddings (reports = label signal + per-study noise; images = report + noise
+  whose scale falls with the model's specialisation and rises as epsilon falls).
+* ``models``, ``dp_runs``, ``utility`` and ``umap_points`` (and their ``runs`` rows) are
+  **synthetic placeholders** written directly with `engine.store.replace_rows`, shaped like
+  DESIGN §3.6, until the ladder, DP and UMAP stages write them for real.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from engine import store
+from engine.attack.stage import AttackConfig, run_attack
+from engine.cohort.registry import register_cohort
+from engine.cohort.table import CohortLoad, conform
+from engine.errors import InputProblem
+from engine.labels import CHEXPERT_LABELS
+
+COHORT = "phantom-test"
+# (name, specialisation, image noise scale of the original heads)
+MODELS = (("ladder-0-untrained", 0, 6.0), ("ladder-1-mid", 1, 1.6), ("ladder-2-specialist", 2, 0.7))
+SPECIALIST = MODELS[-1][0]
+# DP heads of the specialist: (heads label, epsilon, extra noise scale)
+DP_HEADS = (("1", 1.0, 2.2), ("inf", math.inf, 0.9))
+
+# Label patterns (the matched-negative key); few, so matched pools exist in a tiny cohort.
+PATTERNS = (
+    {"No Finding": 1.0},
+    {"Pleural Effusion": 1.0, "Support Devices": 1.0},
+    {"Cardiomegaly": 1.0, "Edema": -1.0},
+    {"Lung Opacity": 1.0, "Pneumonia": 1.0, "Pleural Effusion": 0.0},
+)
+PHRASES = {
+    "No Finding": ["No acute cardiopulmonary process.", "Lungs are clear.",
+                   "No focal consolidation, effusion or pneumothorax."],
+    "Pleural Effusion": ["Small {side} pleural effusion.", "Moderate {side} effusion with "
+                         "basilar atelectasis.", "Layering {side} pleural fluid."],
+    "Support Devices": ["Right IJ catheter tip in the mid SVC.", "Endotracheal tube 4 cm above "
+                        "the carina.", "Left chest wall pacer with leads in standard position."],
+    "Cardiomegaly": ["Moderate cardiomegaly.", "The heart is enlarged.", "Stable enlargement "
+                     "of the cardiac silhouette."],
+    "Edema": ["Possible mild interstitial edema.", "Cannot exclude early pulmonary edema."],
+    "Lung Opacity": ["Patchy opacity in the {side} lower lobe.", "New {side} basilar opacity."],
+    "Pneumonia": ["Findings concerning for pneumonia.", "Could represent infection."],
+}
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """What `build` made: the database and the facts tests need."""
+
+    db: Path
+    root: Path
+    cohort: str
+    models: tuple[str, ...]
+    specialist: str
+    missing_image: str
+    n_test: int
+
+
+def _report(rng: np.random.Generator, pattern: dict, study: int, patient: int) -> str:
+    side = rng.choice(["right", "left", "bilateral"])
+    lines = ["FINDINGS:"]
+    for name, value in pattern.items():
+        if value == 0.0 or name not in PHRASES:
+            continue
+        lines.append(str(rng.choice(PHRASES[name])).format(side=side))
+    if study % 3:
+        date = f"{2100 + patient}-0{1 + study % 9}-1{study % 10}"
+        lines.append(f"Compared to the prior study of {date}, "
+                     f"{rng.choice(['unchanged', 'slightly improved', 'new since'])}.")
+    lines.append(f"IMPRESSION: {rng.choice(['As above.', 'See findings.', 'Stable.'])}")
+    return "\n".join(lines)
+
+
+def _cohort(root: Path, n_patients: int, studies: int, rng, *, images: bool, laterals: bool,
+            test_of: tuple[int, int]):
+    rows = []
+    for p in range(n_patients):
+        split = "test" if p % test_of[1] < test_of[0] else "train"
+        for s in range(studies):
+            k = p * studies + s
+            pattern = PATTERNS[(p + s) % len(PATTERNS)]
+            base = dict(study_id=f"s{k:05d}", patient_id=f"p{p:05d}", split=split,
+                        report_text=_report(rng, pattern, k, p), **pattern)
+            rows.append(dict(base, image_id=f"i{k:05d}", view="PA" if k % 2 else "AP",
+                             image_path=f"images/p{p:05d}/i{k:05d}.png"))
+            if laterals and k % 5 == 0:
+                rows.append(dict(base, image_id=f"i{k:05d}-lat", view="LATERAL",
+                                 image_path=f"images/p{p:05d}/i{k:05d}-lat.png"))
+    frame = conform(pd.DataFrame(rows))
+    if images:
+        for i, row in enumerate(frame.itertuples()):
+            path = root / row.image_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            g = np.linspace(40, 200, 64, dtype=np.float32)
+            pixels = (np.add.outer(g, g[::-1]) / 2 + rng.normal(0, 12, (64, 64))).clip(0, 255)
+            Image.fromarray(pixels.astype(np.uint8), "L").save(path)
+    return frame
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def build(
+    folder: Path,
+    *,
+    n_patients: int = 16,
+    studies_per_patient: int = 3,
+    pool_sizes: tuple[int, ...] = (5, 10),
+    dim: int = 32,
+    n_boot: int = 50,
+    images: bool = True,
+    laterals: bool = True,
+    test_of: tuple[int, int] = (1, 2),
+    seed: int = 0,
+    progress=None,
+) -> Seeded:
+    """Build the seeded database under `folder` and return where things are.
+
+    Defaults give 48 studies (24 held-out, 24 members), 3 models, DP heads ``1`` and ``inf`` for
+    the specialist. Patient p is held-out when ``p % test_of[1] < test_of[0]``.
+    """
+    folder = Path(folder)
+    root, db = folder / "cohort", folder / "results.duckdb"
+    rng = np.random.default_rng(seed)
+    frame = _cohort(root, n_patients, studies_per_patient, rng, images=images, laterals=laterals,
+                    test_of=test_of)
+    problem = InputProblem(file="labels.csv", row=7, kind="missing_report",
+                           message="study s99999 has no report; its 2 images were skipped")
+    stored = register_cohort(db, COHORT, fmt="csv", root=root,
+                             load=CohortLoad(frame, [problem]), site="A")
+    items = stored[stored["selected"]].sort_values("image_id").reset_index(drop=True)
+    missing = str(items.loc[items["split"] == "test", "image_id"].iloc[-1])
+    if images:
+        (root / items.loc[items["image_id"] == missing, "image_path"].iloc[0]).unlink()
+
+    labels = items.loc[:, list(CHEXPERT_LABELS)].fillna(0.0).to_numpy(np.float32)
+    signal = rng.normal(size=(len(CHEXPERT_LABELS), dim)).astype(np.float32)
+    text = _normalise(labels @ signal + rng.normal(scale=1.0, size=(len(items), dim)))
+    config = AttackConfig(pool_sizes=pool_sizes, n_boot=n_boot)
+    runs = []
+    for name, _, noise in MODELS:
+        image = _normalise(text + rng.normal(scale=noise / math.sqrt(dim) * 4, size=text.shape))
+        run_attack(db, model=name, cohort=COHORT, items=items, image_embeddings=image,
+                   text_embeddings=text, config=config, progress=progress)
+        runs.append((name, "original", text, image))
+    for heads, _, noise in DP_HEADS:
+        image = _normalise(text + rng.normal(scale=noise / math.sqrt(dim) * 4, size=text.shape))
+        run_attack(db, model=SPECIALIST, cohort=COHORT, items=items, image_embeddings=image,
+                   text_embeddings=text, heads=heads, config=config, progress=progress)
+        runs.append((SPECIALIST, heads, text, image))
+    _synthetic_tables(db, items, runs, rng)
+    return Seeded(db, root, COHORT, tuple(m[0] for m in MODELS), SPECIALIST, missing,
+                  int((items["split"] == "test").sum()))
+
+
+def _synthetic_tables(db: Path, items: pd.DataFrame, runs, rng) -> None:
+    """models, dp_runs, utility, umap_points: synthetic until their stages exist (module doc)."""
+    models = pd.DataFrame([dict(model=n, spec=f"local-dir:cache/models/{n}", specialization=s,
+                                description=f"phantom ladder rung {s} (synthetic test row)")
+                           for n, s, _ in MODELS])
+    dp, utility, umap, run_rows = [], [], [], []
+    for heads, eps, _ in DP_HEADS:
+        run_id = f"dp-synthetic-{heads}"
+        finite = math.isfinite(eps)
+        dp.append(dict(run_id=run_id, model=SPECIALIST, cohort=COHORT, epsilon=eps,
+                       delta=1e-3 if finite else None,
+                       patient_epsilon=2 * eps if finite else math.inf,
+                       patient_delta=(1 + math.exp(eps)) * 1e-3 if finite else None,
+                       noise_multiplier=1.1 if finite else 0.0,
+                       max_grad_norm=1.0 if finite else math.inf, sample_rate=0.1, steps=200,
+                       accountant="prv" if finite else None, privacy_unit="group"))
+        run_rows.append(run_id)
+    centres = rng.normal(scale=6, size=(len(PATTERNS), 2))
+    keys = items.loc[:, list(CHEXPERT_LABELS)].fillna(0.0).to_numpy()
+    pattern_of = np.zeros(len(items), dtype=int)
+    for i, p in enumerate(PATTERNS):
+        hit = np.ones(len(items), dtype=bool)
+        for name in CHEXPERT_LABELS:
+            hit &= keys[:, CHEXPERT_LABELS.index(name)] == p.get(name, 0.0)
+        pattern_of[hit] = i
+    for model, heads, text, image in runs:
+        quality = {"ladder-0-untrained": 0.62, "ladder-1-mid": 0.74}.get(model, 0.82)
+        quality -= {"1": 0.006, "inf": 0.001}.get(heads, 0.0)
+        per = {label: float(np.clip(quality + rng.normal(0, 0.04), 0.5, 0.99))
+               for label in CHEXPERT_LABELS}
+        run_id = f"dp-synthetic-{heads}" if heads != "original" else f"utility-synthetic-{model}"
+        utility += [dict(run_id=run_id, model=model, cohort=COHORT, heads=heads, label=label,
+                         auroc=v) for label, v in per.items()]
+        utility.append(dict(run_id=run_id, model=model, cohort=COHORT, heads=heads, label="macro",
+                            auroc=float(np.mean(list(per.values())))))
+        umap_id = f"umap-synthetic-{model}-{heads}"
+        run_rows.append(umap_id)
+        gap = float(np.mean(np.linalg.norm(text - image, axis=1)))
+        base = centres[pattern_of] + rng.normal(scale=1.2, size=(len(items), 2))
+        for modality, spread in (("image", gap), ("report", 0.0)):
+            xy = base + rng.normal(scale=0.3 + 2 * spread, size=base.shape)
+            umap.append(pd.DataFrame(dict(run_id=umap_id, model=model, cohort=COHORT, heads=heads,
+                                          item_id=items["image_id"].to_numpy(), modality=modality,
+                                          x=xy[:, 0], y=xy[:, 1])))
+    now = pd.Timestamp.now().floor("s").to_pydatetime()
+    runs_frame = pd.DataFrame([dict(
+        run_id=r, stage=r.split("-")[0], model=SPECIALIST if r.startswith("dp") else None,
+        cohort=COHORT, config_json=json.dumps({"synthetic": True, "note": "test placeholder"}),
+        config_hash="synthetic", code_version="test", status="done", started_at=now,
+        finished_at=now, seconds=0.0, n_rows=0, n_skipped=0, message="synthetic test row")
+        for r in dict.fromkeys(run_rows)])
+    with store.connect_write(db) as con, store.transaction(con):
+        store.replace_rows(con, "models", models)
+        store.replace_rows(con, "dp_runs", pd.DataFrame(dp), cohort=COHORT)
+        store.replace_rows(con, "utility", pd.DataFrame(utility), cohort=COHORT)
+        store.replace_rows(con, "umap_points", pd.concat(umap, ignore_index=True), cohort=COHORT)
+        for _, row in runs_frame.iterrows():
+            store.replace_rows(con, "runs", row.to_frame().T.infer_objects(),
+                               run_id=row["run_id"])
+
+
+def build_empty(folder: Path) -> Path:
+    """A database with the schema and no rows."""
+    db = Path(folder) / "empty.duckdb"
+    with store.connect_write(db):
+        pass
+    return db
+
+
+if __name__ == "__main__":  # python tests/seed_db.py OUT_DIR: a seeded database to look at
+    import sys
+
+    out = build(Path(sys.argv[1] if len(sys.argv) > 1 else "cache/seeded"))
+    print(out)

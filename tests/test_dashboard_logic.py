@@ -1,0 +1,285 @@
+"""The dashboard's plain functions (logic.py) and its data module, without a Streamlit run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboard import data, logic
+from engine.attack import pools
+from engine.labels import CHEXPERT_LABELS
+
+
+def test_labels_are_the_engines():
+    assert logic.LABELS == CHEXPERT_LABELS
+
+
+@pytest.mark.parametrize("value, text", [(0.14, "14%"), (0.023, "2.3%"), (0.00041, "0.041%"),
+                                         (1.0, "100%"), (0.0, "0%"), (float("nan"), "n/a")])
+def test_percent(value, text):
+    assert logic.percent(value) == text
+
+
+def test_times_and_auroc():
+    assert logic.times(14.2) == "14x" and logic.times(2.34) == "2.3x"
+    assert logic.auroc(0.7963) == "79.63%"
+
+
+def _metrics_row(**kw):
+    row = dict(split="test", direction="image_to_report", negatives="random", pool_size=100, k=1,
+               recall=0.14, chance=0.01, ci_low=0.12, ci_high=0.16, n_queries=500, n_excluded=0,
+               heads="original", model="m", lift=14.0)
+    row.update(kw)
+    return row
+
+
+def test_headline_lift_interval_is_recall_interval_over_chance():
+    h = logic.headline(pd.DataFrame([_metrics_row()]), 100)
+    assert h.lift == pytest.approx(14.0)
+    assert (h.lift_low, h.lift_high) == pytest.approx((12.0, 16.0))
+    assert logic.headline(pd.DataFrame([_metrics_row()]), 10) is None
+
+
+def test_risk_sentence_reads_like_the_brief():
+    h = logic.headline(pd.DataFrame([_metrics_row()]), 100)
+    text = logic.risk_sentence("BiomedCLIP", h)
+    assert text.startswith("An attacker holding BiomedCLIP and a pool of 100 reports finds an "
+                           "image's own report 14% of the time, 14x chance (95% CI 12% to 16%, "
+                           "12x to 16x)")
+    assert "own image" in logic.risk_sentence("m", h, direction="report_to_image")
+
+
+def test_default_pool_size():
+    assert logic.default_pool_size([10, 100, 1000]) == 100
+    assert logic.default_pool_size([10, 50]) == 50
+    assert logic.default_pool_size([]) is None
+
+
+def test_relative_reduction():
+    assert logic.relative_reduction(0.382, 1.0) == pytest.approx(0.618)
+    assert np.isnan(logic.relative_reduction(0.1, 0.0))
+
+
+def test_lift_curves_drop_the_variable_size_matched_full_row():
+    rows = [_metrics_row(pool_size=n, negatives=neg) for n in (10, 100, 500)
+            for neg in ("random", "matched")]
+    curves = logic.lift_curves(pd.DataFrame(rows))
+    assert len(curves) == 5
+    assert not ((curves["negatives"] == "matched") & (curves["pool_size"] == 500)).any()
+
+
+@pytest.mark.parametrize("n", [2, 5, 17, 40])
+def test_recall_at_1_matches_the_engine(n):
+    rng = np.random.default_rng(n)
+    m = rng.integers(n - 1, 60, 200)
+    g = (rng.random(200) * m * 0.5).astype(int)
+    e = np.minimum((rng.random(200) * 6).astype(int), m - g)
+    got = logic.recall_at_1(m, g, e, n)
+    want = pools.recall_at_k(m, g, e, n, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_recall_at_1_is_nan_without_enough_distractors():
+    got = logic.recall_at_1([3, 10], [0, 0], [0, 0], 6)
+    assert np.isnan(got[0]) and got[1] == pytest.approx(1.0)
+
+
+def test_label_group_and_main_label():
+    row = {"No Finding": np.nan, "Pleural Effusion": 1.0, "Support Devices": 1.0, "Edema": -1.0}
+    assert logic.label_group(row) == "Pleural Effusion + Support Devices + Edema?"
+    assert logic.label_group({"No Finding": 1.0}) == "No Finding"
+    assert logic.label_group({}) == "No Finding"
+    assert logic.main_label(row) == "Pleural Effusion"
+
+
+def test_compare_findings_shared_and_different():
+    a = {"Pleural Effusion": 1.0, "Edema": -1.0, "Cardiomegaly": np.nan}
+    b = {"Pleural Effusion": 1.0, "Edema": 1.0, "Cardiomegaly": 0.0}
+    out = logic.compare_findings(a, b).set_index("finding")
+    assert out.loc["Pleural Effusion", "agreement"] == "shared"
+    assert out.loc["Edema", "agreement"] == "differs"
+    assert "Cardiomegaly" not in out.index  # missing == 0: both not mentioned
+
+
+def test_word_diff():
+    only_a, only_b = logic.word_diff("Small left effusion. Right IJ line.",
+                                     "Small right effusion, stable.")
+    assert only_a == ["left", "ij", "line"]
+    assert only_b == ["stable"]
+    assert logic.word_diff(None, "") == ([], [])
+
+
+def test_selections():
+    assert logic.selected_row({"selection": {"rows": [3], "columns": []}}) == 3
+    assert logic.selected_row({"selection": {"rows": []}}) is None
+    assert logic.selected_row(None) is None
+    state = {"selection": {"points": [{"customdata": [4]}, {"customdata": 2}, {"x": 1},
+                                      {"customdata": [4]}]}}
+    assert logic.selected_points(state) == [4, 2]
+    assert logic.selected_points({}) == []
+
+
+def test_pairs_of_selected_points():
+    points = pd.DataFrame({
+        "item_id": ["a", "a", "b", "b"], "modality": ["image", "report"] * 2,
+        "x": [0.0, 3.0, 1.0, 1.0], "y": [0.0, 4.0, 1.0, 2.0], "image_id": ["a", "a", "b", "b"],
+        "study_id": ["sa", "sa", "sb", "sb"], "split": ["test"] * 4,
+        "expected_rank": [1.0, 1.0, 7.5, 7.5], "Edema": [1.0, 1.0, np.nan, np.nan]})
+    pairs = logic.pairs_of(points, [1, 0, 3])
+    assert list(pairs["image_id"]) == ["a", "b"]
+    assert list(pairs["gap"]) == pytest.approx([5.0, 1.0])
+    assert pairs["label group"].tolist() == ["Edema", "No Finding"]
+    assert logic.pairs_of(points, []).empty
+
+
+def test_epsilon_grid_orders_privacy_from_strongest():
+    assert logic.epsilon_grid(["inf", "8", "0.34", "1"], ["original", "2"]) == [
+        "0.34", "1", "2", "8", "inf", "original"]
+
+
+def test_frontier_and_dp_table():
+    metrics = pd.DataFrame([_metrics_row(heads=h, recall=r) for h, r in
+                            (("original", 0.5), ("1", 0.2), ("inf", 0.45), ("8", 0.4))])
+    utility = pd.DataFrame({"heads": ["original", "1", "inf", "original"],
+                            "label": ["macro", "macro", "macro", "Edema"],
+                            "auroc": [0.80, 0.79, 0.80, 0.7]})
+    f = logic.frontier(metrics, utility, pool_size=100)
+    assert list(f["heads"]) == ["1", "inf", "original"]  # "8" has no utility
+    assert list(f["auroc"]) == [0.79, 0.80, 0.80]
+    runs = pd.DataFrame({"heads": ["1"], "epsilon": [1.0], "patient_epsilon": [2.0],
+                         "delta": [1e-5],
+                         "accountant": ["prv"], "privacy_unit": ["group"]})
+    assert list(logic.dp_table(runs).columns) == ["heads", "ε (group)", "δ (group)", "ε (patient)",
+                                                  "accountant", "unit"]
+
+
+def test_problems_table():
+    assert logic.problems_table(None).empty
+    assert logic.problems_table("not json").empty
+    t = logic.problems_table('[{"file": "a.csv", "row": 3, "kind": "bad", "message": "m", '
+                             '"skipped": true}]')
+    assert t.iloc[0].to_dict() == {"file": "a.csv", "row": 3, "kind": "bad", "message": "m",
+                                   "skipped": True}
+
+
+def test_group_table_and_survivors():
+    frame = pd.DataFrame({
+        "query_id": list("abcd"), "image_id": list("abcd"),
+        "n_matched": [9, 9, 2, 9], "n_matched_greater": [0, 3, 0, 0],
+        "n_matched_tied": [0, 0, 0, 4],
+        "expected_rank": [1, 4, 1, 3], "Edema": [1.0, 1.0, np.nan, np.nan]})
+    groups = logic.group_table(frame, 5).set_index("label group")
+    assert groups.loc["Edema", "queries"] == 2 and groups.loc["Edema", "eligible"] == 2
+    assert groups.loc["No Finding", "eligible"] == 1
+    survivors = logic.still_relinking(frame, 5)
+    assert list(survivors["query_id"]) == ["a", "d"]
+    assert survivors["matched_recall"].iloc[0] == pytest.approx(1.0)
+    assert survivors["matched_recall"].iloc[1] < 1.0  # tied with 4 matched distractors
+
+
+def test_best_wrong():
+    cands = pd.DataFrame({"rank": [1, 2, 3], "is_true": [True, False, False],
+                          "is_matched": [True, False, True]})
+    assert logic.best_wrong(cands)["rank"] == 2
+    assert logic.best_wrong(cands, matched_only=True)["rank"] == 3
+    assert logic.best_wrong(cands.iloc[:1]) is None
+
+
+# ------------------------------------------------------------------------------ data module
+
+
+def test_data_functions_on_the_seeded_database(seeded):
+    db, tok = str(seeded.db), data.db_state(seeded.db).token
+    assert set(data.cohorts(db, tok)["cohort"]) == {seeded.cohort}
+    assert list(data.models(db, tok, seeded.cohort)["model"]) == list(seeded.models)
+    assert set(data.heads(db, tok, seeded.cohort, seeded.specialist)) == {"original", "1", "inf"}
+    ranks = data.query_ranks(db, tok, seeded.cohort, seeded.specialist, "original")
+    assert len(ranks) == seeded.n_test and ranks["image_id"].notna().all()
+    assert ranks["expected_rank"].is_monotonic_increasing
+    back = data.query_ranks(db, tok, seeded.cohort, seeded.specialist, "original", "test",
+                            "report_to_image")
+    assert (back["query_id"] == back["study_id"]).all()
+    cands = data.candidates(db, tok, seeded.cohort, seeded.specialist, "original", "test",
+                            "image_to_report", ranks["query_id"][0])
+    assert cands["report_text"].notna().all() and cands["is_true"].sum() == 1
+    points = data.umap_points(db, tok, seeded.cohort, seeded.specialist, "1")
+    assert points["image_id"].notna().all() and set(points["modality"]) == {"image", "report"}
+    assert points["expected_rank"].notna().all()
+    assert list(data.dp_runs(db, tok, seeded.cohort, seeded.specialist)["heads"]) == ["1", "inf"]
+    assert data.item(db, tok, seeded.cohort, "nope") is None
+    assert data.search_reports(db, tok, seeded.cohort, "effusion")
+    assert data.search_reports(db, tok, seeded.cohort, "%' OR 1=1 --") == []
+
+
+def test_data_token_changes_with_the_file(seeded, tmp_path):
+    import shutil
+    import time
+
+    from engine import store
+
+    db = tmp_path / "t.duckdb"
+    shutil.copy(seeded.db, db)
+    before = data.db_state(db).token
+    time.sleep(0.01)
+    with store.connect_write(db) as con:
+        con.execute("DELETE FROM dp_runs")
+    assert data.db_state(db).token != before
+    assert data.dp_runs(str(db), data.db_state(db).token, seeded.cohort, seeded.specialist).empty
+
+
+def test_thumbnail_of_a_missing_or_broken_file(tmp_path):
+    broken = tmp_path / "x.png"
+    broken.write_bytes(b"not an image")
+    assert data.thumbnail(str(broken), 0) is None
+    assert data.thumbnail(str(tmp_path / "absent.png"), 0) is None
+
+
+def test_random_vs_matched_table():
+    curves = pd.DataFrame([_metrics_row(pool_size=n, negatives=neg, recall=r, lift=r * n,
+                                        n_queries=q, n_excluded=500 - q)
+                           for n, neg, r, q in ((10, "random", 0.5, 500), (10, "matched", 0.3, 450),
+                                                (100, "random", 0.2, 500))])
+    t = logic.random_vs_matched(curves)
+    assert list(t["N"]) == [10, 100]
+    assert t["matched Recall@1"].iloc[0] == 0.3 and np.isnan(t["matched Recall@1"].iloc[1])
+    assert t["left out"].iloc[0] == 50
+
+
+def test_vectorised_label_functions_match_the_row_by_row_ones():
+    rng = np.random.default_rng(3)
+    values = rng.choice([np.nan, 0.0, 1.0, -1.0], p=[0.6, 0.2, 0.15, 0.05], size=(300, 14))
+    frame = pd.DataFrame(values, columns=list(logic.LABELS))
+    rows = frame.to_dict("records")
+    assert logic.label_groups(frame).tolist() == [logic.label_group(r) for r in rows]
+    assert logic.main_labels(frame).tolist() == [logic.main_label(r) for r in rows]
+
+
+def test_sample_items_keeps_both_points_of_each_item():
+    points = pd.DataFrame({"item_id": np.repeat([f"i{k}" for k in range(50)], 2),
+                           "image_id": np.repeat([f"i{k}" for k in range(50)], 2),
+                           "modality": ["image", "report"] * 50})
+    drawn = logic.sample_items(points, 10)
+    assert drawn["image_id"].nunique() == 10 and len(drawn) == 20
+    assert logic.sample_items(points, 10).equals(drawn)  # a fixed sample
+    assert logic.sample_items(points, 100) is points
+
+
+def test_reads_release_the_file_at_once_and_take_turns_across_threads(seeded, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = tmp_path / "t.duckdb"
+    shutil.copy(seeded.db, db)
+    sql = "SELECT count(*) AS n FROM relink_ranks WHERE model = ? AND heads = 'original'"
+    with ThreadPoolExecutor(4) as pool:
+        counts = list(pool.map(lambda m: int(data.query(db, sql, [m])["n"][0]), seeded.models * 4))
+    assert len(set(counts)) == 1 and counts[0] > 0
+    # Nothing stays attached: the engine can open the file for writing right away.
+    writer = subprocess.run([sys.executable, "-c", "import duckdb, sys; "
+                             "duckdb.connect(sys.argv[1]).close(); print('ok')", str(db)],
+                            capture_output=True, text=True, timeout=60)
+    assert writer.stdout.strip() == "ok", writer.stderr
+    assert len(data.query(db, "SELECT * FROM cohorts")) == 1  # and reads go on afterwards
