@@ -149,7 +149,8 @@ SCHEMA_DDL: tuple[str, ...] = (
     sample_rate DOUBLE,
     steps INTEGER,
     accountant VARCHAR,
-    privacy_unit VARCHAR)""",
+    privacy_unit VARCHAR,
+    heads VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS utility (
     run_id VARCHAR NOT NULL,
     model VARCHAR NOT NULL,
@@ -196,17 +197,15 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @contextlib.contextmanager
-def connect_write(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect_write(db: Path, *, retry_seconds: float = 10.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the store for writing, creating it and its schema if needed.
 
-    Hold the connection only while writing one stage's results.
+    Hold the connection only while writing one stage's results. Dashboard reads hold the file
+    for milliseconds at a time, so a lock held by a reader is waited out for `retry_seconds`.
     """
     db = Path(db)
     db.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(db))
-    except duckdb.IOException as exc:
-        raise StoreError(f"{db}: cannot open for writing ({_first_line(exc)})") from exc
+    con = _connect_retrying(db, read_only=False, retry_seconds=retry_seconds)
     try:
         ensure_schema(con)
         yield con
@@ -235,14 +234,19 @@ def connect_read(db: Path, *, retry_seconds: float = 3.0) -> duckdb.DuckDBPyConn
     db = Path(db)
     if not db.exists():
         raise StoreError(f"{db}: no results database yet (run `python -m engine demo`)")
+    return _connect_retrying(db, read_only=True, retry_seconds=retry_seconds)
+
+
+def _connect_retrying(db: Path, *, read_only: bool, retry_seconds: float) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + retry_seconds
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(db), read_only=True)
+            return duckdb.connect(str(db), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
-                raise StoreError(f"{db}: results are being updated ({_first_line(exc)})") from exc
+                what = "results are being updated" if read_only else "cannot open for writing"
+                raise StoreError(f"{db}: {what} ({_first_line(exc)})") from exc
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
 

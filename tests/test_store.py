@@ -113,3 +113,28 @@ def test_reader_waits_for_writer_then_reports_updating(tmp_path):
         con.close()
     finally:
         holder.wait(timeout=20)
+
+
+def test_writer_waits_out_a_reader(tmp_path):
+    db = tmp_path / "r.duckdb"
+    with store.connect_write(db):
+        pass
+    reader = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import duckdb, time
+            con = duckdb.connect({str(db)!r}, read_only=True)
+            print("reading", flush=True)
+            time.sleep(0.8)
+            con.close()
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert reader.stdout.readline().strip() == "reading"
+        with pytest.raises(StoreError, match="cannot open for writing"):
+            with store.connect_write(db, retry_seconds=0.05):
+                pass
+        with store.connect_write(db, retry_seconds=10) as con:
+            con.execute("INSERT INTO models VALUES ('m', 's', 0, 'd')")
+    finally:
+        reader.wait(timeout=20)
