@@ -187,7 +187,8 @@ def _synthetic_tables(db: Path, items: pd.DataFrame, runs, rng) -> None:
                        patient_delta=(1 + math.exp(eps)) * 1e-3 if finite else None,
                        noise_multiplier=1.1 if finite else 0.0,
                        max_grad_norm=1.0 if finite else math.inf, sample_rate=0.1, steps=200,
-                       accountant="prv" if finite else None, privacy_unit="group"))
+                       accountant="prv" if finite else None, privacy_unit="group",
+                       heads=heads, target_epsilon=eps))
         run_rows.append(run_id)
     centres = rng.normal(scale=6, size=(len(PATTERNS), 2))
     keys = items.loc[:, list(CHEXPERT_LABELS)].fillna(0.0).to_numpy()
