@@ -75,32 +75,53 @@ def build_parser() -> argparse.ArgumentParser:
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     p = msub.add_parser("train-ladder", help="train and register the phantom model ladder")
     p.add_argument("--cohort", required=True, help="registered cohort to train on (train split)")
+    p.add_argument("--epochs", default=None,
+                   help="epochs per rung, comma-separated, starting at 0 (default 0,1,3,10)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="TOML file with ladder settings (engine/models/ladder.py LadderConfig)")
     p.set_defaults(handler="engine.cli.stages:train_ladder")
     p = msub.add_parser("list", help="list registered models")
     p.set_defaults(handler="engine.cli.stages:list_models")
 
     p = sub.add_parser("embed", help="embed a cohort's images and reports with a model")
     _add_model_cohort(p)
+    p.add_argument("--batch-size", type=int, default=None, help="items per batch (64 CPU, 256 GPU)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="default: the GPU when there is one")
     p.set_defaults(handler="engine.cli.stages:embed")
 
     p = sub.add_parser("attack", help="re-linkage attack: exact pool metrics into DuckDB")
     _add_model_cohort(p)
-    p.set_defaults(handler="engine.cli.stages:attack")
+    p.add_argument("--pool-sizes", default="10,100,1000,10000",
+                   help="pool sizes N besides the full database (default 10,100,1000,10000)")
+    p.add_argument("--external", action="store_true",
+                   help="the model never saw this cohort: evaluate every pair as held-out")
+    p.set_defaults(handler="engine.cli.audit:attack")
 
     p = sub.add_parser("dp", help="retrain the projection heads with DP over an epsilon grid")
     _add_model_cohort(p)
-    p.add_argument("--epsilons", default="0.34,1,2,4,8,inf", help="comma-separated grid")
-    p.set_defaults(handler="engine.cli.stages:dp")
+    p.add_argument("--epsilons", default="0.34,1,2,4,8,inf",
+                   help="comma-separated target epsilons (group level); inf is always added")
+    p.set_defaults(handler="engine.cli.audit:dp")
+
+    p = sub.add_parser("transfer", help="apply heads trained on one cohort to an external one")
+    _add_model_cohort(p)
+    p.add_argument("--source", required=True, help="cohort the DP heads were trained on")
+    p.set_defaults(handler="engine.cli.audit:transfer")
 
     p = sub.add_parser("umap", help="2-D joint space of images and reports")
     _add_model_cohort(p)
-    p.set_defaults(handler="engine.cli.stages:umap")
+    p.add_argument("--max-points", type=int, default=20000, help="points per map (default 20000)")
+    p.add_argument("--external", action="store_true", help="map every pair (external cohort)")
+    p.add_argument("--heads-from", default=None,
+                   help="cohort whose trained heads to map (default: this cohort)")
+    p.set_defaults(handler="engine.cli.audit:umap")
 
     p = sub.add_parser("report", help="write the audit report")
     _add_model_cohort(p)
     p.add_argument("--format", default="html,pdf,json", dest="fmt", help="html,pdf,json")
     p.add_argument("--out", type=Path, default=Path("cache/reports"), help="output folder")
-    p.set_defaults(handler="engine.cli.stages:report")
+    p.set_defaults(handler="engine.cli.audit:report")
 
     p = sub.add_parser("demo", help="every stage on the phantom cohorts, then the dashboard")
     p.add_argument("--no-serve", action="store_true", help="do not start the dashboard")

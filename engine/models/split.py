@@ -14,6 +14,7 @@ Supported towers and where their projection lives:
 | native text (`CLIP`)               | ``text_projection`` parameter or Linear | ``nn.Linear`` (as above, or a copy) |
 | native text (`CustomTextCLIP`)     | ``text.text_projection``            | as above                 |
 | timm vision (`TimmModel`)          | ``visual.head.proj`` Linear, or ``visual.head.mlp`` | copy of the Linear, or ``nn.Sequential(Linear, GELU, Linear)`` |
+| timm vision, ``timm_proj: none``   | none (SigLIP: the pooled trunk output) | identity-initialised ``nn.Linear`` |
 | HF text (`HFTextEncoder`)          | ``text.proj`` Linear or MLP ``Sequential`` (or Identity) | copy           |
 
 A tower without a projection (an Identity) gets an identity-initialised ``nn.Linear(w, w)`` so the
@@ -141,9 +142,12 @@ def _detach_image_head(model: nn.Module) -> tuple[nn.Module, str]:
             head = _sequential_from_timm_mlp(layers.mlp)
             layers.mlp = nn.Identity()
             return head, "timm-mlp"
+        if len(layers) == 0 and hasattr(visual.trunk, "num_features"):
+            # timm_proj 'none' (e.g. SigLIP): the trunk's pooled features are the embedding
+            return _identity_linear(int(visual.trunk.num_features)), "timm-none"
         raise ModelLoadError(
             "timm vision tower without a `head.proj` Linear or `head.mlp` (timm_proj "
-            "'linear' or 'mlp') is not supported"
+            "'linear', 'mlp' or 'none') is not supported"
         )
     raise ModelLoadError(f"vision tower {kind} is not supported (native ViT or timm only)")
 
