@@ -1,0 +1,107 @@
+"""The `report` stage: one model × cohort audit as HTML, PDF and JSON, for a compliance file.
+
+Data flow: `content.build_document` reads DuckDB (read-only) into one plain document ->
+`schema.validate_document` checks it against ``report.schema.json`` -> `outline.blocks_of` lays
+it out as blocks -> `html.render_html` / `pdf.write_pdf` render the blocks, with the figures of
+`figures` (matplotlib: inline SVG in the HTML, vector drawings in the PDF). The JSON file is the
+document itself. Nothing here imports torch, open_clip, opacus, faiss or umap.
+
+Public entry point: `write_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from engine.errors import ConfigError
+from engine.report.content import SCHEMA_VERSION, build_document
+from engine.report.schema import ReportSchemaError, validate_document
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("html", "pdf", "json")
+
+__all__ = ["FORMATS", "SCHEMA_VERSION", "ReportSchemaError", "build_document", "report_stem",
+           "validate_document", "write_report"]
+
+
+def write_report(
+    db: Path,
+    *,
+    model: str,
+    cohort: str,
+    formats: Iterable[str] = FORMATS,
+    out: Path,
+    examples: bool | None = None,
+) -> dict[str, Path]:
+    """Write the audit report of `model` on `cohort` in the requested formats.
+
+    Files are named ``<model>__<cohort>.<format>`` (unsafe characters replaced) inside `out`,
+    which is created if needed. Each file is written to a temporary name and renamed into place,
+    so a reader never sees half a report.
+
+    Args:
+        db: The results database (read-only).
+        model: Registered model name, or a registered model's open_clip spec.
+        cohort: Registered cohort name.
+        formats: Any of ``html``, ``pdf``, ``json`` (a list, or one comma-separated string).
+        out: Output folder.
+        examples: Quote example report texts; default: only when the cohort is synthetic.
+
+    Returns:
+        Format -> path of the written file.
+
+    Raises:
+        ConfigError: an unknown format, model or cohort (the message names it).
+        ReportSchemaError: the document does not match the JSON Schema (a bug, not bad input).
+        StoreError: the database is missing or locked.
+    """
+    if isinstance(formats, str):  # "html,pdf" as typed on the command line
+        formats = formats.split(",")
+    wanted = [f.strip().lower() for f in formats if f and f.strip()]
+    bad = [f for f in wanted if f not in FORMATS]
+    if bad or not wanted:
+        raise ConfigError(f"--format {','.join(bad) or '(empty)'}: expected a comma-separated "
+                          f"subset of {','.join(FORMATS)}")
+    doc = build_document(Path(db), model=model, cohort=cohort, examples=examples)
+    validate_document(doc)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = report_stem(doc["model"]["name"], doc["cohort"]["name"])
+    written: dict[str, Path] = {}
+    blocks = None
+    for fmt in dict.fromkeys(wanted):
+        path = out / f"{stem}.{fmt}"
+        tmp = path.with_name(f".{path.name}.tmp")
+        if fmt == "json":
+            tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+                           encoding="utf-8")
+        else:
+            if blocks is None:
+                from engine.report.outline import blocks_of
+
+                blocks = blocks_of(doc)
+            if fmt == "html":
+                from engine.report.html import render_html
+
+                tmp.write_text(render_html(doc, blocks), encoding="utf-8")
+            else:
+                from engine.report.pdf import write_pdf
+
+                write_pdf(doc, tmp, blocks)
+        os.replace(tmp, path)
+        written[fmt] = path
+        log.info("report %s/%s: wrote %s", doc["model"]["name"], doc["cohort"]["name"], path)
+    return written
+
+
+def report_stem(model: str, cohort: str) -> str:
+    """``<model>__<cohort>`` with every character outside ``[A-Za-z0-9._-]`` replaced by ``-``."""
+    def safe(s: str) -> str:
+        return "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in s)
+
+    return f"{safe(model)}__{safe(cohort)}"
