@@ -31,6 +31,8 @@ PAGES = [
             url_path="privacy"),
     st.Page("app_pages/hard_negatives.py", title="Hard negatives", icon=":material/filter_alt:",
             url_path="hard-negatives"),
+    st.Page("app_pages/report.py", title="Audit report", icon=":material/description:",
+            url_path="report"),
     st.Page("app_pages/runs.py", title="Runs", icon=":material/history:", url_path="runs"),
 ]
 # Pages that show one set of heads get the sidebar's heads picker.

@@ -440,3 +440,12 @@ def runs(db: str, token: str) -> pd.DataFrame:
     return query(db, "SELECT run_id, stage, model, cohort, status, started_at, finished_at, "
                      "seconds, n_rows, n_skipped, code_version, config_hash, message, config_json "
                      "FROM runs ORDER BY finished_at DESC NULLS LAST, run_id")
+
+
+@st.cache_data(**_CACHE)
+def reports(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
+    """Audit report files written by `python -m engine report` for (cohort, model)."""
+    if not _has(db, token, "reports"):
+        return pd.DataFrame(columns=["format", "path", "written_at"])
+    return query(db, "SELECT format, path, written_at FROM reports WHERE cohort = ? AND model = ? "
+                     "ORDER BY format", [cohort, model])

@@ -150,7 +150,7 @@ def transfer(db: Path, cache: Path, source: AuditInputs, target: AuditInputs, *,
     for label, (image, text) in projected.items():
         run_attack(db, model=target.model, cohort=target.cohort, items=items,
                    image_embeddings=image, text_embeddings=text, heads=label,
-                   config=attack_config)
+                   config=attack_config, provenance={"heads_cohort": source.cohort})
     probe_transfer(db, target, projected, source_cohort=source.cohort)
     return sorted(projected)
 

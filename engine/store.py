@@ -174,6 +174,12 @@ SCHEMA_DDL: tuple[str, ...] = (
     heads VARCHAR NOT NULL,
     label VARCHAR NOT NULL,
     auroc DOUBLE)""",
+    """CREATE TABLE IF NOT EXISTS reports (
+    model VARCHAR NOT NULL,
+    cohort VARCHAR NOT NULL,
+    format VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    written_at TIMESTAMP NOT NULL DEFAULT current_timestamp)""",
     """CREATE TABLE IF NOT EXISTS umap_points (
     run_id VARCHAR NOT NULL,
     model VARCHAR NOT NULL,

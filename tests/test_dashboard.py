@@ -22,7 +22,7 @@ from engine import store
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
 HEAVY = {"torch", "open_clip", "opacus", "faiss", "umap"}
-PAGES = ("overview", "explorer", "joint_space", "privacy", "hard_negatives", "runs")
+PAGES = ("overview", "explorer", "joint_space", "privacy", "hard_negatives", "report", "runs")
 
 
 def test_dashboard_never_imports_heavy_libraries():
@@ -339,3 +339,24 @@ def test_page_while_engine_writes_says_results_are_being_updated(page, seeded, t
         holder.wait(timeout=20)
     assert not at.exception, [e.value for e in at.exception]
     assert any("being updated" in w.value for w in at.warning)
+
+
+def test_report_page_offers_the_engine_report(seeded, tmp_path, monkeypatch):
+    import shutil
+
+    from engine.report import write_report
+
+    db = tmp_path / "with-report.duckdb"
+    shutil.copy(seeded.db, db)
+    at = _page(_app(db, monkeypatch).run(), "report")
+    _ok(at)
+    assert any("No audit report" in i.value for i in at.info)
+    model = at.session_state["model"]
+    write_report(db, model=model, cohort=at.session_state["cohort"], out=tmp_path / "reports")
+    import streamlit as st
+
+    st.cache_data.clear()
+    at = _page(_app(db, monkeypatch).run(), "report")
+    _ok(at)
+    labels = {b.label for b in at.get("download_button")}
+    assert labels == {"Download HTML", "Download PDF", "Download JSON"}

@@ -164,6 +164,7 @@ def run_attack(
     text_embeddings: np.ndarray,
     heads: str = "original",
     config: AttackConfig = AttackConfig(),
+    provenance: dict | None = None,
     progress=None,
 ) -> tuple[str, bool]:
     """Run the attack and store it; returns (run_id, reused).
@@ -174,12 +175,15 @@ def run_attack(
         image_embeddings: [n, e] float32, L2-normalised.
         text_embeddings: [n, e] float32, L2-normalised (row i is item i's report).
         heads: ``original`` or the epsilon label of the heads that produced the embeddings.
+        provenance: Extra facts recorded in the run's config, e.g. ``{"heads_cohort": "A"}``
+            when the heads were trained on another cohort (transfer).
     """
     if len(items) != len(image_embeddings) or len(items) != len(text_embeddings):
         raise ValueError("items and embeddings must be aligned row by row")
     run = Run("attack", model, cohort, {
         **asdict(config), "heads": heads,
         "embeddings": fingerprint(image_embeddings, text_embeddings),
+        **(provenance or {}),
     })
     if run.is_done(db):
         return run.run_id, True

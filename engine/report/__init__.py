@@ -45,7 +45,8 @@ def write_report(
     so a reader never sees half a report.
 
     Args:
-        db: The results database (read-only).
+        db: The results database (read for the content; the written files are listed in its
+            ``reports`` table).
         model: Registered model name, or a registered model's open_clip spec.
         cohort: Registered cohort name.
         formats: Any of ``html``, ``pdf``, ``json`` (a list, or one comma-separated string).
@@ -96,7 +97,22 @@ def write_report(
         os.replace(tmp, path)
         written[fmt] = path
         log.info("report %s/%s: wrote %s", doc["model"]["name"], doc["cohort"]["name"], path)
+    _record(Path(db), doc["model"]["name"], doc["cohort"]["name"], written)
     return written
+
+
+def _record(db: Path, model: str, cohort: str, written: dict[str, Path]) -> None:
+    """List the written files in the ``reports`` table, so the dashboard can offer them."""
+    import pandas as pd
+
+    from engine import store
+
+    rows = pd.DataFrame([{"model": model, "cohort": cohort, "format": fmt,
+                          "path": str(path.resolve())} for fmt, path in written.items()])
+    with store.connect_write(db) as con, store.transaction(con):
+        for fmt in written:
+            store.replace_rows(con, "reports", rows[rows["format"] == fmt], model=model,
+                               cohort=cohort, format=fmt)
 
 
 def report_stem(model: str, cohort: str) -> str:
