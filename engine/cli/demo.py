@@ -66,6 +66,66 @@ def _add(site: str, root: Path, db: Path) -> str:
     return f"registered {name!r}: {len(stored)} images, {load.n_skipped} skipped"
 
 
+def _ladder(db: Path, cache: Path) -> tuple[str, list[str]]:
+    from engine.models.ladder import train_ladder
+
+    with tqdm(desc="ladder", unit="step", leave=False) as bar:
+        result = train_ladder(db, cache, "site-a", progress=bar)
+    lifts = ", ".join(f"{r.name} {r.lift:.1f}x" for r in result.rungs)
+    verb = "reused" if result.reused else f"trained in {result.seconds:.0f} s"
+    return f"{verb}; held-out lift at N={result.pool_size}: {lifts}", [r.name for r in result.rungs]
+
+
+def _embed(db: Path, cache: Path, model: str, cohort: str) -> str:
+    from engine.embed.stage import embed_cohort
+
+    with tqdm(desc=f"embed {model}/{cohort}", unit="item", leave=False) as bar:
+        result = embed_cohort(db, cache, model, cohort, progress=bar)
+    return f"{result.n_items} pairs" + (" (reused)" if result.reused else "")
+
+
+def _attack(db: Path, cache: Path, model: str, cohort: str, external: bool) -> str:
+    from engine import audit
+
+    inputs = audit.load_inputs(db, cache, model, cohort)
+    _, reused = audit.attack(db, inputs, external=external)
+    return "reused" if reused else f"{len(inputs.items)} pairs ranked"
+
+
+def _dp(db: Path, cache: Path, model: str) -> str:
+    from engine import audit
+    from engine.dp.stage import DEFAULT_EPSILONS
+
+    inputs = audit.load_inputs(db, cache, model, "site-a")
+    with tqdm(desc="DP steps", unit="step", leave=False) as bar:
+        result = audit.dp(db, cache, inputs, epsilons=DEFAULT_EPSILONS, progress=bar)
+    return ("reused" if result.reused else "trained") + f": heads {', '.join(result.heads)}"
+
+
+def _transfer(db: Path, cache: Path, model: str) -> str:
+    from engine import audit
+
+    labels = audit.transfer(db, cache, audit.load_inputs(db, cache, model, "site-a"),
+                            audit.load_inputs(db, cache, model, "site-b"))
+    return f"heads {', '.join(labels)} applied to site-b"
+
+
+def _umap(db: Path, cache: Path, model: str, cohort: str) -> str:
+    from engine import audit
+
+    external = cohort == "site-b"
+    inputs = audit.load_inputs(db, cache, model, cohort)
+    _, reused = audit.umap(db, cache, inputs, external=external, heads_cohort="site-a")
+    return "reused" if reused else "fitted"
+
+
+def _report(db: Path, cache: Path, model: str, cohort: str) -> str:
+    from engine.report import write_report
+
+    paths = write_report(db, model=model, cohort=cohort, out=cache / "reports")
+    return ", ".join(str(p) for p in paths.values())
+
+
 def serve(db: Path) -> int:
     """Start the dashboard on 127.0.0.1 (blocks until interrupted)."""
     app = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -82,6 +142,27 @@ def demo(args: argparse.Namespace) -> int:
         root = cache / "cohorts" / name
         _stage(f"phantom cohort {name}", lambda: _synth(site, root))
         _stage(f"register {name}", lambda: _add(site, root, db))
+    rungs: list[str] = []
+
+    def ladder() -> str:
+        what, names = _ladder(db, cache)
+        rungs.extend(names)
+        return what
+
+    _stage("model ladder", ladder)
+    specialist = rungs[-1]
+    for model in rungs:
+        for cohort in ("site-a", "site-b"):
+            _stage(f"embed {model} / {cohort}", lambda: _embed(db, cache, model, cohort))
+            _stage(f"attack {model} / {cohort}",
+                   lambda: _attack(db, cache, model, cohort, external=cohort == "site-b"))
+    _stage(f"dp grid {specialist} / site-a", lambda: _dp(db, cache, specialist))
+    _stage(f"transfer {specialist} -> site-b", lambda: _transfer(db, cache, specialist))
+    for cohort in ("site-a", "site-b"):
+        _stage(f"umap {specialist} / {cohort}", lambda: _umap(db, cache, specialist, cohort))
+    for model in rungs:
+        _stage(f"report {model} / site-a", lambda: _report(db, cache, model, "site-a"))
+    _stage(f"report {specialist} / site-b", lambda: _report(db, cache, specialist, "site-b"))
     print(f"[demo] all stages done in {time.perf_counter() - start:.1f} s; results in {db}")
     if args.no_serve:
         return 0
