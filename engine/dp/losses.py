@@ -52,7 +52,18 @@ def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
     return losses.mean()
 
 
-class InGroupInfoNCE(nn.Module):
+class _InfoNCE(nn.Module):
+    """Shared state of the losses: the fixed logit multiplier and Opacus's ``reduction``."""
+
+    def __init__(self, logit_multiplier: float, reduction: str = "mean") -> None:
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction={reduction!r}: expected one of {_REDUCTIONS}")
+        self.logit_multiplier = float(logit_multiplier)
+        self.reduction = reduction
+
+
+class InGroupInfoNCE(_InfoNCE):
     """Symmetric InfoNCE inside each group, padding masked.
 
     For group b with valid rows V (|V| = m), logits ``L = s * Z_img Z_txt^T`` restricted to V x V;
@@ -63,13 +74,6 @@ class InGroupInfoNCE(nn.Module):
         logit_multiplier: The fixed s (e.g. 100 = exp(4.605)).
         reduction: ``mean`` (over groups), ``sum`` or ``none`` (``[B]``).
     """
-
-    def __init__(self, logit_multiplier: float, reduction: str = "mean") -> None:
-        super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction={reduction!r}: expected one of {_REDUCTIONS}")
-        self.logit_multiplier = float(logit_multiplier)
-        self.reduction = reduction
 
     def forward(
         self, image: torch.Tensor, text: torch.Tensor, mask: torch.Tensor
@@ -88,7 +92,7 @@ class InGroupInfoNCE(nn.Module):
         return _reduce(losses, self.reduction)
 
 
-class PublicNegativeInfoNCE(nn.Module):
+class PublicNegativeInfoNCE(_InfoNCE):
     """Per-pair symmetric InfoNCE against public negatives.
 
     Pair i's loss is ``(CE([s z_i.t_i, s z_i.T_neg], 0) + CE([s t_i.z_i, s t_i.Z_neg], 0)) / 2``,
@@ -99,13 +103,6 @@ class PublicNegativeInfoNCE(nn.Module):
         logit_multiplier: The fixed s.
         reduction: ``mean`` (over pairs), ``sum`` or ``none`` (``[B]``).
     """
-
-    def __init__(self, logit_multiplier: float, reduction: str = "mean") -> None:
-        super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction={reduction!r}: expected one of {_REDUCTIONS}")
-        self.logit_multiplier = float(logit_multiplier)
-        self.reduction = reduction
 
     def forward(
         self,
