@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = msub.add_parser("train-ladder", help="train and register the phantom model ladder")
     p.add_argument("--cohort", required=True, help="registered cohort to train on (train split)")
     p.add_argument("--epochs", default=None,
-                   help="epochs per rung, comma-separated, starting at 0 (default 0,1,3,10)")
+                   help="epochs per rung, comma-separated, starting at 0 (default 0,12,24,36)")
     p.add_argument("--config", type=Path, default=None,
                    help="TOML file with ladder settings (engine/models/ladder.py LadderConfig)")
     p.set_defaults(handler="engine.cli.stages:train_ladder")

@@ -68,23 +68,23 @@ class LadderConfig:
         max_train_items: Use at most this many training pairs (tests); None = all.
     """
 
-    rung_epochs: tuple[int, ...] = (0, 1, 3, 10)
+    rung_epochs: tuple[int, ...] = (0, 12, 24, 36)
     embed_dim: int = 128
     image_size: int = 64
     patch_size: int = 8
-    vision_width: int = 128
+    vision_width: int = 96
     vision_layers: int = 3
-    text_width: int = 128
+    text_width: int = 96
     text_layers: int = 3
-    context_length: int = 96
+    context_length: int = 64
     heads: int = 4
     batch_size: int = 64
     lr: float = 5e-4
-    weight_decay: float = 0.1
+    weight_decay: float = 0.2
     warmup_fraction: float = 0.05
     shift: int = 4
     jitter: float = 0.1
-    sentence_keep: float = 1.0
+    sentence_keep: float = 0.6
     seed: int = 0
     pool_size: int = 100
     max_train_items: int | None = None
