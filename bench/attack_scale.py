@@ -32,7 +32,7 @@ from engine.attack.stage import AttackConfig, pool_metrics  # noqa: E402
 def make_data(q: int, d: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     reports = rng.normal(size=(q, d)).astype(np.float32)
-    images = reports + rng.normal(scale=1.6, size=(q, d)).astype(np.float32)
+    images = reports + rng.normal(scale=12.0, size=(q, d)).astype(np.float32)
     reports /= np.linalg.norm(reports, axis=1, keepdims=True)
     images /= np.linalg.norm(images, axis=1, keepdims=True)
     keys = (rng.zipf(1.6, q) % 400).astype(str)  # skewed label-vector frequencies, like CXR labels
