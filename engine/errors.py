@@ -13,10 +13,6 @@ class EngineError(Exception):
     """Base class: an error the user can act on, shown as one line by the CLI."""
 
 
-class NotBuiltError(EngineError):
-    """A subcommand whose stage has not been built yet."""
-
-
 class ConfigError(EngineError):
     """A bad option value or configuration file entry."""
 

@@ -1,14 +1,8 @@
-"""Handlers for the model, embedding and audit stages (filled in as the stages land)."""
+"""Handlers for `models train-ladder`, `models list` and `embed`."""
 
 from __future__ import annotations
 
 import argparse
-
-from engine.errors import NotBuiltError
-
-
-def _not_built(stage: str) -> int:
-    raise NotBuiltError(f"`{stage}` is not built yet (see the open issues)")
 
 
 def train_ladder(args: argparse.Namespace) -> int:
@@ -134,18 +128,3 @@ def embed(args: argparse.Namespace) -> int:
             print(f"  {item['file']}: {item['error']}")
     return 0
 
-
-def attack(args: argparse.Namespace) -> int:
-    return _not_built("attack")
-
-
-def dp(args: argparse.Namespace) -> int:
-    return _not_built("dp")
-
-
-def umap(args: argparse.Namespace) -> int:
-    return _not_built("umap")
-
-
-def report(args: argparse.Namespace) -> int:
-    return _not_built("report")
