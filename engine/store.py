@@ -259,6 +259,15 @@ def connect_read(db: Path, *, retry_seconds: float = 3.0) -> duckdb.DuckDBPyConn
     return _connect_retrying(db, read_only=True, retry_seconds=retry_seconds)
 
 
+def read_df(db: Path, sql: str, params: list | tuple = ()) -> pd.DataFrame:
+    """Run one read-only query with bound parameters and return its fully fetched result."""
+    con = connect_read(db)
+    try:
+        return con.execute(sql, list(params)).df()
+    finally:
+        con.close()
+
+
 def _connect_retrying(db: Path, *, read_only: bool, retry_seconds: float) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + retry_seconds
     delay = 0.05

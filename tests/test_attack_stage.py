@@ -41,17 +41,9 @@ def attacked(tmp_path):
     return db, items, img, txt, config, run_id
 
 
-def _df(db, sql, params=()):
-    con = store.connect_read(db)
-    try:
-        return con.execute(sql, list(params)).df()
-    finally:
-        con.close()
-
-
 def test_metrics_rows_cover_sizes_directions_and_splits(attacked):
     db, items, *_ = attacked
-    m = _df(db, "SELECT * FROM relink_metrics")
+    m = store.read_df(db, "SELECT * FROM relink_metrics")
     n_test = int((items["split"] == "test").sum())
     n_train = int((items["split"] == "train").sum())
     assert set(m["direction"]) == {"image_to_report", "report_to_image"}
@@ -69,19 +61,20 @@ def test_metrics_rows_cover_sizes_directions_and_splits(attacked):
 
 def test_full_database_recall_equals_recall_from_stored_ranks(attacked):
     db, items, *_ = attacked
-    ranks = _df(db, "SELECT * FROM relink_ranks WHERE split='test' AND direction='image_to_report'")
+    ranks = store.read_df(
+        db, "SELECT * FROM relink_ranks WHERE split='test' AND direction='image_to_report'")
     n = len(ranks)
     expected = pools.recall_at_k_full(ranks["n_greater"], ranks["n_tied"], 5).mean()
-    got = _df(db, "SELECT recall FROM relink_metrics WHERE split='test' AND negatives='random' "
+    got = store.read_df(db, "SELECT recall FROM relink_metrics WHERE split='test' AND negatives='random' "
                   "AND direction='image_to_report' AND k=5 AND pool_size=?", [n])["recall"][0]
     assert got == pytest.approx(expected)
 
 
 def test_matched_pools_exclude_and_count_queries_with_too_few_distractors(attacked):
     db, *_ = attacked
-    ranks = _df(db, "SELECT n_matched FROM relink_ranks WHERE split='test' "
+    ranks = store.read_df(db, "SELECT n_matched FROM relink_ranks WHERE split='test' "
                     "AND direction='image_to_report'")
-    m = _df(db, "SELECT * FROM relink_metrics WHERE split='test' AND negatives='matched' "
+    m = store.read_df(db, "SELECT * FROM relink_metrics WHERE split='test' AND negatives='matched' "
                 "AND direction='image_to_report' AND k=1 AND pool_size=50")
     too_few = int((ranks["n_matched"] < 49).sum())
     assert too_few > 0
@@ -96,20 +89,20 @@ def test_rerun_is_reused_and_other_heads_are_kept_apart(attacked):
     assert reused and again == run_id
     run_attack(db, model="m", cohort="c", items=items, image_embeddings=txt, text_embeddings=img,
                heads="inf", config=config)
-    counts = _df(db, "SELECT heads, count(*) AS n FROM relink_metrics GROUP BY heads ORDER BY 1")
+    counts = store.read_df(db, "SELECT heads, count(*) AS n FROM relink_metrics GROUP BY heads ORDER BY 1")
     assert list(counts["heads"]) == ["inf", "original"]
     assert counts["n"].nunique() == 1
-    status = _df(db, "SELECT status FROM runs WHERE stage = 'attack'")
+    status = store.read_df(db, "SELECT status FROM runs WHERE stage = 'attack'")
     assert list(status["status"]) == ["done", "done"]
 
 
 def test_topk_lists_are_sorted_and_flag_true_and_matched(attacked):
     db, items, *_ = attacked
-    top = _df(db, "SELECT * FROM relink_topk WHERE split='test' AND direction='image_to_report' "
+    top = store.read_df(db, "SELECT * FROM relink_topk WHERE split='test' AND direction='image_to_report' "
                   "ORDER BY query_id, rank")
     assert top.groupby("query_id")["rank"].max().eq(20).all()
     assert (top.groupby("query_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
-    ranks = _df(db, "SELECT query_id, n_greater FROM relink_ranks WHERE split='test' "
+    ranks = store.read_df(db, "SELECT query_id, n_greater FROM relink_ranks WHERE split='test' "
                     "AND direction='image_to_report'").set_index("query_id")
     hit1 = top.query("rank == 1").set_index("query_id")["is_true"]
     assert (hit1[hit1].index.isin(ranks.index[ranks["n_greater"] == 0])).all()

@@ -35,36 +35,28 @@ def audited(tmp_path_factory):
     return db, cache, model, g
 
 
-def _df(db, sql, params=()):
-    con = store.connect_read(db)
-    try:
-        return con.execute(sql, list(params)).df()
-    finally:
-        con.close()
-
-
 def test_every_heads_label_is_attacked_on_both_cohorts(audited):
     db, *_ = audited
-    heads = _df(db, "SELECT cohort, list(DISTINCT heads ORDER BY heads) AS h "
+    heads = store.read_df(db, "SELECT cohort, list(DISTINCT heads ORDER BY heads) AS h "
                     "FROM relink_metrics GROUP BY cohort ORDER BY cohort")
     assert list(heads["h"][0]) == ["1", "8", "inf", "original"]
     assert list(heads["h"][1]) == ["1", "8", "inf", "original"]
-    splits = _df(db, "SELECT DISTINCT split FROM relink_metrics WHERE cohort = 'B'")
+    splits = store.read_df(db, "SELECT DISTINCT split FROM relink_metrics WHERE cohort = 'B'")
     assert list(splits["split"]) == ["test"]  # external: every pair held-out
 
 
 def test_dp_runs_utility_and_membership_are_stored(audited):
     db, *_ = audited
-    dp = _df(db, "SELECT heads, epsilon, patient_epsilon, accountant, privacy_unit FROM dp_runs "
+    dp = store.read_df(db, "SELECT heads, epsilon, patient_epsilon, accountant, privacy_unit FROM dp_runs "
                  "ORDER BY heads")
     assert list(dp["heads"]) == ["1", "8", "inf"]
     finite = dp[dp.heads != "inf"]
     assert (finite["epsilon"] <= finite["heads"].astype(float) * 1.02).all()
     assert (finite["patient_epsilon"] == 2 * finite["epsilon"]).all()
-    util = _df(db, "SELECT cohort, heads FROM utility WHERE label = 'macro'")
+    util = store.read_df(db, "SELECT cohort, heads FROM utility WHERE label = 'macro'")
     for cohort in ("A", "B"):
         assert {"backbone", "original", "1", "8", "inf"} <= set(util[util.cohort == cohort].heads)
-    member = _df(db, "SELECT heads, auroc FROM membership ORDER BY heads")
+    member = store.read_df(db, "SELECT heads, auroc FROM membership ORDER BY heads")
     assert set(member["heads"]) == {"original", "1", "8", "inf"}
 
 
@@ -78,5 +70,5 @@ def test_rerunning_the_attack_reuses_it(audited, capsys):
 def test_umap_maps_every_heads(audited):
     db, cache, model, g = audited
     assert main([*g, "umap", "--model", model, "--cohort", "A"]) == 0
-    maps = _df(db, "SELECT DISTINCT heads FROM umap_points ORDER BY heads")
+    maps = store.read_df(db, "SELECT DISTINCT heads FROM umap_points ORDER BY heads")
     assert list(maps["heads"]) == ["1", "8", "inf", "original"]
