@@ -104,6 +104,15 @@ class LoadLog:
         self.problems.append(InputProblem(file, _row(row), kind, message, skipped))
 
 
+    def missing_label_file(self, name: str, candidates, root: Path, n_images: int,
+                           *, what: str, unit: str) -> None:
+        """Record an absent label file: every image keeps its row, with all 14 labels missing."""
+        self.add(name, None, "missing_label_file",
+                 f"no {what} ({' or '.join(candidates)}) under {root}; all 14 labels are "
+                 f"missing for every {unit}", skipped=False)
+        self.stats["images_without_labels"] += n_images
+
+
 def _row(value: object) -> int | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None

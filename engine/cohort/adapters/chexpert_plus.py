@@ -139,15 +139,8 @@ def _attach_labels(
     candidates = [f"{d}/{n}" if d != "." else n for n in names for d in LABEL_DIRS]
     label_path = c.find_file(root, candidates)
     if label_path is None:
-        log.add(
-            names[-1],
-            None,
-            "missing_label_file",
-            f"no CheXbert label file ({' or '.join(candidates)}) under {root}; all 14 labels "
-            "are missing for every image",
-            skipped=False,
-        )
-        log.stats["images_without_labels"] += len(images)
+        log.missing_label_file(names[-1], candidates, root, len(images),
+                               what="CheXbert label file", unit="image")
         return images
     rel = c.display_path(label_path, root)
     labels = c.read_json_records(label_path, root, log)

@@ -176,15 +176,8 @@ def _attach_labels(
 ) -> tuple[pd.DataFrame, set[str]]:
     label_path = c.find_file(root, LABEL_NAMES)
     if label_path is None:
-        log.add(
-            LABEL_FILE,
-            None,
-            "missing_label_file",
-            f"no label file ({' or '.join(LABEL_NAMES)}) under {root}; all 14 labels are "
-            "missing for every study",
-            skipped=False,
-        )
-        log.stats["images_without_labels"] += len(images)
+        log.missing_label_file(LABEL_FILE, LABEL_NAMES, root, len(images),
+                               what="label file", unit="study")
         return images, set()
     rel = c.display_path(label_path, root)
     labels = c.read_table(label_path, root, log, required=("study_id",))
