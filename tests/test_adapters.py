@@ -41,7 +41,7 @@ from cohort_fixtures import (
     write_image,
 )
 from engine.cli import main
-from engine.cohort.adapters import _common, load_cohort
+from engine.cohort.adapters import ids, image_check, load_cohort, reports
 from engine.cohort.registry import read_cohort
 from engine.cohort.table import COLUMNS, select_one_image_per_study
 from engine.errors import CohortError, ConfigError
@@ -427,8 +427,8 @@ class TestIU:
     def test_hash_split_is_deterministic_and_patient_disjoint(self, tmp_path):
         make_iu(tmp_path)
         items = load_cohort("iu-xray", tmp_path).items
-        assert items["split"].tolist() == [_common.hash_split(u) for u in items["patient_id"]]
-        splits = [_common.hash_split(str(i)) for i in range(4000)]
+        assert items["split"].tolist() == [ids.hash_split(u) for u in items["patient_id"]]
+        splits = [ids.hash_split(str(i)) for i in range(4000)]
         assert 0.22 < splits.count("test") / len(splits) < 0.28
         assert set(splits) == {"train", "test"}
 
@@ -511,7 +511,7 @@ class TestCsv:
         assert items["image_id"].tolist() == ["x/1.png", rows[1]["image_path"]]
         assert items["study_id"].tolist() == items["image_id"].tolist()  # one study per row
         assert all(Path(p).is_absolute() and Path(p).is_file() for p in items["image_path"])
-        assert items["split"].tolist() == [_common.hash_split("A"), _common.hash_split("B")]
+        assert items["split"].tolist() == [ids.hash_split("A"), ids.hash_split("B")]
         assert items["Pleural Effusion"].tolist() == [-1.0, 1.0]  # label name matched loosely
         assert items["view"].tolist() == ["", ""]
 
@@ -593,21 +593,21 @@ class TestCsv:
 
 def test_section_parser_handles_mimic_headers():
     text = MIMIC_REPORT.format(heart="normal")
-    sections = _common.parse_sections(text)
+    sections = reports.parse_sections(text)
     assert sections["findings"].startswith("There is no focal consolidation")
     assert sections["impression"] == "No acute cardiopulmonary process."
     typo = " FINDINGS AND IMPRESSION: Stable.\n CONCLUSION: Nothing new.\n"
-    assert _common.parse_sections(typo) == {"findings": "", "impression": "Stable. Nothing new."}
-    assert _common.parse_sections("no headers here") == {"findings": "", "impression": ""}
+    assert reports.parse_sections(typo) == {"findings": "", "impression": "Stable. Nothing new."}
+    assert reports.parse_sections("no headers here") == {"findings": "", "impression": ""}
 
 
 def test_inspect_image_statuses(tmp_path):
     good = write_image(tmp_path / "good.png", "PNG")
-    assert _common.inspect_image(good) == ("ok", "")
-    assert _common.inspect_image(tmp_path / "nope.jpg")[0] == "missing"
+    assert image_check.inspect_image(good) == ("ok", "")
+    assert image_check.inspect_image(tmp_path / "nope.jpg")[0] == "missing"
     truncated = tmp_path / "cut.png"
     truncated.write_bytes(good.read_bytes()[:-12])
-    assert _common.inspect_image(truncated) == ("corrupt", "is truncated (no PNG IEND chunk)")
+    assert image_check.inspect_image(truncated) == ("corrupt", "is truncated (no PNG IEND chunk)")
 
 
 # ----------------------------------------------------------------------------- the CLI

@@ -1,7 +1,7 @@
 """The validation report of `cohort check`: what was read, what was lost, and why.
 
 Plain text meant for a terminal: counts (patients, studies, images by split and view), the
-joins and their losses (the adapter's counters, `adapters._common.STAT_LABELS`), label coverage
+joins and their losses (the adapter's counters, `adapters.loadlog.STAT_LABELS`), label coverage
 per label at study level, and every problem grouped by kind with its file and row (long lists
 capped, with the number left out).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.cohort.adapters._common import STAT_LABELS
+from engine.cohort.adapters.loadlog import STAT_LABELS
 from engine.cohort.table import FRONTAL_VIEWS, SPLITS, CohortLoad
 from engine.errors import InputProblem
 from engine.labels import CHEXPERT_LABELS

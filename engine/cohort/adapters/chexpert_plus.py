@@ -32,7 +32,15 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from engine.cohort.adapters import _common as c
+from engine.cohort.adapters import (
+    assembly,
+    ids,
+    image_check,
+    label_values,
+    loadlog,
+    reports,
+    tables,
+)
 from engine.cohort.table import CohortLoad
 from engine.labels import CHEXPERT_LABELS
 
@@ -56,16 +64,16 @@ TEXT_COLUMNS = ("report", "section_findings", "section_impression")
 
 def load(root: Path, *, section: str = "both") -> CohortLoad:
     """Read a CheXpert Plus release at `root` into the cohort table (all images, every view)."""
-    c.check_section(section)
+    loadlog.check_section(section)
     root = Path(root)
-    log = c.LoadLog()
+    log = loadlog.LoadLog()
 
-    table_path = c.require_file(root, TABLE_NAMES, what="CheXpert Plus table")
-    rows = c.read_table(table_path, root, log, required=REQUIRED, text_columns=TEXT_COLUMNS)
+    table_path = tables.require_file(root, TABLE_NAMES, what="CheXpert Plus table")
+    rows = tables.read_table(table_path, root, log, required=REQUIRED, text_columns=TEXT_COLUMNS)
     log.stats["rows_listed"] = len(rows)
-    rows = c.drop_blank(rows, ("path_to_image", "deid_patient_id"), log)
-    rows = c.drop_duplicates(rows, "path_to_image", log, what="path_to_image")
-    rows = c.normalise_splits(rows, log)
+    rows = ids.drop_blank(rows, ("path_to_image", "deid_patient_id"), log)
+    rows = ids.drop_duplicates(rows, "path_to_image", log, what="path_to_image")
+    rows = ids.normalise_splits(rows, log)
     rows = _drop_shallow_paths(rows, log)
     study_dir = rows["path_to_image"].map(lambda p: PurePosixPath(p).parent.name)
     images = rows.assign(
@@ -77,7 +85,7 @@ def load(root: Path, *, section: str = "both") -> CohortLoad:
     )
     log.stats["images_listed"] = len(images)
     listed_studies = set(images["study_id"])
-    images = c.check_images(images, root, log, alternatives=_alternatives)
+    images = image_check.check_images(images, root, log, alternatives=_alternatives)
     log.stats["studies_listed"] = len(listed_studies)
     log.stats["studies_without_images"] = len(listed_studies - set(images["study_id"]))
 
@@ -86,13 +94,13 @@ def load(root: Path, *, section: str = "both") -> CohortLoad:
         sources = sources.assign(
             findings=images["section_findings"], impression=images["section_impression"]
         )
-    texts = c.select_report_text(sources, section, log)
-    images = c.attach_reports(images, texts, log)
+    texts = reports.select_report_text(sources, section, log)
+    images = reports.attach_reports(images, texts, log)
     images = _attach_labels(images, root, section, log)
-    return c.finish(images, log, root)
+    return assembly.finish(images, log, root)
 
 
-def _drop_shallow_paths(rows: pd.DataFrame, log: c.LoadLog) -> pd.DataFrame:
+def _drop_shallow_paths(rows: pd.DataFrame, log: loadlog.LoadLog) -> pd.DataFrame:
     """Skip rows whose path_to_image has no study folder (``<patient>/<study>/<file>``)."""
     shallow = rows["path_to_image"].map(lambda p: len(PurePosixPath(p).parts) < 3)
     for _, r in rows.loc[shallow].iterrows():
@@ -133,17 +141,17 @@ def _alternatives(listed: str) -> list[str]:
 
 
 def _attach_labels(
-    images: pd.DataFrame, root: Path, section: str, log: c.LoadLog
+    images: pd.DataFrame, root: Path, section: str, log: loadlog.LoadLog
 ) -> pd.DataFrame:
     names = LABEL_FILES[section]
     candidates = [f"{d}/{n}" if d != "." else n for n in names for d in LABEL_DIRS]
-    label_path = c.find_file(root, candidates)
+    label_path = tables.find_file(root, candidates)
     if label_path is None:
         log.missing_label_file(names[-1], candidates, root, len(images),
                                what="CheXbert label file", unit="image")
         return images
-    rel = c.display_path(label_path, root)
-    labels = c.read_json_records(label_path, root, log)
+    rel = tables.display_path(label_path, root)
+    labels = tables.read_json_records(label_path, root, log)
     if "path_to_image" not in labels:
         labels["path_to_image"] = None
     keyless = labels["path_to_image"].isna() | (labels["path_to_image"].map(str).str.strip() == "")
@@ -151,8 +159,8 @@ def _attach_labels(
         log.add(rel, row, "bad_label_row", "record has no path_to_image; skipped")
     labels = labels.loc[~keyless]
     labels = labels.assign(path_to_image=labels["path_to_image"].map(str).str.strip())
-    labels = c.drop_duplicates(labels, "path_to_image", log, what="path_to_image")
-    labels = c.parse_labels(labels, log, file=rel)
+    labels = ids.drop_duplicates(labels, "path_to_image", log, what="path_to_image")
+    labels = label_values.parse_labels(labels, log, file=rel)
     merged = images.merge(
         labels.loc[:, ["path_to_image", *CHEXPERT_LABELS]], on="path_to_image", how="left"
     )

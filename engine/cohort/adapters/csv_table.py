@@ -27,7 +27,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.cohort.adapters import _common as c
+from engine.cohort.adapters import (
+    assembly,
+    ids,
+    image_check,
+    label_values,
+    loadlog,
+    reports,
+    tables,
+)
 from engine.cohort.table import CohortLoad
 from engine.labels import CHEXPERT_LABELS
 
@@ -37,41 +45,41 @@ REQUIRED = ("image_path", "report_text", "patient_id")
 
 def load(root: Path, *, section: str = "both") -> CohortLoad:
     """Read a user's cohort CSV (`root` is its folder or the file) into the cohort table."""
-    c.check_section(section)
+    loadlog.check_section(section)
     root = Path(root)
     if root.is_file():
         csv_path, base = root, root.parent
     else:
-        csv_path = c.require_file(root, (DEFAULT_NAME,), what="cohort table")
+        csv_path = tables.require_file(root, (DEFAULT_NAME,), what="cohort table")
         base = root
-    log = c.LoadLog()
-    rows = c.read_table(csv_path, base, log, required=REQUIRED, text_columns=("report_text",))
+    log = loadlog.LoadLog()
+    rows = tables.read_table(csv_path, base, log, required=REQUIRED, text_columns=("report_text",))
     log.stats["rows_listed"] = len(rows)
     rows = _canonical_label_names(rows)
-    rows = c.drop_blank(rows, ("image_path", "patient_id"), log)
+    rows = ids.drop_blank(rows, ("image_path", "patient_id"), log)
     image_id = _column_or(rows, "image_id", rows["image_path"])
     rows = rows.assign(image_id=image_id, study_id=_column_or(rows, "study_id", image_id))
-    rows = c.drop_duplicates(rows, "image_id", log, what="image_id")
+    rows = ids.drop_duplicates(rows, "image_id", log, what="image_id")
     if "split" in rows:
-        rows = c.normalise_splits(rows, log)
+        rows = ids.normalise_splits(rows, log)
     else:
-        rows = rows.assign(split=rows["patient_id"].map(c.hash_split))
+        rows = rows.assign(split=rows["patient_id"].map(ids.hash_split))
     rows = rows.assign(view=_column_or(rows, "view", pd.Series("", index=rows.index)).str.upper())
     log.stats["images_listed"] = len(rows)
     listed_studies = set(rows["study_id"])
 
-    images = c.check_images(rows, base, log)
+    images = image_check.check_images(rows, base, log)
     log.stats["studies_listed"] = len(listed_studies)
     log.stats["studies_without_images"] = len(listed_studies - set(images["study_id"]))
     sources = images.loc[:, ["study_id", "_file", "_row"]].assign(full=images["report_text"])
-    texts = c.select_report_text(sources, section, log)
-    images = c.attach_reports(images.drop(columns="report_text"), texts, log)
+    texts = reports.select_report_text(sources, section, log)
+    images = reports.attach_reports(images.drop(columns="report_text"), texts, log)
     if root.is_file():
         images = images.assign(
             image_path=images["image_path"].map(lambda p: os.path.abspath(base / p))
         )
-    images = c.parse_labels(images, log, file=csv_path.name, warn_absent=False)
-    return c.finish(images, log, root)
+    images = label_values.parse_labels(images, log, file=csv_path.name, warn_absent=False)
+    return assembly.finish(images, log, root)
 
 
 def _column_or(rows: pd.DataFrame, column: str, default: pd.Series) -> pd.Series:

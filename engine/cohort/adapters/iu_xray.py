@@ -14,7 +14,7 @@ What the release does not have, and what this adapter does instead:
 * No patient ids: ``patient_id`` is the ``uid`` (one study per patient as far as we can
   tell), so patient-level results equal study-level ones.
 * No split: a deterministic hash of the uid puts 25% of studies in ``test`` and 75% in
-  ``train`` (`_common.hash_split`), patient-disjoint by construction.
+  ``train`` (`ids.hash_split`), patient-disjoint by construction.
 * No AP/PA: frontal images get the view ``FRONTAL``, laterals ``LATERAL``.
 * No CheXpert labels: they are mapped from the ``Problems`` and ``MeSH`` terms through
   `TERM_LABELS` (a term present sets its label to 1); labels no term maps to stay missing.
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.cohort.adapters import _common as c
+from engine.cohort.adapters import assembly, ids, image_check, loadlog, reports, tables
 from engine.cohort.table import CohortLoad
 from engine.labels import CHEXPERT_LABELS
 
@@ -73,22 +73,24 @@ TERM_LABELS: dict[str, str] = {
 
 def load(root: Path, *, section: str = "both") -> CohortLoad:
     """Read the Kaggle IU X-ray release at `root` into the cohort table."""
-    c.check_section(section)
+    loadlog.check_section(section)
     root = Path(root)
-    log = c.LoadLog()
+    log = loadlog.LoadLog()
 
-    reports_path = c.require_file(root, (REPORTS_FILE,), what="IU X-ray reports table")
-    projections_path = c.require_file(root, (PROJECTIONS_FILE,), what="IU X-ray projections table")
-    reports = c.read_table(
+    reports_path = tables.require_file(root, (REPORTS_FILE,), what="IU X-ray reports table")
+    projections_path = tables.require_file(
+        root, (PROJECTIONS_FILE,), what="IU X-ray projections table"
+    )
+    report_rows = tables.read_table(
         reports_path, root, log, required=("uid", "findings", "impression"),
         text_columns=FULL_SECTIONS,
     )
-    reports = c.drop_blank(reports, ("uid",), log)
-    reports = c.drop_duplicates(reports, "uid", log, what="uid")
-    projections = c.read_table(projections_path, root, log, required=("uid", "filename"))
+    report_rows = ids.drop_blank(report_rows, ("uid",), log)
+    report_rows = ids.drop_duplicates(report_rows, "uid", log, what="uid")
+    projections = tables.read_table(projections_path, root, log, required=("uid", "filename"))
     log.stats["rows_listed"] = len(projections)
-    projections = c.drop_blank(projections, ("uid", "filename"), log)
-    projections = c.drop_duplicates(projections, "filename", log, what="filename")
+    projections = ids.drop_blank(projections, ("uid", "filename"), log)
+    projections = ids.drop_duplicates(projections, "filename", log, what="filename")
 
     image_dir = next((d for d in IMAGE_DIRS if (root / d).is_dir()), IMAGE_DIRS[0])
     if "projection" in projections:
@@ -106,36 +108,36 @@ def load(root: Path, *, section: str = "both") -> CohortLoad:
         image_id=projections["filename"],
         study_id=projections["uid"],
         patient_id=projections["uid"],
-        split=projections["uid"].map(c.hash_split),
+        split=projections["uid"].map(ids.hash_split),
         view=projection.str.lower().map(VIEWS).fillna(projection.str.upper()),
         image_path=image_dir + "/" + projections["filename"],
     )
     log.stats["images_listed"] = len(images)
-    listed_studies = set(images["study_id"]) | set(reports["uid"])
-    _flag_reports_without_images(reports, set(images["study_id"]), log)
-    images = _drop_images_without_report_row(images, reports, log)
-    images = c.check_images(images, root, log)
+    listed_studies = set(images["study_id"]) | set(report_rows["uid"])
+    _flag_reports_without_images(report_rows, set(images["study_id"]), log)
+    images = _drop_images_without_report_row(images, report_rows, log)
+    images = image_check.check_images(images, root, log)
     log.stats["studies_listed"] = len(listed_studies)
     log.stats["studies_without_images"] = len(listed_studies - set(images["study_id"]))
 
     full = [
         "\n".join(f"{s.upper()}: {r[s]}" for s in FULL_SECTIONS if s in r and r[s])
-        for _, r in reports.iterrows()
+        for _, r in report_rows.iterrows()
     ]
-    sources = reports.loc[:, ["_file", "_row", "findings", "impression"]].assign(
-        study_id=reports["uid"], full=full
+    sources = report_rows.loc[:, ["_file", "_row", "findings", "impression"]].assign(
+        study_id=report_rows["uid"], full=full
     )
-    texts = c.select_report_text(sources, section, log)
-    images = c.attach_reports(images, texts, log)
-    labels = _labels(reports, log)
+    texts = reports.select_report_text(sources, section, log)
+    images = reports.attach_reports(images, texts, log)
+    labels = _labels(report_rows, log)
     images = images.merge(labels, left_on="study_id", right_index=True, how="left")
-    return c.finish(images, log, root)
+    return assembly.finish(images, log, root)
 
 
 def _drop_images_without_report_row(
-    images: pd.DataFrame, reports: pd.DataFrame, log: c.LoadLog
+    images: pd.DataFrame, report_rows: pd.DataFrame, log: loadlog.LoadLog
 ) -> pd.DataFrame:
-    orphan = ~images["study_id"].isin(reports["uid"])
+    orphan = ~images["study_id"].isin(report_rows["uid"])
     for _, r in images.loc[orphan].iterrows():
         log.add(
             r["_file"],
@@ -149,10 +151,10 @@ def _drop_images_without_report_row(
 
 
 def _flag_reports_without_images(
-    reports: pd.DataFrame, listed: set[str], log: c.LoadLog
+    report_rows: pd.DataFrame, listed: set[str], log: loadlog.LoadLog
 ) -> None:
-    lonely = ~reports["uid"].isin(listed)
-    for _, r in reports.loc[lonely].iterrows():
+    lonely = ~report_rows["uid"].isin(listed)
+    for _, r in report_rows.loc[lonely].iterrows():
         log.add(
             r["_file"],
             r["_row"],
@@ -161,9 +163,9 @@ def _flag_reports_without_images(
         )
 
 
-def _labels(reports: pd.DataFrame, log: c.LoadLog) -> pd.DataFrame:
+def _labels(report_rows: pd.DataFrame, log: loadlog.LoadLog) -> pd.DataFrame:
     """The 14 labels per uid (index), mapped from Problems and MeSH through `TERM_LABELS`."""
-    present = [col for col in ("Problems", "MeSH") if col in reports]
+    present = [col for col in ("Problems", "MeSH") if col in report_rows]
     if len(present) < 2:
         absent = [col for col in ("Problems", "MeSH") if col not in present]
         log.add(
@@ -174,8 +176,8 @@ def _labels(reports: pd.DataFrame, log: c.LoadLog) -> pd.DataFrame:
             f"{', '.join(present) or 'nothing'} only",
             skipped=False,
         )
-    out = pd.DataFrame(np.nan, index=reports["uid"], columns=list(CHEXPERT_LABELS))
-    for uid, (_, r) in zip(reports["uid"], reports.iterrows()):
+    out = pd.DataFrame(np.nan, index=report_rows["uid"], columns=list(CHEXPERT_LABELS))
+    for uid, (_, r) in zip(report_rows["uid"], report_rows.iterrows()):
         # The normal rule reads Problems (MeSH when the table has no Problems column).
         if present and r[present[0]].strip().lower() == "normal":
             out.at[uid, "No Finding"] = 1.0

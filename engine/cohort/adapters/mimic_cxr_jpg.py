@@ -14,10 +14,10 @@ newest wins). The metadata table lists the images; the image path follows the re
 ``files/p{subject_id[:2]}/p{subject_id}/s{study_id}/{dicom_id}.jpg``. Ids are kept as in the
 CSVs (digits, no ``p``/``s`` prefix); ``image_id`` is the ``dicom_id``.
 
-Missing split file: a hash split by patient (`_common.hash_split`), with a problem saying so.
+Missing split file: a hash split by patient (`ids.hash_split`), with a problem saying so.
 Missing label file: every label missing, with a problem. A study without a row in the label
 file keeps its images with missing labels (counted in ``images_without_labels``). Reports are
-sectioned with `_common.parse_sections` (upper-case headers such as `` FINDINGS:``).
+sectioned with `reports.parse_sections` (upper-case headers such as `` FINDINGS:``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.cohort.adapters import _common as c
+from engine.cohort.adapters import (
+    assembly,
+    ids,
+    image_check,
+    label_values,
+    loadlog,
+    reports,
+    tables,
+)
 from engine.cohort.table import CohortLoad
 from engine.labels import CHEXPERT_LABELS
 
@@ -45,18 +53,18 @@ _INT_FLOAT = re.compile(r"^(\d+)\.0+$")
 
 def load(root: Path, *, section: str = "both") -> CohortLoad:
     """Read a MIMIC-CXR-JPG release at `root` into the cohort table (all images, every view)."""
-    c.check_section(section)
+    loadlog.check_section(section)
     root = Path(root)
-    log = c.LoadLog()
+    log = loadlog.LoadLog()
 
-    meta_path = c.require_file(root, METADATA_NAMES, what="MIMIC-CXR-JPG metadata table")
-    meta = c.read_table(
+    meta_path = tables.require_file(root, METADATA_NAMES, what="MIMIC-CXR-JPG metadata table")
+    meta = tables.read_table(
         meta_path, root, log, required=("dicom_id", "subject_id", "study_id", "ViewPosition")
     )
     log.stats["rows_listed"] = len(meta)
     meta = _normalise_ids(meta, ("dicom_id", "subject_id", "study_id"))
-    meta = c.drop_blank(meta, ("dicom_id", "subject_id", "study_id"), log)
-    meta = c.drop_duplicates(meta, "dicom_id", log, what="dicom_id")
+    meta = ids.drop_blank(meta, ("dicom_id", "subject_id", "study_id"), log)
+    meta = ids.drop_duplicates(meta, "dicom_id", log, what="dicom_id")
     images = meta.assign(
         image_id=meta["dicom_id"],
         patient_id=meta["subject_id"],
@@ -68,18 +76,18 @@ def load(root: Path, *, section: str = "both") -> CohortLoad:
     listed_studies = set(images["study_id"])
 
     images = _attach_split(images, root, log)
-    images = c.check_images(images, root, log)
+    images = image_check.check_images(images, root, log)
     studies_with_images = set(images["study_id"])
 
     texts = _read_reports(images, root, section, log)
-    images = c.attach_reports(images, texts, log)
+    images = reports.attach_reports(images, texts, log)
     images, label_studies = _attach_labels(images, root, log)
 
     log.stats["studies_listed"] = len(listed_studies | label_studies)
     log.stats["studies_without_images"] = len(
         (listed_studies | label_studies) - studies_with_images
     )
-    return c.finish(images, log, root)
+    return assembly.finish(images, log, root)
 
 
 def _normalise_ids(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -93,8 +101,8 @@ def _normalise_ids(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFram
     return out
 
 
-def _attach_split(images: pd.DataFrame, root: Path, log: c.LoadLog) -> pd.DataFrame:
-    split_path = c.find_file(root, SPLIT_NAMES)
+def _attach_split(images: pd.DataFrame, root: Path, log: loadlog.LoadLog) -> pd.DataFrame:
+    split_path = tables.find_file(root, SPLIT_NAMES)
     if split_path is None:
         log.add(
             SPLIT_FILE,
@@ -104,17 +112,17 @@ def _attach_split(images: pd.DataFrame, root: Path, log: c.LoadLog) -> pd.DataFr
             "by a hash of subject_id (75% train, 25% test)",
             skipped=False,
         )
-        return images.assign(split=images["patient_id"].map(c.hash_split))
-    split = c.read_table(split_path, root, log, required=("dicom_id", "split"))
+        return images.assign(split=images["patient_id"].map(ids.hash_split))
+    split = tables.read_table(split_path, root, log, required=("dicom_id", "split"))
     split = _normalise_ids(split, ("dicom_id",))
-    split = c.drop_duplicates(split, "dicom_id", log, what="dicom_id")
-    split = c.normalise_splits(split, log)
+    split = ids.drop_duplicates(split, "dicom_id", log, what="dicom_id")
+    split = ids.normalise_splits(split, log)
     split = split.loc[:, ["dicom_id", "split", "_file", "_row"]].rename(
         columns={"_file": "_split_file", "_row": "_split_row"}
     )
     merged = images.merge(split, on="dicom_id", how="left")
     absent = merged["split"].isna()
-    rel = c.display_path(split_path, root)
+    rel = tables.display_path(split_path, root)
     for _, r in merged.loc[absent].iterrows():
         log.add(
             r["_file"],
@@ -131,12 +139,12 @@ def _report_path(root: Path, subject: str, study: str) -> tuple[Path, str]:
     for base in REPORT_BASES:
         path = root / base / rel
         if path.is_file():
-            return path, c.display_path(path, root)
+            return path, tables.display_path(path, root)
     return root / rel, rel
 
 
 def _read_reports(
-    images: pd.DataFrame, root: Path, section: str, log: c.LoadLog
+    images: pd.DataFrame, root: Path, section: str, log: loadlog.LoadLog
 ) -> dict[str, str]:
     studies = images.drop_duplicates("study_id")
 
@@ -148,7 +156,7 @@ def _read_reports(
             return rel, None
         return rel, raw.decode("utf-8-sig", errors="surrogateescape")
 
-    results = c.map_threads(read, list(zip(studies["subject_id"], studies["study_id"])))
+    results = tables.map_threads(read, list(zip(studies["subject_id"], studies["study_id"])))
     rows = []
     for study, (rel, text) in zip(studies["study_id"], results):
         if text is None:
@@ -156,34 +164,34 @@ def _read_reports(
                 rel, None, "missing_report", f"report of study {study!r} not found; study skipped"
             )
             log.stats["reports_missing"] += 1
-        elif c.has_bad_bytes(text):
+        elif tables.has_bad_bytes(text):
             log.add(
                 rel,
                 None,
                 "non_utf8_report",
-                f"report of study {study!r} is not valid UTF-8 ({c.show_bad_bytes(text)}); "
+                f"report of study {study!r} is not valid UTF-8 ({tables.show_bad_bytes(text)}); "
                 "study skipped",
             )
             log.stats["reports_non_utf8"] += 1
         else:
             rows.append({"study_id": study, "_file": rel, "_row": None, "full": text})
     sources = pd.DataFrame(rows, columns=["study_id", "_file", "_row", "full"])
-    return c.select_report_text(sources, section, log)
+    return reports.select_report_text(sources, section, log)
 
 
 def _attach_labels(
-    images: pd.DataFrame, root: Path, log: c.LoadLog
+    images: pd.DataFrame, root: Path, log: loadlog.LoadLog
 ) -> tuple[pd.DataFrame, set[str]]:
-    label_path = c.find_file(root, LABEL_NAMES)
+    label_path = tables.find_file(root, LABEL_NAMES)
     if label_path is None:
         log.missing_label_file(LABEL_FILE, LABEL_NAMES, root, len(images),
                                what="label file", unit="study")
         return images, set()
-    rel = c.display_path(label_path, root)
-    labels = c.read_table(label_path, root, log, required=("study_id",))
+    rel = tables.display_path(label_path, root)
+    labels = tables.read_table(label_path, root, log, required=("study_id",))
     labels = _normalise_ids(labels, ("study_id", "subject_id"))
-    labels = c.drop_duplicates(labels, "study_id", log, what="study_id")
-    labels = c.parse_labels(labels, log, file=rel)
+    labels = ids.drop_duplicates(labels, "study_id", log, what="study_id")
+    labels = label_values.parse_labels(labels, log, file=rel)
     label_cols = list(CHEXPERT_LABELS)
     merged = images.merge(labels.loc[:, ["study_id", *label_cols]], on="study_id", how="left")
     unlabelled = ~images["study_id"].isin(labels["study_id"]).to_numpy()
