@@ -1,0 +1,299 @@
+"""The study's four findings, measured again on a results database, with a plain verdict each.
+
+The reference study (see ``docs/`` and the README) states four findings. `summarize_findings`
+recomputes each from stored rows and says whether it reproduces:
+
+1. **Specialisation**: re-linkage rises with specialisation (lift at N = 100 of every rung of a
+   ladder, least specialised first).
+2. **Far above chance**: the most specialised model at realistic pool sizes (the study: 15x at
+   N = 100, 50x at N = 10,000).
+3. **Matched negatives**: the signal persists when the distractors carry the same 14 labels.
+4. **DP heads**: retraining the projection heads with DP at epsilon = 0.34 cuts Recall@1 (the
+   study: -61.8% at N = 10,000) while the probe's macro AUROC barely moves (79.63% -> 79.43%);
+   the reduction counts as a DP effect only where the epsilon = inf heads (the same retraining
+   without privacy) do not cut as much; then the same heads on the external cohort.
+
+Every figure is held-out pairs, image -> report, Recall@1 (k = 1); intervals are the stored 95%
+bootstrap intervals. Inputs are plain frames (``relink_metrics`` and ``utility`` rows), so this
+module needs no database driver and the demo, the dashboard and tests share it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.core.format import auroc, finite, percent, times
+
+STUDY_LIFT = {100: 15.0, 10_000: 50.0}
+STUDY_DP_EPSILON = 0.34
+STUDY_DP_POOL = 10_000
+STUDY_DP_REDUCTION = 0.618
+STUDY_AUROC = (0.7963, 0.7943)
+
+REPRODUCES = "reproduces"
+PARTLY = "partly"
+NOT_REPRODUCED = "does not reproduce"
+NOT_MEASURABLE = "not measurable"
+
+# A DP cut counts when Recall@1 falls by at least this fraction and the probe keeps its AUROC
+# within this many AUROC units (the study: -61.8% for -0.002).
+MIN_CUT = 0.10
+MAX_AUROC_DROP = 0.01
+
+
+@dataclass(frozen=True)
+class FindingResult:
+    """One finding: what the study says, what was measured, and whether it reproduces.
+
+    Attributes:
+        number: 1..4 (the order of the module docstring).
+        finding: The study's finding in a few words.
+        study: The study's figures.
+        measured: The measured figures, with 95% intervals.
+        verdict: `REPRODUCES`, `PARTLY`, `NOT_REPRODUCED` or `NOT_MEASURABLE`.
+        why: One sentence behind the verdict.
+    """
+
+    number: int
+    finding: str
+    study: str
+    measured: str
+    verdict: str
+    why: str
+
+
+@dataclass(frozen=True)
+class _Point:
+    recall: float
+    lift: float
+    lift_low: float
+    lift_high: float
+    ci_low: float
+    ci_high: float
+    n_queries: int
+    n_excluded: int
+
+
+def _rows(metrics, *, model: str, heads: str = "original", negatives: str = "random"):
+    if metrics is None or len(metrics) == 0:
+        return metrics.iloc[0:0] if metrics is not None else None
+    m = metrics
+    mask = ((m["model"] == model) & (m["heads"].astype(str) == heads)
+            & (m["negatives"] == negatives) & (m["split"] == "test")
+            & (m["direction"] == "image_to_report") & (m["k"] == 1))
+    return m[mask]
+
+
+def _point(metrics, n: int, **where) -> _Point | None:
+    rows = _rows(metrics, **where)
+    if rows is None or len(rows) == 0:
+        return None
+    rows = rows[rows["pool_size"] == n]
+    if len(rows) == 0:
+        return None
+    r = rows.iloc[-1]  # the latest stored row of this setting
+    chance = float(r["chance"])
+    ok = finite(chance) and chance > 0
+    return _Point(
+        recall=float(r["recall"]), lift=float(r["lift"]),
+        lift_low=float(r["ci_low"]) / chance if ok else math.nan,
+        lift_high=float(r["ci_high"]) / chance if ok else math.nan,
+        ci_low=float(r["ci_low"]), ci_high=float(r["ci_high"]),
+        n_queries=int(r["n_queries"]), n_excluded=int(r["n_excluded"] or 0),
+    )
+
+
+def _sizes(metrics, **where) -> list[int]:
+    rows = _rows(metrics, **where)
+    if rows is None or len(rows) == 0:
+        return []
+    return sorted(int(n) for n in rows["pool_size"].unique())
+
+
+def _lift(p: _Point | None) -> str:
+    if p is None:
+        return "n/a"
+    return f"{times(p.lift)} ({times(p.lift_low)[:-1]}-{times(p.lift_high)})"
+
+
+def _macro(utility, heads: str) -> float:
+    if utility is None or len(utility) == 0:
+        return math.nan
+    rows = utility[(utility["heads"].astype(str) == heads) & (utility["label"] == "macro")]
+    return float(rows["auroc"].iloc[-1]) if len(rows) else math.nan
+
+
+def _specialisation(metrics, ladder: Sequence[str]) -> FindingResult:
+    study = "rises systematically over 4 models"
+    points = [(m, _point(metrics, 100, model=m)) for m in ladder]
+    points = [(m, p) for m, p in points if p is not None]
+    if len(points) < 2:
+        return FindingResult(1, "re-linkage rises with specialisation", study, "n/a",
+                             NOT_MEASURABLE, "fewer than two models have a lift at N = 100")
+    lifts = [p.lift for _, p in points]
+    measured = "lift at N=100: " + ", ".join(times(v) for v in lifts)
+    rising = all(b >= a for a, b in zip(lifts, lifts[1:]))
+    separated = points[-1][1].lift_low > points[0][1].lift_high
+    if rising and separated:
+        verdict, why = REPRODUCES, (f"every rung re-links at least as often as the one before; "
+                                    f"{points[-1][0]}'s interval lies above {points[0][0]}'s")
+    elif separated:
+        verdict, why = PARTLY, "the most specialised model re-links more, but not every step rises"
+    else:
+        verdict, why = NOT_REPRODUCED, "the intervals of the first and last rung overlap"
+    return FindingResult(1, "re-linkage rises with specialisation", study, measured, verdict, why)
+
+
+def _far_above_chance(metrics, model: str) -> FindingResult:
+    study = "15x at N=100, 50x at N=10,000"
+    sizes = [n for n in _sizes(metrics, model=model) if n >= 100]
+    if not sizes:
+        return FindingResult(2, "far above chance at realistic pool sizes", study, "n/a",
+                             NOT_MEASURABLE, f"{model} has no held-out pool of N >= 100")
+    shown = [n for n in sizes if n in (100, 1_000, 10_000)] or sizes[-1:]
+    if sizes[-1] not in shown:
+        shown.append(sizes[-1])
+    parts = []
+    pts = {}
+    for n in shown:
+        pts[n] = _point(metrics, n, model=model)
+        label = f"N={n:,}" if n != sizes[-1] or n in (100, 1_000, 10_000) else f"full N={n:,}"
+        parts.append(f"{label}: {_lift(pts[n])}")
+    missing = "" if 10_000 in sizes else f"; N=10,000 not measurable (held-out set {sizes[-1]:,})"
+    above = all(p is not None and p.lift_low > 1 for p in pts.values())
+    if above and 10_000 in sizes:
+        verdict, why = REPRODUCES, "every interval lies above chance, up to N = 10,000"
+    elif above:
+        verdict, why = PARTLY, ("every interval lies above chance, but the held-out set is too "
+                                "small for N = 10,000")
+    else:
+        verdict, why = NOT_REPRODUCED, "an interval reaches chance (1x)"
+    return FindingResult(2, "far above chance at realistic pool sizes", study,
+                         "; ".join(parts) + missing, verdict, why)
+
+
+def _matched(metrics, model: str) -> FindingResult:
+    study = "persists under pathology-matched negatives"
+    p = _point(metrics, 100, model=model, negatives="matched")
+    if p is None or p.n_queries == 0:
+        return FindingResult(3, "persists under matched negatives", study, "n/a", NOT_MEASURABLE,
+                             "no held-out query has 99 distractors with its 14 labels")
+    total = p.n_queries + p.n_excluded
+    share = p.n_queries / total if total else 0.0
+    measured = (f"matched lift at N=100: {_lift(p)}, {p.n_queries:,} of {total:,} queries "
+                f"({percent(share)})")
+    if p.lift_low > 1 and share >= 0.5:
+        verdict, why = REPRODUCES, "the interval lies above 1 for most held-out queries"
+    elif p.lift_low > 1:
+        verdict, why = PARTLY, "the interval lies above 1, but fewer than half the queries qualify"
+    else:
+        verdict, why = NOT_REPRODUCED, "the interval reaches 1: matched labels explain the signal"
+    return FindingResult(3, "persists under matched negatives", study, measured, verdict, why)
+
+
+def _dp_label(metrics, model: str) -> str | None:
+    if metrics is None or len(metrics) == 0:
+        return None
+    heads = {str(h) for h in metrics[metrics["model"] == model]["heads"].unique()}
+    eps = []
+    for h in heads - {"original", "inf", "backbone"}:
+        try:
+            eps.append((abs(float(h) - STUDY_DP_EPSILON), float(h), h))
+        except ValueError:
+            continue
+    return min(eps)[2] if eps else None
+
+
+def _dp(metrics, utility, model: str, external=None, external_cohort: str | None = None
+        ) -> FindingResult:
+    study = "-61.8% at N=10,000 (eps 0.34); AUROC 79.63% -> 79.43%; transfers"
+    title = "DP heads cut it, utility kept"
+    label = _dp_label(metrics, model)
+    if label is None:
+        return FindingResult(4, title, study, "n/a", NOT_MEASURABLE, "no DP heads were attacked")
+    sizes = set(_sizes(metrics, model=model, heads=label)) & set(_sizes(metrics, model=model))
+    if not sizes:
+        return FindingResult(4, title, study, "n/a", NOT_MEASURABLE,
+                             f"heads {label} have no held-out pool metrics")
+    n = STUDY_DP_POOL if STUDY_DP_POOL in sizes else max(sizes)
+    orig, dp = _point(metrics, n, model=model), _point(metrics, n, model=model, heads=label)
+    inf = _point(metrics, n, model=model, heads="inf")
+    if orig is None or dp is None:
+        return FindingResult(4, title, study, "n/a", NOT_MEASURABLE,
+                             f"no Recall@1 at N = {n:,} for both the original and {label} heads")
+    cut = 1 - dp.recall / orig.recall if orig.recall > 0 else math.nan
+    vs_inf = (1 - dp.recall / inf.recall) if inf is not None and inf.recall > 0 else math.nan
+    a0, a1 = _macro(utility, "original"), _macro(utility, label)
+    parts = [f"eps {label}, N={n:,}: Recall@1 {percent(orig.recall)} -> {percent(dp.recall)} "
+             f"({percent(dp.ci_low)[:-1]}-{percent(dp.ci_high)}), {-cut:+.1%} vs original, "
+             f"{-vs_inf:+.1%} vs eps=inf", f"AUROC {auroc(a0)} -> {auroc(a1)}"]
+    if external is not None and len(external):
+        en = max(set(_sizes(external, model=model)) & set(_sizes(external, model=model, heads=label))
+                 or {0})
+        e0 = _point(external, en, model=model) if en else None
+        e1 = _point(external, en, model=model, heads=label) if en else None
+        if e0 is not None and e1 is not None and e0.recall > 0:
+            parts.append(f"{external_cohort or 'external'} N={en:,}: "
+                         f"{-(1 - e1.recall / e0.recall):+.1%}")
+    measured = "; ".join(parts)
+    significant = finite(cut) and cut >= MIN_CUT and dp.ci_high < orig.recall
+    kept = finite(a0) and finite(a1) and a0 - a1 <= MAX_AUROC_DROP
+    beyond_inf = inf is None or dp.recall < inf.recall
+    if significant and kept and beyond_inf:
+        verdict, why = REPRODUCES, "Recall@1 falls beyond the eps=inf heads and the probe holds"
+    elif significant and not beyond_inf:
+        verdict, why = NOT_REPRODUCED, (f"retraining without privacy (eps=inf) cuts Recall@1 as "
+                                        f"much or more ({-(1 - inf.recall / orig.recall):+.1%}): "
+                                        "the cut comes from retraining, not from the noise")
+    elif significant:
+        verdict, why = PARTLY, "Recall@1 falls, but the probe loses more than 1 AUROC point"
+    else:
+        verdict, why = NOT_REPRODUCED, (f"Recall@1 falls by less than {MIN_CUT:.0%} or within "
+                                        "its interval")
+    return FindingResult(4, title, study, measured, verdict, why)
+
+
+def summarize_findings(metrics, utility, *, ladder: Sequence[str], external=None,
+                       external_cohort: str | None = None) -> list[FindingResult]:
+    """The four findings on one cohort.
+
+    Args:
+        metrics: ``relink_metrics`` rows of the cohort (every model and heads; columns model,
+            split, direction, negatives, heads, pool_size, k, recall, chance, lift, ci_low,
+            ci_high, n_queries, n_excluded), oldest first.
+        utility: ``utility`` rows of the most specialised model on the cohort (heads, label,
+            auroc).
+        ladder: Model names, least specialised first; the last is the one findings 2-4 use.
+        external: ``relink_metrics`` rows of the external cohort (transfer), or None.
+        external_cohort: Its name, for the text.
+    """
+    if not ladder:
+        return [FindingResult(i, t, s, "n/a", NOT_MEASURABLE, "no models")
+                for i, t, s in ((1, "re-linkage rises with specialisation", ""),
+                                (2, "far above chance at realistic pool sizes", ""),
+                                (3, "persists under matched negatives", ""),
+                                (4, "DP heads cut it, utility kept", ""))]
+    strongest = ladder[-1]
+    return [
+        _specialisation(metrics, ladder),
+        _far_above_chance(metrics, strongest),
+        _matched(metrics, strongest),
+        _dp(metrics, utility, strongest, external, external_cohort),
+    ]
+
+
+def format_findings(results: Sequence[FindingResult]) -> str:
+    """The findings as a plain-text table for a terminal (one block per finding)."""
+    lines = []
+    for r in results:
+        lines.append(f"{r.number}. {r.finding} -- {r.verdict.upper()}")
+        lines.append(f"   study:    {r.study}")
+        lines.append(f"   measured: {r.measured}")
+        lines.append(f"   why:      {r.why}")
+    return "\n".join(lines)
+
+
+__all__ = ["FindingResult", "NOT_MEASURABLE", "NOT_REPRODUCED", "PARTLY", "REPRODUCES",
+           "format_findings", "summarize_findings"]

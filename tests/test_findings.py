@@ -1,0 +1,96 @@
+"""The four-findings summary on hand-built metric rows: each verdict follows from the figures."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from engine.core.findings import (
+    NOT_MEASURABLE, NOT_REPRODUCED, PARTLY, REPRODUCES, format_findings, summarize_findings,
+)
+
+LADDER = ["r0", "r1", "r2"]
+
+
+def _row(model, n, recall, low, high, *, heads="original", negatives="random", queries=500,
+         excluded=0):
+    return dict(model=model, split="test", direction="image_to_report", negatives=negatives,
+                heads=heads, pool_size=n, k=1, recall=recall, chance=1 / n, lift=recall * n,
+                ci_low=low, ci_high=high, n_queries=queries, n_excluded=excluded)
+
+
+def _metrics(*, matched=(0.05, 0.03, 0.07, 400, 100), dp=0.5, inf=1.0, sizes=(100, 1000)):
+    """Three rungs at lift 2x, 8x, 20x; DP and inf heads at `dp` / `inf` x the original."""
+    rows = []
+    for model, r in zip(LADDER, (0.01, 0.04, 0.10)):
+        for n in sizes:
+            scale = 100 / n
+            rows.append(_row(model, n, r * scale * 2, r * scale * 1.5, r * scale * 2.5))
+    rows[0].update(recall=0.01, lift=1.0, ci_low=0.005, ci_high=0.015)  # r0, N=100: 1x
+    rec, low, high, q, ex = matched
+    rows.append(_row("r2", 100, rec, low, high, negatives="matched", queries=q, excluded=ex))
+    n = sizes[-1]
+    base = next(x for x in rows if x["model"] == "r2" and x["pool_size"] == n)["recall"]
+    rows.append(_row("r2", n, dp * base, dp * base * 0.8, dp * base * 1.2, heads="0.34"))
+    rows.append(_row("r2", n, inf * base, inf * base * 0.9, inf * base * 1.1, heads="inf"))
+    return pd.DataFrame(rows)
+
+
+def _utility(a0=0.80, a1=0.798):
+    return pd.DataFrame([dict(heads="original", label="macro", auroc=a0),
+                         dict(heads="0.34", label="macro", auroc=a1),
+                         dict(heads="backbone", label="macro", auroc=0.79)])
+
+
+def test_all_four_reproduce_when_figures_say_so():
+    results = summarize_findings(_metrics(sizes=(100, 1000, 10_000)), _utility(), ladder=LADDER)
+    assert [r.verdict for r in results] == [REPRODUCES] * 4
+    text = format_findings(results)
+    assert "N=10,000" in text and "15x" in text.replace("×", "x")
+    assert "matched lift at N=100" in results[2].measured and "400 of 500" in results[2].measured
+
+
+def test_missing_large_pool_is_partly_and_says_why():
+    results = summarize_findings(_metrics(sizes=(100, 1000)), _utility(), ladder=LADDER)
+    assert results[1].verdict == PARTLY
+    assert "N=10,000 not measurable" in results[1].measured
+
+
+def test_matched_interval_reaching_one_does_not_reproduce():
+    results = summarize_findings(_metrics(matched=(0.012, 0.008, 0.02, 400, 100)), _utility(),
+                                 ladder=LADDER)
+    assert results[2].verdict == NOT_REPRODUCED
+
+
+def test_matched_for_few_queries_is_partly():
+    results = summarize_findings(_metrics(matched=(0.05, 0.03, 0.07, 100, 400)), _utility(),
+                                 ladder=LADDER)
+    assert results[2].verdict == PARTLY
+
+
+def test_dp_cut_explained_by_inf_is_not_a_dp_effect():
+    results = summarize_findings(_metrics(dp=0.5, inf=0.4), _utility(), ladder=LADDER)
+    assert results[3].verdict == NOT_REPRODUCED
+    assert "eps=inf" in results[3].why
+
+
+def test_dp_cut_with_lost_utility_is_partly():
+    results = summarize_findings(_metrics(), _utility(a1=0.75), ladder=LADDER)
+    assert results[3].verdict == PARTLY
+
+
+def test_falling_ladder_does_not_reproduce():
+    m = _metrics()
+    m.loc[m["model"] == "r2", "recall"] = 0.01
+    m.loc[m["model"] == "r2", ["ci_low", "ci_high"]] = [0.005, 0.015]
+    m = m[~((m["model"] == "r2") & (m["heads"] != "original"))]
+    results = summarize_findings(m, _utility(), ladder=LADDER)
+    assert results[0].verdict == NOT_REPRODUCED
+    assert results[3].verdict == NOT_MEASURABLE
+
+
+def test_empty_inputs_are_not_measurable():
+    empty = pd.DataFrame(columns=list(_row("x", 100, 0, 0, 0)))
+    results = summarize_findings(empty, pd.DataFrame(columns=["heads", "label", "auroc"]),
+                                 ladder=LADDER)
+    assert [r.verdict for r in results] == [NOT_MEASURABLE] * 4
+    assert len(summarize_findings(empty, None, ladder=[])) == 4
