@@ -45,6 +45,7 @@ from engine.cohort.adapters import ids, image_check, load_cohort, reports
 from engine.cohort.registry import read_cohort
 from engine.cohort.table import COLUMNS, select_one_image_per_study
 from engine.errors import CohortError, ConfigError
+from engine.images import cohort_folder
 from engine.labels import CHEXPERT_LABELS
 
 
@@ -508,12 +509,17 @@ class TestCsv:
         csv_file = make_csv(tmp_path, rows, name="mine.csv")
         load = load_cohort("csv", csv_file)
         items = load.items
-        assert items["image_id"].tolist() == ["x/1.png", rows[1]["image_path"]]
+        # An absolute path is refused even inside the folder (engine.images); the rest is kept
+        # relative to the CSV's folder.
+        assert items["image_id"].tolist() == ["x/1.png"]
+        assert [p.kind for p in load.problems] == ["image_outside_root"]
+        assert load.problems[0].row == 2 and "is absolute" in load.problems[0].message
         assert items["study_id"].tolist() == items["image_id"].tolist()  # one study per row
-        assert all(Path(p).is_absolute() and Path(p).is_file() for p in items["image_path"])
-        assert items["split"].tolist() == [ids.hash_split("A"), ids.hash_split("B")]
-        assert items["Pleural Effusion"].tolist() == [-1.0, 1.0]  # label name matched loosely
-        assert items["view"].tolist() == ["", ""]
+        assert items["image_path"].tolist() == ["x/1.png"]
+        assert (cohort_folder(csv_file) / items["image_path"][0]).is_file()
+        assert items["split"].tolist() == [ids.hash_split("A")]
+        assert items["Pleural Effusion"].tolist() == [-1.0]  # label name matched loosely
+        assert items["view"].tolist() == [""]
 
     def test_missing_required_columns(self, tmp_path):
         make_csv(tmp_path, [{"path": "img/a.jpg", "report_text": "x", "subject": "P"}])

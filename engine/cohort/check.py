@@ -22,7 +22,9 @@ MAX_PER_KIND = 10
 # Counters shown even when zero: the totals a reader checks first.
 ALWAYS_SHOWN = frozenset(
     {"rows_listed", "images_listed", "images_found", "studies_listed", "images_kept",
-     "studies_kept", "patients_kept"}
+     "studies_kept", "patients_kept",
+     # What the image reader (engine.images) refused or will window: asked for by every check.
+     "images_outside_root", "images_too_small", "images_high_bit_depth"}
 )
 
 def format_check_report(load: CohortLoad, *, fmt: str, root: Path) -> str:

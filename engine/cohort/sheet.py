@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from engine.cohort.table import resolve_image
+from engine.errors import EngineError
+from engine.images import load_item_image
 from engine.labels import CHEXPERT_LABELS
 
 TILE = 256
@@ -89,11 +90,10 @@ def pick_items(items: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
 def _tile(root: Path, row: pd.Series, font) -> Image.Image:
     tile = Image.new("L", (TILE, TILE + _CAPTION_LINES * (_FONT_PX + 3) + 6), 0)
     try:
-        with Image.open(resolve_image(root, str(row["image_path"]))) as img:
-            img = img.convert("L")
-            img.thumbnail((TILE, TILE))
-            tile.paste(img, ((TILE - img.width) // 2, (TILE - img.height) // 2))
-    except (OSError, ValueError) as exc:
+        img = load_item_image(root, str(row["image_path"]), "L")
+        img.thumbnail((TILE, TILE))
+        tile.paste(img, ((TILE - img.width) // 2, (TILE - img.height) // 2))
+    except (OSError, ValueError, EngineError) as exc:
         ImageDraw.Draw(tile).text((8, TILE // 2), f"unreadable: {type(exc).__name__}", fill=200, font=font)
     draw = ImageDraw.Draw(tile)
     lines = textwrap.wrap(caption(row), 42)[:_CAPTION_LINES]

@@ -90,5 +90,10 @@ def select_one_image_per_study(items: pd.DataFrame) -> pd.DataFrame:
 
 
 def resolve_image(root: str | Path, image_path: str) -> Path:
-    """Absolute path of an image given the cohort root and the stored relative path."""
-    return Path(root) / image_path
+    """Absolute path of an image given the cohort root and the stored relative path.
+
+    Raises `engine.images.ImagePathError` for a path outside the root (see `engine.images`).
+    """
+    from engine import images
+
+    return images.resolve_image(root, image_path)

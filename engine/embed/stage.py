@@ -7,7 +7,8 @@ matrices are assembled, the original heads applied, and ``manifest.json`` writte
 folder is keyed by the embedding config (model weights, preprocessing, cohort content, chunking),
 so rerunning the same config finds the manifest and does nothing.
 
-Images go through the model's own eval transform (grayscale files are converted to RGB);
+Images are read by `engine.images` (contained in the cohort root, high bit depths windowed to
+8 bits, tiny images refused), then go through the model's own eval transform (as RGB);
 reports through the model's tokenizer, truncated to its context length. An image that cannot be
 read is skipped, counted and named (``skipped.json`` and the run's message); its pair is left out.
 """
@@ -29,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 from engine.cohort.registry import read_cohort
-from engine.cohort.table import resolve_image
 from engine.embed.reader import CURRENT, MANIFEST, pair_dir
 from engine.errors import CohortError, ConfigError
 from engine.models.registry import ModelEntry, ensure_models, resolve_model
@@ -115,6 +115,8 @@ def embed_config(entry: ModelEntry, cohort: str, items: pd.DataFrame, chunk_size
         "n_items": int(len(items)),
         "chunk_size": int(chunk_size),
         "image_mode": "RGB",
+        # 2: high-bit-depth images windowed to 8 bits, paths contained (engine.images).
+        "image_reader": 2,
     }
 
 
@@ -242,7 +244,8 @@ def _chunk_path(chunk_dir: Path, index: int) -> Path:
 class _ImageSet:
     """Decodes and preprocesses one chunk's images; failures come back as messages, not raises."""
 
-    def __init__(self, paths: list[Path], preprocess: Callable) -> None:
+    def __init__(self, root: Path, paths: list[str], preprocess: Callable) -> None:
+        self.root = root
         self.paths = paths
         self.preprocess = preprocess
 
@@ -250,11 +253,13 @@ class _ImageSet:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from PIL import Image
+        from engine import images
 
         try:
-            with Image.open(self.paths[i]) as image:
-                return i, self.preprocess(image.convert("RGB")), ""
+            # Containment, size and bit-depth windowing: the one image reader (engine.images).
+            return i, self.preprocess(images.load_item_image(self.root, self.paths[i])), ""
+        except (images.ImagePathError, images.ImageReadError) as exc:
+            return i, None, str(exc)
         except Exception as exc:  # noqa: BLE001 - a bad file is skipped and named, never fatal
             return i, None, f"{type(exc).__name__}: {exc}".splitlines()[0]
 
@@ -267,9 +272,9 @@ def _embed_chunk(chunk, root, loaded, towers, path, *, batch_size, workers, devi
     import torch
     from torch.utils.data import DataLoader
 
-    paths = [resolve_image(root, p) for p in chunk["image_path"]]
+    paths = chunk["image_path"].astype(str).tolist()
     texts = chunk["report_text"].fillna("").astype(str).tolist()
-    loader = DataLoader(_ImageSet(paths, loaded.preprocess), batch_size=batch_size,
+    loader = DataLoader(_ImageSet(root, paths, loaded.preprocess), batch_size=batch_size,
                         num_workers=workers, collate_fn=_collate,
                         pin_memory=device.startswith("cuda"))
     ok = np.zeros(len(chunk), dtype=bool)

@@ -3,7 +3,8 @@
 ``--root`` is a folder holding ``cohort.csv``, or the CSV file itself. Columns (one row per
 image):
 
-* required: ``image_path`` (relative to the CSV's folder, or absolute), ``report_text``,
+* required: ``image_path`` (relative to the CSV's folder; absolute paths and paths leading
+  outside that folder are skipped, see `engine.images`), ``report_text``,
   ``patient_id``;
 * optional: ``study_id`` (default: the image id, i.e. one study per row), ``image_id``
   (default: ``image_path``), ``split`` (train / validate (valid) / test; default: a
@@ -15,14 +16,12 @@ image):
 headers); plain text without headers is used whole (counted as a section fallback unless
 ``--section full``).
 
-``image_path`` is stored as listed when ``--root`` is the folder (relative paths stay relative
-to it). When ``--root`` is the CSV file, paths are stored absolute, since there is no folder
-to be relative to.
+``image_path`` is stored as listed, relative to the CSV's folder, whether ``--root`` names
+the folder or the file (`engine.images.cohort_folder`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -74,10 +73,6 @@ def load(root: Path, *, section: str = "both") -> CohortLoad:
     sources = images.loc[:, ["study_id", "_file", "_row"]].assign(full=images["report_text"])
     texts = reports.select_report_text(sources, section, log)
     images = reports.attach_reports(images.drop(columns="report_text"), texts, log)
-    if root.is_file():
-        images = images.assign(
-            image_path=images["image_path"].map(lambda p: os.path.abspath(base / p))
-        )
     images = label_values.parse_labels(images, log, file=csv_path.name, warn_absent=False)
     return assembly.finish(images, log, root)
 
