@@ -16,53 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-# The 14 CheXpert labels in the schema's order (the engine's `engine.labels.CHEXPERT_LABELS`;
-# duplicated because the dashboard never imports the engine, and a test keeps them equal).
-LABELS: tuple[str, ...] = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
-    "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-    "Pleural Other", "Fracture", "Support Devices",
-)
-
-DIRECTION_NAMES = {"image_to_report": "image → report", "report_to_image": "report → image"}
-SPLIT_NAMES = {"test": "held-out", "train": "members", "validate": "validation"}
+# Labels, names, number formats and pool maths come from the engine's torch-free core, shared
+# with the audit report (re-exported here: the pages call them as `logic.percent` etc.).
+from engine.core import pools
+from engine.core.format import auroc, percent, relative_reduction, risk_level, times  # noqa: F401
+from engine.core.labels import CHEXPERT_LABELS as LABELS
+from engine.core.names import DIRECTION_NAMES, SPLIT_NAMES, heads_name  # noqa: F401
+from engine.core.pools import expected_rank  # noqa: F401
 
 
 # ------------------------------------------------------------------------------ numbers
-
-
-def percent(value: float | None) -> str:
-    """A probability as a percentage with sensible precision (14%, 2.3%, 0.041%)."""
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    pct = 100.0 * value
-    if pct == 0:
-        return "0%"
-    if pct >= 10:
-        return f"{pct:.0f}%"
-    digits = max(0, 1 - int(math.floor(math.log10(abs(pct)))))
-    return f"{pct:.{digits}f}%"
-
-
-def auroc(value: float | None) -> str:
-    """An AUROC with two decimals of a percent (79.63%), as the study reports it."""
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    return f"{100.0 * value:.2f}%"
-
-
-def times(value: float | None) -> str:
-    """A lift as ``14x`` / ``2.3x`` / ``0.8x``."""
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    return f"{value:.0f}x" if value >= 10 else f"{value:.1f}x"
-
-
-def relative_reduction(value: float, reference: float) -> float:
-    """``(reference - value) / reference``: 0.62 means 62% lower than the reference."""
-    if reference is None or value is None or not np.isfinite(reference) or reference == 0:
-        return float("nan")
-    return (reference - value) / reference
 
 
 def default_pool_size(sizes: Sequence[int], preferred: int = 100) -> int | None:
@@ -126,19 +89,6 @@ def risk_sentence(model: str, h: Headline, *, direction: str = "image_to_report"
     )
 
 
-def risk_level(lift: float) -> str:
-    """A coarse verbal scale for the lift over chance (for the headline's delta text)."""
-    if not np.isfinite(lift):
-        return "unknown"
-    if lift < 1.5:
-        return "near chance"
-    if lift < 5:
-        return "elevated"
-    if lift < 20:
-        return "high"
-    return "very high"
-
-
 def lift_curves(metrics: pd.DataFrame, *, direction: str = "image_to_report",
                 k: int = 1) -> pd.DataFrame:
     """Rows for lift-vs-N plots: one per (model, split, negatives, N), with readable names.
@@ -179,52 +129,12 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------ per query
 
 
-def expected_rank(n_greater, n_tied) -> np.ndarray:
-    """Expected rank of the true item at full database: 1 + G + E/2."""
-    g = np.asarray(n_greater, dtype=np.float64)
-    return 1.0 + g + np.asarray(n_tied, dtype=np.float64) / 2.0
-
-
-_lgamma_each = np.vectorize(math.lgamma, otypes=[np.float64])
-
-
-def _lgamma(x: np.ndarray) -> np.ndarray:
-    """log Gamma elementwise; counts repeat a lot, so evaluate each distinct value once."""
-    values, inverse = np.unique(np.asarray(x, dtype=np.float64), return_inverse=True)
-    return _lgamma_each(values)[inverse].reshape(np.shape(x))
-
-
-def _log_comb(n: np.ndarray, k: np.ndarray) -> np.ndarray:
-    return _lgamma(n + 1.0) - _lgamma(k + 1.0) - _lgamma(n - k + 1.0)
-
-
 def recall_at_1(n_distractors, n_greater, n_tied, pool_size: int) -> np.ndarray:
-    """Exact expected Recall@1 per query for random pools of `pool_size` (DESIGN §3.2).
+    """Exact expected Recall@1 per query for random pools of `pool_size` (`engine.core.pools`).
 
-    With n = N-1 draws from M distractors, G above and E tied with the true item, and the true item
-    placed uniformly among its ties: Recall@1 = mean_{v=0..E} C(M-G-v, n) / C(M, n)
-    = [C(M-G+1, n+1) - C(M-G-E, n+1)] / ((E+1) C(M, n)) (hockey-stick identity).
-    Queries with fewer than n distractors get NaN (they are left out of that N).
+    Queries with fewer than N-1 distractors get NaN (they are left out of that N).
     """
-    M = np.asarray(n_distractors, dtype=np.float64)
-    G = np.asarray(n_greater, dtype=np.float64)
-    E = np.asarray(n_tied, dtype=np.float64)
-    n = float(pool_size - 1)
-    out = np.full(M.shape, np.nan)
-    ok = M >= n
-    if not ok.any():
-        return out
-    M, G, E = M[ok], G[ok], E[ok]
-    base = _log_comb(M, np.full_like(M, n))
-
-    def ratio(top):  # C(top, n+1) / C(M, n), zero when top < n+1
-        valid = top >= n + 1
-        safe = np.where(valid, top, n + 1)
-        return np.where(valid, np.exp(_log_comb(safe, np.full_like(M, n + 1)) - base), 0.0)
-
-    value = (ratio(M - G + 1.0) - ratio(M - G - E)) / (E + 1.0)
-    out[ok] = np.clip(value, 0.0, 1.0)
-    return out
+    return pools.recall_where_eligible(n_distractors, n_greater, n_tied, pool_size, 1)
 
 
 def label_group(row: Mapping[str, float]) -> str:
@@ -497,15 +407,6 @@ def model_about(specialization=None, description=None) -> str:
     if isinstance(description, str) and description.strip():
         parts.append(description.strip())
     return " · ".join(parts) or "not in the models table"
-
-
-def heads_name(heads: str) -> str:
-    """How a heads label reads in the UI."""
-    if heads == "original":
-        return "original heads"
-    if heads == "inf":
-        return "retrained, ε = ∞ (no DP)"
-    return f"DP heads, ε = {heads}"
 
 
 def frontier(metrics: pd.DataFrame, utility: pd.DataFrame, *, pool_size: int,

@@ -1,26 +1,3 @@
-"""The 14 CheXpert labels and how label vectors are compared.
+"""The 14 CheXpert labels: defined in `engine.core.labels`, re-exported for the engine's modules."""
 
-Label values follow the CheXpert convention: 1 positive, 0 negative, -1 uncertain, missing (NaN)
-when the report does not mention the finding.
-"""
-
-from __future__ import annotations
-
-CHEXPERT_LABELS: tuple[str, ...] = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
-
-POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
+from engine.core.labels import CHEXPERT_LABELS  # noqa: F401

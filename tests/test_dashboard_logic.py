@@ -22,7 +22,7 @@ def test_percent(value, text):
 
 
 def test_times_and_auroc():
-    assert logic.times(14.2) == "14x" and logic.times(2.34) == "2.3x"
+    assert logic.times(14.2) == "14×" and logic.times(2.34) == "2.3×"
     assert logic.auroc(0.7963) == "79.63%"
 
 
@@ -45,8 +45,8 @@ def test_risk_sentence_reads_like_the_brief():
     h = logic.headline(pd.DataFrame([_metrics_row()]), 100)
     text = logic.risk_sentence("BiomedCLIP", h)
     assert text.startswith("An attacker holding BiomedCLIP and a pool of 100 reports finds an "
-                           "image's own report 14% of the time, 14x chance (95% CI 12% to 16%, "
-                           "12x to 16x)")
+                           "image's own report 14% of the time, 14× chance (95% CI 12% to 16%, "
+                           "12× to 16×)")
     assert "own image" in logic.risk_sentence("m", h, direction="report_to_image")
 
 

@@ -1,0 +1,79 @@
+"""How heads, epsilons, directions and splits are labelled and ordered.
+
+A set of heads is labelled ``original`` (the model's own projection heads), ``backbone`` (no
+heads: the frozen pre-projection features, the probe's sanity line), ``inf`` (retrained with the
+DP code path but no clipping or noise) or an epsilon label such as ``0.34`` or ``8`` (retrained
+with DP-SGD at that group-level epsilon). The same label is what the results tables store in
+their ``heads`` column.
+"""
+
+from __future__ import annotations
+
+import math
+
+ORIGINAL = "original"
+BACKBONE = "backbone"
+NO_DP = "inf"
+
+DIRECTION_NAMES = {"image_to_report": "image → report", "report_to_image": "report → image"}
+SPLIT_NAMES = {"test": "held-out", "train": "members", "validate": "validation"}
+
+
+def epsilon_label(epsilon: float | None) -> str:
+    """The heads label of an epsilon: ``inf``, ``0.34``, ``1``, ``8`` (``unknown`` when missing).
+
+    Args:
+        epsilon: A group-level epsilon; infinity for retraining without DP.
+    """
+    if epsilon is None:
+        return "unknown"
+    value = float(epsilon)
+    if math.isnan(value):
+        return "unknown"
+    return NO_DP if math.isinf(value) else f"{value:g}"
+
+
+def heads_epsilon(heads: str) -> float | None:
+    """The epsilon a heads label stands for (infinity for ``inf``); None for original/backbone."""
+    if heads == NO_DP:
+        return math.inf
+    try:
+        value = float(heads)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def heads_sort_key(heads: str) -> tuple[int, float, str]:
+    """Order of heads in tables and sliders: backbone, original, epsilon ascending, inf, others."""
+    if heads == BACKBONE:
+        return (0, 0.0, "")
+    if heads == ORIGINAL:
+        return (1, 0.0, "")
+    epsilon = heads_epsilon(heads)
+    if epsilon is None:
+        return (3, 0.0, str(heads))
+    return (2, epsilon, "")
+
+
+def sort_heads(heads) -> list[str]:
+    """Distinct heads labels in display order (`heads_sort_key`)."""
+    return sorted({str(h) for h in heads}, key=heads_sort_key)
+
+
+def heads_name(heads: str) -> str:
+    """How a heads label reads in prose: original heads, retrained without DP, DP heads at ε."""
+    if heads == ORIGINAL:
+        return "original heads"
+    if heads == NO_DP:
+        return "retrained, no DP (ε = ∞)"
+    if heads == BACKBONE:
+        return "frozen backbone features"
+    return f"DP heads, ε = {heads}"
+
+
+def heads_short(heads: str) -> str:
+    """A short heads label for axes and table columns: original, ε=∞, ε=1."""
+    if heads in (ORIGINAL, BACKBONE):
+        return heads
+    return "ε=∞" if heads == NO_DP else f"ε={heads}"
