@@ -19,7 +19,6 @@ The ``heads`` of a DP run is its epsilon label: ``inf`` for infinity, otherwise 
 from __future__ import annotations
 
 import io
-import math
 import os
 import threading
 import time
@@ -31,6 +30,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.logic import LABELS
+from engine.core.names import epsilon_label
 
 # Tables shown on the Runs page, in this order (the public ones of DESIGN §3.6, then the rest).
 TABLES = ("cohorts", "items", "models", "runs", "relink_metrics", "relink_ranks", "relink_summary",
@@ -269,14 +269,30 @@ def query_ranks(db: str, token: str, cohort: str, model: str, heads: str, split:
 
 
 @st.cache_data(**_CACHE)
-def search_reports(db: str, token: str, cohort: str, text: str) -> list[str]:
-    """Image ids (selected items) whose id or report contains `text` (case-insensitive)."""
+def search_reports(db: str, token: str, cohort: str, text: str, *,
+                   skip_negated: bool = True) -> list[str]:
+    """Image ids (selected items) whose image or study id is `text`, or whose report has its words.
+
+    Words match whole and in order (`logic.search_pattern`: ``%`` and ``_`` are never wildcards,
+    "effusion" does not match "effusions"); with `skip_negated`, a report whose only mentions are
+    negated ("No pleural effusion.") does not match (`logic.affirmed`). Ids match exactly,
+    ignoring case.
+    """
     if not text.strip() or not _has(db, token, "items"):
         return []
-    pattern = f"%{text.strip()}%"
-    frame = query(db, "SELECT image_id FROM items WHERE cohort = ? AND selected AND "
-                      "(image_id ILIKE ? OR study_id ILIKE ? OR report_text ILIKE ?)",
-                  [cohort, pattern, pattern, pattern])
+    from dashboard.logic import affirmed, search_pattern
+
+    pattern = search_pattern(text)
+    typed = text.strip()
+    frame = query(db, "SELECT image_id, report_text, "
+                      "(lower(image_id) = lower(?) OR lower(study_id) = lower(?)) AS by_id "
+                      "FROM items WHERE cohort = ? AND selected AND "
+                      "(lower(image_id) = lower(?) OR lower(study_id) = lower(?) "
+                      " OR (? IS NOT NULL AND regexp_matches(report_text, ?)))",
+                  [typed, typed, cohort, typed, typed, pattern, pattern or ""])
+    if skip_negated and pattern is not None and len(frame):
+        keep = frame["by_id"] | frame["report_text"].map(lambda t: affirmed(t, pattern))
+        frame = frame[keep]
     return list(frame["image_id"])
 
 
@@ -411,13 +427,6 @@ def dp_runs(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
     if "heads" not in frame.columns:
         frame.insert(0, "heads", [epsilon_label(e) for e in frame["epsilon"]])
     return frame
-
-
-def epsilon_label(epsilon: float | None) -> str:
-    """The heads label of an epsilon: ``inf`` or ``f"{eps:g}"``."""
-    if epsilon is None or (isinstance(epsilon, float) and math.isnan(epsilon)):
-        return "?"
-    return "inf" if math.isinf(epsilon) else f"{epsilon:g}"
 
 
 @st.cache_data(**_CACHE)

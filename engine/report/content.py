@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from engine import __version__, store
+from engine.core.names import epsilon_label
 from engine.errors import ConfigError, StoreError
 from engine.labels import CHEXPERT_LABELS
 from engine.report import text as fmt
@@ -335,11 +336,6 @@ def _dp_label(row: dict) -> str:
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             return epsilon_label(float(value))
     return "unknown"
-
-
-def epsilon_label(epsilon: float) -> str:
-    """The ``heads`` label of an epsilon (the dp stage's convention): ``inf``, ``0.34``, ``8``."""
-    return "inf" if math.isinf(epsilon) else f"{epsilon:g}"
 
 
 def _dp_config(d: _Data) -> dict | None:
