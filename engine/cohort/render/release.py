@@ -1,0 +1,335 @@
+"""The files of a rendered cohort, in the source release's own layout.
+
+PadChest: ``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz`` (the release's columns,
+one row per rendered image) and the images at ``<ImageDir>/<ImageID>`` as 16-bit grayscale PNG
+with 12 bits stored (as ``BitsStored_DICOM`` says). OpenI: the release's own
+``ecgen-radiology/<n>.xml`` report files and ``NLMCXR_png/<parentImage id>.png``.
+
+Every rendered cohort also gets ``README.txt`` (real report text, synthetic images, the source
+and its licence) and ``render.json`` (settings, counts, and the findings drawn and not drawn per
+label; `cohort check` shows the latter).
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import io
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from engine.errors import CohortError, ConfigError
+
+if TYPE_CHECKING:
+    from engine.cohort.render.renderer import PatientTask, RenderConfig, RenderSummary
+
+PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
+OPENI_TGZ = "NLMCXR_reports.tgz"
+SIDECAR = "render.json"
+README_HEAD = "RENDERED COHORT: REAL REPORT TEXT, SYNTHETIC IMAGES"
+PADCHEST_FRONTAL = ("PA", "AP", "AP_horizontal")  # in the order one image per study is chosen
+LICENCES = {
+    "padchest": (
+        "PadChest (Bustos et al., Medical Image Analysis 2020; BIMCV, Hospital San Juan,\n"
+        "Alicante). Distributed for research use only: do not redistribute these reports or\n"
+        "anything built from them, and do not attempt to re-identify any patient."
+    ),
+    "iu-xray": (
+        "Indiana University chest X-ray collection (OpenI, National Library of Medicine;\n"
+        "Demner-Fushman et al., JAMIA 2016). Licence: CC BY-NC-ND 4.0\n"
+        "(http://creativecommons.org/licenses/by-nc-nd/4.0/), as every report file states."
+    ),
+}
+
+
+def installed_data_file(name: str) -> Path:
+    """A data file shipped in the installed ``torchxrayvision`` package (never imported).
+
+    Raises:
+        CohortError: the package is not installed or lacks the file.
+    """
+    spec = importlib.util.find_spec("torchxrayvision")
+    if spec is None or not spec.submodule_search_locations:
+        raise CohortError("the torchxrayvision package is not installed; install it with "
+                          "`pip install --no-deps torchxrayvision==1.5.7` (it carries the "
+                          "release files) or pass the release file")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / name
+    if not path.is_file():
+        raise CohortError(f"{path}: not found in the installed torchxrayvision package")
+    return path
+
+
+def prepare_out(out: Path, source: str) -> None:
+    """Create ``out``, or accept an earlier render of ``source`` there (to resume it)."""
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError(f"--out {out}: exists and is not a folder")
+        if any(out.iterdir()):
+            sidecar = out / SIDECAR
+            try:
+                earlier = json.loads(sidecar.read_text(encoding="utf-8"))["source"]
+            except (OSError, ValueError, KeyError):
+                earlier = None
+            marker = out / ".rendering"
+            if earlier is None and marker.is_file():
+                earlier = marker.read_text(encoding="utf-8").strip()
+            if earlier != source:
+                raise ConfigError(f"--out {out}: folder is not empty and holds no rendered "
+                                  f"{source} cohort; choose an empty or new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ".rendering").write_text(source, encoding="utf-8")
+
+
+def write_png16(path: Path, pixels: np.ndarray) -> None:
+    """Write ``uint8`` pixels as a 16-bit PNG with 12 bits used; atomically (resume-safe)."""
+    from PIL import Image
+
+    v = pixels.astype(np.uint16)
+    wide = (v << 4) | (v >> 4)  # 0..255 -> 0..4095, so 255 maps to the 12-bit maximum
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    Image.fromarray(wide).save(tmp, format="PNG", compress_level=1)
+    os.replace(tmp, path)
+
+
+def _write_gzip_csv(path: Path, frame: pd.DataFrame) -> None:
+    """Gzipped CSV with a fixed header time, so the same rows give the same bytes."""
+    text = frame.to_csv(index=False, lineterminator="\n")
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                               mtime=0) as gz:
+        gz.write(text.encode("utf-8"))
+    os.replace(tmp, path)
+
+
+@dataclass
+class Plan:
+    """The patients to render and how to write the release's tables afterwards."""
+
+    tasks: list[PatientTask]
+    write_tables: Callable[[], None]
+
+
+def _sample_patients(ids: list[str], config: RenderConfig) -> list[str]:
+    ids = sorted(set(ids))
+    if config.max_patients is None or config.max_patients >= len(ids):
+        return ids
+    rng = np.random.default_rng([config.seed, 7])
+    pick = rng.choice(len(ids), size=config.max_patients, replace=False)
+    return [ids[i] for i in sorted(pick)]
+
+
+# --------------------------------------------------------------------------- PadChest
+
+
+def read_padchest(path: Path) -> pd.DataFrame:
+    """The PadChest release table, every column as text (C's `padchest.read_release` if present)."""
+    try:
+        from engine.cohort.adapters import padchest  # type: ignore[attr-defined]
+
+        reader = getattr(padchest, "read_release", None)
+    except ImportError:
+        reader = None
+    if reader is not None:
+        frame = reader(path)
+        if isinstance(frame, pd.DataFrame):
+            return frame
+        frame = getattr(frame, "frame", None)
+        if isinstance(frame, pd.DataFrame):
+            return frame
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise CohortError(f"{path}: cannot read the PadChest table ({exc})") from exc
+
+
+def select_padchest(frame: pd.DataFrame) -> pd.DataFrame:
+    """One frontal image with a report per study: PA, then AP, then AP_horizontal, then by id."""
+    rank = {p: i for i, p in enumerate(PADCHEST_FRONTAL)}
+    report = frame["Report"].fillna("").astype(str).str.strip()
+    keep = frame["Projection"].isin(PADCHEST_FRONTAL) & (report != "")
+    chosen = frame.loc[keep].assign(_rank=frame.loc[keep, "Projection"].map(rank))
+    chosen = chosen.sort_values(["StudyID", "_rank", "ImageID"], kind="stable")
+    chosen = chosen.drop_duplicates("StudyID", keep="first").drop(columns="_rank")
+    return chosen.sort_values(["PatientID", "StudyDate_DICOM", "StudyID"], kind="stable")
+
+
+def _padchest_groups(row: pd.Series) -> tuple:
+    from engine.cohort.render.vocabulary import padchest_groups
+
+    value = row.get("LabelsLocalizationsBySentence", "")
+    entries = _literal_list(value)
+    if not entries:
+        entries = _literal_list(row.get("Labels", "")) + _literal_list(row.get("Localizations", ""))
+    return tuple(padchest_groups(entries))
+
+
+def _literal_list(value) -> list:
+    """A list column of the release (already a list, or its Python-literal text)."""
+    import ast
+
+    if isinstance(value, (list, tuple)):
+        return [list(v) if isinstance(v, (list, tuple)) else v for v in value]
+    text = str(value or "").strip()
+    if not text or text in ("nan", "None"):
+        return []
+    try:
+        parsed = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return []
+    return [list(v) if isinstance(v, (list, tuple)) else v for v in parsed] \
+        if isinstance(parsed, (list, tuple)) else []
+
+
+def plan_padchest(config: RenderConfig, out: Path) -> Plan:
+    """Patients and studies of the PadChest release to render into ``out``."""
+    from engine.cohort.render.patients import age_at
+    from engine.cohort.render.renderer import ImageTask, PatientTask, StudyTask
+
+    path = Path(config.release_path) if config.release_path else installed_data_file(PADCHEST_CSV)
+    frame = read_padchest(path)
+    missing = [c for c in ("ImageID", "ImageDir", "StudyID", "PatientID", "Projection",
+                           "Report") if c not in frame.columns]
+    if missing:
+        raise CohortError(f"{path}: not a PadChest table (missing columns {', '.join(missing)})")
+    chosen = select_padchest(frame)
+    patients = set(_sample_patients(chosen["PatientID"].tolist(), config))
+    chosen = chosen[chosen["PatientID"].isin(patients)]
+    tasks: list[PatientTask] = []
+    for pid, rows in chosen.groupby("PatientID", sort=True):
+        first = rows.iloc[0]
+        studies = tuple(
+            StudyTask(
+                study_id=str(r["StudyID"]),
+                images=(ImageTask(f"{r['ImageDir']}/{r['ImageID']}",
+                                  "PA" if r["Projection"] == "PA" else "AP",
+                                  r["Projection"] == "AP_horizontal"),),
+                groups=_padchest_groups(r),
+                report=str(r["Report"]),
+            )
+            for _, r in rows.iterrows()
+        )
+        tasks.append(PatientTask(
+            source="padchest", patient_id=str(pid), sex=str(first.get("PatientSex_DICOM", "")),
+            age=age_at(first.get("PatientBirth"), first.get("StudyDate_DICOM")),
+            studies=studies, seed=config.seed, size=config.image_size, out=str(out)))
+
+    def write_tables() -> None:
+        table = chosen.sort_values(["ImageDir", "ImageID"], kind="stable")
+        table = table.rename(columns={"Unnamed: 0": ""})
+        _write_gzip_csv(out / PADCHEST_CSV, table)
+
+    return Plan(tasks, write_tables)
+
+
+# --------------------------------------------------------------------------- OpenI
+
+
+def plan_openi(config: RenderConfig, out: Path) -> Plan:
+    """Reports and images of the OpenI release to render into ``out``."""
+    from engine.cohort.adapters import iu_xray
+    from engine.cohort.render.renderer import ImageTask, PatientTask, StudyTask
+
+    path = Path(config.release_path) if config.release_path else installed_data_file(OPENI_TGZ)
+    reader = getattr(iu_xray, "read_openi", None)
+    if reader is None:
+        raise CohortError("engine.cohort.adapters.iu_xray has no read_openi(); the OpenI "
+                          "release cannot be read by this version")
+    reports = reader(path)
+    records = list(_openi_records(reports))
+    keep = set(_sample_patients([r["uid"] for r in records], config))
+    records = [r for r in records if r["uid"] in keep]
+    tasks = []
+    for r in sorted(records, key=lambda r: r["uid"]):
+        images = tuple(ImageTask(f"NLMCXR_png/{image_id}.png", view, False)
+                       for image_id, view in r["images"])
+        study = StudyTask(study_id=r["uid"], images=images, major=tuple(r["major"]))
+        tasks.append(PatientTask(source="iu-xray", patient_id=r["uid"], sex=None, age=None,
+                                 studies=(study,), seed=config.seed, size=config.image_size,
+                                 out=str(out)))
+
+    def write_tables() -> None:
+        folder = out / "ecgen-radiology"
+        folder.mkdir(parents=True, exist_ok=True)
+        for r in records:
+            target = folder / r["xml_name"]
+            tmp = target.with_name(target.name + ".part")
+            tmp.write_bytes(r["xml_bytes"])
+            os.replace(tmp, target)
+
+    return Plan(tasks, write_tables)
+
+
+def _openi_records(reports):
+    """Normalise what `iu_xray.read_openi` returns into plain dicts."""
+    rows = reports.to_dict("records") if isinstance(reports, pd.DataFrame) else list(reports)
+    for rep in rows:
+        get = rep.get if isinstance(rep, dict) else (lambda k, d=None, _r=rep: getattr(_r, k, d))
+        uid = str(get("uid"))
+        images = []
+        for image in get("images", ()) or ():
+            if isinstance(image, (tuple, list)):
+                image_id, view = image[0], image[1]
+            else:
+                image_id, view = image, ""
+            images.append((str(image_id), "LATERAL" if str(view).upper().startswith("L")
+                           else "PA"))
+        yield {"uid": uid, "images": images, "major": list(get("mesh_major", ()) or ()),
+               "xml_name": str(get("xml_name")), "xml_bytes": get("xml_bytes")}
+
+
+# --------------------------------------------------------------------------- sidecar, README
+
+
+def write_sidecar(out: Path, config: RenderConfig, summary: RenderSummary, version: str) -> None:
+    """``render.json``: settings, counts, and findings drawn / not drawn per label."""
+    payload = {
+        "source": config.source, "seed": config.seed, "image_size": config.image_size,
+        "max_patients": config.max_patients, "version": version,
+        "n_patients": summary.n_patients, "n_studies": summary.n_studies,
+        "n_images": summary.n_images, "drawn": summary.drawn, "undrawn": summary.undrawn,
+    }
+    (out / SIDECAR).write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n",
+                               encoding="utf-8")
+    marker = out / ".rendering"
+    if marker.exists():
+        marker.unlink()
+
+
+def read_sidecar(root: Path) -> dict | None:
+    """The ``render.json`` of a rendered cohort, or None when ``root`` is not one."""
+    try:
+        return json.loads((Path(root) / SIDECAR).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_readme(out: Path, config: RenderConfig, summary: RenderSummary) -> None:
+    """``README.txt``: what this folder is, where its text comes from, and its licence."""
+    n_undrawn = sum(summary.undrawn.values())
+    text = f"""{README_HEAD}
+
+This folder is a {config.source} cohort in the release's own layout. The REPORT TEXT and the
+structured findings are REAL: they are copied from the public {config.source} release files
+(read from the installed torchxrayvision package). The IMAGES ARE SYNTHETIC: each one was drawn
+by relink-audit's phantom generator from its own study's findings, localizations, devices,
+projection and patient (stable anatomy per patient), at {config.image_size} x {config.image_size}
+pixels. No real image was used or is contained here.
+
+Source and licence:
+{LICENCES[config.source]}
+Do not commit, publish or share this folder.
+
+Patients: {summary.n_patients}   studies: {summary.n_studies}   images: {summary.n_images}
+Render seed: {config.seed}   max patients: {config.max_patients or 'all'}
+Finding mentions not drawn (no painter for the label): {n_undrawn}; per label in {SIDECAR}.
+"""
+    (out / "README.txt").write_text(text, encoding="utf-8")
