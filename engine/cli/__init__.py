@@ -16,11 +16,28 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine import __version__
+from engine.cli.options import epsilon_list, int_at_least, int_list, name_type
 from engine.config import DEFAULT_CACHE, DEFAULT_DB
 from engine.errors import EngineError
 
 COHORT_FORMATS = ("mimic-cxr-jpg", "chexpert-plus", "iu-xray", "csv")
 SECTIONS = ("findings", "impression", "both", "full")
+# A map needs more pairs than UMAP's 15 neighbours: 16 pairs = 32 points.
+UMAP_MIN_POINTS = 32
+UMAP_WHY = "16 image-report pairs, more than UMAP's 15 neighbours"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: python -m engine dp: argument ...: reason``.
+
+    Subparsers inherit the class, so every subcommand's errors look alike.
+    """
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if "expected one argument" in message:
+            # A value starting with '-' (``--epsilons -1,2``) reads as an option to argparse.
+            message += "; a value that starts with '-' must be joined with '=', e.g. --epsilons=-1"
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 def _add_model_cohort(p: argparse.ArgumentParser) -> None:
@@ -30,7 +47,7 @@ def _add_model_cohort(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command-line interface."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m engine",
         description="Re-linkage privacy audit for clinical vision-language models.",
     )
@@ -38,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", type=Path, default=DEFAULT_DB, help="DuckDB results file")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="artefact folder")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     cohort = sub.add_parser("cohort", help="generate, validate and register cohorts")
@@ -49,88 +68,99 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     p.add_argument("--image-size", type=int, default=256, help="image side in pixels (>= 256)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.set_defaults(handler="engine.cli.cohort:synth")
+    p.set_defaults(handler="engine.cli.cohort:synth", writes=("out",))
 
     for name, help_text in (("check", "validate a cohort on disk and print a report"),
                             ("add", "register a cohort in DuckDB")):
         p = csub.add_parser(name, help=help_text)
         if name == "add":
-            p.add_argument("--name", required=True, help="cohort name used by later stages")
+            p.add_argument("--name", required=True, type=name_type,
+                           help="cohort name used by later stages")
             p.add_argument("--site", default=None, help="free-text site label (e.g. A, B)")
         p.add_argument("--format", required=True, choices=COHORT_FORMATS, dest="fmt")
         p.add_argument("--root", type=Path, required=True, help="dataset root folder")
         p.add_argument("--section", choices=SECTIONS, default="both",
                        help="report text used: findings, impression, both (default) or full")
-        p.set_defaults(handler=f"engine.cli.cohort:{name}")
+        p.set_defaults(handler=f"engine.cli.cohort:{name}",
+                       writes=("db",) if name == "add" else ())
 
     p = csub.add_parser("sheet", help="render a contact sheet of images with their labels")
     p.add_argument("--format", required=True, choices=COHORT_FORMATS, dest="fmt")
     p.add_argument("--root", type=Path, required=True, help="dataset root folder")
     p.add_argument("--out", type=Path, required=True, help="output PNG file")
-    p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    p.add_argument("--n", type=int_at_least(1), default=16, help="number of images (default 16)")
     p.add_argument("--seed", type=int, default=0, help="which images are picked")
-    p.set_defaults(handler="engine.cli.cohort:sheet")
+    p.set_defaults(handler="engine.cli.cohort:sheet", writes=("out_file",))
 
     models = sub.add_parser("models", help="model registry and the phantom ladder")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     p = msub.add_parser("train-ladder", help="train and register the phantom model ladder")
     p.add_argument("--cohort", required=True, help="registered cohort to train on (train split)")
-    p.add_argument("--epochs", default=None,
+    p.add_argument("--epochs", default=None, type=int_list(0, "epochs per rung"),
                    help="epochs per rung, comma-separated, starting at 0 (default 0,12,24,36)")
     p.add_argument("--config", type=Path, default=None,
-                   help="TOML file with ladder settings (engine/models/ladder.py LadderConfig)")
-    p.set_defaults(handler="engine.cli.stages:train_ladder")
+                   help="TOML file with ladder settings (engine/phantom/ladder.py LadderConfig)")
+    p.set_defaults(handler="engine.cli.stages:train_ladder", writes=("db", "cache"))
     p = msub.add_parser("list", help="list registered models")
-    p.set_defaults(handler="engine.cli.stages:list_models")
+    p.set_defaults(handler="engine.cli.stages:list_models", writes=("db_read",))
 
     p = sub.add_parser("embed", help="embed a cohort's images and reports with a model")
     _add_model_cohort(p)
-    p.add_argument("--batch-size", type=int, default=None, help="items per batch (64 CPU, 256 GPU)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=None,
+                   help="items per batch (64 CPU, 256 GPU)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="default: the GPU when there is one")
-    p.set_defaults(handler="engine.cli.stages:embed")
+    p.set_defaults(handler="engine.cli.stages:embed", writes=("db", "cache"))
 
     p = sub.add_parser("attack", help="re-linkage attack: exact pool metrics into DuckDB")
     _add_model_cohort(p)
     p.add_argument("--pool-sizes", default="10,100,1000,10000",
+                   type=int_list(2, "a pool holds the true item and at least one distractor"),
                    help="pool sizes N besides the full database (default 10,100,1000,10000)")
     p.add_argument("--external", action="store_true",
                    help="the model never saw this cohort: evaluate every pair as held-out")
-    p.set_defaults(handler="engine.cli.audit:attack")
+    p.set_defaults(handler="engine.cli.audit:attack", writes=("db",))
 
     p = sub.add_parser("dp", help="retrain the projection heads with DP over an epsilon grid")
     _add_model_cohort(p)
-    p.add_argument("--epsilons", default="0.34,1,2,4,8,inf",
+    p.add_argument("--epsilons", default="0.34,1,2,4,8,inf", type=epsilon_list,
                    help="comma-separated target epsilons (group level); inf is always added")
-    p.set_defaults(handler="engine.cli.audit:dp")
+    p.set_defaults(handler="engine.cli.audit:dp", writes=("db", "cache"))
 
     p = sub.add_parser("transfer", help="apply heads trained on one cohort to an external one")
     _add_model_cohort(p)
     p.add_argument("--source", required=True, help="cohort the DP heads were trained on")
-    p.set_defaults(handler="engine.cli.audit:transfer")
+    p.set_defaults(handler="engine.cli.audit:transfer", writes=("db", "cache"))
 
     p = sub.add_parser("umap", help="2-D joint space of images and reports")
     _add_model_cohort(p)
-    p.add_argument("--max-points", type=int, default=20000, help="points per map (default 20000)")
+    p.add_argument("--max-points", type=int_at_least(UMAP_MIN_POINTS, UMAP_WHY), default=20000,
+                   help="points per map, images and reports together (default 20000)")
     p.add_argument("--external", action="store_true", help="map every pair (external cohort)")
     p.add_argument("--heads-from", default=None,
                    help="cohort whose trained heads to map (default: this cohort)")
-    p.set_defaults(handler="engine.cli.audit:umap")
+    p.set_defaults(handler="engine.cli.audit:umap", writes=("db", "cache"))
 
     p = sub.add_parser("report", help="write the audit report")
     _add_model_cohort(p)
     p.add_argument("--format", default="html,pdf,json", dest="fmt", help="html,pdf,json")
     p.add_argument("--out", type=Path, default=Path("cache/reports"), help="output folder")
-    p.set_defaults(handler="engine.cli.audit:report")
+    p.set_defaults(handler="engine.cli.audit:report", writes=("db", "out"))
 
     p = sub.add_parser("demo", help="every stage on the phantom cohorts, then the dashboard")
     p.add_argument("--no-serve", action="store_true", help="do not start the dashboard")
-    p.set_defaults(handler="engine.cli.demo:demo")
+    p.set_defaults(handler="engine.cli.demo:demo", writes=("db", "cache"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit status."""
+    """Run the CLI; returns the process exit status.
+
+    Every error is one line on stderr: an `EngineError` (a bad input, option or file, naming
+    it), an `OSError` (naming the file) and a database error exit with status 2; anything else
+    is a bug, reported in one line with its type (status 1) and shown in full with ``--debug``.
+    Option values and output folders are checked before the handler runs.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -139,11 +169,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     module, func = args.handler.split(":")
     try:
+        from engine.cli.options import check_outputs
+
+        check_outputs(args)
         handler = getattr(importlib.import_module(module), func)
         return int(handler(args) or 0)
-    except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted; completed work is kept and the next run resumes", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one place every failure becomes one line
+        if args.debug:
+            raise
+        line, status = describe_error(exc)
+        print(f"error: {line}", file=sys.stderr)
+        return status
+
+
+def describe_error(exc: BaseException) -> tuple[str, int]:
+    """One line and an exit status for an exception that reached the command line."""
+    if isinstance(exc, EngineError):
+        return _one_line(str(exc)) or type(exc).__name__, 2
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or _one_line(str(exc))}{where}", 2
+    if type(exc).__module__.split(".")[0] in ("duckdb", "_duckdb"):
+        return f"database error ({_one_line(str(exc))}); check --db", 2
+    text = _one_line(str(exc))
+    return (f"unexpected {type(exc).__name__}{': ' + text if text else ''} (a bug; rerun with "
+            "--debug for the traceback and report it)"), 1
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""

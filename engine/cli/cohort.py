@@ -51,10 +51,16 @@ def add(args: argparse.Namespace) -> int:
         f"registered cohort {args.name!r} in {args.db}: {len(stored)} images, "
         f"{n_selected} studies used by the audit, {load.n_skipped} rows skipped"
     )
-    for problem in load.problems[:10]:
-        print(f"  skipped: {problem}")
-    if len(load.problems) > 10:
-        print(f"  ... and {len(load.problems) - 10} more (see `cohort check`)")
+    if stored.attrs.get("notice"):
+        print(f"note: {stored.attrs['notice']}")
+    # A problem either dropped its row ("skipped") or kept it with a warning ("kept"), such as a
+    # patient in several splits: listing the latter as skipped would misstate what was stored.
+    for label, group in (("skipped", [p for p in load.problems if p.skipped]),
+                         ("kept, but", [p for p in load.problems if not p.skipped])):
+        for problem in group[:10]:
+            print(f"  {label}: {problem}")
+        if len(group) > 10:
+            print(f"  ... and {len(group) - 10} more {label.split(',')[0]} (see `cohort check`)")
     return 0
 
 

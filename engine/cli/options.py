@@ -1,0 +1,193 @@
+"""Option types and output checks of the command line.
+
+Every option value is checked when the command line is parsed (argparse `type=` callables that
+raise `argparse.ArgumentTypeError` with the reason), and every output location a command writes
+(`--db`, `--cache`, `--out`) is checked for writability before any work starts, so a bad value
+or an unwritable folder costs one line and no computation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.errors import ConfigError, StoreError
+
+# Header bytes 8..12 of every DuckDB database file.
+_DUCKDB_MAGIC = b"DUCK"
+NAME_MAX = 100
+
+
+def int_at_least(minimum: int, what: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum` (`what` says why, in the message)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            why = f" ({what})" if what else ""
+            raise argparse.ArgumentTypeError(f"{value} is too small: expected at least "
+                                             f"{minimum}{why}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def epsilon_list(text: str) -> str:
+    """An argparse type: comma-separated positive epsilons or ``inf``; returns the text.
+
+    The handler parses the same text again (`engine.cli.audit`), so programmatic callers that
+    build a Namespace by hand keep working.
+    """
+    parts = [p.strip() for p in text.split(",")]
+    if not any(parts):
+        raise argparse.ArgumentTypeError("expected comma-separated epsilons such as 0.34,1,8,inf")
+    for part in parts:
+        if part.lower() in ("inf", "infinity"):
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not a number or inf (expected e.g. 0.34,1,8,inf)") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(
+                f"{part} is not a positive epsilon (expected numbers > 0, or inf)")
+    return text
+
+
+def int_list(minimum: int, what: str) -> Callable[[str], str]:
+    """An argparse type: comma-separated integers >= `minimum`; returns the text."""
+
+    def parse(text: str) -> str:
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers ({what})")
+        for part in parts:
+            try:
+                value = int(part)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{part!r} is not an integer ({what})") from None
+            if value < minimum:
+                raise argparse.ArgumentTypeError(f"{value} is too small: expected at least "
+                                                 f"{minimum} ({what})")
+        return text
+
+    parse.__name__ = "integer list"
+    return parse
+
+
+def check_name(value: str, what: str = "--name") -> str:
+    """A cohort or model name: printable, no path separators, not empty; returns it stripped.
+
+    Names become folder names under the cache and labels on every page, so a name that is
+    empty, ``.``/``..``, or holds a slash, backslash or control character is refused.
+
+    Raises:
+        ConfigError: naming the option and the offending value.
+    """
+    name = str(value).strip()
+    if not name:
+        raise ConfigError(f"{what} {value!r}: a name cannot be empty; choose one like site-a")
+    bad = sorted({c for c in name if c in "/\\" or unicodedata.category(c)[0] == "C"})
+    if bad or name in (".", ".."):
+        shown = ", ".join(repr(c) for c in bad) or repr(name)
+        raise ConfigError(f"{what} {value!r}: names cannot contain path separators or control "
+                          f"characters ({shown}); use letters, digits, '-', '_' or '.'")
+    if len(name) > NAME_MAX:
+        raise ConfigError(f"{what}: a name has at most {NAME_MAX} characters, got {len(name)}")
+    return name
+
+
+def name_type(text: str) -> str:
+    """`check_name` as an argparse type."""
+    try:
+        return check_name(text, what="")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).lstrip(" ")) from None
+
+
+def check_writable_folder(path: Path, option: str) -> None:
+    """Refuse a folder that cannot be created or written, before any work starts.
+
+    The nearest existing ancestor must be a folder in which a file can be created (tried for
+    real: permission bits do not tell for root or read-only mounts). Nothing is left behind.
+
+    Raises:
+        ConfigError: naming the option, the path and the reason.
+    """
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "" if probe == path else f" ({probe} is a file)"
+        raise ConfigError(f"{option} {path}: not a folder{where}; choose a folder")
+    try:
+        handle, tmp = tempfile.mkstemp(prefix=".relink-write-test-", dir=probe)
+        os.close(handle)
+        os.unlink(tmp)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{option} {path}: cannot write in {probe} ({reason}); choose a "
+                          "writable folder") from None
+
+
+def check_database(path: Path, *, write: bool) -> None:
+    """Refuse a `--db` that is not a DuckDB file (or cannot be written, when `write`).
+
+    Raises:
+        StoreError: ``not a DuckDB database: FILE`` for any other existing file.
+        ConfigError: the folder cannot be written (when `write`).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"not a DuckDB database: {path} is a folder (point --db at a file)")
+    if path.exists():
+        try:
+            with path.open("rb") as handle:
+                header = handle.read(12)
+        except OSError as exc:
+            raise StoreError(f"--db {path}: cannot be read ({exc.strerror})") from None
+        if header[8:12] != _DUCKDB_MAGIC:
+            raise StoreError(f"not a DuckDB database: {path} (point --db at a results file "
+                             "written by the engine, or at a new path)")
+    if write:
+        check_writable_folder(path.parent, "--db")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise ConfigError(f"--db {path}: the file is read-only; choose a writable file")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Check every output a command declared (``writes`` in its defaults) before it runs.
+
+    ``writes`` lists Namespace attributes: ``db`` (the results database, written), ``db_read``
+    (read only: checked to be a DuckDB file when it exists), ``cache`` (the artefact folder),
+    any other attribute holding an output folder (``out``), or ``out_file`` for an attribute
+    ``out`` holding an output file (its folder is checked). A subcommand without ``writes``
+    is not checked.
+    """
+    writes = getattr(args, "writes", ())
+    db = getattr(args, "db", None)
+    if db is not None and ("db" in writes or "db_read" in writes):
+        check_database(Path(db), write="db" in writes)
+    for what in writes:
+        if what in ("db", "db_read"):
+            continue
+        if what == "out_file":
+            out = Path(args.out)
+            if out.is_dir():
+                raise ConfigError(f"--out {out}: is a folder; give the output file's name")
+            check_writable_folder(out.parent, "--out")
+        else:
+            value = getattr(args, what, None)
+            if value is not None:
+                check_writable_folder(Path(value), f"--{what.replace('_', '-')}")
