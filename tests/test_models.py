@@ -208,7 +208,7 @@ def test_registry_lists_the_ladder_and_resolves_names(tmp_path):
     assert "/" not in storage_key("hf-hub:org/x") and storage_key("a/b") != storage_key("a:b")
 
 
-# --- the phantom ladder and its calibration -------------------------------------------------------
+# --- the phantom ladder (engine.phantom) and its calibration -------------------------------------------------------
 
 TINY_LADDER = dict(rung_epochs=(0, 1, 2), embed_dim=16, image_size=32, patch_size=8,
                    vision_width=32, vision_layers=1, text_width=32, text_layers=1,
@@ -219,7 +219,7 @@ def test_ladder_trains_saves_registers_and_reuses(tmp_path):
     import numpy as np
 
     from engine import store
-    from engine.models.ladder import LadderConfig, train_ladder
+    from engine.phantom.ladder import LadderConfig, train_ladder
 
     db, cache = tmp_path / "r.duckdb", tmp_path / "cache"
     tiny.make_cohort(db, tmp_path / "cohort", n=15)
@@ -277,26 +277,25 @@ def test_ladder_cli_prints_lift_per_rung(tmp_path, capsys):
     assert "epochz" in capsys.readouterr().err
 
 
-def test_exact_recall_matches_enumerating_every_pool():
-    import itertools
+def test_ladder_calibration_uses_the_exact_pool_maths():
+    """The gauge is the audit's formula (enumerated against every pool in tests/test_core.py)."""
     import math
 
     import numpy as np
 
-    from engine.models.calibration import recall_at_1, relink_lift
+    from engine.core.pools import recall_at_k
+    from engine.phantom.calibration import count_higher, relink_lift
 
-    m, n = 7, 4
-    for g in range(m + 1):
-        # distractors 0..g-1 score higher than the true item; count pools where none is drawn
-        pools = list(itertools.combinations(range(m), n - 1))
-        want = sum(all(d >= g for d in pool) for pool in pools) / len(pools)
-        assert recall_at_1(np.array([g]), m, n)[0] == pytest.approx(want)
-    assert recall_at_1(np.array([0]), m, n)[0] == 1.0
-    # without ties the attack's tie-aware formula is this one
-    from engine.attack.pools import recall_at_k
-
-    g = np.arange(m + 1)
-    assert np.allclose(recall_at_k(np.full(m + 1, m), g, np.zeros(m + 1), n, 1), recall_at_1(g, m, n))
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(30, 8)).astype(np.float32)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b = rng.normal(size=(30, 8)).astype(np.float32)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    greater, tied = count_higher(a, b)
+    scores = a @ b.T
+    assert list(greater) == [int((scores[i] > scores[i, i]).sum()) for i in range(30)]
+    want = recall_at_k(np.full(30, 29), greater, tied, 10, 1).mean()
+    assert relink_lift(a, b, 10) == pytest.approx((want, want * 10, 10))
     # random embeddings sit near chance; identical ones are perfect
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 32)).astype(np.float32)

@@ -67,7 +67,7 @@ def _add(site: str, root: Path, db: Path) -> str:
 
 
 def _ladder(db: Path, cache: Path) -> tuple[str, list[str]]:
-    from engine.models.ladder import train_ladder
+    from engine.phantom.ladder import train_ladder
 
     with tqdm(desc="ladder", unit="step", leave=False) as bar:
         result = train_ladder(db, cache, "site-a", progress=bar)

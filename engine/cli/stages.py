@@ -6,7 +6,7 @@ import argparse
 
 
 def train_ladder(args: argparse.Namespace) -> int:
-    from engine.models.ladder import LadderConfig, train_ladder as run_ladder
+    from engine.phantom.ladder import LadderConfig, train_ladder as run_ladder
 
     epochs = None
     if args.epochs:

@@ -1,4 +1,4 @@
-"""The phantom model ladder (DESIGN §3.4): specialisation emulated by in-domain training budget.
+"""The phantom model ladder: specialisation emulated by in-domain training budget (docs/ladder.md).
 
 One small open_clip architecture (a native ViT image tower and a native text transformer) is
 trained with the CLIP contrastive loss on the train split of a cohort. The rungs are snapshots of
@@ -36,10 +36,10 @@ import numpy as np
 import pandas as pd
 
 from engine.cohort.registry import read_cohort
-from engine.cohort.table import resolve_image
 from engine.errors import CohortError, ConfigError
-from engine.models.calibration import relink_lift
+from engine.images import load_item_image
 from engine.models.registry import ModelEntry, read_registry, register_models
+from engine.phantom.calibration import relink_lift
 
 log = logging.getLogger(__name__)
 
@@ -422,7 +422,6 @@ def _pixels(items: pd.DataFrame, root: Path, preprocess, config: LadderConfig, i
             progress):
     """Preprocessed images [n, 3, S, S] float16, cached on disk by content and preprocessing."""
     import torch
-    from PIL import Image
 
     from engine.embed.stage import cohort_fingerprint
 
@@ -436,12 +435,12 @@ def _pixels(items: pd.DataFrame, root: Path, preprocess, config: LadderConfig, i
         return torch.from_numpy(np.load(path))
     out = np.zeros((len(items), 3, config.image_size, config.image_size), dtype=np.float16)
     for i, rel in enumerate(items["image_path"]):
-        file = resolve_image(root, rel)
         try:
-            with Image.open(file) as image:
-                out[i] = preprocess(image.convert("RGB")).numpy().astype(np.float16)
+            # The one image reader: contained in the root, windowed to 8 bits, size checked.
+            image = load_item_image(root, rel)
+            out[i] = preprocess(image).numpy().astype(np.float16)
         except Exception as exc:  # noqa: BLE001 - a bad image trains as blank, and is logged
-            log.warning("%s: unreadable image used as blank in ladder training (%s)", file, exc)
+            log.warning("%s: unreadable image used as blank in ladder training (%s)", rel, exc)
         if progress is not None:
             progress.update(1)
     inputs_dir.mkdir(parents=True, exist_ok=True)
