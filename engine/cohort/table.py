@@ -31,6 +31,9 @@ COLUMNS: tuple[str, ...] = ID_COLUMNS + CHEXPERT_LABELS
 SPLITS: tuple[str, ...] = ("train", "validate", "test")
 FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP", "FRONTAL")
 SECTIONS: tuple[str, ...] = ("findings", "impression", "both", "full")
+# Optional item columns an adapter may add (strings, kept by `conform` when present): a
+# release's own finer finding and localization sets, sorted and ";"-joined (PadChest).
+EXTRA_COLUMNS: tuple[str, ...] = ("findings", "localizations")
 
 
 @dataclass
@@ -62,7 +65,7 @@ def empty_table() -> pd.DataFrame:
 
 
 def conform(frame: pd.DataFrame) -> pd.DataFrame:
-    """Return `frame` with exactly `COLUMNS`, string ids and float labels (missing -> NaN)."""
+    """Return `frame` with `COLUMNS` (then any `EXTRA_COLUMNS` it has), string ids, float labels."""
     out = frame.copy()
     for col in ID_COLUMNS:
         if col not in out:
@@ -71,7 +74,10 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
     for label in CHEXPERT_LABELS:
         out[label] = pd.to_numeric(out[label], errors="coerce") if label in out else np.nan
         out[label] = out[label].astype("float64")
-    return out.loc[:, list(COLUMNS)].reset_index(drop=True)
+    extras = [col for col in EXTRA_COLUMNS if col in out]
+    for col in extras:
+        out[col] = out[col].fillna("").astype(str)
+    return out.loc[:, list(COLUMNS) + extras].reset_index(drop=True)
 
 
 def select_one_image_per_study(items: pd.DataFrame) -> pd.DataFrame:

@@ -20,6 +20,7 @@ FORMATS: dict[str, str] = {
     "mimic-cxr-jpg": "engine.cohort.adapters.mimic_cxr_jpg:load",
     "chexpert-plus": "engine.cohort.adapters.chexpert_plus:load",
     "iu-xray": "engine.cohort.adapters.iu_xray:load",
+    "padchest": "engine.cohort.adapters.padchest:load",
     "csv": "engine.cohort.adapters.csv_table:load",
 }
 

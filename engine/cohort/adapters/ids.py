@@ -84,3 +84,31 @@ def hash_split(key: str) -> str:
     """
     digest = hashlib.sha256(key.encode("utf-8")).digest()
     return "test" if int.from_bytes(digest[:8], "big") / 2.0**64 < HASH_TEST_FRACTION else "train"
+
+
+def keyed_hash_split(keys: pd.Series, *, test_fraction: float, seed: int) -> pd.Series:
+    """Patient-disjoint split by a keyed hash: ``test`` for about `test_fraction` of the keys.
+
+    Each key (a patient id) is hashed with BLAKE2b keyed by `seed`, so the assignment depends
+    only on the id and the seed: the same on every machine and run, different for another seed,
+    and independent of row order or of which other patients are present.
+
+    Args:
+        keys: Patient ids (strings), any number of rows per id.
+        test_fraction: Share of ids put in ``test``, in [0, 1].
+        seed: Any integer; recorded by the caller next to the split.
+
+    Returns:
+        ``train``/``test`` per row of `keys`, same index.
+    """
+    if not 0.0 <= test_fraction <= 1.0:
+        raise ValueError(f"test_fraction must lie in [0, 1], got {test_fraction}")
+    secret = f"relink-split:{int(seed)}".encode()
+    unique = pd.unique(keys.to_numpy())
+
+    def draw(key: str) -> str:
+        digest = hashlib.blake2b(str(key).encode("utf-8"), key=secret, digest_size=8).digest()
+        return "test" if int.from_bytes(digest, "big") / 2.0**64 < test_fraction else "train"
+
+    table = {key: draw(key) for key in unique}
+    return keys.map(table)

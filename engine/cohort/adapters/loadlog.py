@@ -30,6 +30,8 @@ from engine.errors import ConfigError, InputProblem
 STAT_LABELS: dict[str, str] = {
     "rows_listed": "rows listed",
     "images_listed": "images listed",
+    "images_other_views": "images not frontal (not used)",
+    "images_not_selected": "frontal images beyond one per study (not used)",
     "images_found": "images found and readable",
     "images_missing": "images missing",
     "images_unreadable": "images unreadable (corrupt)",
@@ -46,6 +48,7 @@ STAT_LABELS: dict[str, str] = {
     "reports_non_utf8": "reports not UTF-8",
     "reports_section_fallback": "reports using a fallback section",
     "reports_conflicting": "rows whose report differs within a study",
+    "reports_shared": "report ids shared by several studies (all kept)",
     "duplicate_ids": "duplicate ids (later rows skipped)",
     "rows_bad_split": "rows with an unknown split",
     "rows_missing_id": "rows with an empty id",

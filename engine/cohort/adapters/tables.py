@@ -61,6 +61,7 @@ def read_table(
     *,
     required: Iterable[str],
     text_columns: Iterable[str] = (),
+    columns: Iterable[str] | None = None,
 ) -> pd.DataFrame:
     """Read a CSV (plain or ``.gz``) as strings, with ``_file`` and 1-based ``_row`` columns.
 
@@ -68,16 +69,22 @@ def read_table(
     skipped with a problem (``non_utf8_report`` when the bad cell is one of `text_columns`,
     ``non_utf8`` otherwise), so one bad report never stops the load.
 
+    Args:
+        columns: When given, only these columns are read (the others are never parsed, which
+            keeps wide release tables fast); absent ones are simply not there, and `required`
+            still applies.
+
     Raises:
         CohortError: the file cannot be parsed or lacks a `required` column (naming the
             missing columns and the ones found).
     """
     rel = display_path(path, root)
+    wanted = None if columns is None else frozenset(columns) | frozenset(required)
     try:
-        frame = _read_csv(path, "strict")
+        frame = _read_csv(path, "strict", wanted)
         bad_bytes = False
     except UnicodeDecodeError:
-        frame = _read_csv(path, "surrogateescape")
+        frame = _read_csv(path, "surrogateescape", wanted)
         bad_bytes = True
     except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, EOFError, zlib.error) as exc:
         raise CohortError(f"{rel}: cannot be read as a CSV table ({first_line(exc)})") from exc
@@ -97,11 +104,12 @@ def read_table(
     return frame
 
 
-def _read_csv(path: Path, errors: str) -> pd.DataFrame:
+def _read_csv(path: Path, errors: str, wanted: frozenset[str] | None = None) -> pd.DataFrame:
     # object dtype keeps surrogate-escaped text (Arrow strings refuse it); no NA parsing, so a
     # blank cell is "" and a label column's blanks are told apart from bad values.
     return pd.read_csv(
         path,
+        usecols=None if wanted is None else (lambda name: str(name).strip() in wanted),
         dtype=object,
         keep_default_na=False,
         na_filter=False,
