@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-import hashlib
-import json
 
 DEFAULT_CACHE = Path("cache")
 DEFAULT_DB = DEFAULT_CACHE / "relink.duckdb"
 
 
 @dataclass(frozen=True)
-class Paths:
-    """Where results go: the DuckDB file and the cache folder for large artefacts."""
-
-    db: Path = DEFAULT_DB
-    cache: Path = DEFAULT_CACHE
-
-
-@dataclass(frozen=True)
 class SynthConfig:
-    """Phantom cohort generation (DESIGN §3.5).
+    """Phantom cohort generation (docs/phantom.md).
 
     Attributes:
         site: ``A`` (MIMIC-CXR-JPG layout, site A style) or ``B`` (CheXpert Plus layout).
@@ -49,8 +39,3 @@ class SynthConfig:
         if not 0.0 <= self.lateral_fraction <= 1.0:
             raise ConfigError(f"lateral_fraction {self.lateral_fraction}: expected 0..1")
 
-
-def config_hash(config: object) -> str:
-    """Stable short hash of a dataclass config (keys sorted, paths as strings)."""
-    payload = json.dumps(asdict(config), sort_keys=True, default=str)  # type: ignore[arg-type]
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -68,9 +68,10 @@ def test_reductions():
     assert fmt.reduction(0.001) == "no change"
 
 
-@pytest.mark.parametrize("lift, level", [(1.0, "near chance"), (1.5, "elevated"), (4.99, "elevated"),
-                                         (15.0, "high"), (20.0, "very high"),
-                                         (float("nan"), "unknown"), (None, "unknown")])
+@pytest.mark.parametrize("lift, level", [
+    (1.0, "near chance"), (1.5, "elevated"), (4.99, "elevated"), (15.0, "high"),
+    (20.0, "very high"), (float("nan"), "unknown"), (None, "unknown"),
+])
 def test_risk_level(lift, level):
     assert fmt.risk_level(lift) == level
 
@@ -118,8 +119,8 @@ def _loaded_modules(script: str, **env: str) -> dict:
 
 
 _LIST = ("import json, sys; mods = sorted(sys.modules); "
-         "print(json.dumps({'heavy': [m for m in mods if m.split('.')[0] in %r], "
-         "'engine': [m for m in mods if m.split('.')[0] == 'engine']}))" % (HEAVY,))
+         f"print(json.dumps({{'heavy': [m for m in mods if m.split('.')[0] in {HEAVY!r}], "
+         "'engine': [m for m in mods if m.split('.')[0] == 'engine']}))")
 
 
 def test_core_imports_no_heavy_library():

@@ -80,7 +80,7 @@ def reduction(value) -> str:
 
 
 def relative_reduction(value, reference) -> float:
-    """``(reference - value) / reference``: 0.62 means 62% lower than the reference (NaN if none)."""
+    """``(reference - value) / reference``: 0.62 means 62% lower than `reference` (NaN if none)."""
     if not (finite(value) and finite(reference)) or float(reference) == 0:
         return float("nan")
     return (float(reference) - float(value)) / float(reference)

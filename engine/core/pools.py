@@ -140,7 +140,8 @@ def reciprocal_rank(n_greater, n_tied) -> np.ndarray:
 
 def expected_rank(n_greater, n_tied) -> np.ndarray:
     """Expected rank at full database: 1 + G + E/2."""
-    return 1.0 + np.asarray(n_greater, dtype=np.float64) + np.asarray(n_tied, dtype=np.float64) / 2.0
+    greater = np.asarray(n_greater, dtype=np.float64)
+    return 1.0 + greater + np.asarray(n_tied, dtype=np.float64) / 2.0
 
 
 def bootstrap_mean_ci(

@@ -1,4 +1,4 @@
-"""The phantom model ladder: specialisation emulated by in-domain training budget (docs/ladder.md).
+"""The phantom model ladder: specialisation emulated by in-domain training budget (docs/phantom.md).
 
 One small open_clip architecture (a native ViT image tower and a native text transformer) is
 trained with the CLIP contrastive loss on the train split of a cohort. The rungs are snapshots of
@@ -94,7 +94,9 @@ class LadderConfig:
         if len(epochs) < 2 or epochs[0] != 0 or any(b <= a for a, b in zip(epochs, epochs[1:])):
             raise ConfigError(f"rung_epochs {epochs}: expected 0 then strictly increasing")
         if self.image_size % self.patch_size:
-            raise ConfigError(f"image_size {self.image_size} is not a multiple of {self.patch_size}")
+            raise ConfigError(
+                f"image_size {self.image_size} is not a multiple of {self.patch_size}"
+            )
 
     @classmethod
     def from_toml(cls, path: Path, **overrides: Any) -> LadderConfig:
@@ -113,7 +115,8 @@ class LadderConfig:
         known = set(cls.__dataclass_fields__)
         for key in data:
             if key not in known:
-                raise ConfigError(f"{path}: unknown ladder key {key!r} (known: {', '.join(sorted(known))})")
+                known_keys = ", ".join(sorted(known))
+                raise ConfigError(f"{path}: unknown ladder key {key!r} (known: {known_keys})")
         data.update({k: v for k, v in overrides.items() if v is not None})
         if "rung_epochs" in data:
             data["rung_epochs"] = tuple(int(e) for e in data["rung_epochs"])
@@ -143,7 +146,7 @@ class LadderConfig:
         }
 
     def preprocess_cfg(self) -> dict[str, Any]:
-        """The open_clip ``preprocess_cfg``: grey radiographs, so one mean and std for all channels."""
+        """The open_clip ``preprocess_cfg``: grey radiographs, one mean and std for all channels."""
         return {
             "size": self.image_size,
             "mode": "RGB",
@@ -191,7 +194,9 @@ def ladder_entries(cache: Path, n_rungs: int) -> list[ModelEntry]:
             raise ConfigError(f"engine/models/registry.toml has no [[model]] named {name!r}")
         entry = registered[name]
         if not entry.spec.startswith("local-dir:"):
-            raise ConfigError(f"registry entry {name!r}: spec must be local-dir:..., not {entry.spec!r}")
+            raise ConfigError(
+                f"registry entry {name!r}: spec must be local-dir:..., not {entry.spec!r}"
+            )
         entries.append(entry)
     return entries
 
@@ -247,7 +252,8 @@ def train_ladder(
     key = _ladder_key(config, cohort, train, held)
     stored = [_read_rung_meta(f) for f in folders]
     if all(m is not None and m.get("ladder_key") == key for m in stored):
-        rungs = [Rung(e.name, m["epochs"], f, m["held_out_recall"], m["held_out_lift"], m.get("loss"))
+        rungs = [Rung(e.name, m["epochs"], f, m["held_out_recall"], m["held_out_lift"],
+                      m.get("loss"))
                  for e, m, f in zip(entries, stored, folders)]
         register_models(db, _described(entries, config, cohort))
         return LadderResult(rungs=rungs, reused=True, folder=folders[0].parent,
@@ -356,7 +362,8 @@ def train_ladder(
 def _described(entries: list[ModelEntry], config: LadderConfig, cohort: str) -> list[ModelEntry]:
     return [
         ModelEntry(e.name, e.spec, e.specialization,
-                   f"{e.description} [{epochs} epoch{'' if epochs == 1 else 's'} on cohort {cohort}]")
+                   f"{e.description} [{epochs} epoch{'' if epochs == 1 else 's'} "
+                   f"on cohort {cohort}]")
         for e, epochs in zip(entries, config.rung_epochs)
     ]
 
