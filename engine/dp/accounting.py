@@ -1,4 +1,4 @@
-"""Epsilon / delta bookkeeping: calibration, recomputation, fallback and patient-level conversion.
+"""Epsilon / delta bookkeeping: recomputation, budget check, fallback, patient-level conversion.
 
 Pure functions over ``(noise_multiplier, sample_rate, steps, delta)``; the stateful training lives
 in `engine.dp.training`. Opacus's own accountants do the maths; this module adds three things:
@@ -119,45 +119,6 @@ def check_budget(
             f"{max_noise_multiplier:g} gives epsilon {eps:.4g} ({accountant} accountant). "
             "Use a larger epsilon, fewer epochs, a larger delta or more training data."
         )
-
-
-def calibrate_noise(
-    target_epsilon: float,
-    *,
-    delta: float,
-    sample_rate: float,
-    steps: int,
-    accountant: str = "prv",
-    max_noise_multiplier: float = 1000.0,
-) -> tuple[float, str]:
-    """Noise multiplier reaching ``target_epsilon`` (Opacus's search, bounded), with fallback.
-
-    Returns:
-        (noise multiplier, accountant used).
-
-    Raises:
-        PrivacyBudgetError: the target is out of reach below ``max_noise_multiplier``.
-        AccountantError: every accountant failed.
-    """
-    from opacus.accountants.utils import get_noise_multiplier
-
-    errors = []
-    for name in _chain(accountant):
-        try:
-            check_budget(target_epsilon, delta=delta, sample_rate=sample_rate, steps=steps,
-                         accountant=name, max_noise_multiplier=max_noise_multiplier)
-            with warnings.catch_warnings(), _numpy_quiet():
-                warnings.simplefilter("ignore")
-                sigma = get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                             sample_rate=sample_rate, steps=steps,
-                                             accountant=name)
-            return float(sigma), name
-        except PrivacyBudgetError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            log.warning("%s noise calibration failed: %s; trying the next", name, exc)
-            errors.append(f"{name}: {exc}")
-    raise AccountantError("no accountant could calibrate the noise: " + "; ".join(errors))
 
 
 def group_privacy(epsilon: float, delta: float, k: int) -> tuple[float, float]:
