@@ -106,8 +106,11 @@ def retrained_embeddings(inputs: AuditInputs, folders: dict[str, Path]) -> dict[
 
 
 def dp(db: Path, cache: Path, inputs: AuditInputs, *, epsilons: tuple[float, ...],
-       attack_config: AttackConfig = AttackConfig(), progress=None):
-    """The DP sweep on the training split, then the attack with every epsilon's heads."""
+       attack_config: AttackConfig = AttackConfig(), progress=None, training=None):
+    """The DP sweep on the training split, then the attack with every epsilon's heads.
+
+    ``training`` is the sweep's `engine.dp.training.DPConfig` (None: its defaults).
+    """
     from engine.dp.stage import DPSweep, run_dp
 
     emb = inputs.embeddings
@@ -119,7 +122,9 @@ def dp(db: Path, cache: Path, inputs: AuditInputs, *, epsilons: tuple[float, ...
         image_head=original.image, text_head=original.text,
         logit_scale=original.logit_scale, logit_bias=original.logit_bias,
         heads_dir=heads_dir(cache, inputs.model, inputs.cohort),
-        sweep=DPSweep(epsilons=epsilons), progress=progress,
+        sweep=(DPSweep(epsilons=epsilons) if training is None
+               else DPSweep(epsilons=epsilons, training=training)),
+        progress=progress,
     )
     for label, (image, text) in retrained_embeddings(inputs, result.heads).items():
         run_attack(db, model=inputs.model, cohort=inputs.cohort, items=inputs.items,

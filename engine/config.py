@@ -19,6 +19,8 @@ class SynthConfig:
         seed: Everything is a deterministic function of the seed (byte-identical output).
         image_size: Side of the square grayscale images, in pixels (at least 256).
         lateral_fraction: Fraction of studies that also get a lateral image.
+        held_out_fraction: Site A: fraction of patients in the held-out (test) split; 5% go to
+            validate and the rest to train. Site B: fraction in ``valid``.
     """
 
     site: str = "A"
@@ -26,6 +28,7 @@ class SynthConfig:
     seed: int = 0
     image_size: int = 256
     lateral_fraction: float = 0.3
+    held_out_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         from engine.errors import ConfigError
@@ -38,4 +41,6 @@ class SynthConfig:
             raise ConfigError(f"--image-size {self.image_size}: expected at least 256")
         if not 0.0 <= self.lateral_fraction <= 1.0:
             raise ConfigError(f"lateral_fraction {self.lateral_fraction}: expected 0..1")
+        if not 0.0 < self.held_out_fraction < 0.95:
+            raise ConfigError(f"held_out_fraction {self.held_out_fraction}: expected in (0, 0.95)")
 

@@ -73,7 +73,7 @@ def _read_b(root: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def cohort_a(tmp_path_factory) -> Path:
     # 60 patients through the process pool: every label should appear
-    return _generate(tmp_path_factory.mktemp("a") / "site_a", site="A", patients=60, seed=0, workers=2)
+    return _generate(tmp_path_factory.mktemp("a") / "site_a", site="A", patients=80, seed=0, workers=2)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,8 @@ def test_site_a_splits_are_patient_disjoint_with_a_large_test_set(cohort_a):
     assert set(split["split"]) == {"train", "validate", "test"}
     assert (split.groupby("subject_id")["split"].nunique() == 1).all()
     per_patient = split.drop_duplicates("subject_id")["split"].value_counts()
-    assert per_patient["test"] == 15 and per_patient["validate"] == 3 and per_patient["train"] == 42
+    # default held-out fraction 25%, validate 5%, the rest train (80 patients)
+    assert per_patient["test"] == 20 and per_patient["validate"] == 4 and per_patient["train"] == 56
 
 
 def test_site_a_reports_have_mimic_sections(cohort_a):

@@ -18,14 +18,14 @@ import numpy as np
 from engine.cohort.synth.anatomy import Anatomy
 from engine.cohort.synth.findings import Finding
 
-COURSES: dict[str, float] = {
-    "healthy": 0.36,
-    "cardiac": 0.16,
-    "icu": 0.15,
-    "pneumonia": 0.14,
-    "oncology": 0.10,
-    "trauma": 0.05,
-    "pleural": 0.04,
+COURSES: dict[str, float] = {  # relative weights
+    "healthy": 0.66,
+    "cardiac": 0.11,
+    "icu": 0.08,
+    "pneumonia": 0.065,
+    "oncology": 0.045,
+    "trauma": 0.025,
+    "pleural": 0.02,
 }
 _STUDY_COUNTS = {  # probabilities of 1..5 studies
     "healthy": (0.46, 0.24, 0.14, 0.10, 0.06),
@@ -229,9 +229,9 @@ def _init(course: str, st: _State, rng, anat: Anatomy, age: int) -> None:
             st.add(Finding("sternotomy", "", 1, "", (int(rng.integers(5, 8)), int(rng.integers(0, 2**31 - 1)))))
         if r() < 0.35:
             st.add(_pacemaker(rng))
-        if r() < 0.45:
+        if r() < 0.25:
             st.add(Finding("edema", "", _sev(rng)))
-        for side, p in (("right", 0.35), ("left", 0.25)):
+        for side, p in (("right", 0.2), ("left", 0.12)):
             if r() < p:
                 st.add(Finding("effusion", side, _sev(rng, (0.55, 0.35, 0.1))))
         if st.has("effusion") and r() < 0.3:
@@ -248,9 +248,9 @@ def _init(course: str, st: _State, rng, anat: Anatomy, age: int) -> None:
         elif r() < 0.4:
             st.add(_line(rng, "picc"))
         for side in ("right", "left"):
-            if r() < 0.38:
+            if r() < 0.25:
                 st.add(Finding("effusion", side, _sev(rng, (0.6, 0.3, 0.1))))
-        if r() < 0.55:
+        if r() < 0.35:
             kind = rng.random()
             if kind < 0.4:
                 st.add(Finding("atelectasis", "bilateral", _sev(rng, (0.5, 0.5, 0)), "base"))

@@ -96,8 +96,9 @@ def _plan_tasks(config: SynthConfig, out: Path) -> list[_PatientTask]:
     counts = [choose_study_count(rng, c) for c in courses]
     order = rng.permutation(n)
     if site == "A":
-        # 25 % test, 5 % validate, the rest train (the held-out set is large on purpose)
-        n_test, n_val, _ = _split_counts(n, (0.25, 0.05, 0.70))
+        # held-out (default 25 %), 5 % validate, the rest train
+        f = config.held_out_fraction
+        n_test, n_val, _ = _split_counts(n, (f, 0.05, 0.95 - f))
         split_of = {}
         for rank, i in enumerate(order):
             split_of[int(i)] = "test" if rank < n_test else ("validate" if rank < n_test + n_val else "train")
@@ -110,8 +111,8 @@ def _plan_tasks(config: SynthConfig, out: Path) -> list[_PatientTask]:
             start += c
         patient_ids = [int(s) for s in subjects]
     else:
-        # CheXpert Plus numbers train patients first, then valid ones; ~25 % valid here
-        n_valid, _ = _split_counts(n, (0.25, 0.75))
+        # CheXpert Plus numbers train patients first, then valid ones (default 25 % valid)
+        n_valid, _ = _split_counts(n, (config.held_out_fraction, 1 - config.held_out_fraction))
         valid = {int(i) for i in order[:n_valid]}
         split_of = {i: ("valid" if i in valid else "train") for i in range(n)}
         train_ids = [i for i in range(n) if i not in valid]

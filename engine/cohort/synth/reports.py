@@ -653,12 +653,12 @@ def write_report(study: StudyPlan, prior: StudyPlan | None, *, sex: str, age: in
                 extra.append(_Sentence(_tidy(f"Interval resolution of the previously seen {side} {what}."), {label: NEG}))
 
     # reader uncertainty with nothing behind it
-    if not present & {"Pneumonia", "Consolidation", "Lung Opacity", "Atelectasis"} and reader.p(0.05):
+    if not present & {"Pneumonia", "Consolidation", "Lung Opacity", "Atelectasis"} and reader.p(0.02):
         side = reader.pick(["right", "left"])
         lab = {"Lung Opacity": POS, "Atelectasis": UNC, "Pneumonia": UNC}
         s = _Sentence(f"Streaky opacity at the {side} base, likely atelectasis; early pneumonia cannot be excluded.", lab)
         mentions.append(_Mention(s, _Sentence(f"Possible early pneumonia at the {side} base.", {"Pneumonia": UNC}), 3, "lungs"))
-    elif "Pleural Effusion" not in present and reader.p(0.03):
+    elif "Pleural Effusion" not in present and reader.p(0.01):
         side = reader.pick(["right", "left"])
         s = _Sentence(f"Possible trace {side} pleural effusion.", {"Pleural Effusion": UNC})
         mentions.append(_Mention(s, s, 6, "pleura"))
@@ -670,6 +670,8 @@ def write_report(study: StudyPlan, prior: StudyPlan | None, *, sex: str, age: in
     views = ("PA and lateral views" if study.lateral else
              ("Portable AP view" if study.view == "AP" else "PA view"))
 
+    # instance detail the image shows and no label carries: depth of inspiration, projection
+    volume = _volume_sentence(reader, study)
     if not abnormal:
         # normal: near-identical templates (+ devices, if any were mentioned)
         table = _NORMAL_FINDINGS_A if site == "A" else _NORMAL_FINDINGS_B
@@ -680,6 +682,8 @@ def write_report(study: StudyPlan, prior: StudyPlan | None, *, sex: str, age: in
                 continue
             if _compatible(labels, present):
                 findings_sents.append(_Sentence(text.format(views=views), dict(labels)))
+        if volume is not None:
+            findings_sents.insert(min(1, len(findings_sents)), volume)
         imp_table = _NORMAL_IMPRESSION_A if site == "A" else _NORMAL_IMPRESSION_B
         w, text, labels = reader.pick(list(imp_table), [t[0] for t in imp_table])
         if _compatible(labels, present):
@@ -695,6 +699,8 @@ def write_report(study: StudyPlan, prior: StudyPlan | None, *, sex: str, age: in
             findings_sents.append(_Sentence(f"{views} of the chest provided."))
         for m in body:
             m.finding.group = m.group
+        if volume is not None:
+            findings_sents.append(volume)
         findings_sents += [m.finding for m in body] + extra
         for prob, text, labels in _NEGATIVES:
             if _compatible(labels, present) and not any(set(labels) & set(s.labels) for s in findings_sents) and reader.p(prob):
@@ -715,6 +721,24 @@ def write_report(study: StudyPlan, prior: StudyPlan | None, *, sex: str, age: in
 
     return _assemble(reader, study, prior, sex=sex, age=age, site=site,
                      findings=findings_sents, impression=impression_sents)
+
+
+def _volume_sentence(reader: _Reader, study: StudyPlan) -> _Sentence | None:
+    """Lung volumes and projection as the reader describes them (no label), or None.
+
+    Shallow and deep inspiration are drawn (`anatomy.Pose.inspiration`), and so is the portable
+    AP projection, so these words are detail both the image and the report carry.
+    """
+    if study.inspiration < -0.35 and reader.p(0.75):
+        return _Sentence(reader.pick(["Low lung volumes.", "Lung volumes are low.",
+                                      "Low lung volumes with bronchovascular crowding."]))
+    if study.inspiration > 0.55 and reader.p(0.6):
+        return _Sentence(reader.pick(["The lungs are well expanded.", "Lungs are well inflated.",
+                                      "The lungs are hyperexpanded."]))
+    if study.view == "AP" and reader.p(0.5):
+        return _Sentence("Supine portable AP view." if study.supine else
+                         reader.pick(["Portable upright AP view.", "Single portable AP view."]))
+    return None
 
 
 def _bilateral_effusions(reader: _Reader, truth: tuple[Finding, ...], certain: bool) -> _Mention:

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Smoke test of the container: build the image, run the demo in it, wait until the health check
+# passes, fetch the dashboard's page, stop the container. Exits non-zero on any failure.
+#
+#   docker/smoke.sh                       # defaults: public python:3.11-slim base, bridge network
+#   BASE=local/python:3.11 NETWORK=host CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt docker/smoke.sh
+#
+# Variables: IMAGE (tag), BASE (base image), CA_BUNDLE (a CA file given to pip at build time as a
+# BuildKit secret, never stored in the image), EXTRA_INDEX_URL (extra package indexes), NETWORK
+# (`host` builds and runs on the host's network; the dashboard then listens on 127.0.0.1 only),
+# PORT (host port, published on 127.0.0.1), TIMEOUT (seconds to wait for the health check),
+# KEEP_VOLUME=1 (keep the results volume for a faster second run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+IMAGE=${IMAGE:-relink-audit:smoke}
+BASE=${BASE:-python:3.11-slim}
+PORT=${PORT:-8501}
+TIMEOUT=${TIMEOUT:-2400}
+NETWORK=${NETWORK:-}
+VOLUME=${VOLUME:-relink-smoke-cache}
+NAME=relink-smoke-$$
+export DOCKER_BUILDKIT=1
+
+log() { printf '[smoke %(%H:%M:%S)T] %s\n' -1 "$*"; }
+now() { date +%s; }
+
+build=(docker build -t "$IMAGE" --build-arg "BASE=$BASE")
+[ -n "${EXTRA_INDEX_URL:-}" ] && build+=(--build-arg "EXTRA_INDEX_URL=$EXTRA_INDEX_URL")
+if [ -n "${CA_BUNDLE:-}" ]; then
+  [ -r "$CA_BUNDLE" ] || { echo "CA_BUNDLE=$CA_BUNDLE: not a readable file" >&2; exit 2; }
+  build+=(--secret "id=ca,src=$CA_BUNDLE")
+fi
+[ "$NETWORK" = host ] && build+=(--network host)
+
+t0=$(now)
+log "building $IMAGE from $BASE"
+"${build[@]}" .
+t1=$(now)
+size=$(docker image inspect "$IMAGE" --format '{{.Size}}')
+log "built in $((t1 - t0)) s; image size $((size / 1000000)) MB"
+
+run=(docker run -d --name "$NAME" -v "$VOLUME:/app/cache")
+if [ "$NETWORK" = host ]; then
+  # no port mapping on the host network: bind the dashboard to loopback only
+  run+=(--network host -e STREAMLIT_SERVER_ADDRESS=127.0.0.1 -e "STREAMLIT_SERVER_PORT=$PORT")
+else
+  run+=(-p "127.0.0.1:$PORT:8501")
+fi
+cleanup() {
+  docker logs "$NAME" > "${SMOKE_LOG:-/tmp/relink-smoke.log}" 2>&1 || true
+  docker rm -f "$NAME" > /dev/null 2>&1 || true
+  [ "${KEEP_VOLUME:-0}" = 1 ] || docker volume rm "$VOLUME" > /dev/null 2>&1 || true
+}
+trap cleanup EXIT
+"${run[@]}" "$IMAGE" > /dev/null
+log "container $NAME started (demo, then dashboard on 127.0.0.1:$PORT)"
+
+status=starting
+while [ "$status" != healthy ]; do
+  state=$(docker inspect "$NAME" --format '{{.State.Status}}')
+  if [ "$state" != running ]; then
+    docker logs --tail 30 "$NAME" >&2 || true
+    echo "container stopped ($state) before it became healthy" >&2
+    exit 1
+  fi
+  if [ $(( $(now) - t1 )) -gt "$TIMEOUT" ]; then
+    echo "not healthy after $TIMEOUT s" >&2
+    exit 1
+  fi
+  sleep 10
+  status=$(docker inspect "$NAME" --format '{{.State.Health.Status}}')
+done
+t2=$(now)
+log "healthy after $((t2 - t1)) s"
+
+page=$(curl -fsS "http://127.0.0.1:$PORT/")
+grep -q "<title>" <<< "$page" || { echo "the page has no <title>" >&2; exit 1; }
+curl -fsS "http://127.0.0.1:$PORT/_stcore/health" | grep -q ok
+docker logs "$NAME" 2>&1 | grep -q "all stages done" || { echo "demo did not finish" >&2; exit 1; }
+log "page fetched; stopping"
+docker stop -t 10 "$NAME" > /dev/null
+log "passed: build $((t1 - t0)) s, demo to healthy $((t2 - t1)) s, image $((size / 1000000)) MB"
