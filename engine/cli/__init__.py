@@ -92,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="which images are picked")
     p.set_defaults(handler="engine.cli.cohort:sheet", writes=("out_file",))
 
+    p = csub.add_parser("render", help="real reports of a public release with synthetic images")
+    p.add_argument("--source", required=True, choices=("padchest", "iu-xray"),
+                   help="release whose reports are rendered (read from the installed "
+                        "torchxrayvision package)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (release layout)")
+    p.add_argument("--max-patients", type=int_at_least(1), default=None,
+                   help="render a seeded sample of this many patients (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
+    p.add_argument("--image-size", type=int_at_least(64), default=128,
+                   help="image side in pixels (default 128)")
+    p.set_defaults(handler="engine.cli.study:render", writes=("out",))
+
     models = sub.add_parser("models", help="model registry and the phantom ladder")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     p = msub.add_parser("train-ladder", help="train and register the phantom model ladder")
@@ -150,6 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="every stage on the phantom cohorts, then the dashboard")
     p.add_argument("--no-serve", action="store_true", help="do not start the dashboard")
     p.set_defaults(handler="engine.cli.demo:demo", writes=("db", "cache"))
+
+    p = sub.add_parser("study", help="every stage at the study's scale on rendered PadChest")
+    p.add_argument("--workdir", type=Path, default=Path("cache/study"),
+                   help="study folder: its own database, cohorts, models, reports "
+                        "(default cache/study)")
+    p.add_argument("--max-patients", type=int_at_least(2), default=None,
+                   help="audit a seeded sample of this many patients (default: all 67,208)")
+    p.add_argument("--seed", type=int, default=0, help="render, split and training seed")
+    p.add_argument("--rung-epochs", type=int_list(0, "epochs per rung"), default=None,
+                   help="ladder epochs per rung over the training split (default 0,1,2,4)")
+    p.add_argument("--external-from", default="20170101",
+                   help="YYYYMMDD: patients first seen on or after it are the external cohort")
+    p.add_argument("--umap-points", type=int_at_least(UMAP_MIN_POINTS), default=20000,
+                   help="points per joint-space map (default 20000)")
+    p.set_defaults(handler="engine.cli.study:study", writes=("workdir",))
     return parser
 
 

@@ -13,11 +13,8 @@ label; `cohort check` shows the latter).
 from __future__ import annotations
 
 import gzip
-import importlib.util
-import io
 import json
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +32,6 @@ PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
 OPENI_TGZ = "NLMCXR_reports.tgz"
 SIDECAR = "render.json"
 README_HEAD = "RENDERED COHORT: REAL REPORT TEXT, SYNTHETIC IMAGES"
-PADCHEST_FRONTAL = ("PA", "AP", "AP_horizontal")  # in the order one image per study is chosen
 LICENCES = {
     "padchest": (
         "PadChest (Bustos et al., Medical Image Analysis 2020; BIMCV, Hospital San Juan,\n"
@@ -48,23 +44,6 @@ LICENCES = {
         "(http://creativecommons.org/licenses/by-nc-nd/4.0/), as every report file states."
     ),
 }
-
-
-def installed_data_file(name: str) -> Path:
-    """A data file shipped in the installed ``torchxrayvision`` package (never imported).
-
-    Raises:
-        CohortError: the package is not installed or lacks the file.
-    """
-    spec = importlib.util.find_spec("torchxrayvision")
-    if spec is None or not spec.submodule_search_locations:
-        raise CohortError("the torchxrayvision package is not installed; install it with "
-                          "`pip install --no-deps torchxrayvision==1.5.7` (it carries the "
-                          "release files) or pass the release file")
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / name
-    if not path.is_file():
-        raise CohortError(f"{path}: not found in the installed torchxrayvision package")
-    return path
 
 
 def prepare_out(out: Path, source: str) -> None:
@@ -131,100 +110,60 @@ def _sample_patients(ids: list[str], config: RenderConfig) -> list[str]:
 
 
 def read_padchest(path: Path) -> pd.DataFrame:
-    """The PadChest release table, every column as text (C's `padchest.read_release` if present)."""
-    try:
-        from engine.cohort.adapters import padchest  # type: ignore[attr-defined]
+    """The PadChest release table as released: every column, as text, one row per image."""
+    from engine.cohort.adapters import loadlog, padchest, tables
 
-        reader = getattr(padchest, "read_release", None)
-    except ImportError:
-        reader = None
-    if reader is not None:
-        frame = reader(path)
-        if isinstance(frame, pd.DataFrame):
-            return frame
-        frame = getattr(frame, "frame", None)
-        if isinstance(frame, pd.DataFrame):
-            return frame
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise CohortError(f"{path}: cannot read the PadChest table ({exc})") from exc
+    path = Path(path)
+    frame = tables.read_table(path, path.parent, loadlog.LoadLog(), required=padchest.REQUIRED)
+    return frame.drop(columns=[c for c in ("_file", "_row") if c in frame])
 
 
-def select_padchest(frame: pd.DataFrame) -> pd.DataFrame:
-    """One frontal image with a report per study: PA, then AP, then AP_horizontal, then by id."""
-    rank = {p: i for i, p in enumerate(PADCHEST_FRONTAL)}
-    report = frame["Report"].fillna("").astype(str).str.strip()
-    keep = frame["Projection"].isin(PADCHEST_FRONTAL) & (report != "")
-    chosen = frame.loc[keep].assign(_rank=frame.loc[keep, "Projection"].map(rank))
-    chosen = chosen.sort_values(["StudyID", "_rank", "ImageID"], kind="stable")
-    chosen = chosen.drop_duplicates("StudyID", keep="first").drop(columns="_rank")
-    return chosen.sort_values(["PatientID", "StudyDate_DICOM", "StudyID"], kind="stable")
-
-
-def _padchest_groups(row: pd.Series) -> tuple:
+def _padchest_groups(row) -> tuple:
     from engine.cohort.render.vocabulary import padchest_groups
 
-    value = row.get("LabelsLocalizationsBySentence", "")
-    entries = _literal_list(value)
-    if not entries:
-        entries = _literal_list(row.get("Labels", "")) + _literal_list(row.get("Localizations", ""))
-    return tuple(padchest_groups(entries))
-
-
-def _literal_list(value) -> list:
-    """A list column of the release (already a list, or its Python-literal text)."""
-    import ast
-
-    if isinstance(value, (list, tuple)):
-        return [list(v) if isinstance(v, (list, tuple)) else v for v in value]
-    text = str(value or "").strip()
-    if not text or text in ("nan", "None"):
-        return []
-    try:
-        parsed = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return []
-    return [list(v) if isinstance(v, (list, tuple)) else v for v in parsed] \
-        if isinstance(parsed, (list, tuple)) else []
+    sentences = [list(s) for s in (row.findings_by_sentence or []) if len(s)]
+    if not sentences:
+        sentences = [list(row.findings) + list(row.localizations)]
+    return tuple(padchest_groups(sentences))
 
 
 def plan_padchest(config: RenderConfig, out: Path) -> Plan:
-    """Patients and studies of the PadChest release to render into ``out``."""
-    from engine.cohort.render.patients import age_at
+    """Patients and studies of the PadChest release to render into ``out``.
+
+    The studies are those `engine.cohort.adapters.padchest.read_release` selects (one frontal
+    image with a report per study), so the adapter reads the rendered cohort back whole.
+    """
+    from engine.cohort import sources
+    from engine.cohort.adapters import padchest
     from engine.cohort.render.renderer import ImageTask, PatientTask, StudyTask
 
-    path = Path(config.release_path) if config.release_path else installed_data_file(PADCHEST_CSV)
-    frame = read_padchest(path)
-    missing = [c for c in ("ImageID", "ImageDir", "StudyID", "PatientID", "Projection",
-                           "Report") if c not in frame.columns]
-    if missing:
-        raise CohortError(f"{path}: not a PadChest table (missing columns {', '.join(missing)})")
-    chosen = select_padchest(frame)
-    patients = set(_sample_patients(chosen["PatientID"].tolist(), config))
-    chosen = chosen[chosen["PatientID"].isin(patients)]
+    path = Path(config.release_path) if config.release_path else sources.padchest_table()
+    studies = padchest.read_release(path)
+    patients = set(_sample_patients(studies["patient_id"].astype(str).tolist(), config))
+    studies = studies[studies["patient_id"].astype(str).isin(patients)]
+    studies = studies.sort_values(["patient_id", "study_date", "study_id"], kind="stable")
     tasks: list[PatientTask] = []
-    for pid, rows in chosen.groupby("PatientID", sort=True):
+    for pid, rows in studies.groupby("patient_id", sort=True):
         first = rows.iloc[0]
-        studies = tuple(
-            StudyTask(
-                study_id=str(r["StudyID"]),
-                images=(ImageTask(f"{r['ImageDir']}/{r['ImageID']}",
-                                  "PA" if r["Projection"] == "PA" else "AP",
-                                  r["Projection"] == "AP_horizontal"),),
-                groups=_padchest_groups(r),
-                report=str(r["Report"]),
-            )
-            for _, r in rows.iterrows()
-        )
+        age = None if pd.isna(first["age"]) else int(first["age"])
         tasks.append(PatientTask(
-            source="padchest", patient_id=str(pid), sex=str(first.get("PatientSex_DICOM", "")),
-            age=age_at(first.get("PatientBirth"), first.get("StudyDate_DICOM")),
-            studies=studies, seed=config.seed, size=config.image_size, out=str(out)))
+            source="padchest", patient_id=str(pid), sex=str(first["sex"]), age=age,
+            studies=tuple(
+                StudyTask(study_id=str(r.study_id),
+                          images=(ImageTask(str(r.image_path), str(r.view),
+                                            r.projection == "AP_horizontal"),),
+                          groups=_padchest_groups(r), report=str(r.report))
+                for r in rows.itertuples(index=False)),
+            seed=config.seed, size=config.image_size, out=str(out)))
+    chosen = set(studies["image_id"].astype(str))
+    raw = read_padchest(path)
+    table = raw[raw["ImageID"].isin(chosen)]
+    del raw
 
     def write_tables() -> None:
-        table = chosen.sort_values(["ImageDir", "ImageID"], kind="stable")
-        table = table.rename(columns={"Unnamed: 0": ""})
+        nonlocal table
+        table = table.sort_values(["ImageDir", "ImageID"], kind="stable")
+        table = table.rename(columns={c: "" for c in table.columns if c.startswith("Unnamed: 0")})
         _write_gzip_csv(out / PADCHEST_CSV, table)
 
     return Plan(tasks, write_tables)
@@ -238,7 +177,9 @@ def plan_openi(config: RenderConfig, out: Path) -> Plan:
     from engine.cohort.adapters import iu_xray
     from engine.cohort.render.renderer import ImageTask, PatientTask, StudyTask
 
-    path = Path(config.release_path) if config.release_path else installed_data_file(OPENI_TGZ)
+    from engine.cohort import sources
+
+    path = Path(config.release_path) if config.release_path else sources.openi_reports()
     reader = getattr(iu_xray, "read_openi", None)
     if reader is None:
         raise CohortError("engine.cohort.adapters.iu_xray has no read_openi(); the OpenI "

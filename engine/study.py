@@ -1,0 +1,440 @@
+"""The audit at the study's scale: PadChest's real reports with rendered images, every stage.
+
+`run_study` renders the PadChest release (`engine.cohort.render`), registers it with the
+study's split (`study_split`), trains the 4-rung ladder on the training split, embeds and
+attacks with every rung, runs the DP grid on the strongest rung, transfers its heads to the
+external cohort, maps the joint space and writes the reports, by calling each stage's public
+function. Every stage is idempotent (it finds its earlier results), so an interrupted study
+resumes where it stopped. Each stage's wall time and peak resident memory (the process and its
+children, sampled) are printed, written to ``stages.json`` in the study folder and recorded as
+``study`` runs in the database.
+
+The split (`study_split`): patients whose first frontal study is on or after
+``StudyConfig.external_from`` form the **external cohort** ``padchest-later`` (a later time
+window, never seen by the ladder or the heads); of the others, a seeded ``held_out_fraction`` of
+*all* patients is held out (``test``) and the rest train the ladder and the heads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from engine.errors import CohortError, ConfigError
+
+log = logging.getLogger(__name__)
+
+COHORT = "padchest"
+EXTERNAL = "padchest-later"
+SPLIT_FILE = "split.csv"
+STAGES_FILE = "stages.json"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Settings of a study run.
+
+    Attributes:
+        max_patients: Render and audit only this many PadChest patients (None = all 67,208).
+        seed: Render, split, ladder and sampling seed.
+        image_size: Rendered image side in pixels (64: the ladder's input size, so nothing the
+            model sees is lost, and the render is about twice as fast as at 128).
+        held_out_fraction: Share of all patients held out (the study: 43,793 held-out pairs).
+        external_from: ``YYYYMMDD``; patients whose first study is on or after it are the
+            external cohort.
+        rung_epochs: Ladder budget per rung (epochs over the training split).
+        ladder_batch_size: Ladder batch size.
+        context_length: Text tokens per report (open_clip BPE; PadChest reports are short).
+        pool_sizes: Attack pool sizes besides the full database.
+        epsilons: DP grid (group level); inf is always included.
+        umap_points: Points per joint-space map (sampled).
+        workers: Render processes (default: up to 2).
+    """
+
+    max_patients: int | None = None
+    seed: int = 0
+    image_size: int = 64
+    held_out_fraction: float = 0.45
+    external_from: str = "20170101"
+    rung_epochs: tuple[int, ...] = (0, 1, 2, 4)
+    ladder_batch_size: int = 64
+    context_length: int = 64
+    pool_sizes: tuple[int, ...] = (10, 100, 1000, 10000)
+    epsilons: tuple[float, ...] = (0.34, 1.0, 2.0, 4.0, 8.0, float("inf"))
+    umap_points: int = 20000
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.held_out_fraction < 1.0:
+            raise ConfigError(f"held_out_fraction {self.held_out_fraction}: expected 0..1")
+        if len(self.external_from) != 8 or not self.external_from.isdigit():
+            raise ConfigError(f"--external-from {self.external_from!r}: expected YYYYMMDD")
+
+
+@dataclass
+class StageRecord:
+    """One stage's outcome: what it did, wall time, peak resident memory."""
+
+    name: str
+    what: str
+    seconds: float
+    peak_mb: float
+
+
+@dataclass
+class StudyResult:
+    stages: list[StageRecord] = field(default_factory=list)
+    rungs: list[str] = field(default_factory=list)
+    n_held_out: int = 0
+    n_train: int = 0
+    n_external: int = 0
+
+
+# --------------------------------------------------------------------------- split
+
+
+def study_split(studies: pd.DataFrame, *, seed: int, held_out_fraction: float,
+                external_from: str) -> pd.DataFrame:
+    """Patient-level split of the study.
+
+    Args:
+        studies: One row per study with ``patient_id`` and ``study_date`` (``YYYYMMDD`` text).
+        seed: The permutation of patients is a function of the seed and the sorted ids only.
+        held_out_fraction: Share of all patients that is held out.
+        external_from: Patients whose first study is on or after this date are external.
+
+    Returns:
+        One row per patient: ``patient_id, cohort`` (`COHORT` or `EXTERNAL`), ``split``
+        (``train`` / ``test``; the external cohort is split in half for its probe).
+    """
+    first = (studies.assign(study_date=studies["study_date"].astype(str))
+             .groupby("patient_id")["study_date"].min().sort_index())
+    patients = first.index.astype(str).to_numpy()
+    external = first.to_numpy() >= external_from
+    internal_ids = patients[~external]
+    external_ids = patients[external]
+    rng = np.random.default_rng([seed, 45])
+    n_held = min(len(internal_ids) - 1 if len(internal_ids) > 1 else 0,
+                 int(round(held_out_fraction * len(patients))))
+    order = rng.permutation(len(internal_ids))
+    split = np.full(len(internal_ids), "train", dtype=object)
+    split[order[:n_held]] = "test"
+    ext_order = rng.permutation(len(external_ids))
+    ext_split = np.full(len(external_ids), "train", dtype=object)
+    ext_split[ext_order[: len(external_ids) // 2]] = "test"
+    return pd.concat([
+        pd.DataFrame({"patient_id": internal_ids, "cohort": COHORT, "split": split}),
+        pd.DataFrame({"patient_id": external_ids, "cohort": EXTERNAL, "split": ext_split}),
+    ], ignore_index=True).sort_values("patient_id", kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+class PeakMemory:
+    """Samples the resident memory of this process and its children; ``peak_mb`` when done."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self.peak_kb = _tree_rss_kb()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_kb = max(self.peak_kb, _tree_rss_kb())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_kb = max(self.peak_kb, _tree_rss_kb())
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_kb / 1024.0
+
+
+def _rss_kb(pid: int | str) -> int:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int | str) -> list[str]:
+    out: list[str] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as fh:
+                out += fh.read().split()
+    except OSError:
+        pass
+    return out
+
+
+def _tree_rss_kb() -> int:
+    """RSS of this process plus its descendants (Linux /proc; elsewhere ru_maxrss of self)."""
+    if not os.path.isdir("/proc/self/task"):
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    total, todo = 0, [str(os.getpid())]
+    while todo:
+        pid = todo.pop()
+        total += _rss_kb(pid)
+        todo += _children(pid)
+    return total
+
+
+# --------------------------------------------------------------------------- stages
+
+
+class _Stages:
+    """Runs stages with a progress line, timing and peak memory."""
+
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        self.records: list[StageRecord] = []
+        self.echo = echo
+
+    def __call__(self, name: str, fn: Callable[[], str]) -> str:
+        self.echo(f"[study] {name} ...")
+        start = time.perf_counter()
+        with PeakMemory() as mem:
+            what = fn()
+        rec = StageRecord(name, what, time.perf_counter() - start, mem.peak_mb)
+        self.records.append(rec)
+        self.echo(f"[study] {name}: {what} ({rec.seconds:.1f} s, peak {rec.peak_mb:.0f} MB)")
+        return what
+
+
+def _render(config: StudyConfig, root: Path, progress_factory) -> str:
+    from engine.cohort.render import RenderConfig, render_cohort
+    from engine.cohort.render.release import read_sidecar
+
+    rc = RenderConfig("padchest", max_patients=config.max_patients, seed=config.seed,
+                      image_size=config.image_size)
+    done = read_sidecar(root)
+    if done and done.get("seed") == rc.seed and done.get("image_size") == rc.image_size \
+            and done.get("max_patients") == rc.max_patients:
+        return f"reused {root} ({done['n_images']} images)"
+    with progress_factory("render", "img") as bar:
+        summary = render_cohort(rc, root, progress=bar, workers=config.workers)
+    return (f"{summary.n_images} images of {summary.n_patients} patients "
+            f"({summary.n_written} drawn, {summary.images_per_second:.1f} images/s), "
+            f"{sum(summary.undrawn.values())} finding mentions not drawn")
+
+
+def _register(config: StudyConfig, db: Path, root: Path, workdir: Path) -> tuple[str, dict]:
+    from engine import store
+    from engine.cohort.adapters import load_cohort
+    from engine.cohort.registry import register_cohort
+    from engine.cohort.render.release import PADCHEST_CSV, read_padchest
+    from engine.cohort.table import CohortLoad
+
+    stamp = json.dumps({"render": (root / "render.json").stat().st_mtime_ns,
+                        "split": [config.seed, config.held_out_fraction, config.external_from],
+                        "db": str(Path(db).resolve())})
+    marker = workdir / ".registered"
+    counts_file = workdir / "split.json"
+    if marker.is_file() and marker.read_text() == stamp and counts_file.is_file() and db.exists():
+        con = store.connect_read(db)
+        try:
+            known = {r[0] for r in con.execute("SELECT cohort FROM cohorts").fetchall()}
+        finally:
+            con.close()
+        if {COHORT, EXTERNAL} <= known or COHORT in known:
+            counts = json.loads(counts_file.read_text())
+            return f"reused cohorts ({_describe(counts)})", counts
+    load = load_cohort("padchest", root)
+    table = read_padchest(root / PADCHEST_CSV)
+    dates = table[["StudyID", "PatientID", "StudyDate_DICOM"]].rename(columns={
+        "StudyID": "study_id", "PatientID": "patient_id", "StudyDate_DICOM": "study_date"})
+    split = study_split(dates, seed=config.seed, held_out_fraction=config.held_out_fraction,
+                        external_from=config.external_from)
+    split.to_csv(workdir / SPLIT_FILE, index=False)
+    items = load.items.drop(columns="split").merge(split, on="patient_id", how="left")
+    if items["cohort"].isna().any():
+        raise CohortError(f"{root}: {int(items['cohort'].isna().sum())} images have a patient "
+                          "id the rendered table does not list; render again")
+    counts: dict = {"seed": config.seed, "held_out_fraction": config.held_out_fraction,
+                    "external_from": config.external_from,
+                    "n_patients": int(split["patient_id"].nunique())}
+    for name in (COHORT, EXTERNAL):
+        part = items[items["cohort"] == name].drop(columns="cohort").reset_index(drop=True)
+        if part.empty:
+            continue
+        register_cohort(db, name, fmt="padchest", root=root,
+                        load=CohortLoad(part, load.problems, load.stats), site=name)
+        studies = part.drop_duplicates("study_id")
+        counts[name] = {s: int((studies["split"] == s).sum()) for s in ("train", "test")}
+        counts[name]["patients"] = int(part["patient_id"].nunique())
+    counts_file.write_text(json.dumps(counts, indent=1, sort_keys=True))
+    marker.write_text(stamp)
+    return f"registered ({_describe(counts)}; split in {workdir / SPLIT_FILE})", counts
+
+
+def _describe(counts: dict) -> str:
+    main = counts.get(COHORT, {})
+    ext = counts.get(EXTERNAL, {})
+    return (f"{main.get('train', 0)} train / {main.get('test', 0)} held-out studies, "
+            f"external {sum(v for k, v in ext.items() if k != 'patients')} studies")
+
+
+def run_study(db: Path, workdir: Path, config: StudyConfig = StudyConfig(), *,
+              echo: Callable[[str], None] = print, progress_factory=None) -> StudyResult:
+    """Every stage of the study at `config`'s size; each is reused when already done."""
+    from contextlib import nullcontext
+
+    db, workdir = Path(db), Path(workdir)
+    cache = workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    root = workdir / "cohorts" / "padchest-rendered"
+    progress_factory = progress_factory or (lambda desc, unit: nullcontext(None))
+    stage = _Stages(echo)
+    result = StudyResult()
+    stage("render PadChest", lambda: _render(config, root, progress_factory))
+    counts: dict = {}
+
+    def register() -> str:
+        what, found = _register(config, db, root, workdir)
+        counts.update(found)
+        return what
+
+    stage("register and split", register)
+    result.n_train = counts.get(COHORT, {}).get("train", 0)
+    result.n_held_out = counts.get(COHORT, {}).get("test", 0)
+    ext = counts.get(EXTERNAL, {})
+    result.n_external = sum(v for k, v in ext.items() if k != "patients")
+    cohorts = [COHORT] + ([EXTERNAL] if result.n_external else [])
+
+    def ladder() -> str:
+        from engine.phantom.ladder import LadderConfig, train_ladder
+
+        lc = LadderConfig(rung_epochs=tuple(config.rung_epochs), seed=config.seed,
+                          batch_size=config.ladder_batch_size,
+                          context_length=config.context_length)
+        with progress_factory("ladder", "step") as bar:
+            res = train_ladder(db, cache, COHORT, config=lc, progress=bar)
+        result.rungs = [r.name for r in res.rungs]
+        lifts = ", ".join(f"{r.name} {r.lift:.1f}x" for r in res.rungs)
+        verb = "reused" if res.reused else f"trained on {res.n_train} pairs"
+        return f"{verb}; held-out lift at N={res.pool_size} (calibration only): {lifts}"
+
+    stage("ladder", ladder)
+    # the strongest rung is chosen by training budget alone (the longest), never by held-out
+    specialist = result.rungs[-1]
+    for model in result.rungs:
+        for cohort in cohorts:
+            stage(f"embed {model} / {cohort}", lambda: _embed(db, cache, model, cohort,
+                                                               progress_factory))
+            stage(f"attack {model} / {cohort}",
+                  lambda: _attack(db, cache, model, cohort, config, cohort == EXTERNAL))
+    stage(f"dp grid {specialist}", lambda: _dp(db, cache, specialist, config, progress_factory))
+    if EXTERNAL in cohorts:
+        stage(f"transfer {specialist} -> {EXTERNAL}",
+              lambda: _transfer(db, cache, specialist, config))
+    for cohort in cohorts:
+        stage(f"umap {specialist} / {cohort}",
+              lambda: _umap(db, cache, specialist, cohort, config))
+    for model in result.rungs:
+        stage(f"report {model} / {COHORT}", lambda: _report(db, cache, model, COHORT, workdir))
+    if EXTERNAL in cohorts:
+        stage(f"report {specialist} / {EXTERNAL}",
+              lambda: _report(db, cache, specialist, EXTERNAL, workdir))
+    result.stages = stage.records
+    _record(db, workdir, config, result, counts)
+    return result
+
+
+def _embed(db: Path, cache: Path, model: str, cohort: str, progress_factory) -> str:
+    from engine.embed.stage import embed_cohort
+
+    with progress_factory(f"embed {model}/{cohort}", "item") as bar:
+        res = embed_cohort(db, cache, model, cohort, progress=bar)
+    return f"{res.n_items} pairs" + (" (reused)" if res.reused else "")
+
+
+def _attack_config(config: StudyConfig):
+    from engine.attack.stage import AttackConfig
+
+    return replace(AttackConfig(), pool_sizes=tuple(config.pool_sizes))
+
+
+def _attack(db: Path, cache: Path, model: str, cohort: str, config: StudyConfig,
+            external: bool) -> str:
+    from engine import audit
+
+    inputs = audit.load_inputs(db, cache, model, cohort)
+    _, reused = audit.attack(db, inputs, config=_attack_config(config), external=external)
+    return "reused" if reused else f"{len(inputs.items)} pairs ranked"
+
+
+def _dp(db: Path, cache: Path, model: str, config: StudyConfig, progress_factory) -> str:
+    from engine import audit
+
+    inputs = audit.load_inputs(db, cache, model, COHORT)
+    with progress_factory("DP steps", "step") as bar:
+        res = audit.dp(db, cache, inputs, epsilons=tuple(config.epsilons),
+                       attack_config=_attack_config(config), progress=bar)
+    return ("reused" if res.reused else "trained") + f": heads {', '.join(res.heads)}"
+
+
+def _transfer(db: Path, cache: Path, model: str, config: StudyConfig) -> str:
+    from engine import audit
+
+    labels = audit.transfer(db, cache, audit.load_inputs(db, cache, model, COHORT),
+                            audit.load_inputs(db, cache, model, EXTERNAL),
+                            attack_config=_attack_config(config))
+    return f"heads {', '.join(labels)} applied to {EXTERNAL}"
+
+
+def _umap(db: Path, cache: Path, model: str, cohort: str, config: StudyConfig) -> str:
+    from engine import audit
+    from engine.jointspace import UmapConfig
+
+    inputs = audit.load_inputs(db, cache, model, cohort)
+    _, reused = audit.umap(db, cache, inputs, config=UmapConfig(max_points=config.umap_points),
+                           external=cohort == EXTERNAL, heads_cohort=COHORT)
+    return "reused" if reused else "fitted"
+
+
+def _report(db: Path, cache: Path, model: str, cohort: str, workdir: Path) -> str:
+    from engine.report import write_report
+
+    paths = write_report(db, model=model, cohort=cohort, out=workdir / "reports")
+    return ", ".join(str(p) for p in paths.values())
+
+
+def _record(db: Path, workdir: Path, config: StudyConfig, result: StudyResult,
+            counts: dict) -> None:
+    """``stages.json`` and one ``study`` run per stage in the database."""
+    from engine.runs import Run, record_run
+
+    stages = [asdict(s) for s in result.stages]
+    payload = {"config": asdict(config), "split": counts, "stages": stages,
+               "total_seconds": sum(s["seconds"] for s in stages)}
+    (workdir / STAGES_FILE).write_text(json.dumps(payload, indent=1, default=str))
+    settings = {k: v for k, v in asdict(config).items() if k != "workers"}
+    for s in result.stages:
+        run = Run("study", None, COHORT, {"study_stage": s.name, "settings": settings})
+        record_run(db, run, message=json.dumps({"seconds": round(s.seconds, 2),
+                                                "peak_mb": round(s.peak_mb, 1),
+                                                "what": s.what}))
