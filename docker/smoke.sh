@@ -9,11 +9,13 @@
 # BuildKit secret, never stored in the image), EXTRA_INDEX_URL (extra package indexes), NETWORK
 # (`host` builds and runs on the host's network; the dashboard then listens on 127.0.0.1 only),
 # PORT (host port, published on 127.0.0.1), TIMEOUT (seconds to wait for the health check),
-# KEEP_VOLUME=1 (keep the results volume for a faster second run).
+# KEEP_VOLUME=1 (keep the results volume for a faster second run), DOCKER (the client; it
+# needs BuildKit: Docker >= 23 with buildx, or the 20.10 client with DOCKER_BUILDKIT=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE=${IMAGE:-relink-audit:smoke}
+DOCKER=${DOCKER:-docker}
 BASE=${BASE:-python:3.11-slim}
 PORT=${PORT:-8501}
 TIMEOUT=${TIMEOUT:-2400}
@@ -25,7 +27,7 @@ export DOCKER_BUILDKIT=1
 log() { printf '[smoke %(%H:%M:%S)T] %s\n' -1 "$*"; }
 now() { date +%s; }
 
-build=(docker build -t "$IMAGE" --build-arg "BASE=$BASE")
+build=("$DOCKER" build -t "$IMAGE" --build-arg "BASE=$BASE")
 [ -n "${EXTRA_INDEX_URL:-}" ] && build+=(--build-arg "EXTRA_INDEX_URL=$EXTRA_INDEX_URL")
 if [ -n "${CA_BUNDLE:-}" ]; then
   [ -r "$CA_BUNDLE" ] || { echo "CA_BUNDLE=$CA_BUNDLE: not a readable file" >&2; exit 2; }
@@ -37,10 +39,10 @@ t0=$(now)
 log "building $IMAGE from $BASE"
 "${build[@]}" .
 t1=$(now)
-size=$(docker image inspect "$IMAGE" --format '{{.Size}}')
+size=$("$DOCKER" image inspect "$IMAGE" --format '{{.Size}}')
 log "built in $((t1 - t0)) s; image size $((size / 1000000)) MB"
 
-run=(docker run -d --name "$NAME" -v "$VOLUME:/app/cache")
+run=("$DOCKER" run -d --name "$NAME" -v "$VOLUME:/app/cache")
 if [ "$NETWORK" = host ]; then
   # no port mapping on the host network: bind the dashboard to loopback only
   run+=(--network host -e STREAMLIT_SERVER_ADDRESS=127.0.0.1 -e "STREAMLIT_SERVER_PORT=$PORT")
@@ -48,9 +50,9 @@ else
   run+=(-p "127.0.0.1:$PORT:8501")
 fi
 cleanup() {
-  docker logs "$NAME" > "${SMOKE_LOG:-/tmp/relink-smoke.log}" 2>&1 || true
-  docker rm -f "$NAME" > /dev/null 2>&1 || true
-  [ "${KEEP_VOLUME:-0}" = 1 ] || docker volume rm "$VOLUME" > /dev/null 2>&1 || true
+  "$DOCKER" logs "$NAME" > "${SMOKE_LOG:-/tmp/relink-smoke.log}" 2>&1 || true
+  "$DOCKER" rm -f "$NAME" > /dev/null 2>&1 || true
+  [ "${KEEP_VOLUME:-0}" = 1 ] || "$DOCKER" volume rm "$VOLUME" > /dev/null 2>&1 || true
 }
 trap cleanup EXIT
 "${run[@]}" "$IMAGE" > /dev/null
@@ -58,9 +60,9 @@ log "container $NAME started (demo, then dashboard on 127.0.0.1:$PORT)"
 
 status=starting
 while [ "$status" != healthy ]; do
-  state=$(docker inspect "$NAME" --format '{{.State.Status}}')
+  state=$("$DOCKER" inspect "$NAME" --format '{{.State.Status}}')
   if [ "$state" != running ]; then
-    docker logs --tail 30 "$NAME" >&2 || true
+    "$DOCKER" logs --tail 30 "$NAME" >&2 || true
     echo "container stopped ($state) before it became healthy" >&2
     exit 1
   fi
@@ -69,7 +71,7 @@ while [ "$status" != healthy ]; do
     exit 1
   fi
   sleep 10
-  status=$(docker inspect "$NAME" --format '{{.State.Health.Status}}')
+  status=$("$DOCKER" inspect "$NAME" --format '{{.State.Health.Status}}')
 done
 t2=$(now)
 log "healthy after $((t2 - t1)) s"
@@ -77,7 +79,7 @@ log "healthy after $((t2 - t1)) s"
 page=$(curl -fsS "http://127.0.0.1:$PORT/")
 grep -q "<title>" <<< "$page" || { echo "the page has no <title>" >&2; exit 1; }
 curl -fsS "http://127.0.0.1:$PORT/_stcore/health" | grep -q ok
-docker logs "$NAME" 2>&1 | grep -q "all stages done" || { echo "demo did not finish" >&2; exit 1; }
+"$DOCKER" logs "$NAME" 2>&1 | grep -q "all stages done" || { echo "demo did not finish" >&2; exit 1; }
 log "page fetched; stopping"
-docker stop -t 10 "$NAME" > /dev/null
+"$DOCKER" stop -t 10 "$NAME" > /dev/null
 log "passed: build $((t1 - t0)) s, demo to healthy $((t2 - t1)) s, image $((size / 1000000)) MB"

@@ -1,4 +1,4 @@
-"""The Dockerfile, checked by reading it (no Docker engine runs here)."""
+"""The Dockerfile and the smoke script, checked by reading them (docker/smoke.sh runs them)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,38 @@ ROOT = Path(__file__).resolve().parent.parent
 TEXT = (ROOT / "Dockerfile").read_text()
 LINES = [line.strip() for line in TEXT.replace("\\\n", " ").splitlines()
          if line.strip() and not line.strip().startswith("#")]
+SMOKE = (ROOT / "docker" / "smoke.sh").read_text()
 
 
-def test_every_copied_path_exists():
+def test_every_copied_path_exists_and_is_not_docker_ignored():
     copies = [shlex.split(line)[1:-1] for line in LINES if line.startswith("COPY ")]
     assert copies
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith(("#", "!"))}
     for sources in copies:
         for source in sources:
             assert (ROOT / source).exists(), source
+            assert source.split("/")[0] not in ignored, source
+    assert {".venv", ".git"} <= ignored  # the build context stays small
 
 
-def test_base_user_port_volume_and_health():
-    assert LINES[0].startswith("FROM python:3.11-slim")
+def test_base_is_an_argument_defaulting_to_the_public_image():
+    assert LINES[0] == "ARG BASE=python:3.11-slim"
+    assert LINES[1] == "FROM ${BASE}"
+    # Debian's own Python has only `python3`: the image makes its venv with it
+    assert any(line.startswith("RUN python3 -m venv /opt/venv") for line in LINES)
+    assert "PATH=/opt/venv/bin:$PATH" in TEXT
+
+
+def test_ca_bundle_is_an_optional_build_secret_never_copied():
+    install = next(line for line in LINES if "pip install" in line)
+    assert "--mount=type=secret,id=ca,required=false" in install
+    assert "-r requirements.txt" in install
+    assert not re.search(r"(COPY|ADD)\s+\S*(\.crt|\.pem)", TEXT)
+    assert "ca-certificates.crt" not in " ".join(LINES)
+
+
+def test_user_port_volume_and_health():
     users = [line.split()[1] for line in LINES if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
     assert "EXPOSE 8501" in LINES
@@ -29,9 +49,13 @@ def test_base_user_port_volume_and_health():
     assert any(line.startswith("HEALTHCHECK") and "_stcore/health" in line for line in LINES)
 
 
-def test_installs_the_pinned_requirements_and_runs_the_demo():
-    assert "RUN pip install -r requirements.txt" in LINES
+def test_runs_the_demo_which_hands_over_to_the_dashboard_on_all_container_interfaces():
     cmd = next(line for line in LINES if line.startswith("CMD "))
-    assert "python -m engine demo --no-serve" in cmd
-    assert "streamlit run dashboard/app.py" in cmd and "--server.port 8501" in cmd
-    assert re.search(r"--server.address 0\.0\.0\.0", cmd)  # reachable from outside the container
+    assert cmd == 'CMD ["python", "-m", "engine", "demo"]'
+    assert "STREAMLIT_SERVER_ADDRESS=0.0.0.0" in TEXT and "STREAMLIT_SERVER_PORT=8501" in TEXT
+
+
+def test_smoke_script_publishes_on_loopback_only():
+    assert '-p "127.0.0.1:$PORT:8501"' in SMOKE
+    assert "STREAMLIT_SERVER_ADDRESS=127.0.0.1" in SMOKE  # host network: loopback only
+    assert "--secret" in SMOKE and "_stcore/health" in SMOKE and "stop -t" in SMOKE
