@@ -20,7 +20,7 @@ from engine.cli.options import epsilon_list, int_at_least, int_list, name_type
 from engine.config import DEFAULT_CACHE, DEFAULT_DB
 from engine.errors import EngineError
 
-COHORT_FORMATS = ("mimic-cxr-jpg", "chexpert-plus", "iu-xray", "csv")
+COHORT_FORMATS = ("mimic-cxr-jpg", "chexpert-plus", "iu-xray", "padchest", "csv")
 SECTIONS = ("findings", "impression", "both", "full")
 # A map needs more pairs than UMAP's 15 neighbours: 16 pairs = 32 points.
 UMAP_MIN_POINTS = 32
@@ -158,6 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="html,pdf,json", dest="fmt", help="html,pdf,json")
     p.add_argument("--out", type=Path, default=Path("cache/reports"), help="output folder")
     p.set_defaults(handler="engine.cli.audit:report", writes=("db", "out"))
+
+    p = sub.add_parser("readme", help="write the README's results tables from --db")
+    p.add_argument("--readme", type=Path, default=Path("README.md"),
+                   help="file holding the <!-- results:begin --> / <!-- results:end --> markers")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 when the tables differ from the database")
+    p.add_argument("--cohort", default="site-a", help="cohort the models were audited on")
+    p.add_argument("--external", default="site-b",
+                   help="cohort the DP heads were transferred to ('' for none)")
+    p.set_defaults(handler="engine.cli.readme:readme", writes=("db_read",))
 
     p = sub.add_parser("demo", help="every stage on the phantom cohorts, then the dashboard")
     p.add_argument("--no-serve", action="store_true", help="do not start the dashboard")

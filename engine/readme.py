@@ -1,0 +1,366 @@
+"""The README's results tables, written from a results database (``python -m engine readme``).
+
+The README's measured figures live between two markers, ``<!-- results:begin -->`` and
+``<!-- results:end -->``; `write_readme` replaces what is between them by tables built here from
+the database, so the README says what the code measured and nothing else. The text depends only
+on the database (the commit and date it states are those recorded by the runs that produced the
+figures, not the current checkout or clock), so rewriting the README from the same database
+changes nothing, and ``--check`` can tell whether the README still matches.
+
+Three tables, for the cohort the models were audited on and, when there is one, the external
+cohort its DP heads were transferred to:
+
+* **the ladder**: every model with results on the cohort (original heads, held-out pairs,
+  image -> report, k = 1): lift at every stored N with its 95% interval, matched-negative lift and
+  the members' lift at the headline N;
+* **DP on the projection heads** of the model with DP runs: per set of heads the DP parameters,
+  Recall@1 and lift at the largest N, the reduction against the original and the epsilon = inf
+  heads, lift at the headline N, probe macro AUROC and the membership signal;
+* **transfer**: the same heads applied unchanged to the external cohort.
+
+Rows are read through the ``shown_*`` views (docs/storage.md: the rows of the run shown for
+each model, cohort and heads) when the database has them, else from the tables themselves.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from engine import store
+from engine.core import format as fmt
+from engine.core import names
+from engine.errors import ConfigError
+
+BEGIN = "<!-- results:begin -->"
+END = "<!-- results:end -->"
+HEADLINE_N = 100  # the study's headline pool size
+
+_EPOCHS = re.compile(r"\[(\d+) epochs? on cohort ")
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where each kind of row is read from: the ``shown_*`` view, or the table itself."""
+
+    metrics: str
+    dp_runs: str
+    utility: str
+    membership: str | None
+    heads_column: str
+
+
+def _source(con) -> _Source:
+    names_ = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables").fetchall()}
+    shown = "shown_relink_metrics" in names_
+
+    def pick(table: str) -> str | None:
+        if shown and f"shown_{table}" in names_:
+            return f"shown_{table}"
+        return table if table in names_ else None
+
+    return _Source(metrics=pick("relink_metrics") or "relink_metrics",
+                   dp_runs=pick("dp_runs") or "dp_runs", utility=pick("utility") or "utility",
+                   membership=pick("membership"), heads_column="heads_key" if shown else "heads")
+
+
+def _frame(con, sql: str, params: list) -> pd.DataFrame:
+    return con.execute(sql, params).df()
+
+
+def _lift_ci(row) -> str:
+    """``8.4 (6.5–10.3)``: the lift and its interval (the recall interval over chance)."""
+    if row is None:
+        return fmt.NA
+    lift = f"{row['lift']:.1f}" if fmt.finite(row["lift"]) else fmt.NA
+    chance = row["chance"]
+    if fmt.finite(row["ci_low"]) and fmt.finite(row["ci_high"]) and fmt.finite(chance) and chance:
+        return f"{lift} ({row['ci_low'] / chance:.1f}–{row['ci_high'] / chance:.1f})"
+    return lift
+
+
+def _one(frame: pd.DataFrame, **where) -> pd.Series | None:
+    rows = frame
+    for key, value in where.items():
+        rows = rows[rows[key] == value]
+    return None if rows.empty else rows.iloc[0]
+
+
+def _epochs(description) -> str:
+    found = _EPOCHS.search(description or "") if isinstance(description, str) else None
+    return found.group(1) if found else "–"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _headline_n(sizes) -> int | None:
+    sizes = sorted(int(s) for s in sizes)
+    if not sizes:
+        return None
+    return HEADLINE_N if HEADLINE_N in sizes else sizes[-1]
+
+
+def _ladder(con, src: _Source, cohort: str) -> tuple[str, list[str]]:
+    metrics = _frame(con, f"""
+        SELECT m.model, m.split, m.negatives, m.pool_size, m.recall, m.chance, m.lift, m.ci_low,
+               m.ci_high, m.n_queries, m.n_excluded, m.run_id,
+               md.specialization, md.description
+        FROM {src.metrics} m LEFT JOIN models md ON md.model = m.model
+        WHERE m.cohort = ? AND m.{src.heads_column} = 'original' AND m.k = 1
+          AND m.direction = 'image_to_report'""", [cohort])
+    if metrics.empty:
+        return "", []
+    held = metrics[(metrics["split"] == "test") & (metrics["negatives"] == "random")]
+    sizes = sorted(int(s) for s in held["pool_size"].unique())
+    n_h = _headline_n(sizes)
+    header = ["model", "epochs"]
+    for n in sizes:
+        full = bool((held[held["pool_size"] == n]["n_queries"] == n).all())
+        header.append(f"lift N={n:,}" + (" (all held-out)" if full else "") + " (95% CI)")
+    header += [f"matched lift N={n_h:,} (queries)", f"members lift N={n_h:,}"]
+    order = (metrics.drop_duplicates("model")
+             .sort_values(["specialization", "model"], na_position="last")["model"])
+    rows = []
+    for model in order:
+        m = metrics[metrics["model"] == model]
+        row = [model, _epochs(m["description"].iloc[0])]
+        row += [_lift_ci(_one(m, split="test", negatives="random", pool_size=n)) for n in sizes]
+        matched = _one(m, split="test", negatives="matched", pool_size=n_h)
+        row.append(fmt.NA if matched is None
+                   else f"{_lift_ci(matched)} ({int(matched['n_queries']):,})")
+        members = _one(m, split="train", negatives="random", pool_size=n_h)
+        row.append(_lift_ci(members))
+        rows.append(row)
+    text = (f"**The ladder** on cohort `{cohort}`: held-out pairs, image → report, random "
+            "negatives unless stated, k = 1, original heads; lift over chance with its 95% "
+            "interval (bootstrap over patients). Matched negatives share the true report's 14 "
+            "labels; queries without enough of them are left out of that N.\n\n"
+            + _table(header, rows))
+    return text, sorted(set(metrics["run_id"].astype(str)))
+
+
+def _dp_model(con, src: _Source, cohort: str) -> str | None:
+    rows = con.execute(
+        f"SELECT d.model FROM {src.dp_runs} d LEFT JOIN models md ON md.model = d.model "
+        "WHERE d.cohort = ? ORDER BY md.specialization DESC NULLS LAST, d.model LIMIT 1",
+        [cohort]).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _dp(con, src: _Source, cohort: str, model: str) -> tuple[str, list[str]]:
+    dp = _frame(con, f"SELECT * FROM {src.dp_runs} WHERE cohort = ? AND model = ?",
+                [cohort, model])
+    if "heads" not in dp.columns or dp["heads"].isna().any():
+        dp["heads"] = [names.epsilon_label(e) for e in dp["epsilon"]]
+    metrics = _frame(con, f"""
+        SELECT {src.heads_column} AS heads, pool_size, recall, chance, lift, ci_low, ci_high,
+               n_queries, run_id
+        FROM {src.metrics}
+        WHERE cohort = ? AND model = ? AND split = 'test' AND direction = 'image_to_report'
+          AND negatives = 'random' AND k = 1""", [cohort, model])
+    utility = _frame(con, f"SELECT heads, auroc, run_id FROM {src.utility} "
+                          "WHERE cohort = ? AND model = ? AND label = 'macro'", [cohort, model])
+    membership = (pd.DataFrame(columns=["heads", "auroc"]) if src.membership is None else
+                  _frame(con, f"SELECT heads, auroc, run_id FROM {src.membership} "
+                              "WHERE cohort = ? AND model = ?", [cohort, model]))
+    if metrics.empty:
+        return "", []
+    n_full = int(metrics["pool_size"].max())
+    n_h = _headline_n(metrics["pool_size"].unique())
+    at_full = metrics[metrics["pool_size"] == n_full].drop_duplicates("heads").set_index("heads")
+    at_h = metrics[metrics["pool_size"] == n_h].drop_duplicates("heads").set_index("heads")
+    macro = utility.drop_duplicates("heads").set_index("heads")["auroc"]
+    signal = membership.drop_duplicates("heads").set_index("heads")["auroc"]
+    dp_rows = dp.drop_duplicates("heads").set_index("heads")
+    heads = [h for h in names.sort_heads([*dp_rows.index, "original"])
+             if h != names.BACKBONE and h in at_full.index]
+
+    def recall(h):
+        return at_full["recall"].get(h)
+
+    header = ["heads", "group ε", "patient ε (δ)", "σ", f"R@1 N={n_full:,}",
+              f"lift N={n_full:,} (95% CI)", "vs original", "vs ε = ∞"]
+    header += [f"lift N={n_h:,} (95% CI)"] if n_h != n_full else []
+    header += ["probe macro AUROC", "membership AUROC"]
+    rows = []
+    for h in heads:
+        d = dp_rows.loc[h] if h in dp_rows.index else None
+        if d is None:
+            group = patient = sigma = "–"
+        elif h == names.NO_DP:
+            group, patient, sigma = "∞ (no DP)", "–", fmt.general(d["noise_multiplier"])
+        else:
+            group = fmt.general(d["epsilon"])
+            patient = f"{fmt.general(d['patient_epsilon'])} ({fmt.general(d['patient_delta'], 2)})"
+            sigma = fmt.general(d["noise_multiplier"])
+        vs_original = ("–" if h == names.ORIGINAL
+                       else fmt.reduction(fmt.relative_reduction(recall(h), recall("original"))))
+        vs_inf = ("–" if h in (names.ORIGINAL, names.NO_DP) else
+                  fmt.reduction(fmt.relative_reduction(recall(h), recall(names.NO_DP))))
+        row = [names.heads_short(h), group, patient, sigma, fmt.percent(recall(h)),
+               _lift_ci(at_full.loc[h]), vs_original, vs_inf]
+        if n_h != n_full:
+            row.append(_lift_ci(at_h.loc[h] if h in at_h.index else None))
+        rows.append(row + [fmt.auroc(macro.get(h)), fmt.auroc(signal.get(h))])
+    parts = [f"**DP on the projection heads** of `{model}` (trained on `{cohort}`'s train split), "
+             "attacked on held-out pairs (image → report, random negatives, k = 1) at the "
+             f"largest stored N ({n_full:,})"
+             + (f" and at N = {n_h:,}" if n_h != n_full else "")
+             + "; reductions are of Recall@1.",
+             "", _table(header, rows)]
+    trained = dp_rows[[names.heads_epsilon(h) not in (None, float("inf")) for h in dp_rows.index]]
+    if len(trained):
+        parts += ["", _dp_parameters(trained)]
+    if names.BACKBONE in macro.index:
+        parts += ["", "Frozen-backbone probe (the sanity line, which DP cannot move): "
+                      f"{fmt.auroc(macro.get(names.BACKBONE))} macro AUROC."]
+    run_ids = set(metrics["run_id"].astype(str)) | set(dp["run_id"].astype(str))
+    return "\n".join(parts), sorted(run_ids)
+
+
+def _dp_parameters(dp: pd.DataFrame) -> str:
+    """One line of the DP settings the rows share (unit, clipping, steps, sampling, accountant)."""
+
+    def values(column: str, digits: int = 3) -> str:
+        if column not in dp.columns:
+            return fmt.NA
+        found = list(dict.fromkeys(fmt.general(v, digits) if not isinstance(v, str) else v
+                                   for v in dp[column].dropna()))
+        return ", ".join(found) if found else fmt.NA
+
+    return (f"DP settings: privacy unit {values('privacy_unit')}, clipping norm C = "
+            f"{values('max_grad_norm')}, {values('steps')} steps at sampling rate "
+            f"q = {values('sample_rate')}, group-level δ = {values('delta', 2)}, "
+            f"accountant {values('accountant')}; patient-level ε and δ by group privacy "
+            "(docs/dp.md).")
+
+
+def _transfer(con, src: _Source, cohort: str, external: str, model: str) -> tuple[str, list[str]]:
+    if src.heads_column == "heads_key":
+        where, params = ("(m.heads_key = 'original' OR m.heads_cohort = ?)", [cohort])
+    else:
+        where, params = ("TRUE", [])
+    metrics = _frame(con, f"""
+        SELECT m.heads, m.pool_size, m.recall, m.chance, m.lift, m.ci_low, m.ci_high, m.run_id
+        FROM {src.metrics} m
+        WHERE m.cohort = ? AND m.model = ? AND m.split = 'test' AND m.k = 1
+          AND m.direction = 'image_to_report' AND m.negatives = 'random' AND {where}""",
+                     [external, model, *params])
+    if metrics.empty:
+        return "", []
+    utility = _frame(con, f"SELECT heads, auroc FROM {src.utility} "
+                          "WHERE cohort = ? AND model = ? AND label = 'macro'", [external, model])
+    n_h = _headline_n(metrics["pool_size"].unique())
+    at_h = metrics[metrics["pool_size"] == n_h].drop_duplicates("heads").set_index("heads")
+    macro = utility.drop_duplicates("heads").set_index("heads")["auroc"]
+    heads = [h for h in names.sort_heads(at_h.index) if h != names.BACKBONE]
+    rows = [[names.heads_short(h), fmt.percent(at_h.loc[h, "recall"]), _lift_ci(at_h.loc[h]),
+             fmt.auroc(macro.get(h))] for h in heads]
+    text = (f"**Transfer**: the heads of `{model}` trained on `{cohort}`, applied unchanged to "
+            f"the external cohort `{external}` (every pair held-out), at N = {n_h:,}.\n\n"
+            + _table(["heads", f"R@1 N={n_h:,}", f"lift N={n_h:,} (95% CI)",
+                      "probe macro AUROC"], rows))
+    if names.BACKBONE in macro.index:
+        text += f"\n\nFrozen-backbone probe on `{external}`: {fmt.auroc(macro.get('backbone'))}."
+    return text, sorted(set(metrics["run_id"].astype(str)))
+
+
+def _provenance(con, run_ids: list[str], db_name: str) -> str:
+    if not run_ids:
+        return ""
+    marks = ", ".join("?" for _ in run_ids)
+    runs = _frame(con, f"SELECT code_version, finished_at FROM runs WHERE run_id IN ({marks})",
+                  run_ids)
+    versions = sorted(set(runs["code_version"].dropna().astype(str)))
+    finished = pd.to_datetime(runs["finished_at"]).dropna()
+    dates = sorted({d.strftime("%Y-%m-%d") for d in finished})
+    when = (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}") if dates else "unknown"
+    return (f"_Written by `python -m engine readme` from `{db_name}`: figures computed by engine "
+            f"{', '.join(f'`{v}`' for v in versions) or 'of unknown version'} "
+            f"(version+commit), runs finished {when}._")
+
+
+def results_markdown(db: Path, *, cohort: str = "site-a", external: str | None = "site-b") -> str:
+    """The markdown that goes between the README's results markers.
+
+    Args:
+        db: A results database.
+        cohort: The cohort the models were audited (and the DP heads trained) on.
+        external: The cohort the DP heads were transferred to; None or absent: no transfer table.
+
+    Raises:
+        ConfigError: the database has no attack results for `cohort`.
+    """
+    con = store.connect_read(Path(db))
+    try:
+        src = _source(con)
+        ladder, run_ids = _ladder(con, src, cohort)
+        if not ladder:
+            raise ConfigError(f"{db}: no attack results for cohort {cohort!r} (run the demo or "
+                              "`python -m engine attack` first, or pick another --cohort)")
+        parts = [ladder]
+        model = _dp_model(con, src, cohort)
+        if model is not None:
+            text, ids = _dp(con, src, cohort, model)
+            if text:
+                parts.append(text)
+                run_ids += ids
+            if external:
+                text, ids = _transfer(con, src, cohort, external, model)
+                if text:
+                    parts.append(text)
+                    run_ids += ids
+        parts.append(_provenance(con, sorted(set(run_ids)), Path(db).name))
+    finally:
+        con.close()
+    return "\n\n".join(p for p in parts if p)
+
+
+def replace_block(text: str, block: str, *, where: str = "README") -> str:
+    """`text` with what lies between the results markers replaced by `block`.
+
+    Raises:
+        ConfigError: the markers are missing, repeated or out of order.
+    """
+    starts, ends = text.count(BEGIN), text.count(END)
+    if starts != 1 or ends != 1 or text.index(BEGIN) > text.index(END):
+        raise ConfigError(f"{where}: expected one {BEGIN} line followed by one {END} line "
+                          f"(found {starts} and {ends})")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{block.strip()}\n{END}{tail}"
+
+
+def write_readme(db: Path, readme: Path, *, check: bool = False, cohort: str = "site-a",
+                 external: str | None = "site-b") -> bool:
+    """Rewrite the README's results block from `db`; with `check`, only compare.
+
+    Returns:
+        True when the README differs from what the database gives (and, unless `check`, was
+        rewritten); False when it already matched.
+
+    Raises:
+        ConfigError: unreadable README, missing markers, or no results for `cohort`.
+    """
+    readme = Path(readme)
+    try:
+        current = readme.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--readme {readme}: cannot read ({exc.strerror or exc})") from exc
+    wanted = replace_block(current, results_markdown(db, cohort=cohort, external=external),
+                           where=str(readme))
+    if wanted == current:
+        return False
+    if not check:
+        tmp = readme.with_name(readme.name + ".tmp")
+        tmp.write_text(wanted, encoding="utf-8")
+        tmp.replace(readme)
+    return True

@@ -1,0 +1,75 @@
+"""`python -m engine readme`: the README's results tables written from a results database."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import store
+from engine.cli import main
+from engine.readme import BEGIN, END, replace_block, results_markdown
+
+README = f"# Title\n\nBefore the results.\n\n{BEGIN}\nold figures\n{END}\n\nAfter them.\n"
+
+
+def _run(seeded, path, *extra):
+    return main(["--db", str(seeded.db), "readme", "--readme", str(path), "--cohort",
+                 seeded.cohort, "--external", "", *extra])
+
+
+def test_replace_block_keeps_the_text_around_the_markers():
+    out = replace_block(README, "new\n")
+    assert out == README.replace("old figures", "new")
+    with pytest.raises(Exception, match="expected one"):
+        replace_block("no markers here", "x")
+    with pytest.raises(Exception, match="expected one"):
+        replace_block(f"{END}\n{BEGIN}\n", "x")
+
+
+def test_tables_carry_the_databases_figures(seeded):
+    text = results_markdown(seeded.db, cohort=seeded.cohort, external=None)
+    rows = store.read_df(seeded.db, (
+        "SELECT model, pool_size, lift, ci_low / chance AS lo, ci_high / chance AS hi "
+        "FROM relink_metrics WHERE cohort = ? AND heads = 'original' AND split = 'test' "
+        "AND direction = 'image_to_report' AND negatives = 'random' AND k = 1"),
+        [seeded.cohort])
+    for r in rows.itertuples():
+        assert f"{r.lift:.1f} ({r.lo:.1f}–{r.hi:.1f})" in text, (r.model, r.pool_size)
+    # every model has its row, the most specialised last; the DP grid has original, 1 and inf
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    ladder = [line.split(" | ")[0][2:] for line in lines if line.split(" | ")[0][2:]
+              in seeded.models]
+    assert ladder == list(seeded.models)
+    assert any(line.startswith("| ε=1 |") for line in lines)
+    assert any(line.startswith("| ε=∞ |") for line in lines)
+    assert "runs finished" in text and "engine `" in text
+
+
+def test_readme_is_rewritten_once_then_checked(seeded, tmp_path, capsys):
+    path = tmp_path / "README.md"
+    path.write_text(README, encoding="utf-8")
+    assert _run(seeded, path, "--check") == 1  # the placeholder differs from the database
+    assert path.read_text(encoding="utf-8") == README  # --check writes nothing
+    assert _run(seeded, path) == 0
+    first = path.read_text(encoding="utf-8")
+    assert first.startswith("# Title\n\nBefore the results.\n\n") and first.endswith("After them.\n")
+    assert "old figures" not in first and "| model | epochs |" in first
+    assert _run(seeded, path) == 0  # idempotent: same database, same bytes
+    assert path.read_text(encoding="utf-8") == first
+    assert "already up to date" in capsys.readouterr().out
+    assert _run(seeded, path, "--check") == 0
+    path.write_text(first.replace("| ε=1 |", "| ε=2 |"), encoding="utf-8")
+    assert _run(seeded, path, "--check") == 1
+
+
+def test_readme_errors_are_one_line(seeded, tmp_path, capsys):
+    path = tmp_path / "README.md"
+    path.write_text("no markers\n", encoding="utf-8")
+    assert _run(seeded, path) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "results:begin" in err and err.count("\n") == 1
+    assert main(["--db", str(tmp_path / "none.duckdb"), "readme", "--readme", str(path)]) == 2
+    assert "no results database" in capsys.readouterr().err
+    path.write_text(README, encoding="utf-8")
+    assert main(["--db", str(seeded.db), "readme", "--readme", str(path), "--cohort",
+                 "nowhere"]) == 2
+    assert "no attack results for cohort 'nowhere'" in capsys.readouterr().err
