@@ -30,9 +30,15 @@ def synth(args: argparse.Namespace) -> int:
 
 def check(args: argparse.Namespace) -> int:
     from engine.cohort.adapters import load_cohort
+    from engine.cohort.adapters.assembly import NoUsableImages
     from engine.cohort.check import format_check_report
 
-    load = load_cohort(args.fmt, args.root, section=args.section)
+    try:
+        load = load_cohort(args.fmt, args.root, section=args.section)
+    except NoUsableImages as exc:
+        # The report still says what was listed and why each item was lost; then the error.
+        print(format_check_report(exc.load, fmt=args.fmt, root=args.root))
+        raise
     print(format_check_report(load, fmt=args.fmt, root=args.root))
     return 0
 

@@ -15,6 +15,14 @@ from engine.errors import CohortError
 _logger = logging.getLogger(__name__)
 
 
+class NoUsableImages(CohortError):
+    """Nothing usable was left; `load` still holds every problem and counter (for a report)."""
+
+    def __init__(self, message: str, load: CohortLoad) -> None:
+        super().__init__(message)
+        self.load = load
+
+
 def finish(items: pd.DataFrame, log: LoadLog, root: Path) -> CohortLoad:
     """Check the assembled table as a whole and return the `CohortLoad`.
 
@@ -27,7 +35,9 @@ def finish(items: pd.DataFrame, log: LoadLog, root: Path) -> CohortLoad:
         kinds = Counter(p.kind for p in log.problems)
         summary = ", ".join(f"{k} x{n}" for k, n in kinds.most_common(4)) or "no rows listed"
         first = f"; first: {log.problems[0]}" if log.problems else ""
-        raise CohortError(f"{root}: no usable images ({summary}){first}")
+        log.stats["images_kept"] = log.stats["studies_kept"] = log.stats["patients_kept"] = 0
+        empty = CohortLoad(items=conform(items), problems=log.problems, stats=dict(log.stats))
+        raise NoUsableImages(f"{root}: no usable images ({summary}){first}", empty)
     _flag_split_leaks(items, log)
     _flag_shared_studies(items, log)
     log.stats["images_kept"] = len(items)

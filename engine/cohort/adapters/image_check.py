@@ -5,6 +5,7 @@ Every adapter checks its images through `check_images`; `inspect_image` is the p
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,10 +46,30 @@ def check_images(
             ``image_path``.
     """
 
+    folder_present: dict[str, bool] = {}
+
+    def in_missing_folder(candidate: str) -> bool:
+        # A release of 100k images in a few dozen folders, none unpacked: one contained,
+        # resolved check per folder instead of one per image. Paths with ".." or an absolute
+        # start take the full per-image check below.
+        parent = posixpath.dirname(candidate)
+        if not parent or ".." in parent.split("/") or candidate.startswith(("/", "\\")):
+            return False
+        if parent not in folder_present:
+            try:
+                folder = images.resolve_image(base, parent)
+            except images.ImagePathError:
+                folder_present[parent] = True  # let the per-image check report it
+            else:
+                folder_present[parent] = folder.is_dir()
+        return not folder_present[parent]
+
     def probe(listed: str) -> tuple[str, str, str, list[str], bool]:
         others = alternatives(listed) if alternatives else []
         tried = [listed] + [c for c in others if c != listed]
         for candidate in tried:
+            if in_missing_folder(candidate):
+                continue
             try:
                 # Containment first: a path outside the root is never opened, not even stat'ed.
                 file = images.resolve_image(base, candidate)

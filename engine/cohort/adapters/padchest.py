@@ -170,11 +170,19 @@ def read_release(
 
 def _study_rows(rows: pd.DataFrame, log: loadlog.LoadLog) -> pd.DataFrame:
     """The output columns of `read_release` from the chosen image rows."""
-    findings = [sorted(set(parse_list(cell))) for cell in rows["Labels"]]
-    by_sentence = [parse_by_sentence(cell) for cell in rows["LabelsLocalizationsBySentence"]]
+    # The same cells repeat thousands of times ("['normal']"): parse each distinct one once.
+    label_sets = _memo(lambda cell: sorted(set(parse_list(cell))))
+    sentence_lists = _memo(parse_by_sentence)
+    findings = [list(label_sets(cell)) for cell in rows["Labels"]]
+    by_sentence = [
+        [list(g) for g in sentence_lists(cell)] for cell in rows["LabelsLocalizationsBySentence"]
+    ]
+    loc_sets = _memo(lambda key: sorted(set(parse_list(key[0])) | {
+        x for grp in sentence_lists(key[1]) for x in grp if x.startswith("loc ")
+    }))
     localizations = [
-        sorted(set(parse_list(cell)) | {x for grp in groups for x in grp if x.startswith("loc ")})
-        for cell, groups in zip(rows["Localizations"], by_sentence)
+        list(loc_sets((cell, groups)))
+        for cell, groups in zip(rows["Localizations"], rows["LabelsLocalizationsBySentence"])
     ]
     birth = pd.to_numeric(rows["PatientBirth"], errors="coerce")
     dates = pd.to_datetime(rows["StudyDate_DICOM"], format="%Y%m%d", errors="coerce")
@@ -210,6 +218,18 @@ def _study_rows(rows: pd.DataFrame, log: loadlog.LoadLog) -> pd.DataFrame:
         }
     )
     return out.sort_values("study_id", kind="stable").reset_index(drop=True)
+
+
+def _memo(func):
+    """`func` with its results kept per argument (callers copy what they store)."""
+    cache: dict = {}
+
+    def cached(key):
+        if key not in cache:
+            cache[key] = func(key)
+        return cache[key]
+
+    return cached
 
 
 def _flag_studies_of_several_patients(frame: pd.DataFrame, log: loadlog.LoadLog) -> None:
