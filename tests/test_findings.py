@@ -94,3 +94,28 @@ def test_empty_inputs_are_not_measurable():
                                  ladder=LADDER)
     assert [r.verdict for r in results] == [NOT_MEASURABLE] * 4
     assert len(summarize_findings(empty, None, ladder=[])) == 4
+
+
+def test_overview_page_shows_the_four_findings_from_the_database(seeded, monkeypatch):
+    """The overview's panel: four rows computed from the seeded database's own rows."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from engine import store
+
+    monkeypatch.setenv("RELINK_DB", str(seeded.db))
+    app = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+    at = AppTest.from_file(app, default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(h.value == "The study's four findings on this cohort" for h in at.subheader)
+    shown = next(df.value for df in at.dataframe if "verdict" in df.value.columns)
+    assert list(shown["finding"].str[:2]) == ["1.", "2.", "3.", "4."]
+    # the same verdicts as computed directly from the stored rows
+    metrics = store.read_df(seeded.db, "SELECT * FROM relink_metrics WHERE cohort = ? AND k = 1",
+                            [seeded.cohort])
+    utility = store.read_df(seeded.db, "SELECT * FROM utility WHERE cohort = ? AND model = ?",
+                            [seeded.cohort, seeded.specialist])
+    direct = summarize_findings(metrics, utility, ladder=list(seeded.models))
+    assert list(shown["verdict"]) == [r.verdict for r in direct]
+    assert direct[0].verdict != NOT_MEASURABLE

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import data, logic, ui
 from dashboard.charts import lift_vs_n, members_vs_heldout
+from engine.core.findings import findings_rows, summarize_findings
 
 ctx = ui.context()
 st.title("Re-linkage risk overview")
@@ -83,6 +85,17 @@ with b:
             "patient top-1": st.column_config.NumberColumn(format="percent"),
             "chance top-1": st.column_config.NumberColumn(format="percent"),
         })
+
+st.subheader("The study's four findings on this cohort")
+st.caption("Each finding of the reference study recomputed from this cohort's results: held-out "
+           "pairs, image → report, Recall@1 with 95% intervals; the models from least to most "
+           "specialised, findings 2-4 on the most specialised. Where a finding does not "
+           "reproduce, the verdict says so and why.")
+ladder = list(data.models(ctx.db, ctx.token, ctx.cohort)["model"])
+found = summarize_findings(
+    data.pool_metrics(ctx.db, ctx.token, ctx.cohort, None, None, 1),
+    data.utility(ctx.db, ctx.token, ctx.cohort, ladder[-1]) if ladder else None, ladder=ladder)
+ui.table(pd.DataFrame(findings_rows(found)), "four findings")
 
 st.subheader("All pool metrics of this model")
 ui.table(metrics.drop(columns=["run_id"]), f"pool metrics {ctx.model}", column_config={

@@ -127,13 +127,16 @@ def _macro(utility, heads: str) -> float:
 
 def _specialisation(metrics, ladder: Sequence[str]) -> FindingResult:
     study = "rises systematically over 4 models"
-    points = [(m, _point(metrics, 100, model=m)) for m in ladder]
+    # N = 100 as in the study; a cohort too small for it uses its largest N below 100
+    shared = set.intersection(*(set(_sizes(metrics, model=m)) for m in ladder)) if ladder else set()
+    n = 100 if 100 in shared else max((s for s in shared if s < 100), default=max(shared or {0}))
+    points = [(m, _point(metrics, n, model=m)) for m in ladder]
     points = [(m, p) for m, p in points if p is not None]
     if len(points) < 2:
         return FindingResult(1, "re-linkage rises with specialisation", study, "n/a",
-                             NOT_MEASURABLE, "fewer than two models have a lift at N = 100")
+                             NOT_MEASURABLE, "fewer than two models have a lift at one N")
     lifts = [p.lift for _, p in points]
-    measured = "lift at N=100: " + ", ".join(times(v) for v in lifts)
+    measured = f"lift at N={n:,}: " + ", ".join(times(v) for v in lifts)
     rising = all(b >= a for a, b in zip(lifts, lifts[1:]))
     separated = points[-1][1].lift_low > points[0][1].lift_high
     if rising and separated:
@@ -295,5 +298,13 @@ def format_findings(results: Sequence[FindingResult]) -> str:
     return "\n".join(lines)
 
 
+
+
+def findings_rows(results: Sequence[FindingResult]) -> list[dict[str, str]]:
+    """The findings as table rows (finding, study, measured, verdict, why) for a dashboard."""
+    return [{"finding": f"{r.number}. {r.finding}", "study": r.study, "measured": r.measured,
+             "verdict": r.verdict, "why": r.why} for r in results]
+
+
 __all__ = ["FindingResult", "NOT_MEASURABLE", "NOT_REPRODUCED", "PARTLY", "REPRODUCES",
-           "format_findings", "summarize_findings"]
+           "findings_rows", "format_findings", "summarize_findings"]
