@@ -20,7 +20,7 @@ from engine.cli.options import epsilon_list, int_at_least, int_list, name_type
 from engine.config import DEFAULT_CACHE, DEFAULT_DB
 from engine.errors import EngineError
 
-COHORT_FORMATS = ("mimic-cxr-jpg", "chexpert-plus", "iu-xray", "csv")
+COHORT_FORMATS = ("mimic-cxr-jpg", "chexpert-plus", "iu-xray", "padchest", "csv")
 SECTIONS = ("findings", "impression", "both", "full")
 # A map needs more pairs than UMAP's 15 neighbours: 16 pairs = 32 points.
 UMAP_MIN_POINTS = 32
