@@ -275,6 +275,10 @@ def _connect_retrying(db: Path, *, read_only: bool, retry_seconds: float) -> duc
         try:
             return duckdb.connect(str(db), read_only=read_only)
         except duckdb.IOException as exc:
+            if "not a valid duckdb database" in str(exc).lower():
+                # Not a lock: waiting would not help, so say what the file is.
+                raise StoreError(f"not a DuckDB database: {db} (point --db at a results file "
+                                 "written by the engine, or at a new path)") from exc
             if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
                 what = "results are being updated" if read_only else "cannot open for writing"
                 raise StoreError(f"{db}: {what} ({_first_line(exc)})") from exc
@@ -304,8 +308,14 @@ def replace_rows(
         try:
             cols = ", ".join(f'"{c}"' for c in frame.columns)
             con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM _incoming')
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot store {len(frame)} rows in table {table!r} "
+                             f"({_first_line(exc)})") from exc
         finally:
-            con.unregister("_incoming")
+            # After a failed insert the transaction is aborted and unregister fails too; that
+            # second error must not replace the first.
+            with contextlib.suppress(duckdb.Error):
+                con.unregister("_incoming")
     return len(frame)
 
 

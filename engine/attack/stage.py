@@ -85,7 +85,11 @@ def pool_metrics(
             )
         for j, k in enumerate(config.ks):
             recall = float(values[:, j].mean()) if n_inc else float("nan")
-            ch = float(np.mean(chance[j][include])) if full_matched and n_inc else chance[j]
+            if full_matched:
+                # Per-query chance k / N_q; with no query left there is no pool and no chance.
+                ch = float(np.mean(chance[j][include])) if n_inc else float("nan")
+            else:
+                ch = float(chance[j])
             rows.append(dict(
                 negatives=negatives, pool_size=int(size), k=int(k), recall=recall,
                 chance=ch, lift=recall / ch if n_inc and ch > 0 else float("nan"),
@@ -235,5 +239,20 @@ def run_attack(
         for table, frame in frames.items():
             store.replace_rows(con, table, frame.assign(**keys_cols) if len(frame) else frame,
                                model=model, cohort=cohort, heads=heads)
-        run.record(con, status="done", n_rows=int(sum(len(f) for f in frames.values())))
+        run.record(con, status="done", n_rows=int(sum(len(f) for f in frames.values())),
+                   message=leak_message(leaked_patients(items, config.splits)))
     return run.run_id, False
+
+
+def leaked_patients(items: pd.DataFrame, splits=("test", "train")) -> int:
+    """Patients with pairs in more than one of `splits` (members leaking into held-out)."""
+    part = items.loc[items["split"].isin(list(splits))]
+    return int((part.groupby("patient_id")["split"].nunique() > 1).sum())
+
+
+def leak_message(n_leaked: int) -> str:
+    """The run's note about patients in several splits ("" when there are none)."""
+    if not n_leaked:
+        return ""
+    return (f"{n_leaked} patients have pairs in both members and held-out: the split is not "
+            "patient-disjoint, so held-out results are optimistic")

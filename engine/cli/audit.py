@@ -47,6 +47,12 @@ def attack(args: argparse.Namespace) -> int:
     what = "reused" if reused else f"computed in {time.perf_counter() - start:.1f} s"
     print(f"attack {inputs.model} on {inputs.cohort}: {len(inputs.items)} pairs, {what}; "
           f"run {run_id} in {args.db}")
+    if not args.external:
+        from engine.attack.stage import leak_message, leaked_patients
+
+        note = leak_message(leaked_patients(inputs.items, config.splits))
+        if note:
+            print(f"warning: {note}")
     return 0
 
 

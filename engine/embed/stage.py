@@ -185,6 +185,12 @@ def embed_cohort(
     from engine.models.split import describe_head, split_towers
 
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"--device {device}: torch sees no CUDA GPU on this machine (torch "
+            f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use --device cpu "
+            "or leave --device out"
+        )
     batch_size = options.batch_size or (256 if device.startswith("cuda") else 64)
     workers = options.num_workers
     if workers is None:

@@ -229,8 +229,16 @@ def _assemble(d: _Data, db: Path, examples: bool | None, generated_at: datetime)
         "missing": missing,
         "provenance": _provenance(d),
     }
-    doc["caveats"] = _caveats(doc, attack_cfg, dp_cfg)
+    doc["caveats"] = _caveats({**doc, "_attack_message": (attack_run or {}).get("message")},
+                              attack_cfg, dp_cfg)
     return clean(doc)
+
+
+def _leak_note(message) -> str:
+    """The attack run's note on patients in several splits (`attack.stage.leak_message`)."""
+    if isinstance(message, str) and "patient-disjoint" in message:
+        return message.split(", so held-out")[0]
+    return ""
 
 
 def _model_section(d: _Data) -> dict:
@@ -817,6 +825,11 @@ def _caveats(doc: dict, attack_cfg: dict | None, dp: dict | None) -> list[dict]:
     elif c["synthetic"] is None:
         out.append({"title": "Cohort origin not verified", "text": (
             f"Whether {c['name']} is synthetic {c['synthetic_evidence']}.")})
+    leak = _leak_note(doc.get("_attack_message"))
+    if leak:
+        out.append({"title": "Split not patient-disjoint", "text": (
+            f"{leak}. Pairs of these patients were seen in training, so Recall@k and lift on the "
+            "held-out split overstate how well the model generalises; re-split by patient.")})
     held = next((s for s in c["splits"] if s["split"] == HELD_OUT), None)
     if held is not None and held["n_items"] < 1000:
         out.append({"title": "Small evaluation set", "text": (

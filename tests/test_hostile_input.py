@@ -1,0 +1,358 @@
+"""Hostile input never gives a wrong answer: high bit depths are windowed, tiny images and paths
+outside the cohort root are refused (and never opened), split leaks are reported as such, and a
+split without matched distractors still stores its results."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import bad_input_fixtures as bad
+from cohort_fixtures import make_csv, write_image
+from engine import images, store
+from engine.cli import main
+from engine.cohort.adapters import load_cohort
+from engine.cohort.check import format_check_report
+from engine.errors import ConfigError, StoreError
+
+# ------------------------------------------------------------------ windowing, against references
+
+
+def _naive_window(pixels: np.ndarray) -> np.ndarray:
+    """Pixel by pixel, the rule of engine.images written out plainly."""
+    top = int(pixels.max())
+    bits = 8 if top <= 255 else next(b for b in (10, 12, 14, 16) if 2**b > top)
+    out = np.zeros(pixels.shape, dtype=np.uint8)
+    for idx, value in np.ndenumerate(pixels):
+        out[idx] = min(255, max(0, int(math.floor(int(value) * 255 / (2**bits - 1) + 0.5))))
+    return out
+
+
+@pytest.mark.parametrize("top,bits", [(0, 8), (255, 8), (256, 10), (1023, 10), (1024, 12),
+                                      (3000, 12), (4095, 12), (4096, 14), (16383, 14),
+                                      (16384, 16), (65535, 16)])
+def test_stored_bits(top, bits):
+    assert images.stored_bits(top) == bits
+
+
+@pytest.mark.parametrize("bits", [10, 12, 16])
+def test_window_matches_the_naive_rule(bits):
+    rng = np.random.default_rng(bits)
+    pixels = rng.integers(0, 2**bits, (17, 23)).astype(np.uint16)
+    pixels[0, 0] = 2**bits - 1  # the brightest level is present
+    assert np.array_equal(images.window_to_8bit(pixels), _naive_window(pixels))
+
+
+def test_float_and_signed_images_get_the_percentile_window():
+    rng = np.random.default_rng(1)
+    pixels = rng.normal(-200.0, 500.0, (40, 40)).astype(np.float32)
+    low, high = np.percentile(pixels, (0.5, 99.5))
+    expected = np.clip(np.rint((pixels - low) * 255.0 / (high - low)), 0, 255).astype(np.uint8)
+    out = images.window_to_8bit(pixels)
+    assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
+    assert out.min() == 0 and out.max() == 255
+    signed = np.array([[-5, 0], [5, 10]], dtype=np.int32)
+    assert images.window_to_8bit(signed).min() == 0 and images.window_to_8bit(signed).max() == 255
+
+
+@pytest.mark.parametrize("bits", [10, 12, 16])
+def test_high_bit_png_is_windowed_like_its_8bit_rendering(tmp_path, bits):
+    ref = bad.reference_pixels()
+    path = bad.write_png16(tmp_path / "x.png", bad.high_bit_pixels(ref, bits))
+    with Image.open(path) as img:
+        assert img.mode in images.HIGH_BIT_MODES
+        clipped = np.asarray(img.convert("RGB"))[..., 0]
+    assert images.inspect_image(path).high_bit_depth
+    out = np.asarray(images.load_image(path, "L"))
+    assert out.dtype == np.uint8 and out.shape == ref.shape
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+    rgb = np.asarray(images.load_image(path))
+    assert rgb.shape == (*ref.shape, 3) and np.array_equal(rgb[..., 0], out)
+    # What Pillow's conversion alone does: most of the radiograph turns white.
+    assert (clipped == 255).mean() > 0.8
+
+
+def test_embedding_of_a_16bit_cohort_matches_its_8bit_rendering(tmp_path):
+    """Through the real pipeline (adapter, registry, embed stage): the same features."""
+    import _tiny_clip as tiny
+    from engine.cohort.registry import register_cohort
+    from engine.embed import load_embeddings
+    from engine.embed.stage import embed_cohort
+
+    db, cache = tmp_path / "r.duckdb", tmp_path / "cache"
+    csv16, refs = bad.make_high_bit_csv(tmp_path / "c16", bits=12)
+    csv8 = bad.make_reference_csv(tmp_path / "c8", refs)
+    for name, csv in (("c16", csv16), ("c8", csv8)):
+        load = load_cohort("csv", csv.parent)
+        assert load.stats["images_high_bit_depth"] == (len(refs) if name == "c16" else 0)
+        register_cohort(db, name, fmt="csv", root=csv.parent, load=load)
+    folder = tmp_path / "model"
+    tiny.write_local_dir(folder, tiny.native_cfg(), seed=2)
+    spec = f"local-dir:{folder}"
+    feats = {}
+    for name in ("c16", "c8"):
+        embed_cohort(db, cache, spec, name)
+        feats[name] = load_embeddings(cache, spec, name).image_features
+    a, b = feats["c16"], feats["c8"]
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.999
+
+
+# ------------------------------------------------------------------------------- tiny images
+
+
+def test_one_pixel_image_is_flagged_and_counted(tmp_path):
+    rows = bad.csv_rows(3)
+    for i in range(3):
+        (bad.write_tiny_image if i == 1 else write_image)(tmp_path / rows[i]["image_path"])
+    make_csv(tmp_path, rows)
+    load = load_cohort("csv", tmp_path)
+    assert len(load.items) == 2 and load.stats["images_too_small"] == 1
+    (problem,) = [p for p in load.problems if p.kind == "image_too_small"]
+    assert problem.row == 2 and "1x1 pixels" in problem.message and problem.skipped
+    report = format_check_report(load, fmt="csv", root=tmp_path)
+    assert "images too small" in report and "Problems: none" not in report
+    with pytest.raises(images.ImageReadError, match="1x1 pixels"):
+        images.load_image(tmp_path / rows[1]["image_path"])
+
+
+def test_check_reports_high_bit_depth_counts(tmp_path, capsys):
+    bad.make_high_bit_csv(tmp_path, bits=12, n=3)
+    assert main(["cohort", "check", "--format", "csv", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "high bit depth" in x)
+    assert line.split()[-1] == "3"
+    for label in ("images too small", "outside the cohort root"):
+        assert next(x for x in out.splitlines() if label in x).split()[-1] == "0"
+
+
+# --------------------------------------------------------------------------- containment
+
+
+@pytest.fixture
+def opened(monkeypatch):
+    """Every path Pillow or the header check touches."""
+    seen: list[str] = []
+    real_open, real_inspect = Image.open, images.inspect_image
+
+    def spy_open(fp, *a, **k):
+        seen.append(str(fp))
+        return real_open(fp, *a, **k)
+
+    def spy_inspect(path, *a, **k):
+        seen.append(str(path))
+        return real_inspect(path, *a, **k)
+
+    monkeypatch.setattr(Image, "open", spy_open)
+    monkeypatch.setattr(images, "inspect_image", spy_inspect)
+    return seen
+
+
+def test_resolve_image_rules(tmp_path):
+    root = tmp_path / "root"
+    write_image(root / "a/b.jpg")
+    write_image(tmp_path / "outside.jpg")
+    assert images.resolve_image(root, "a/b.jpg") == (root / "a/b.jpg").resolve()
+    assert images.resolve_image(root, "a/../a/b.jpg") == (root / "a/b.jpg").resolve()
+    (root / "cohort.csv").write_text("image_path\n")  # --root may name the CSV file itself
+    assert images.resolve_image(root / "cohort.csv", "a/b.jpg") == (root / "a/b.jpg").resolve()
+    for hostile, why in ((str(tmp_path / "outside.jpg"), "absolute"),
+                         ("../outside.jpg", "outside the cohort root"),
+                         ("a/../../outside.jpg", "outside the cohort root"),
+                         ("C:\\data\\x.png", "absolute"), ("", "empty")):
+        with pytest.raises(images.ImagePathError, match=why):
+            images.resolve_image(root, hostile, where="cohort.csv, row 7")
+    with pytest.raises(images.ImagePathError, match="cohort.csv, row 7"):
+        images.resolve_image(root, "../outside.jpg", where="cohort.csv, row 7")
+
+
+def test_symlink_out_of_the_root_is_refused(tmp_path, opened):
+    secret = write_image(tmp_path / "private" / "secret.jpg")
+    rows = bad.csv_rows(2)
+    write_image(tmp_path / "c" / rows[0]["image_path"])
+    link = tmp_path / "c" / rows[1]["image_path"]
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(secret)
+    make_csv(tmp_path / "c", rows)
+    load = load_cohort("csv", tmp_path / "c")
+    assert load.items["image_path"].tolist() == [rows[0]["image_path"]]
+    (problem,) = [p for p in load.problems if p.kind == "image_outside_root"]
+    assert "symbolic link" in problem.message and problem.row == 2
+    assert not any("secret" in p for p in opened)
+
+
+def test_dicom_id_with_dot_dot_is_rejected_and_never_opened(tmp_path, opened):
+    root, outside = tmp_path / "mimic", tmp_path / "secret.jpg"
+    bad_id = bad.make_mimic_with_escape(root, outside)
+    assert images.inspect_image(outside).status == "ok"  # a readable image lies there
+    opened.clear()
+    load = load_cohort("mimic-cxr-jpg", root)
+    assert bad_id not in set(load.items["image_id"])
+    (problem,) = [p for p in load.problems if p.kind == "image_outside_root"]
+    assert problem.file.startswith("mimic-cxr-2.0.0-metadata") and problem.row == 1
+    assert "outside the cohort root" in problem.message and "'..'" in problem.message
+    assert load.stats["images_outside_root"] == 1
+    assert not any(Path(p).name == "secret.jpg" for p in opened)
+
+
+def test_absolute_csv_path_is_rejected_and_never_opened(tmp_path, opened):
+    secret = write_image(tmp_path / "elsewhere" / "secret.jpg")
+    rows = bad.csv_rows(3)
+    rows[2]["image_path"] = str(secret)
+    for row in rows[:2]:
+        write_image(tmp_path / "c" / row["image_path"])
+    make_csv(tmp_path / "c", rows)
+    opened.clear()
+    load = load_cohort("csv", tmp_path / "c")
+    assert len(load.items) == 2
+    (problem,) = [p for p in load.problems if p.kind == "image_outside_root"]
+    assert problem.row == 3 and "is absolute" in problem.message
+    assert not any("secret" in p for p in opened)
+
+
+def test_embed_refuses_a_stored_path_outside_the_root(tmp_path, opened):
+    """Even when the items table was written by hand, the embed stage opens nothing outside."""
+    import _tiny_clip as tiny
+    from engine.embed.stage import embed_cohort
+
+    db, cache = tmp_path / "r.duckdb", tmp_path / "cache"
+    items = tiny.make_cohort(db, tmp_path / "cohort", n=6)
+    secret = write_image(tmp_path / "secret.jpg")
+    hostile = items["image_id"].iloc[2]
+    with store.connect_write(db) as con:
+        con.execute("UPDATE items SET image_path = ? WHERE image_id = ?",
+                    ["../secret.jpg", hostile])
+    folder = tmp_path / "model"
+    tiny.write_local_dir(folder, tiny.native_cfg(), seed=1)
+    opened.clear()
+    result = embed_cohort(db, cache, f"local-dir:{folder}", "tiny")
+    assert [s["image_id"] for s in result.skipped] == [hostile]
+    assert "outside the cohort root" in result.skipped[0]["error"]
+    assert result.n_items == len(items) - 1
+    assert not any(Path(p).resolve() == secret.resolve() for p in opened)
+
+
+# ------------------------------------------------------------------- names and split leaks
+
+
+@pytest.mark.parametrize("name", ["", "   ", "a/b", "..", "x\x07y", "tab\there", "c:\\d"])
+def test_cohort_add_rejects_bad_names(tmp_path, capsys, name):
+    make_csv(tmp_path / "c")
+    rc = main(["--db", str(tmp_path / "r.duckdb"), "cohort", "add", "--name", name,
+               "--format", "csv", "--root", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert "--name" in err and "Traceback" not in err
+    assert not (tmp_path / "r.duckdb").exists()
+
+
+def test_add_lists_a_leaking_patient_as_kept_not_skipped(tmp_path, capsys):
+    make_csv(tmp_path / "c", bad.leaking_split_rows())
+    for row in bad.leaking_split_rows():
+        write_image(tmp_path / "c" / row["image_path"], "PNG")
+    rc = main(["--db", str(tmp_path / "r.duckdb"), "cohort", "add", "--name", "leaky",
+               "--format", "csv", "--root", str(tmp_path / "c")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    leak_lines = [line for line in out.splitlines() if "several splits" in line]
+    assert leak_lines and all(line.lstrip().startswith("kept, but:") for line in leak_lines)
+    assert "0 rows skipped" in out and "skipped:" not in out
+
+
+def test_attack_records_leaked_patients(tmp_path):
+    from engine.attack.stage import leak_message, leaked_patients, run_attack
+
+    from engine.cohort.table import conform
+
+    rng = np.random.default_rng(0)
+    rows = bad.leaking_split_rows()
+    items = conform(pd.DataFrame([{**r, "image_id": f"i{i}"} for i, r in enumerate(rows)]))
+    # Naive reference: patients seen in both splits.
+    by_patient = {p: set(g["split"]) for p, g in items.groupby("patient_id")}
+    assert leaked_patients(items) == sum(len(s) > 1 for s in by_patient.values()) == 1
+    assert leaked_patients(items.assign(patient_id=[f"Q{i}" for i in range(len(items))])) == 0
+    emb = rng.normal(size=(len(items), 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    db = tmp_path / "r.duckdb"
+    run_id, _ = run_attack(db, model="m", cohort="c", items=items, image_embeddings=emb,
+                           text_embeddings=emb[::-1].copy())
+    message = store.read_df(db, "SELECT message FROM runs WHERE run_id = ?", [run_id])["message"][0]
+    assert message == leak_message(1) and "optimistic" in message and message.startswith("1 ")
+
+
+def test_report_caveat_names_the_leak():
+    from engine.attack.stage import leak_message
+    from engine.report.content import _leak_note
+
+    note = _leak_note(leak_message(3))
+    assert note.startswith("3 patients") and "patient-disjoint" in note
+    assert _leak_note("") == "" and _leak_note(None) == ""
+
+
+# ---------------------------------------------------------- a split without matched distractors
+
+
+def test_no_matched_distractor_gives_scalar_chance_and_stores(tmp_path):
+    from engine.attack.ranks import count_ranks
+    from engine.attack.stage import AttackConfig, pool_metrics, run_attack
+    from engine.labels import CHEXPERT_LABELS
+
+    n = 12
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(n, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    keys = np.array([f"k{i}" for i in range(n)], dtype=object)  # every label vector unique
+    patients = np.array([f"p{i}" for i in range(n)], dtype=object)
+    counts = count_ranks(emb, emb, label_keys=keys, patients=patients)
+    assert (counts.n_matched == 0).all()
+    rows = pool_metrics(counts, patients, AttackConfig(pool_sizes=(5,), n_boot=20))
+    matched = [r for r in rows if r["negatives"] == "matched"]
+    assert matched and all(isinstance(r["chance"], float) for r in rows)
+    assert all(math.isnan(r["chance"]) and r["n_queries"] == 0 for r in matched
+               if r["pool_size"] == n)
+    # Through the store: unique labels per item, one split.
+    items = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)],
+                          "study_id": [f"s{i}" for i in range(n)], "patient_id": patients,
+                          "split": "test"})
+    for j, label in enumerate(CHEXPERT_LABELS):  # label j = bit j of i: 12 distinct vectors
+        items[label] = [float((i >> j) & 1) for i in range(n)]
+    run_id, _ = run_attack(tmp_path / "r.duckdb", model="m", cohort="c", items=items,
+                           image_embeddings=emb, text_embeddings=emb,
+                           config=AttackConfig(pool_sizes=(5,), n_boot=20, splits=("test",)))
+    stored = store.read_df(tmp_path / "r.duckdb", "SELECT * FROM relink_metrics WHERE run_id = ?",
+                           [run_id])
+    assert len(stored) and set(stored["negatives"]) == {"random", "matched"}
+
+
+def test_failed_insert_is_not_masked_by_unregister(tmp_path):
+    db = tmp_path / "r.duckdb"
+    frame = pd.DataFrame({"cohort": ["c"], "format": ["csv"], "root": ["/x"],
+                          "n_images": [np.array([1, 2])]})  # an array where a number goes
+    with pytest.raises(StoreError, match="cannot store 1 rows in table 'cohorts'"):
+        with store.connect_write(db) as con, store.transaction(con):
+            store.replace_rows(con, "cohorts", frame, cohort="c")
+
+
+def test_text_file_is_not_a_duckdb_database(tmp_path):
+    path = bad.write_text_db(tmp_path / "notes.duckdb")
+    for open_it in (lambda: store.connect_read(path),
+                    lambda: store.connect_write(path).__enter__()):
+        with pytest.raises(StoreError, match=f"not a DuckDB database: {path}"):
+            open_it()
+
+
+def test_config_error_for_bad_name_in_library():
+    from engine.cli.options import check_name
+
+    assert check_name("  site-a ") == "site-a"
+    with pytest.raises(ConfigError, match="cannot be empty"):
+        check_name("")
