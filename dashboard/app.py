@@ -20,9 +20,16 @@ from dashboard import data, logic, ui  # noqa: E402
 
 st.set_page_config(page_title="Re-linkage audit", page_icon="🩻", layout="wide")
 
+def _to_overview() -> None:
+    """``/overview``: the default page is served at ``/``, so its own path would be "not found"."""
+    st.switch_page(PAGES[0])
+
+
 PAGES = [
+    # The default page's url_path is never shown (it lives at "/"); "/overview" is the alias
+    # page below.
     st.Page("app_pages/overview.py", title="Risk overview", icon=":material/shield:",
-            url_path="overview", default=True),
+            url_path="risk-overview", default=True),
     st.Page("app_pages/explorer.py", title="Re-linkage explorer", icon=":material/search:",
             url_path="explorer"),
     st.Page("app_pages/joint_space.py", title="Joint space", icon=":material/scatter_plot:",
@@ -34,6 +41,7 @@ PAGES = [
     st.Page("app_pages/report.py", title="Audit report", icon=":material/description:",
             url_path="report"),
     st.Page("app_pages/runs.py", title="Runs", icon=":material/history:", url_path="runs"),
+    st.Page(_to_overview, title="Risk overview", url_path="overview", visibility="hidden"),
 ]
 # Pages that show one set of heads get the sidebar's heads picker.
 HEADS_PAGES = {"explorer", "joint-space", "hard-negatives"}
@@ -47,17 +55,17 @@ def sidebar(state: data.DbState, page_path: str) -> ui.Context:
         return ctx
     cohorts = data.cohorts(state.path, state.token)
     if cohorts.empty:
-        st.caption(f"Results: `{state.path}` (no cohorts yet)")
+        st.caption(f"Results: {ui.command(state.path)} (no cohorts yet)")
         return ctx
     cohort = st.selectbox("Cohort", list(cohorts["cohort"]), key="cohort")
     models = data.models(state.path, state.token, cohort)
     if models.empty:
-        st.caption(f"Results: `{state.path}`")
+        st.caption(f"Results: {ui.command(state.path)}")
         return ui.Context(state.path, state.token, True, cohort)
     # Default: the most specialised model (listed last), the one whose risk matters most.
     model = st.selectbox("Model", list(models["model"]), key="model", index=len(models) - 1)
     about = models.set_index("model").loc[model]
-    st.caption(logic.model_about(about.get("specialization"), about.get("description")))
+    st.caption(ui.esc(logic.model_about(about.get("specialization"), about.get("description"))))
     heads = st.session_state.get("heads_choice", "original")
     if page_path in HEADS_PAGES:
         options = logic.epsilon_grid([], data.heads(state.path, state.token, cohort, model))
@@ -69,7 +77,7 @@ def sidebar(state: data.DbState, page_path: str) -> ui.Context:
                              help="Which projection heads produced the embeddings: the model's "
                                   "own, or heads retrained with DP at that epsilon.")
         st.session_state["heads_choice"] = heads
-    st.caption(f"Results: `{state.path}`")
+    st.caption(f"Results: {ui.command(state.path)}")
     return ui.Context(state.path, state.token, True, cohort, model, heads)
 
 

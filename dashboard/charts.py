@@ -6,11 +6,15 @@ row position as ``customdata`` so a selection maps back to rows (`logic.selected
 
 from __future__ import annotations
 
+import html
+import math
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from dashboard import logic
+from engine.core.names import heads_short
 
 PALETTE = ("#1f5f8b", "#d1495b", "#2e933c", "#edae49", "#7b4b94", "#00798c", "#8c564b",
            "#e377c2", "#7f7f7f", "#bcbd22")
@@ -31,12 +35,38 @@ def _layout(fig: go.Figure, *, x: str, y: str, height: int = 380, log_x: bool = 
         if sizes:  # tick exactly at the stored pool sizes
             fig.update_xaxes(tickvals=sizes, ticktext=[f"{v:,.0f}" for v in sizes])
     if log_y:
-        fig.update_yaxes(type="log", tickvals=LOG_TICKS, tickformat=".1~%")
+        # Each tick labelled with its own shortest form (0.05%, 0.1%, 0.2%): a fixed number of
+        # decimals would print 0.05% and 0.1% alike.
+        fig.update_yaxes(type="log", tickvals=LOG_TICKS,
+                         ticktext=[f"{100 * v:.6g}%" for v in LOG_TICKS])
     return fig
 
 
 # 1-2-5 ticks for log axes of probabilities (plotly's own minor labels crowd a short range)
 LOG_TICKS = [m * 10.0 ** e for e in range(-6, 1) for m in (1, 2, 5) if m * 10.0 ** e <= 1.0]
+
+
+def percent_ticks(low: float, high: float, *, count: int = 5) -> tuple[list[float], list[str]]:
+    """Tick values on a 1-2-5 step over [low, high] and percent labels that all differ.
+
+    The number of decimals follows the step, so a range of 84.00%-84.09% reads 84.00%, 84.02%,
+    ... instead of 84.0% five times.
+    """
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        value = low if math.isfinite(low) else 0.0
+        return [value], [f"{100 * value:.2f}%"]
+    raw = (high - low) / max(count - 1, 1)
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = min((m * power for m in (1, 2, 5, 10)), key=lambda v: abs(math.log(v / raw)))
+    decimals = max(0, math.ceil(-math.log10(step * 100) - 1e-9))
+    first = math.ceil(low / step - 1e-9)
+    values = [round(i * step, 12) for i in range(first, int(math.floor(high / step + 1e-9)) + 1)]
+    return values, [f"{100 * v:.{decimals}f}%" for v in values]
+
+
+def plain(value) -> str:
+    """A database string as plotly text: plotly renders <b>, <a href>, <br> in names and hovers."""
+    return html.escape("" if value is None else str(value), quote=False)
 
 
 def colours(names) -> dict[str, str]:
@@ -52,11 +82,12 @@ def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None) -> go.Figur
         g = g.sort_values("pool_size")
         fig.add_trace(go.Scatter(
             x=g["pool_size"], y=g["lift"], mode="lines+markers",
-            name=f"{model} · {negatives}", legendgroup=model,
+            name=plain(f"{model} · {negatives}"), legendgroup=plain(model),
             line=dict(color=palette[model], dash="dash" if negatives == "matched" else "solid",
                       width=3.5 if model == highlight else 2),
             customdata=np.stack([g["recall"], g["n_queries"], g["n_excluded"]], axis=1),
-            hovertemplate=(f"<b>{model}</b> · {negatives}<br>N=%{{x:,}}<br>lift %{{y:.1f}}x"
+            # the trace's (escaped) name, not the model string, inside the template
+            hovertemplate=("<b>%{fullData.name}</b><br>N=%{x:,}<br>lift %{y:.1f}×"
                            "<br>Recall@1 %{customdata[0]:.2%}<br>queries %{customdata[1]:,}"
                            " (excluded %{customdata[2]:,})<extra></extra>"),
         ))
@@ -120,8 +151,9 @@ def umap_scatter(points: pd.DataFrame, colour_by: str, *, title: str = "",
     """
     fig = go.Figure()
     p = points
-    text = (p["modality"].fillna("?") + " · " + p["image_id"].fillna(p["item_id"]).astype(str)
-            + "<br>" + p["split"].fillna("?").astype(str))
+    text = (p["modality"].fillna("?").map(plain) + " · "
+            + p["image_id"].fillna(p["item_id"]).astype(str).map(plain)
+            + "<br>" + p["split"].fillna("?").astype(str).map(plain))
     symbols = {"image": "circle", "report": "diamond"}
     if colour_by == "rank":
         rank = np.log10(p["expected_rank"].astype(float).clip(lower=1.0))
@@ -137,7 +169,8 @@ def umap_scatter(points: pd.DataFrame, colour_by: str, *, title: str = "",
         fig.update_layout(coloraxis=dict(colorscale="Viridis_r", cmin=0,
                                          colorbar=dict(title="log10 expected rank",
                                                        thickness=12)))
-        return _layout(fig, x="UMAP 1", y="UMAP 2", height=height).update_layout(title=title)
+        return _layout(fig, x="UMAP 1", y="UMAP 2", height=height).update_layout(
+            title=plain(title))
     if colour_by == "modality":
         keys, palette = p["modality"].fillna("?"), MODALITY_COLOURS
     elif colour_by == "split":
@@ -153,14 +186,14 @@ def umap_scatter(points: pd.DataFrame, colour_by: str, *, title: str = "",
             if not mask.any():
                 continue
             fig.add_trace(go.Scattergl(
-                x=p["x"][mask], y=p["y"][mask], mode="markers", name=str(key),
-                legendgroup=str(key), showlegend=not shown, text=text[mask],
+                x=p["x"][mask], y=p["y"][mask], mode="markers", name=plain(key),
+                legendgroup=plain(key), showlegend=not shown, text=text[mask],
                 customdata=p.index.to_numpy()[mask][:, None],
                 hovertemplate="%{text}<extra></extra>",
                 marker=dict(size=5, opacity=0.75, color=palette.get(key, "#888"), symbol=symbol),
             ))
             shown = True
-    return _layout(fig, x="UMAP 1", y="UMAP 2", height=height).update_layout(title=title)
+    return _layout(fig, x="UMAP 1", y="UMAP 2", height=height).update_layout(title=plain(title))
 
 
 def frontier_plot(frame: pd.DataFrame, *, x: str = "recall",
@@ -170,7 +203,7 @@ def frontier_plot(frame: pd.DataFrame, *, x: str = "recall",
     dp = frame[frame["heads"] != "original"]
     fig.add_trace(go.Scatter(
         x=dp[x], y=dp["auroc"], mode="lines+markers+text", name="retrained heads",
-        text=["ε=" + ("∞" if h == "inf" else h) for h in dp["heads"]],
+        text=[plain(heads_short(h)) for h in dp["heads"]],
         textposition="middle right",
         line=dict(color=PALETTE[0]), marker=dict(size=9),
         hovertemplate="%{text}<br>%{x:.3g}<br>macro AUROC %{y:.2%}<extra></extra>",
@@ -189,8 +222,16 @@ def frontier_plot(frame: pd.DataFrame, *, x: str = "recall",
             marker=dict(size=20, color="rgba(0,0,0,0)", line=dict(color="#1b2430", width=2)),
             hoverinfo="skip"))
     label = "Recall@1 (attack success)" if x == "recall" else "lift over chance"
-    fig.update_yaxes(tickformat=".1%", range=_padded(frame["auroc"], 0.25))
-    fig.update_xaxes(tickformat=".1%" if x == "recall" else None, range=_padded(frame[x], 0.15))
+    y_range = _padded(frame["auroc"], 0.25)
+    x_range = _padded(frame[x], 0.15)
+    if y_range:
+        values, text = percent_ticks(*y_range)
+        fig.update_yaxes(range=y_range, tickvals=values, ticktext=text)
+    if x_range and x == "recall":
+        values, text = percent_ticks(*x_range)
+        fig.update_xaxes(range=x_range, tickvals=values, ticktext=text)
+    else:
+        fig.update_xaxes(range=x_range)
     return _layout(fig, x=f"{label} → more re-linkage", y="probe macro AUROC → more utility",
                    height=420)
 
@@ -212,7 +253,8 @@ def per_label_auroc(utility: pd.DataFrame, heads: list[str]) -> go.Figure:
     order = [label for label in logic.LABELS if label in set(per["label"])][::-1]
     for i, h in enumerate(heads):
         g = per[per["heads"] == h].set_index("label").reindex(order)
-        fig.add_trace(go.Bar(y=order, x=g["auroc"], name=logic.heads_name(h), orientation="h",
+        fig.add_trace(go.Bar(y=order, x=g["auroc"], name=plain(logic.heads_name(h)),
+                             orientation="h",
                              marker_color=PALETTE[i % len(PALETTE)],
                              hovertemplate="%{y}<br>AUROC %{x:.2%}<extra></extra>"))
     fig.update_layout(barmode="group", bargap=0.25)

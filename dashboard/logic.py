@@ -21,9 +21,8 @@ import pandas as pd
 from engine.core import pools
 from engine.core.format import auroc, percent, relative_reduction, risk_level, times  # noqa: F401
 from engine.core.labels import CHEXPERT_LABELS as LABELS
-from engine.core.names import DIRECTION_NAMES, SPLIT_NAMES, heads_name  # noqa: F401
+from engine.core.names import DIRECTION_NAMES, SPLIT_NAMES, heads_name, sort_heads  # noqa: F401
 from engine.core.pools import expected_rank  # noqa: F401
-
 
 # ------------------------------------------------------------------------------ numbers
 
@@ -226,22 +225,46 @@ def filter_queries(frame: pd.DataFrame, *, label: str | None = None,
 # ------------------------------------------------------------------------------ hard negatives
 
 
-def random_vs_matched(curves: pd.DataFrame) -> pd.DataFrame:
-    """One row per N: Recall@1 with random and with matched negatives, and who was left out."""
-    cols = ["N", "random Recall@1", "matched Recall@1", "matched lift", "matched queries",
+def random_vs_matched(curves: pd.DataFrame, full: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per N: Recall@1 with random and with matched negatives, and who was left out.
+
+    Args:
+        curves: `lift_curves` rows of one split (random and matched, fixed N).
+        full: The matched rows at the full database (which `lift_curves` drops, since each
+            query's matched pool there has its own size); joined to the largest N, and the
+            ``pool`` column says so.
+    """
+    cols = ["N", "pool", "random Recall@1", "matched Recall@1", "matched lift", "matched queries",
             "left out"]
     if curves.empty:
         return pd.DataFrame(columns=cols)
     rnd = curves[curves["negatives"] == "random"].set_index("pool_size")
     mat = curves[curves["negatives"] == "matched"].set_index("pool_size")
+    if full is not None and len(full):
+        mat = pd.concat([mat, full.set_index("pool_size")])
+        mat = mat[~mat.index.duplicated(keep="first")]
     sizes = sorted(set(rnd.index) | set(mat.index))
     out = pd.DataFrame({"N": sizes})
+    largest = max(sizes)
+    out["pool"] = ["full held-out set; matched: all of each query's matched distractors"
+                   if (n == largest and full is not None and len(full)) else f"{n:,}"
+                   for n in sizes]
     out["random Recall@1"] = rnd["recall"].reindex(sizes).to_numpy()
     out["matched Recall@1"] = mat["recall"].reindex(sizes).to_numpy()
     out["matched lift"] = mat["lift"].reindex(sizes).to_numpy()
     out["matched queries"] = mat["n_queries"].reindex(sizes).to_numpy()
     out["left out"] = mat["n_excluded"].reindex(sizes).to_numpy()
     return out
+
+
+def matched_full(metrics: pd.DataFrame, *, direction: str = "image_to_report",
+                 k: int = 1) -> pd.DataFrame:
+    """The matched-negative rows at the full database (the largest N of each split and heads)."""
+    m = metrics[(metrics["direction"] == direction) & (metrics["k"] == k)]
+    if m.empty:
+        return m
+    largest = m.groupby(["model", "split", "heads"])["pool_size"].transform("max")
+    return m[(m["negatives"] == "matched") & (m["pool_size"] == largest)]
 
 
 def with_matched_recall(frame: pd.DataFrame, pool_size: int) -> pd.DataFrame:
@@ -270,16 +293,36 @@ def group_table(frame: pd.DataFrame, pool_size: int) -> pd.DataFrame:
 
 
 def still_relinking(frame: pd.DataFrame, pool_size: int) -> pd.DataFrame:
-    """Queries whose true report beats every matched distractor and that have >= N-1 of them.
+    """Queries whose true report strictly outscores every matched distractor, with >= N-1 of them.
 
-    Sorted by how many matched distractors they beat (most first).
+    Ties are not wins: a query with a matched distractor scoring exactly as high as its true
+    report is left out (`n_matched_tied` > 0), since a tie is broken by chance. Adds
+    ``matched_beaten`` (matched distractors scoring strictly below the true report, here all of
+    them). Sorted by that count (most first).
     """
     if frame.empty:
-        return frame.assign(matched_recall=pd.Series(dtype=float), eligible=pd.Series(dtype=bool))
+        return frame.assign(matched_recall=pd.Series(dtype=float), eligible=pd.Series(dtype=bool),
+                            matched_beaten=pd.Series(dtype=float))
     f = with_matched_recall(frame, pool_size)
-    keep = (f["n_matched_greater"] == 0) & f["eligible"]
-    return f[keep].sort_values(["n_matched", "matched_recall", "query_id"],
+    f["matched_beaten"] = matched_beaten(f)
+    keep = (f["n_matched_greater"] == 0) & (f["n_matched_tied"].fillna(0) == 0) & f["eligible"]
+    return f[keep].sort_values(["matched_beaten", "matched_recall", "query_id"],
                                ascending=[False, False, True]).reset_index(drop=True)
+
+
+def matched_beaten(frame: pd.DataFrame) -> pd.Series:
+    """Matched distractors scoring strictly below the true item: n_matched - greater - tied."""
+    m = frame["n_matched"].fillna(0)
+    return m - frame["n_matched_greater"].fillna(0) - frame["n_matched_tied"].fillna(0)
+
+
+def tied_winners(frame: pd.DataFrame, pool_size: int) -> int:
+    """Eligible queries that no matched distractor outscores but at least one ties."""
+    if frame.empty:
+        return 0
+    m = frame["n_matched"].fillna(0) >= pool_size - 1
+    return int(((frame["n_matched_greater"] == 0) & (frame["n_matched_tied"].fillna(0) > 0)
+                & m).sum())
 
 
 _WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
@@ -296,6 +339,70 @@ def word_diff(a: str | None, b: str | None) -> tuple[list[str], list[str]]:
     sa, sb = set(wa), set(wb)
     return (list(dict.fromkeys(w for w in wa if w not in sb)),
             list(dict.fromkeys(w for w in wb if w not in sa)))
+
+
+def candidate_flags(candidates: pd.DataFrame) -> pd.DataFrame:
+    """Candidates with ``is_matched`` meaning "a matched negative": never the true report.
+
+    The attack marks every candidate whose label vector equals the true report's, the true report
+    included; a matched *negative* is a distractor, so the true row is cleared here.
+    """
+    out = candidates.copy()
+    true = out["is_true"].fillna(False).astype(bool)
+    out["is_true"] = true
+    out["is_matched"] = out["is_matched"].fillna(False).astype(bool) & ~true
+    return out
+
+
+# Report search: the typed words as one phrase, whole words only (so "effusion" does not match
+# "effusions" nor "%" anything but a percent sign); a mention counts as negated when a negation
+# cue precedes it in the same sentence with no "but"/"however" in between, or "resolved",
+# "not seen", ... follows it (a small NegEx-style rule, documented in docs/dashboard.md).
+_NEGATION_BEFORE = re.compile(
+    r"\b(?:no|not|without|negative\s+for|free\s+of|absence\s+of|absent|resolution\s+of|"
+    r"resolved|clear\s+of|nor|neither)\b", re.IGNORECASE)
+_NEGATION_AFTER = re.compile(
+    r"^[^.;:!?\n]*?\b(?:(?:has|have|had)\s+resolved|resolved|(?:is|are)?\s*not\s+"
+    r"(?:seen|identified|present|visualized|demonstrated)|(?:is|are)\s+absent)\b",
+    re.IGNORECASE)
+_SCOPE_END = re.compile(r"\b(?:but|however|although|though|except|aside\s+from|which|whereas)\b",
+                        re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.;:!?\n]")
+
+
+def search_pattern(text: str | None) -> str | None:
+    """A case-insensitive regular expression (RE2 and Python) matching the typed words as a phrase.
+
+    Words are those of `words` (letters, digits, inner ``'`` and ``-``); everything else typed,
+    ``%`` and ``_`` included, separates words and is never a wildcard. None when no word is left.
+    """
+    typed = words(text)
+    if not typed:
+        return None
+    return r"(?i)\b" + r"[^a-z0-9]+".join(re.escape(w) for w in typed) + r"\b"
+
+
+def negated_at(text: str, start: int, end: int) -> bool:
+    """Whether the mention ``text[start:end]`` is negated (see `affirmed`)."""
+    before = text[:start]
+    cut = max((m.end() for m in _SENTENCE_END.finditer(before)), default=0)
+    clause = before[cut:]
+    ends = [m.end() for m in _SCOPE_END.finditer(clause)]
+    if ends:
+        clause = clause[ends[-1]:]
+    if _NEGATION_BEFORE.search(clause):
+        return True
+    return bool(_NEGATION_AFTER.search(text[end:]))
+
+
+def affirmed(text: str | None, pattern: str) -> bool:
+    """Whether `text` mentions `pattern` at least once without negating it.
+
+    "No pleural effusion." and "Effusion has resolved." are negated mentions of "effusion";
+    "No pneumothorax, but a small left effusion." is affirmed.
+    """
+    text = text or ""
+    return any(not negated_at(text, m.start(), m.end()) for m in re.finditer(pattern, text))
 
 
 def best_wrong(candidates: pd.DataFrame, *, matched_only: bool = False) -> pd.Series | None:
@@ -329,8 +436,12 @@ def selected_points(state) -> list[int]:
     out = []
     for p in points or []:
         data = p.get("customdata") if isinstance(p, Mapping) else None
-        if isinstance(data, (list, tuple)) and data:
-            data = data[0]
+        # A browser sends a Scattergl point's customdata row as {"0": 15} (Streamlit 1.67),
+        # AppTest and SVG traces as [15]; a scalar is taken as is.
+        if isinstance(data, Mapping):
+            data = data.get("0", data.get(0)) if data else None
+        elif isinstance(data, (list, tuple)):
+            data = data[0] if data else None
         if data is not None:
             try:
                 out.append(int(data))
@@ -381,20 +492,15 @@ def _xy(p):
 
 
 def epsilon_grid(dp_heads: Iterable[str], available: Iterable[str] = ()) -> list[str]:
-    """Slider options: DP heads by increasing epsilon (``inf`` last), then ``original``.
+    """Heads options in reading order: ``original``, DP heads by increasing epsilon, ``inf``.
 
-    Heads found only in `available` (attack results without a DP row) join the grid too.
+    From no retraining, through the strongest privacy to the weakest, to retraining without DP
+    (`engine.core.names.sort_heads`). Heads found only in `available` (attack results without a
+    DP row) join the grid too; ``original`` is always offered, the probe's ``backbone`` never.
     """
-    labels = {str(h) for h in dp_heads} | {str(h) for h in available}
-    labels.discard("original")
-
-    def key(h):
-        try:
-            return (0, float(h))
-        except ValueError:
-            return (1, 0.0)
-
-    return sorted(labels, key=key) + ["original"]
+    labels = {str(h) for h in dp_heads} | {str(h) for h in available} | {"original"}
+    labels.discard("backbone")
+    return sort_heads(labels)
 
 
 def model_about(specialization=None, description=None) -> str:
@@ -427,14 +533,65 @@ def frontier(metrics: pd.DataFrame, utility: pd.DataFrame, *, pool_size: int,
 
 
 def dp_table(dp_runs: pd.DataFrame) -> pd.DataFrame:
-    """DP parameters with readable column names (group- and patient-level guarantees)."""
+    """DP parameters as they read (group- and patient-level guarantees), in the heads order.
+
+    Every value is text: infinity reads ``∞``, a parameter that does not apply (delta, accountant
+    of the heads retrained without DP) reads ``—``, never ``None``, ``nan`` or ``Infinity``.
+    """
     names = {"heads": "heads", "epsilon": "ε (group)", "delta": "δ (group)",
              "patient_epsilon": "ε (patient)", "patient_delta": "δ (patient)",
              "noise_multiplier": "σ (noise)", "max_grad_norm": "C (clip)",
              "sample_rate": "q (sampling)", "steps": "steps", "accountant": "accountant",
              "privacy_unit": "unit", "run_id": "run"}
     cols = [c for c in names if c in dp_runs.columns]
-    return dp_runs.loc[:, cols].rename(columns=names).reset_index(drop=True)
+    frame = dp_runs.loc[:, cols].copy()
+    if "heads" in frame:
+        order = {h: i for i, h in enumerate(sort_heads(frame["heads"].astype(str)))}
+        frame = frame.iloc[np.argsort(frame["heads"].astype(str).map(order).to_numpy(),
+                                      kind="stable")]
+    out = pd.DataFrame(index=frame.index)
+    for col in cols:
+        values = frame[col]
+        if col in ("delta", "patient_delta"):
+            out[col] = [_param(v, "{:.1e}") for v in values]
+        elif col == "steps":
+            out[col] = [_param(v, "{:,.0f}") for v in values]
+        elif col in ("epsilon", "patient_epsilon", "noise_multiplier", "max_grad_norm",
+                     "sample_rate"):
+            out[col] = [_param(v, "{:.3g}") for v in values]
+        else:
+            out[col] = [_param(v, "{}") for v in values]
+    return out.rename(columns=names).reset_index(drop=True)
+
+
+def _param(value, fmt: str) -> str:
+    """One DP parameter as text: ``∞`` for infinity, ``—`` when missing or not applicable."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "—"
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        v = float(value)
+        if math.isnan(v):
+            return "—"
+        if math.isinf(v):
+            return "∞" if v > 0 else "−∞"
+        return fmt.format(v) if fmt != "{}" else f"{v:g}"
+    text = str(value)
+    return text if text.strip() else "—"
+
+
+# Above this patient-level delta a DP guarantee says little: delta is the probability that the
+# epsilon bound fails outright, and it should stay far below 1 / (number of patients).
+WEAK_DELTA = 1e-3
+
+
+def weak_patient_delta(dp_runs: pd.DataFrame, threshold: float = WEAK_DELTA) -> pd.DataFrame:
+    """DP runs whose patient-level delta exceeds `threshold`: heads, patient epsilon and delta."""
+    if dp_runs.empty or "patient_delta" not in dp_runs.columns:
+        return pd.DataFrame(columns=["heads", "patient_epsilon", "patient_delta"])
+    delta = pd.to_numeric(dp_runs["patient_delta"], errors="coerce")
+    rows = dp_runs[delta > threshold]
+    cols = [c for c in ("heads", "patient_epsilon", "patient_delta") if c in rows.columns]
+    return rows.loc[:, cols].reset_index(drop=True)
 
 
 def problems_table(problems_json: str | None) -> pd.DataFrame:

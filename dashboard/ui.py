@@ -3,11 +3,19 @@
 The entry point (`app.py`) builds the `Context` from the sidebar once per run; pages read it with
 `context()` and call `require_results` before anything else, so every page has the same honest
 empty state when nothing has been computed yet.
+
+Database strings are data. This module is the one place where they reach the page: `esc` turns
+any value into literal Markdown text (no links, emphasis, HTML, maths or Streamlit directives),
+`command` puts one into a code span, and `report_text` shows long text with `st.code`. Pages
+interpolate values into Markdown-rendering calls (`st.markdown`, `st.caption`, `st.info`, widget
+labels, ...) only through these or through number formatting; `tests/test_dashboard.py` reads
+every page's source and fails on anything else.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 
 import pandas as pd
@@ -40,6 +48,43 @@ class Context:
     heads: str = "original"
 
 
+# Characters with a meaning anywhere in a line of (GitHub-flavoured) Markdown or in Streamlit's
+# extensions (:colour[...] directives, :material/icons:, $maths$); a backslash makes each literal.
+_INLINE = re.compile(r"([\\`*_\[\]<>$~|:@&])")
+# What starts a block only at the beginning of a line (headings, lists, quotes, tables).
+_LEADING = re.compile(r"^(\s*)([#+=>-]|\d+(?=[.)]))")
+
+
+def esc(value) -> str:
+    """Any value as literal Markdown text, on one line.
+
+    Line breaks become spaces (a value never starts a block of its own), Markdown and Streamlit
+    syntax characters are backslash-escaped, and ``www.`` loses its autolink. ``None`` reads as
+    an empty string. Use it for every database string shown in a Markdown-rendering element.
+    """
+    text = "" if value is None else str(value)
+    text = re.sub(r"\s+", " ", text)
+    text = _INLINE.sub(r"\\\1", text)
+    text = re.sub(r"(?i)\bwww\.", lambda m: m.group(0)[:-1] + "\\.", text)
+    match = _LEADING.match(text)
+    if match:
+        if match.group(2)[0].isdigit():  # "1." / "1)" starts an ordered list
+            end = match.end()
+            text = text[:end] + "\\" + text[end:]
+        else:
+            text = text[:match.start(2)] + "\\" + text[match.start(2):]
+    return text
+
+
+def command(text: str) -> str:
+    """A code span (e.g. a command to run) holding `text` literally, whatever it contains."""
+    text = re.sub(r"\s+", " ", str(text))
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or longest else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def context() -> Context:
     ctx = st.session_state.get("ctx")
     if ctx is None:  # a page run on its own (never in the app): read the default database
@@ -56,7 +101,7 @@ def empty(message: str) -> None:
 def require_results(ctx: Context, *, what: str = "attack") -> None:
     """Stop the page with an empty state unless a database, a cohort and a model exist."""
     if not ctx.exists:
-        empty(f"No results database at `{ctx.db}` yet. Run `make demo` (or "
+        empty(f"No results database at {command(ctx.db)} yet. Run `make demo` (or "
               "`python -m engine demo --no-serve`) to build the phantom cohorts and fill it, "
               "or point `RELINK_DB` at an existing results file, then reload this page.")
         st.stop()
@@ -65,20 +110,69 @@ def require_results(ctx: Context, *, what: str = "attack") -> None:
               "--name NAME --format mimic-cxr-jpg --root DIR`, or run `make demo`.")
         st.stop()
     if ctx.model is None and what == "attack":
-        empty(f"No re-linkage results for cohort `{ctx.cohort}` yet: the attack stage has not run. "
-              f"Run `python -m engine attack --model MODEL --cohort {ctx.cohort}` "
-              "(or `make demo`).")
+        empty(f"No re-linkage results for cohort {command(ctx.cohort)} yet: the attack stage has "
+              "not run. Run "
+              f"{command(engine_command('attack', 'MODEL', ctx.cohort))} (or `make demo`).")
         st.stop()
+
+
+def engine_command(stage: str, model: str | None, cohort: str | None, *extra: str) -> str:
+    """``python -m engine STAGE --model M --cohort C ...`` with each value shell-quoted."""
+    parts = ["python", "-m", "engine", stage]
+    if model is not None:
+        parts += ["--model", model if model == "MODEL" else shlex.quote(model)]
+    if cohort is not None:
+        parts += ["--cohort", shlex.quote(cohort)]
+    return " ".join(parts + list(extra))
 
 
 def caption(ctx: Context, *, heads: bool = False) -> None:
     """One line saying which cohort, model (and heads) the page shows."""
-    parts = [f"cohort **{ctx.cohort}**"]
+    parts = [f"cohort **{esc(ctx.cohort)}**"]
     if ctx.model:
-        parts.append(f"model **{ctx.model}**")
+        parts.append(f"model **{esc(ctx.model)}**")
     if heads:
-        parts.append(f"heads **{ctx.heads}**")
+        parts.append(f"heads **{esc(ctx.heads)}**")
     st.caption(" · ".join(parts))
+
+
+def picked(key: str, ids) -> int | None:
+    """Position in `ids` of the item picked in the selectable table `key`, followed by id.
+
+    A table's selection is a row *position*; after a search, a filter or a heads change the same
+    position holds another item. So the pick is remembered as an id: a new tick by the user is
+    read against the ids listed when it was made, and before the table is drawn again its tick
+    is moved to wherever that id now is (or to the first row when it is no longer listed). The
+    tick and the detail below the table therefore always show the same item.
+
+    Call it before drawing the table with ``table(..., key=key, select=True)``.
+
+    Returns:
+        The row to show (None when `ids` is empty).
+    """
+    ids = [str(i) for i in ids]
+    memo_key = f"{key}__picked"
+    memo = st.session_state.get(memo_key) or {"ids": [], "row": None, "id": None}
+    row = _selected_row(st.session_state.get(key))
+    chosen = memo["id"]
+    if row is not None and row != memo["row"] and row < len(memo["ids"]):
+        chosen = memo["ids"][row]  # the user ticked a row of the list as it was drawn
+    if not ids:
+        st.session_state[memo_key] = {"ids": [], "row": None, "id": chosen}
+        return None
+    position = ids.index(chosen) if chosen in ids else 0
+    if row != position:
+        st.session_state[key] = {"selection": {"rows": [position], "columns": [], "cells": []}}
+    st.session_state[memo_key] = {"ids": ids, "row": position, "id": ids[position]}
+    return position
+
+
+def _selected_row(state) -> int | None:
+    try:
+        rows = state["selection"]["rows"]
+        return int(rows[0]) if rows else None
+    except (KeyError, TypeError, IndexError, ValueError):
+        return None
 
 
 def _slug(name: str) -> str:
@@ -92,18 +186,22 @@ def table(frame: pd.DataFrame, name: str, *, key: str | None = None, select: boo
     Args:
         frame: What to show (and download).
         name: File name stem of the download; also the default widget key.
-        select: Single-row selection that reruns the page; returns the event.
+        select: Single-row selection that reruns the page; returns the event. ``"required"``
+            keeps one row always ticked (use with `picked`).
         height: ``"auto"`` fits a short table to its rows and scrolls a long one.
     """
     key = key or _slug(name)
     if height == "auto" and len(frame) <= 25:
         height = "content"
     if select:
-        kwargs.update(key=key, on_select="rerun", selection_mode="single-row")
+        kwargs.update(key=key, on_select="rerun",
+                      selection_mode="single-row-required" if select == "required"
+                      else "single-row")
+    kwargs.setdefault("placeholder", "—")  # a missing value reads as a dash, not "None"
     event = st.dataframe(frame, hide_index=True, width="stretch", height=height,
                          column_config=column_config, **kwargs)
     st.download_button(
-        f"Download {name} (CSV)", frame.to_csv(index=False).encode("utf-8"),
+        f"Download {esc(name)} (CSV)", frame.to_csv(index=False).encode("utf-8"),
         file_name=f"{_slug(name)}.csv", mime="text/csv", key=f"download-{key}",
         icon=":material/download:",
     )

@@ -21,13 +21,18 @@ matched = curves[curves["negatives"] == "matched"]
 if matched.empty:
     ui.empty("No matched-negative results for these heads: no query had enough distractors with "
              "its exact label vector, or the attack has not run "
-             f"(`python -m engine attack --model {ctx.model} --cohort {ctx.cohort}`).")
+             f"({ui.command(ui.engine_command('attack', ctx.model, ctx.cohort))}).")
     st.stop()
 
 st.subheader("Random vs matched negatives (held-out)")
 st.plotly_chart(charts.random_vs_matched(curves), key="hard_curves")
-st.caption("Queries with fewer than N-1 matched distractors are left out of that N.")
-ui.table(logic.random_vs_matched(curves), "random vs matched", column_config={
+st.caption("Queries with fewer than N-1 matched distractors are left out of that N. The last "
+           "row is the full held-out set: with random negatives every query's pool is all the "
+           "other reports; with matched negatives it is all of that query's own matched "
+           "distractors, so its size varies per query (the chart leaves it out, having no single "
+           "N) and its chance is the mean of 1/N over the queries.")
+full = logic.matched_full(metrics[metrics["split"] == "test"])
+ui.table(logic.random_vs_matched(curves, full), "random vs matched", column_config={
     "random Recall@1": st.column_config.NumberColumn(format="percent"),
     "matched Recall@1": st.column_config.NumberColumn(format="percent"),
     "matched lift": st.column_config.NumberColumn(format="%.1fx"),
@@ -54,28 +59,35 @@ ui.table(groups, f"label groups N{n}", column_config={
 
 st.subheader("Images that still re-link")
 still = logic.still_relinking(ranks, n)
-st.caption(f"Held-out images whose true report outscores every one of their matched distractors "
-           f"(and that have at least {n - 1:,} of them): {len(still):,} of {len(ranks):,}.")
+ties = logic.tied_winners(ranks, n)
+st.caption(f"Held-out images whose true report scores strictly higher than every one of their "
+           f"matched distractors (and that have at least {n - 1:,} of them): {len(still):,} of "
+           f"{len(ranks):,}. Ties are not counted as wins: {ties:,} more images have no matched "
+           "distractor above their true report but at least one level with it.")
 if still.empty:
     ui.empty("No image beats all of its matched distractors at this N. Try a smaller N.")
     st.stop()
 listed = still.assign(**{"label group": logic.label_groups(still)}).loc[
-    :, ["image_id", "study_id", "n_matched", "matched_recall", "expected_rank", "label group"]]
-ui.table(listed, f"still relinking N{n}", key="hard_pick", select=True,
+    :, ["image_id", "study_id", "matched_beaten", "n_matched", "matched_recall", "expected_rank",
+        "label group"]]
+row = ui.picked("hard_pick", listed["image_id"])  # the pick follows the image, not the position
+ui.table(listed, f"still relinking N{n}", key="hard_pick", select="required",
          column_config={
-             "n_matched": st.column_config.NumberColumn("matched distractors beaten"),
+             "matched_beaten": st.column_config.NumberColumn(
+                 "matched distractors beaten", help="Matched distractors scoring strictly "
+                                                    "below the true report."),
+             "n_matched": st.column_config.NumberColumn("matched distractors"),
              "matched_recall": st.column_config.NumberColumn(f"matched Recall@1 at N={n}",
                                                             format="percent"),
              "expected_rank": st.column_config.NumberColumn("expected rank (all)", format="%.1f"),
          })
-row = logic.selected_row(st.session_state.get("hard_pick"))
-pick = listed.iloc[row if row is not None and row < len(listed) else 0]
+pick = listed.iloc[row or 0]
 image_id = str(pick["image_id"])
 
-st.subheader(f"What gives {image_id} away")
+st.subheader(f"What gives {ui.esc(image_id)} away")
 cands = data.candidates(ctx.db, ctx.token, ctx.cohort, ctx.model, ctx.heads, "test",
                         "image_to_report", image_id)
-rival = logic.best_wrong(cands, matched_only=True)
+rival = logic.best_wrong(logic.candidate_flags(cands), matched_only=True)
 it = data.item(ctx.db, ctx.token, ctx.cohort, image_id) or {}
 if rival is None:
     ui.empty("None of this image's matched distractors is in its stored top-20 candidate list, "
@@ -89,8 +101,8 @@ with a:
     st.markdown("**True report**")
     ui.report_text(it.get("report_text"))
 with b:
-    st.markdown(f"**Closest matched distractor** (study {rival['study_id']}, rank "
-                f"{int(rival['rank'])}, cosine {rival['score']:.4f})")
+    st.markdown(f"**Closest matched distractor** (study {ui.esc(rival['study_id'])}, rank "
+                f"{int(rival['rank']):,}, cosine {rival['score']:.4f})")
     ui.report_text(rival["report_text"])
 words = pd.DataFrame({"only in the true report": pd.Series(only_true, dtype=object),
                       "only in the distractor": pd.Series(only_rival, dtype=object)}).fillna("")

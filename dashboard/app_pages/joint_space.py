@@ -15,21 +15,27 @@ ui.caption(ctx, heads=True)
 
 available = data.umap_heads(ctx.db, ctx.token, ctx.cohort, ctx.model)
 if not available:
-    ui.empty(f"No UMAP coordinates for `{ctx.model}` on `{ctx.cohort}` yet. Run "
-             f"`python -m engine umap --model {ctx.model} --cohort {ctx.cohort}` (or `make demo`).")
+    ui.empty(f"No UMAP coordinates for {ui.command(ctx.model)} on {ui.command(ctx.cohort)} yet. "
+             f"Run {ui.command(ui.engine_command('umap', ctx.model, ctx.cohort))} "
+             "(or `make demo`).")
     st.stop()
 grid = logic.epsilon_grid([], available)
 
 c1, c2 = st.columns([1, 1])
 colour_by = c1.segmented_control("Colour by", list(charts.COLOUR_BY), default="modality",
-                                 key="umap_colour") or "modality"
+                                 key="umap_colour", required=True)
 others = [h for h in grid if h != ctx.heads]
 compare = c2.selectbox("Compare with", ["(none)"] + others, key="umap_compare",
                        format_func=lambda h: h if h == "(none)" else logic.heads_name(h),
                        help="Show a second map side by side, e.g. the heads retrained with DP.")
 st.caption("Circles are images, diamonds reports. Box- or lasso-select points (or click one) to "
-           "list the image/report pairs behind them. A pair far apart in the map is harder to "
-           "re-link.")
+           "list the image/report pairs behind them.")
+st.caption("How to read distance: contrastive models place all images in one region and all "
+           "reports in another (the *modality gap*), so the map often shows two clouds and an "
+           "image is seldom next to its own report. What matters is the position *within* each cloud: "
+           "images with similar neighbours lie close together, and so do similar reports. "
+           "UMAP keeps neighbourhoods, not distances, so the image-report distance in the table "
+           "below says little about risk; the expected rank (colour by rank) is the measure.")
 
 maps = [ctx.heads] + ([compare] if compare != "(none)" else [])
 cols = st.columns(len(maps))
@@ -38,12 +44,12 @@ for heads, col in zip(maps, cols):
     with col:
         points = data.umap_points(ctx.db, ctx.token, ctx.cohort, ctx.model, heads)
         if points.empty:
-            ui.empty(f"No UMAP for {logic.heads_name(heads)}: run `python -m engine umap "
-                     f"--model {ctx.model} --cohort {ctx.cohort}`.")
+            ui.empty(f"No UMAP for {ui.esc(logic.heads_name(heads))}: run "
+                     f"{ui.command(ui.engine_command('umap', ctx.model, ctx.cohort))}.")
             continue
         key = f"umap_select_{heads}"
         drawn = logic.sample_items(points, MAX_ITEMS)
-        st.markdown(f"**{logic.heads_name(heads)}**")
+        st.markdown(f"**{ui.esc(logic.heads_name(heads))}**")
         st.plotly_chart(charts.umap_scatter(drawn, colour_by),
                         key=key, on_select="rerun", selection_mode=("points", "box", "lasso"))
         if len(drawn) < len(points):
@@ -57,7 +63,7 @@ st.subheader("Selected pairs")
 if not selected:
     ui.empty("Nothing selected yet: drag a box or lasso over the map, or click a point.")
 for heads, pairs in selected:
-    st.markdown(f"**{logic.heads_name(heads)}**: {len(pairs):,} items")
+    st.markdown(f"**{ui.esc(logic.heads_name(heads))}**: {len(pairs):,} items")
     ui.table(pairs, f"umap selection {heads}", column_config={
         "expected_rank": st.column_config.NumberColumn("expected rank", format="%.1f"),
         "gap": st.column_config.NumberColumn("image-report distance", format="%.2f"),
@@ -65,5 +71,5 @@ for heads, pairs in selected:
     if len(pairs):
         first = pairs.iloc[0]
         text = data.item(ctx.db, ctx.token, ctx.cohort, str(first["image_id"])) or {}
-        st.caption(f"Report of {first['image_id']} (first selected):")
+        st.caption(f"Report of {ui.esc(first['image_id'])} (first selected):")
         ui.report_text(text.get("report_text"), height=140)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, data, logic, ui
+from engine.core.names import sort_heads
 
 ctx = ui.context()
 st.title("Privacy / utility")
@@ -13,9 +14,9 @@ ui.caption(ctx)
 
 runs = data.dp_runs(ctx.db, ctx.token, ctx.cohort, ctx.model)
 if runs.empty:
-    ui.empty(f"No DP runs for `{ctx.model}` on `{ctx.cohort}` yet. Retrain the projection heads "
-             f"with `python -m engine dp --model {ctx.model} --cohort {ctx.cohort} "
-             "--epsilons 0.34,1,2,4,8,inf` (or `make demo`).")
+    dp_command = ui.engine_command("dp", ctx.model, ctx.cohort, "--epsilons 0.34,1,2,4,8,inf")
+    ui.empty(f"No DP runs for {ui.command(ctx.model)} on {ui.command(ctx.cohort)} yet. Retrain "
+             f"the projection heads with {ui.command(dp_command)} (or `make demo`).")
     st.stop()
 
 metrics = data.pool_metrics(ctx.db, ctx.token, ctx.cohort, ctx.model, None, 1)
@@ -23,39 +24,45 @@ util = data.utility(ctx.db, ctx.token, ctx.cohort, ctx.model)
 held = metrics[(metrics["split"] == "test") & (metrics["direction"] == "image_to_report")
                & (metrics["negatives"] == "random")]
 if held.empty:
-    ui.empty("No held-out attack results for this model yet: run `python -m engine attack "
-             f"--model {ctx.model} --cohort {ctx.cohort}`.")
+    ui.empty("No held-out attack results for this model yet: run "
+             f"{ui.command(ui.engine_command('attack', ctx.model, ctx.cohort))}.")
     st.stop()
 grid = logic.epsilon_grid(runs["heads"], held["heads"])
+# original heads, then DP heads from the strongest privacy to the weakest, then no DP (ε = ∞);
+# the page opens on the strongest privacy
+dp_grid = [h for h in grid if h != "original"]
 chosen = st.select_slider("Heads (ε per privacy unit; `inf` = retrained without DP)", grid,
-                          value=grid[0], key="epsilon", format_func=logic.heads_name)
+                          value=dp_grid[0] if dp_grid else grid[0], key="epsilon",
+                          format_func=logic.heads_name)
 n = int(held["pool_size"].max())
 at_n = {h: logic.headline(held[held["heads"] == h], n) for h in grid}
 now, orig, inf = at_n.get(chosen), at_n.get("original"), at_n.get("inf")
 macro = util[util["label"] == "macro"].set_index("heads")["auroc"].to_dict()
 
-st.subheader(f"At N = {n:,} (full held-out set), {logic.heads_name(chosen)}")
+st.subheader(f"At N = {n:,} (full held-out set), {ui.esc(logic.heads_name(chosen))}")
 if now is None:
-    ui.empty(f"No attack results for {logic.heads_name(chosen)} yet: the DP stage attacks each "
-             f"new set of heads (`python -m engine dp --model {ctx.model} --cohort {ctx.cohort} "
-             f"--epsilons {chosen}`).")
+    again = ui.engine_command("dp", ctx.model, ctx.cohort, f"--epsilons {chosen}")
+    ui.empty(f"No attack results for {ui.esc(logic.heads_name(chosen))} yet: the DP stage "
+             f"attacks each new set of heads ({ui.command(again)}).")
 else:
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Recall@1", logic.percent(now.recall),
-              help=f"95% CI {logic.percent(now.ci_low)} to {logic.percent(now.ci_high)}")
+              help="Probability that the true report ranks first among all held-out reports.")
     c1.caption(f"95% CI {logic.percent(now.ci_low)} to {logic.percent(now.ci_high)}")
     c2.metric("Lift over chance", logic.times(now.lift))
     c2.caption(f"95% CI {logic.times(now.lift_low)} to {logic.times(now.lift_high)}")
     for col, ref, name in ((c3, orig, "original heads"), (c4, inf, "ε = ∞ heads")):
         red = logic.relative_reduction(now.recall, ref.recall) if ref else float("nan")
-        col.metric(f"Drop vs {name}", logic.percent(red),
-                   help=f"Relative reduction of Recall@1 against the {name}: "
+        col.metric(f"Drop vs {ui.esc(name)}", logic.percent(red),
+                   help=f"Relative reduction of Recall@1 against the {ui.esc(name)}: "
                         "(reference - this) / reference. Negative means higher than the reference.")
 
 u1, u2, u3, _ = st.columns(4)
 u1.metric("Probe macro AUROC", logic.auroc(macro.get(chosen)),
           None if chosen == "original" or "original" not in macro or chosen not in macro
           else f"{100 * (macro[chosen] - macro['original']):+.2f} points vs original")
+if "backbone" in macro:
+    u1.caption(f"Frozen backbone (sanity line): {logic.auroc(macro['backbone'])}")
 u2.metric("Macro AUROC, original heads", logic.auroc(macro.get("original")))
 u3.metric("Macro AUROC, ε = ∞ heads", logic.auroc(macro.get("inf")))
 if not macro:
@@ -81,22 +88,33 @@ with right:
 
 st.subheader("Every heads at a glance")
 if len(front):
+    # percentages as on the cards above (Recall@1 14%, AUROC 83.98%), not raw fractions
     ui.table(front.drop(columns=["name"]), "privacy utility frontier", column_config={
-        "recall": st.column_config.NumberColumn("Recall@1", format="%.4f"),
-        "lift": st.column_config.NumberColumn(format="%.2f"),
-        "ci_low": st.column_config.NumberColumn(format="%.4f"),
-        "ci_high": st.column_config.NumberColumn(format="%.4f"),
-        "auroc": st.column_config.NumberColumn("macro AUROC", format="%.4f"),
+        "recall": st.column_config.NumberColumn("Recall@1", format="percent"),
+        "lift": st.column_config.NumberColumn(format="%.1f×"),
+        "ci_low": st.column_config.NumberColumn("95% CI low", format="percent"),
+        "ci_high": st.column_config.NumberColumn("95% CI high", format="percent"),
+        "auroc": st.column_config.NumberColumn("macro AUROC", format="percent"),
     })
 if len(util):
     wide = util.pivot_table(index="label", columns="heads", values="auroc").reset_index()
     order = {name: i for i, name in enumerate(("macro",) + logic.LABELS)}
     wide = wide.sort_values("label", key=lambda s: s.map(order)).reset_index(drop=True)
+    heads_cols = sort_heads(h for h in wide.columns if h != "label")  # backbone, original, ε...
+    wide = wide.loc[:, ["label"] + heads_cols]
     ui.table(wide, "probe auroc per label", column_config={
-        h: st.column_config.NumberColumn(logic.heads_name(h), format="%.4f")
-        for h in wide.columns if h != "label"})
+        h: st.column_config.NumberColumn(logic.heads_name(h), format="percent")
+        for h in heads_cols})
 
 st.subheader("DP parameters")
 st.caption("The guarantee holds per privacy unit (one group of patients, or one pair); one "
            "patient changes one group, so the patient-level guarantee is (2ε, (1+e^ε)δ).")
+weak = logic.weak_patient_delta(runs)
+if len(weak):
+    which = ", ".join(f"{logic.heads_name(str(r.heads))} (patient-level δ "
+                      f"{float(r.patient_delta):.1e})" for r in weak.itertuples())
+    st.warning(f"Weak patient-level guarantee: {ui.esc(which)}. δ bounds the probability that the ε "
+               "guarantee fails outright; above 1e-3 (and above 1 / number of patients) it no "
+               "longer protects individual patients. Retrain with a smaller δ or a smaller ε.",
+               icon=":material/warning:")
 ui.table(logic.dp_table(runs), "dp parameters")

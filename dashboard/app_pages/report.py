@@ -1,22 +1,41 @@
-"""Audit report (DESIGN §3.7.6): the engine's HTML / PDF / JSON report, to read and download."""
+"""Audit report (DESIGN §3.7.6): the engine's HTML / PDF / JSON report, to read and download.
+
+A path in the ``reports`` table is data: a file is offered only when `data.report_file` finds it
+inside the engine's report folder. The HTML is shown in a frame sandboxed with no permissions at
+all (no scripts, no same-origin access, no forms, popups or navigation of the page): the engine's
+report needs none, and a file put in its place could not use any.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import html
 
 import streamlit as st
 
 from dashboard import data, ui
 
 MIME = {"html": "text/html", "pdf": "application/pdf", "json": "application/json"}
+HEIGHT = 900
+
+
+def sandboxed(document: str, height: int = HEIGHT) -> str:
+    """A page holding `document` in an ``<iframe sandbox="">`` (its markup attribute-escaped).
+
+    Streamlit's own frame allows scripts and same-origin access; the inner frame's empty sandbox
+    takes every permission away from the report inside it.
+    """
+    return ("<!doctype html><html><head><meta charset='utf-8'><style>html,body{margin:0;"
+            "height:100%}iframe{border:0;width:100%;height:100%}</style></head><body>"
+            f'<iframe sandbox="" referrerpolicy="no-referrer" title="Audit report" '
+            f'srcdoc="{html.escape(document, quote=True)}"></iframe></body></html>')
+
 
 ctx = ui.context()
 st.title("Audit report")
 ui.require_results(ctx)
 ui.caption(ctx)
 files = data.reports(ctx.db, ctx.token, ctx.cohort, ctx.model)
-command = (f"`python -m engine report --model {ctx.model} --cohort {ctx.cohort} "
-           "--format html,pdf,json`")
+command = ui.command(ui.engine_command("report", ctx.model, ctx.cohort, "--format html,pdf,json"))
 if files.empty:
     ui.empty(f"No audit report for this model and cohort yet. {command} writes one (`make demo` "
              "writes one for every model of the demo).")
@@ -28,16 +47,17 @@ st.caption("The same figures as the other pages, with method, parameters and cav
 columns = st.columns(len(files))
 present = {}
 for column, row in zip(columns, files.itertuples()):
-    path = Path(row.path)
+    fmt = str(row.format).lower()
+    path, why = data.report_file(ctx.db, row.path, fmt)
     with column:
-        if path.exists():
-            present[row.format] = path
-            st.download_button(f"Download {row.format.upper()}", path.read_bytes(),
-                               file_name=path.name, mime=MIME.get(row.format),
-                               key=f"download-{row.format}", use_container_width=True)
+        if path is not None:
+            present[fmt] = path
+            st.download_button(f"Download {ui.esc(fmt.upper())}", path.read_bytes(),
+                               file_name=path.name, mime=MIME.get(fmt),
+                               key=f"download-{fmt}", width="stretch")
         else:
-            st.warning(f"{row.format.upper()} listed but missing on disk: `{path}`")
+            st.warning(f"{ui.esc(fmt.upper())} report not shown: {ui.esc(why)}. Stored path: "
+                       f"{ui.command(row.path)}")
 if "html" in present:
-    # The report is self-contained (inline CSS and SVG figures, no scripts, every database
-    # string escaped by the engine), so it is shown as it will be read.
-    st.iframe(present["html"].read_text(encoding="utf-8"), height=900)
+    st.iframe(sandboxed(present["html"].read_text(encoding="utf-8", errors="replace")),
+              height=HEIGHT)

@@ -27,7 +27,7 @@ else:
     row = logic.selected_row(st.session_state.get("runs_pick"))
     if row is not None and row < len(runs):
         chosen = runs.iloc[row]
-        st.markdown(f"**Configuration of `{chosen['run_id']}`**")
+        st.markdown(f"**Configuration of {ui.command(chosen['run_id'])}**")
         try:
             st.json(json.loads(chosen["config_json"]))
         except (TypeError, ValueError):
@@ -43,7 +43,7 @@ else:
     name = st.selectbox("Skipped inputs of cohort", list(cohorts["cohort"]), key="runs_cohort")
     problems = logic.problems_table(cohorts.set_index("cohort").loc[name, "problems_json"])
     if problems.empty:
-        st.caption(f"Cohort `{name}` was registered without problems.")
+        st.caption(f"Cohort {ui.command(name)} was registered without problems.")
     else:
         ui.table(problems, f"problems {name}")
 
