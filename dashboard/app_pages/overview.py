@@ -16,14 +16,16 @@ ui.caption(ctx)
 
 metrics = data.pool_metrics(ctx.db, ctx.token, ctx.cohort, ctx.model, "original", None)
 if metrics.empty:
-    ui.empty(f"No attack results with the original heads of `{ctx.model}` on `{ctx.cohort}`. "
-             f"Run `python -m engine attack --model {ctx.model} --cohort {ctx.cohort}`.")
+    ui.empty(f"No attack results with the original heads of {ui.command(ctx.model)} on "
+             f"{ui.command(ctx.cohort)}. Run "
+             f"{ui.command(ui.engine_command('attack', ctx.model, ctx.cohort))}.")
     st.stop()
 
 left, right = st.columns([1, 1])
+# required: one direction is always chosen (a deselected control would fall back silently)
 direction = left.segmented_control(
     "Direction", list(logic.DIRECTION_NAMES), default="image_to_report", key="overview_direction",
-    format_func=logic.DIRECTION_NAMES.get) or "image_to_report"
+    format_func=logic.DIRECTION_NAMES.get, required=True)
 mine = metrics[(metrics["split"] == "test") & (metrics["direction"] == direction)
                & (metrics["negatives"] == "random") & (metrics["k"] == 1)]
 sizes = sorted(int(n) for n in mine["pool_size"].unique())
@@ -47,7 +49,8 @@ c2.caption(f"95% CI {logic.times(top.lift_low)} to {logic.times(top.lift_high)} 
            f"{logic.risk_level(top.lift)}")
 c3.metric("Chance (1/N)", logic.percent(top.chance))
 c4.metric("Held-out queries", f"{top.n_queries:,}")
-st.info(logic.risk_sentence(ctx.model, top, direction=direction), icon=":material/warning:")
+st.info(ui.esc(logic.risk_sentence(ctx.model, top, direction=direction)),
+        icon=":material/warning:")
 
 st.subheader("Lift over chance vs pool size, every model")
 st.caption("Held-out pairs, original heads, Recall@1. Solid: random negatives; dashed: "
@@ -59,8 +62,8 @@ st.plotly_chart(lift_vs_n(curves, highlight=ctx.model), key="overview_lift")
 a, b = st.columns(2)
 with a:
     st.subheader("Members vs held-out")
-    st.caption(f"{ctx.model}: Recall@1 vs N for training pairs (members) and held-out pairs. "
-               "The gap is memorisation, the part DP bounds.")
+    st.caption(f"{ui.esc(ctx.model)}: Recall@1 vs N for training pairs (members) and held-out "
+               "pairs. The gap is memorisation, the part DP bounds.")
     own = logic.lift_curves(metrics[metrics["k"] == 1], direction=direction)
     st.plotly_chart(members_vs_heldout(own), key="overview_members")
 with b:
@@ -75,7 +78,8 @@ with b:
             r = row.iloc[0]
             m1, m2, m3 = st.columns(3)
             m1.metric("MRR", f"{r['MRR']:.3f}")
-            m2.metric("Median rank", f"{r['median rank']:,.0f} of {int(r['queries']):,}")
+            # one decimal, as in the table below (a median of an even count can end in .5)
+            m2.metric("Median rank", f"{r['median rank']:,.1f} of {int(r['queries']):,}")
             m3.metric("Patient-level top-1", logic.percent(r["patient top-1"]),
                       help="Probability that the top-ranked candidate belongs to the query's "
                            "patient (any of their studies).")
