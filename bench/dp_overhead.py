@@ -1,4 +1,4 @@
-"""Time per epoch of DP vs non-private head retraining (DESIGN §3.3, §5).
+"""Time per epoch of DP vs non-private head retraining (docs/dp.md).
 
 100k random pairs of 768-d features, heads 768 -> 512 on both sides, the default group-as-unit
 recipe; one epoch each of: non-private (epsilon = inf, same loop), DP with ghost clipping, DP with

@@ -32,7 +32,8 @@ import streamlit as st
 from dashboard.logic import LABELS
 from engine.core.names import epsilon_label
 
-# Tables shown on the Runs page, in this order (the public ones of DESIGN §3.6, then the rest).
+# Tables shown on the Runs page, in this order (the public ones of the README's "Results
+# database", then the rest).
 TABLES = ("cohorts", "items", "models", "runs", "relink_metrics", "relink_ranks", "relink_summary",
           "relink_topk", "dp_runs", "utility", "umap_points")
 

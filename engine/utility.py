@@ -1,4 +1,4 @@
-"""Utility and memorisation measures for retrained heads (DESIGN §3.3).
+"""Utility and memorisation measures for retrained heads (docs/dp.md).
 
 * `probe_auroc`: the 14-label linear probe. One logistic regression per label, fit on the
   train-split image embeddings and scored on the evaluation split; macro AUROC over the labels

@@ -12,13 +12,13 @@ import pytest
 import bad_input_fixtures as bad
 from engine.cli import build_parser, main
 
-DESIGN_COMMANDS = ["cohort", "models", "embed", "attack", "dp", "umap", "report", "demo"]
+INTERFACE_COMMANDS = ["cohort", "models", "embed", "attack", "dp", "umap", "report", "demo"]
 
 
 def test_help_lists_every_subcommand(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in DESIGN_COMMANDS:
+    for command in INTERFACE_COMMANDS:
         assert command in out
 
 

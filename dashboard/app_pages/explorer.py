@@ -1,4 +1,7 @@
-"""Re-linkage explorer: one image, the reports the attacker would pick, and why (DESIGN §3.7.2)."""
+"""Re-linkage explorer: one image, the reports the attacker would pick, and why.
+
+See docs/dashboard.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Hard negatives: does re-linkage survive distractors with the same findings? (DESIGN §3.7.5)"""
+"""Hard negatives: does re-linkage survive distractors with the same findings?
+
+See docs/dashboard.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Joint space: images and reports in one 2-D map, before and after DP (DESIGN §3.7.3)."""
+"""Joint space: images and reports in one 2-D map, before and after DP (docs/dashboard.md)."""
 
 from __future__ import annotations
 

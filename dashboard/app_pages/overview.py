@@ -1,4 +1,4 @@
-"""Risk overview: how risky is this model, in one number, and why (DESIGN §3.7.1)."""
+"""Risk overview: how risky is this model, in one number, and why (docs/dashboard.md)."""
 
 from __future__ import annotations
 

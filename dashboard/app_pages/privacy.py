@@ -1,4 +1,4 @@
-"""Privacy / utility: what DP-retrained heads buy and cost (DESIGN §3.7.4)."""
+"""Privacy / utility: what DP-retrained heads buy and cost (docs/dashboard.md)."""
 
 from __future__ import annotations
 

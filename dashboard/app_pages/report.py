@@ -1,4 +1,4 @@
-"""Audit report (DESIGN §3.7.6): the engine's HTML / PDF / JSON report, to read and download.
+"""Audit report (docs/dashboard.md): the engine's HTML / PDF / JSON report, to read and download.
 
 A path in the ``reports`` table is data: a file is offered only when `data.report_file` finds it
 inside the engine's report folder. The HTML is shown in a frame sandboxed with no permissions at

@@ -1,4 +1,4 @@
-"""Runs: provenance of every stored figure (DESIGN §3.7.7)."""
+"""Runs: provenance of every stored figure (docs/dashboard.md)."""
 
 from __future__ import annotations
 

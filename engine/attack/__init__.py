@@ -1,4 +1,4 @@
-"""The re-linkage attack (DESIGN §3.2): ranks of the true report, exact pool metrics, top-k lists.
+"""The re-linkage attack (docs/metrics.md): true-report ranks, exact pool metrics, top-k lists.
 
 ``pools`` holds the pure maths (exact expected Recall@k over random pools, MRR, bootstrap);
 ``ranks`` turns embeddings into the per-query counts those formulas need.

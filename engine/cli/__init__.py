@@ -1,4 +1,4 @@
-"""`python -m engine`: the command line (DESIGN §3.8).
+"""`python -m engine`: the command line (the README's "Command line" section).
 
 The parser lists every subcommand; each handler lives in a small module of this package and is
 imported only when its subcommand runs, so `--help` is instant and heavy libraries (torch,

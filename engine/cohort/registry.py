@@ -29,7 +29,7 @@ def register_cohort(
     """Write a loaded cohort to ``cohorts`` and ``items`` (replacing an earlier one of that name).
 
     Every image is stored; ``items.selected`` marks the one image per study the audit uses
-    (DESIGN §3.1).
+    (docs/cohorts.md).
 
     Returns:
         The stored items, with the ``selected`` column.

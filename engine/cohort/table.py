@@ -1,4 +1,4 @@
-"""The cohort table (DESIGN §3.1): one row per image, with its study's report and labels.
+"""The cohort table (docs/cohorts.md): one row per image, with its study's report and labels.
 
 Columns: ``image_id, study_id, patient_id, split, view, image_path, report_text`` plus the 14
 CheXpert labels (float: 1, 0, -1, or NaN for not mentioned). ``image_path`` is relative to the

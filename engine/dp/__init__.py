@@ -1,4 +1,4 @@
-"""The `dp` stage: DP-SGD retraining of the projection heads, with its accounting (DESIGN §3.3).
+"""The `dp` stage: DP-SGD retraining of the projection heads, with its accounting (docs/dp.md).
 
 Modules: `groups` (keyed-hash patient groups), `losses` (in-group and public-negative InfoNCE),
 `training` (the Opacus trainer), `accounting` (epsilon / delta, PRV -> RDP fallback, patient-level

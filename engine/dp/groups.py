@@ -1,4 +1,4 @@
-"""Data-independent patient grouping for group-as-unit DP training (DESIGN §3.3).
+"""Data-independent patient grouping for group-as-unit DP training (docs/dp.md).
 
 One training example of the default DP recipe is one *group*: a fixed-capacity stack of pairs in
 which every pair of a patient lives, the contrastive loss being computed inside the group only.

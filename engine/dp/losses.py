@@ -1,4 +1,4 @@
-"""Contrastive losses whose per-example gradient is a valid DP unit (tech notes §1.3).
+"""Contrastive losses whose per-example gradient is a valid DP unit (docs/dp.md).
 
 Both losses take L2-normalised embeddings and a **fixed** logit multiplier (a Python float, the
 model's ``exp(logit_scale)``; never an ``nn.Parameter``, which would break Opacus's per-sample

@@ -1,9 +1,9 @@
-"""DP-SGD retraining of the two projection heads on frozen features (DESIGN §3.3).
+"""DP-SGD retraining of the two projection heads on frozen features (docs/dp.md).
 
 `train_heads` retrains copies of a model's image and text heads on pre-projection train-split
 features with Opacus, at one target epsilon:
 
-* ``privacy_unit="group"`` (default, Recipe A of the tech notes): pairs are packed into
+* ``privacy_unit="group"`` (default; docs/dp.md): pairs are packed into
   keyed-hash patient groups (`engine.dp.groups`); one Opacus sample is one group
   (``[g, d_img]``, ``[g, d_txt]``, mask ``[g]``) and the loss is InfoNCE inside the group
   (`InGroupInfoNCE`). Opacus's per-sample gradient is exactly the group's gradient, so its

@@ -1,4 +1,4 @@
-"""Loading an open_clip model from a spec, offline and weights-only (DESIGN §3.4).
+"""Loading an open_clip model from a spec, offline and weights-only (docs/models.md).
 
 Spec syntax (what ``--model`` takes when it is not a registered name):
 

@@ -1,4 +1,4 @@
-"""The backbone / head split of an open_clip model (DESIGN §3.4).
+"""The backbone / head split of an open_clip model (docs/models.md).
 
 The audit keeps the encoders frozen and works on their **pre-projection** features; the two
 projection heads are separate modules that the DP stage retrains. `split_towers` takes a loaded

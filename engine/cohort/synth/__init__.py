@@ -1,4 +1,4 @@
-"""The phantom cohort (DESIGN §3.5): synthetic chest radiographs with reports, in real layouts.
+"""The phantom cohort (docs/phantom.md): synthetic chest radiographs with reports, in real layouts.
 
 Modules, in data-flow order: `courses` (who the patient is, how findings evolve across studies),
 `anatomy` (the patient's stable anatomy as density maps), `findings` and `devices` (what a study

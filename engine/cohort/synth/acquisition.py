@@ -1,7 +1,7 @@
 """Acquisition: projection, positioning, exposure, blur, noise and burned-in markers.
 
 Applied last, to the density map of a study (``float32 (S, S)``, see `anatomy`), it produces the
-8-bit grayscale image. The two sites differ here on purpose (DESIGN §3.5): site A is a
+8-bit grayscale image. The two sites differ here on purpose (docs/phantom.md): site A is a
 well-exposed, edge-enhanced department with mostly PA films and small laterality markers; site B
 shoots more portable AP films, with a flatter, brighter and noisier look, larger rotations,
 black collimation borders and large burned-in text.
