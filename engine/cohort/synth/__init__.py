@@ -8,6 +8,8 @@ labels), `layouts` (the MIMIC-CXR-JPG and CheXpert Plus files) and `generator`
 (`generate_cohort`, which runs them for every patient).
 """
 
-from engine.cohort.synth.generator import GENERATOR_VERSION, SynthSummary, generate_cohort
+from engine.cohort.synth.generator import (
+    GENERATOR_VERSION, SynthSummary, generate_cohort, plan_reports,
+)
 
-__all__ = ["GENERATOR_VERSION", "SynthSummary", "generate_cohort"]
+__all__ = ["GENERATOR_VERSION", "SynthSummary", "generate_cohort", "plan_reports"]

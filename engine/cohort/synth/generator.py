@@ -139,21 +139,57 @@ def _sample_social(rng: np.random.Generator) -> dict:
     }
 
 
-def _render_patient(task: _PatientTask) -> _PatientRows:
-    """Plan, render and write one patient; return its table rows."""
-    root = Path(task.out)
+@dataclass(frozen=True)
+class _PatientPlan:
+    sex: str
+    age: int
+    habitus: float
+    anatomy: Any
+    plans: tuple
+    reports: tuple
+    img_rng: np.random.Generator
+    id_rng: np.random.Generator
+
+
+def _plan_patient(task: _PatientTask) -> _PatientPlan:
+    """A patient's studies and reports (no pixels); the streams images and ids continue from."""
     ss = np.random.SeedSequence([task.seed, _SITE_CODE[task.site], 2, task.index])
     plan_ss, image_ss, report_ss, id_ss = ss.spawn(4)
     plan_rng = np.random.default_rng(plan_ss)
-    img_rng = np.random.default_rng(image_ss)
     rep_rng = np.random.default_rng(report_ss)
-    id_rng = np.random.default_rng(id_ss)
-
     sex, age, habitus = sample_demographics(plan_rng, task.course)
     anat = sample_anatomy(plan_rng, sex, age, habitus)
     plans = plan_studies(plan_rng, task.course, task.n_studies, anat, age,
                          site=task.site, lateral_fraction=task.lateral_fraction)
-    layers = PatientLayers(anat, task.image_size)
+    reports, prior = [], None
+    for plan in plans:  # the report stream is its own, so writing reports first changes nothing
+        reports.append(write_report(plan, prior, sex=sex, age=age + plan.day // 365,
+                                    site=task.site, rng=rep_rng))
+        prior = plan
+    return _PatientPlan(sex, age, habitus, anat, plans, tuple(reports),
+                        np.random.default_rng(image_ss), np.random.default_rng(id_ss))
+
+
+def plan_reports(config: SynthConfig) -> list[tuple[str, Any]]:
+    """Every study's ``(split, reports.Report)`` of the cohort `config` describes, no images.
+
+    The same reports and labels `generate_cohort` writes for this config, in a fraction of the
+    time: for sizing a cohort (label signatures, matched pools) before rendering it.
+    """
+    out = []
+    for task in _plan_tasks(config, Path(".")):
+        out += [(task.split, report) for report in _plan_patient(task).reports]
+    return out
+
+
+def _render_patient(task: _PatientTask) -> _PatientRows:
+    """Plan, render and write one patient; return its table rows."""
+    root = Path(task.out)
+    planned = _plan_patient(task)
+    img_rng, id_rng = planned.img_rng, planned.id_rng
+    sex, age, habitus = planned.sex, planned.age, planned.habitus
+    plans = planned.plans
+    layers = PatientLayers(planned.anatomy, task.image_size)
     out = _PatientRows(metadata=[], labels=[], splits=[], rows=[])
     size = task.image_size
 
@@ -163,10 +199,7 @@ def _render_patient(task: _PatientTask) -> _PatientRows:
         social = _sample_social(id_rng)
         bmi = round(float(np.clip(id_rng.normal(27 + 4 * habitus, 3), 15, 55)), 1) if id_rng.random() < 0.8 else float("nan")
 
-    prior = None
-    for plan in plans:
-        report = write_report(plan, prior, sex=sex, age=age + plan.day // 365, site=task.site, rng=rep_rng)
-        prior = plan
+    for plan, report in zip(plans, planned.reports):
         images: list[tuple[str, np.ndarray]] = []  # (view position, pixels)
         acq = sample_acquisition(img_rng, task.site, plan.view, plan.supine)
         images.append((plan.view, render_frontal(layers, plan.findings, acq, plan.inspiration, img_rng)))
@@ -308,4 +341,4 @@ def generate_cohort(config: SynthConfig, out: Path, *, progress: Progress | None
                         out=out, site=config.site, seed=config.seed)
 
 
-__all__ = ["GENERATOR_VERSION", "SynthSummary", "generate_cohort"]
+__all__ = ["GENERATOR_VERSION", "SynthSummary", "generate_cohort", "plan_reports"]
