@@ -6,7 +6,11 @@ value. The CLI turns any `EngineError` into one line on stderr and a non-zero ex
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+
+# Longest cohort or model name accepted (names become folder names and page labels).
+NAME_MAX = 100
 
 
 class EngineError(Exception):
@@ -51,3 +55,27 @@ class InputProblem:
     def __str__(self) -> str:
         where = self.file if self.row is None else f"{self.file}, row {self.row}"
         return f"{where}: {self.message}"
+
+
+def check_name(value: str, what: str = "--name") -> str:
+    """A cohort or model name: printable, no path separators, not empty; returns it stripped.
+
+    Names become folder names under the cache and labels on every page, so a name that is
+    empty, ``.``/``..``, or holds a slash, backslash or control character is refused.
+
+    Raises:
+        ConfigError: naming the option and the offending value.
+    """
+    name = str(value).strip()
+    if not name:
+        raise ConfigError(f"{what} {value!r}: a name cannot be empty; choose one like site-a")
+    if name in (".", ".."):
+        raise ConfigError(f"{what} {value!r}: not a usable name; choose one like site-a")
+    bad = sorted({c for c in name if c in "/\\" or unicodedata.category(c)[0] == "C"})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        raise ConfigError(f"{what} {value!r}: names cannot contain path separators or control "
+                          f"characters ({shown}); use letters, digits, '-', '_' or '.'")
+    if len(name) > NAME_MAX:
+        raise ConfigError(f"{what}: a name has at most {NAME_MAX} characters, got {len(name)}")
+    return name

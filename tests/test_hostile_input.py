@@ -350,9 +350,15 @@ def test_text_file_is_not_a_duckdb_database(tmp_path):
             open_it()
 
 
-def test_config_error_for_bad_name_in_library():
-    from engine.cli.options import check_name
+def test_register_cohort_checks_the_name_too(tmp_path):
+    from engine.cohort.registry import register_cohort
+    from engine.errors import check_name
 
     assert check_name("  site-a ") == "site-a"
-    with pytest.raises(ConfigError, match="cannot be empty"):
-        check_name("")
+    make_csv(tmp_path / "c")
+    load = load_cohort("csv", tmp_path / "c")
+    for name, why in (("", "cannot be empty"), ("../up", "path separators"), ("..", "usable")):
+        with pytest.raises(ConfigError, match=why):
+            register_cohort(tmp_path / "r.duckdb", name, fmt="csv", root=tmp_path / "c",
+                            load=load)
+    assert not (tmp_path / "r.duckdb").exists()

@@ -12,15 +12,13 @@ import argparse
 import math
 import os
 import tempfile
-import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.errors import ConfigError, StoreError
+from engine.errors import ConfigError, StoreError, check_name
 
 # Header bytes 8..12 of every DuckDB database file.
 _DUCKDB_MAGIC = b"DUCK"
-NAME_MAX = 100
 
 
 def int_at_least(minimum: int, what: str = "") -> Callable[[str], int]:
@@ -83,28 +81,6 @@ def int_list(minimum: int, what: str) -> Callable[[str], str]:
 
     parse.__name__ = "integer list"
     return parse
-
-
-def check_name(value: str, what: str = "--name") -> str:
-    """A cohort or model name: printable, no path separators, not empty; returns it stripped.
-
-    Names become folder names under the cache and labels on every page, so a name that is
-    empty, ``.``/``..``, or holds a slash, backslash or control character is refused.
-
-    Raises:
-        ConfigError: naming the option and the offending value.
-    """
-    name = str(value).strip()
-    if not name:
-        raise ConfigError(f"{what} {value!r}: a name cannot be empty; choose one like site-a")
-    bad = sorted({c for c in name if c in "/\\" or unicodedata.category(c)[0] == "C"})
-    if bad or name in (".", ".."):
-        shown = ", ".join(repr(c) for c in bad) or repr(name)
-        raise ConfigError(f"{what} {value!r}: names cannot contain path separators or control "
-                          f"characters ({shown}); use letters, digits, '-', '_' or '.'")
-    if len(name) > NAME_MAX:
-        raise ConfigError(f"{what}: a name has at most {NAME_MAX} characters, got {len(name)}")
-    return name
 
 
 def name_type(text: str) -> str:

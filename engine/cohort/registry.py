@@ -11,7 +11,7 @@ import pandas as pd
 
 from engine import store
 from engine.cohort.table import COLUMNS, CohortLoad, select_one_image_per_study
-from engine.errors import CohortError
+from engine.errors import CohortError, check_name
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ def register_cohort(
     Returns:
         The stored items, with the ``selected`` column.
     """
+    name = check_name(name, "cohort name")
     items = load.items
     if items.empty:
         raise CohortError(f"{root}: cohort {name!r} has no usable images; nothing registered")
