@@ -73,3 +73,25 @@ def test_readme_errors_are_one_line(seeded, tmp_path, capsys):
     assert main(["--db", str(seeded.db), "readme", "--readme", str(path), "--cohort",
                  "nowhere"]) == 2
     assert "no attack results for cohort 'nowhere'" in capsys.readouterr().err
+
+
+def test_transfer_table_lists_the_heads_applied_to_the_external_cohort(seeded, tmp_path):
+    from report_fixtures import add_transfer_cohort, copy_db
+
+    db = copy_db(seeded.db, tmp_path)
+    add_transfer_cohort(db, model=seeded.specialist, source=seeded.cohort, name="site-ext")
+    text = results_markdown(db, cohort=seeded.cohort, external="site-ext")
+    assert f"**Transfer**: the heads of `{seeded.specialist}` trained on `{seeded.cohort}`" in text
+    table = text.split("**Transfer**", 1)[1]
+    rows = store.read_df(db, (
+        "SELECT heads, pool_size, lift, ci_low / chance AS lo, ci_high / chance AS hi "
+        "FROM relink_metrics WHERE cohort = 'site-ext' AND model = ? AND split = 'test' "
+        "AND direction = 'image_to_report' AND negatives = 'random' AND k = 1 "
+        "AND pool_size = (SELECT max(pool_size) FROM relink_metrics WHERE cohort = 'site-ext')"),
+        [seeded.specialist])
+    assert sorted(rows["heads"]) == ["1", "inf", "original"]
+    for r in rows.itertuples():
+        short = {"original": "original", "inf": "ε=∞"}.get(r.heads, f"ε={r.heads}")
+        assert f"| {short} |" in table and f"{r.lift:.1f} ({r.lo:.1f}–{r.hi:.1f})" in table
+    # without an external cohort (or with one that has no results) there is no transfer table
+    assert "**Transfer**" not in results_markdown(db, cohort=seeded.cohort, external="nowhere")
