@@ -337,3 +337,45 @@ def test_study_dates_are_shifted_far_into_the_future(cohort_a):
     years = meta["StudyDate"] // 10000
     assert years.between(2100, 2200).all()
     assert re.fullmatch(r"\d+\.\d+", str(meta["StudyTime"].iloc[0]))
+
+
+def test_draw_study_draws_what_the_findings_say_and_is_deterministic():
+    """The entry point for drawing from a findings list: effusion side and devices show."""
+    from engine.cohort.synth.anatomy import sample_anatomy
+    from engine.cohort.synth.findings import Finding
+    from engine.cohort.synth.radiograph import draw_study
+
+    anat = sample_anatomy(np.random.default_rng(0), "M", 60, 0.0)
+    clear = draw_study(anat, [], seed=1)[0].astype(np.float32)
+    right = draw_study(anat, [Finding("effusion", "right", 3)], seed=1)[0].astype(np.float32)
+    left = draw_study(anat, [Finding("effusion", "left", 3)], seed=1)[0].astype(np.float32)
+    half = clear.shape[1] // 2
+    # the patient's right is the image's left: a large right effusion brightens that half
+    assert (right - clear)[:, :half].mean() > 5 * abs((right - clear)[:, half:].mean())
+    assert (left - clear)[:, half:].mean() > 5 * abs((left - clear)[:, :half].mean())
+    both = draw_study(anat, [Finding("pacemaker", "left", 1, "", (2, False))], lateral=True, seed=1)
+    assert len(both) == 2 and both[0].shape == (256, 256) and both[0].dtype == np.uint8
+    assert np.array_equal(both[0], draw_study(anat, [Finding("pacemaker", "left", 1, "", (2, False))],
+                                              lateral=True, seed=1)[0])
+    assert not np.array_equal(both[0], draw_study(anat, [], seed=1)[0])
+
+
+def test_reports_carry_lung_volumes_only_when_the_image_shows_them():
+    from engine.cohort.synth.courses import StudyPlan
+    from engine.cohort.synth.reports import write_report
+
+    def study(inspiration):
+        return StudyPlan(index=0, day=0, view="PA", supine=False, lateral=False,
+                         extra_frontal=False, inspiration=inspiration, findings=(),
+                         indication="cough")
+
+    rng = np.random.default_rng(0)
+    low = [write_report(study(-0.9), None, sex="F", age=50, site="A", rng=rng) for _ in range(60)]
+    mid = [write_report(study(0.0), None, sex="F", age=50, site="A", rng=rng) for _ in range(60)]
+    words = ("Low lung volumes", "Lung volumes are low", "well expanded", "hyperexpanded")
+    said = [any(w in r.sections.get("findings", "") for w in words[:2]) for r in low]
+    assert 0.5 < np.mean(said) < 1.0  # only part of what the image shows is described
+    assert not any(w in r.text for r in mid for w in words)
+    # the words carry no label: a normal study stays "No Finding" (but for the reader's rare
+    # uncertain mention with nothing behind it)
+    assert np.mean([r.labels["No Finding"] == 1.0 for r in low]) > 0.9

@@ -1,14 +1,20 @@
 """A study's radiographs: anatomy, then findings and devices, then acquisition.
 
 `render_frontal` and `render_lateral` return ``uint8 (S, S)`` grayscale images (dense = bright).
+`draw_study` is the entry point for drawing a study from a list of findings (the phantom
+generator's own or ones read from a real report): the patient's `anatomy.Anatomy`, the
+`findings.Finding` tuple (kind, side, severity, zone, detail; devices are findings too), the
+projection and the depth of inspiration.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from engine.cohort.synth.acquisition import Acquisition, expose
-from engine.cohort.synth.anatomy import SIDES, Chest, PatientLayers, Pose, lateral_density
+from engine.cohort.synth.acquisition import Acquisition, expose, sample_acquisition
+from engine.cohort.synth.anatomy import (
+    SIDES, Anatomy, Chest, PatientLayers, Pose, lateral_density,
+)
 from engine.cohort.synth.devices import render_devices
 from engine.cohort.synth.findings import Finding, fractures_of, paint_findings, severity_of
 
@@ -59,3 +65,45 @@ def render_lateral(layers: PatientLayers, findings: tuple[Finding, ...], acq: Ac
     density = lateral_density(layers, heart_scale=HEART_SCALE[severity_of(findings, "cardiomegaly")],
                               effusion=effusion, devices=devices)
     return expose(density, acq, rng)
+
+
+def draw_study(anatomy: Anatomy, findings: tuple[Finding, ...] | list[Finding], *,
+               view: str = "PA", supine: bool = False, inspiration: float = 0.0,
+               lateral: bool = False, site: str = "A", image_size: int = 256, seed: int = 0,
+               layers: PatientLayers | None = None) -> list[np.ndarray]:
+    """Draw one study: its frontal image and, with ``lateral``, its lateral image.
+
+    Args:
+        anatomy: The patient (`anatomy.sample_anatomy`); keep one per patient so that every
+            study of the patient shows the same chest.
+        findings: What the image shows. Each `findings.Finding` has a ``kind`` (a key of
+            `findings.LABEL_OF`, devices included), ``side`` (``right``/``left``/``bilateral``
+            or ``""``), ``severity`` (1 small/mild .. 3 large/severe: effusion and
+            pneumothorax size, heart size, edema grade), ``zone`` (lobe or region: ``upper``,
+            ``middle``, ``lingula``, ``lower``, ``base``, ``apex``, ``lateral``,
+            ``retrocardiac``; for devices the tip: ``svc``, ``cavoatrial``, ``right_atrium``,
+            ``stomach``, ``esophagus``, ``duodenum``) and ``detail`` (nodule/mass
+            ``(x, y, size_cm, seed)``, endotracheal tube ``(cm above the carina,)``,
+            pacemaker ``(leads, icd)``, rib fracture ``(rib, lateral distance, healed)``).
+        view: ``PA`` or ``AP`` (AP: magnified heart, portable technique).
+        supine: Lying down (layering effusions; AP only).
+        inspiration: About -1 (low lung volumes) .. 1 (hyperexpanded).
+        lateral: Also draw a lateral image.
+        site: Acquisition style, ``A`` or ``B``.
+        image_size: Side in pixels.
+        seed: Seeds the acquisition and the texture noise (same seed, same pixels).
+        layers: `anatomy.PatientLayers` of ``anatomy`` at ``image_size``, to reuse across a
+            patient's studies (built when None).
+
+    Returns:
+        ``[frontal]`` or ``[frontal, lateral]``, each ``uint8 (image_size, image_size)``.
+    """
+    findings = tuple(findings)
+    layers = layers if layers is not None else PatientLayers(anatomy, image_size)
+    rng = np.random.default_rng(seed)
+    acq = sample_acquisition(rng, site, view, supine and view == "AP")
+    images = [render_frontal(layers, findings, acq, inspiration, rng)]
+    if lateral:
+        images.append(render_lateral(layers, findings, sample_acquisition(rng, site, "LATERAL",
+                                                                          False), rng))
+    return images
