@@ -12,8 +12,11 @@ Streamlit run too (the cache then lives in memory), which keeps them testable wi
 User-supplied values always travel as bound parameters; the few identifiers that vary (a label
 column, a join column) come from fixed whitelists.
 
-The ``heads`` of a DP run is its epsilon label: ``inf`` for infinity, otherwise ``f"{eps:g}"``
-(``0.34``, ``1``, ``8``). When `dp_runs` carries a ``heads`` column it wins.
+Results are read through the store's ``shown_*`` views (`engine.store.VIEWS`, docs/storage.md):
+for each (model, cohort, heads) the rows of the latest valid run, the same rows the audit report
+uses. A ``heads`` value handed to and returned by these functions is the views' ``heads_key``:
+``original``, an epsilon label (``inf``, ``0.34``, ``1``) for heads trained on the cohort
+itself, and ``<label>@<cohort>`` for heads trained on another cohort and transferred.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from engine.core.names import epsilon_label
 # Tables shown on the Runs page, in this order (the public ones of the README's "Results
 # database", then the rest).
 TABLES = ("cohorts", "items", "models", "runs", "relink_metrics", "relink_ranks", "relink_summary",
-          "relink_topk", "dp_runs", "utility", "umap_points")
+          "relink_topk", "dp_runs", "utility", "membership", "umap_points", "heads", "reports")
 
 _CACHE = dict(show_spinner=False, max_entries=512)
 _DIRECTION_KEYS = {"image_to_report": ("image_id", "study_id"),
@@ -128,8 +131,9 @@ def query(path: str | Path, sql: str, params: list | None = None, *,
 
 @st.cache_data(**_CACHE)
 def tables(db: str, token: str) -> frozenset[str]:
-    """Names of the tables the database holds."""
-    return frozenset(query(db, "SELECT table_name FROM duckdb_tables()")["table_name"])
+    """Names of the tables and views the database holds."""
+    return frozenset(query(db, "SELECT table_name AS name FROM duckdb_tables() UNION "
+                               "SELECT view_name FROM duckdb_views() WHERE NOT internal")["name"])
 
 
 def _has(db: str, token: str, *names: str) -> bool:
@@ -174,12 +178,12 @@ def models(db: str, token: str, cohort: str) -> pd.DataFrame:
     Columns: model, spec, specialization, description (the last three empty when the model is not
     in the ``models`` table).
     """
-    if not _has(db, token, "relink_metrics", "models"):
+    if not _has(db, token, "shown_relink_metrics", "models"):
         return pd.DataFrame(columns=["model", "spec", "specialization", "description"])
     return query(
         db,
         "SELECT r.model, m.spec, m.specialization, m.description "
-        "FROM (SELECT DISTINCT model FROM relink_metrics WHERE cohort = ?) r "
+        "FROM (SELECT DISTINCT model FROM shown_relink_metrics WHERE cohort = ?) r "
         "LEFT JOIN models m USING (model) "
         "ORDER BY m.specialization NULLS LAST, r.model",
         [cohort],
@@ -189,10 +193,10 @@ def models(db: str, token: str, cohort: str) -> pd.DataFrame:
 @st.cache_data(**_CACHE)
 def heads(db: str, token: str, cohort: str, model: str) -> list[str]:
     """Heads with attack results for (cohort, model), as stored (``original``, ``inf``, ...)."""
-    if not _has(db, token, "relink_metrics"):
+    if not _has(db, token, "shown_relink_metrics"):
         return []
-    frame = query(db, "SELECT DISTINCT heads FROM relink_metrics WHERE cohort = ? AND model = ?",
-                  [cohort, model])
+    frame = query(db, "SELECT DISTINCT heads_key AS heads FROM shown_relink_metrics "
+                      "WHERE cohort = ? AND model = ? ORDER BY 1", [cohort, model])
     return list(frame["heads"])
 
 
@@ -203,19 +207,19 @@ def heads(db: str, token: str, cohort: str, model: str) -> list[str]:
 def pool_metrics(db: str, token: str, cohort: str, model: str | None = None,
                  heads: str | None = "original", k: int | None = 1) -> pd.DataFrame:
     """`relink_metrics` rows of a cohort (one model or all; one heads or all; one k or all)."""
-    if not _has(db, token, "relink_metrics"):
+    if not _has(db, token, "shown_relink_metrics"):
         return pd.DataFrame(columns=["model", "split", "direction", "negatives", "heads",
                                      "pool_size", "k", "recall", "chance", "lift", "ci_low",
                                      "ci_high", "n_queries", "n_excluded"])
     where, params = ["cohort = ?"], [cohort]
-    for column, value in (("model", model), ("heads", heads), ("k", k)):
+    for column, value in (("model", model), ("heads_key", heads), ("k", k)):
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
     return query(
         db,
-        "SELECT model, split, direction, negatives, heads, pool_size, k, recall, chance, lift, "
-        "ci_low, ci_high, n_queries, n_excluded, run_id FROM relink_metrics "
+        "SELECT model, split, direction, negatives, heads_key AS heads, pool_size, k, recall, "
+        "chance, lift, ci_low, ci_high, n_queries, n_excluded, run_id FROM shown_relink_metrics "
         f"WHERE {' AND '.join(where)} "
         "ORDER BY model, split, direction, negatives, heads, pool_size, k",
         params,
@@ -226,16 +230,16 @@ def pool_metrics(db: str, token: str, cohort: str, model: str | None = None,
 def summary(db: str, token: str, cohort: str, model: str,
             heads: str | None = "original") -> pd.DataFrame:
     """`relink_summary` rows (mrr, patient_top1, median_rank, chance_top1) per split/direction."""
-    if not _has(db, token, "relink_summary"):
+    if not _has(db, token, "shown_relink_summary"):
         return pd.DataFrame(columns=["split", "direction", "heads", "metric", "value", "ci_low",
                                      "ci_high", "n_queries"])
     where, params = "cohort = ? AND model = ?", [cohort, model]
     if heads is not None:
-        where += " AND heads = ?"
+        where += " AND heads_key = ?"
         params.append(heads)
-    return query(db, "SELECT split, direction, heads, metric, value, ci_low, ci_high, n_queries "
-                     f"FROM relink_summary WHERE {where} ORDER BY split, direction, heads, metric",
-                 params)
+    return query(db, "SELECT split, direction, heads_key AS heads, metric, value, ci_low, "
+                     f"ci_high, n_queries FROM shown_relink_summary WHERE {where} "
+                     "ORDER BY split, direction, heads, metric", params)
 
 
 # ------------------------------------------------------------------------------ per query
@@ -252,7 +256,7 @@ def query_ranks(db: str, token: str, cohort: str, model: str, heads: str, split:
     """
     if direction not in _DIRECTION_KEYS:
         raise ValueError(f"direction={direction!r}")
-    if not _has(db, token, "relink_ranks", "items"):
+    if not _has(db, token, "shown_relink_ranks", "items"):
         return pd.DataFrame(columns=["query_id", "expected_rank", *LABELS])
     key = _DIRECTION_KEYS[direction][0]
     return query(
@@ -261,9 +265,10 @@ def query_ranks(db: str, token: str, cohort: str, model: str, heads: str, split:
         "r.n_candidates, r.n_greater, r.n_tied, r.n_matched, r.n_matched_greater, "
         "r.n_matched_tied, r.top1_same_patient, 1 + r.n_greater + r.n_tied / 2.0 AS expected_rank, "
         f"{_label_cols('i')} "
-        "FROM relink_ranks r LEFT JOIN items i "
+        "FROM shown_relink_ranks r LEFT JOIN items i "
         f"ON i.cohort = r.cohort AND i.selected AND i.{key} = r.query_id "
-        "WHERE r.cohort = ? AND r.model = ? AND r.heads = ? AND r.split = ? AND r.direction = ? "
+        "WHERE r.cohort = ? AND r.model = ? AND r.heads_key = ? AND r.split = ? "
+        "AND r.direction = ? "
         "ORDER BY expected_rank, r.query_id",
         [cohort, model, heads, split, direction],
     )
@@ -317,7 +322,7 @@ def candidates(db: str, token: str, cohort: str, model: str, heads: str, split: 
     """
     if direction not in _DIRECTION_KEYS:
         raise ValueError(f"direction={direction!r}")
-    if not _has(db, token, "relink_topk", "items"):
+    if not _has(db, token, "shown_relink_topk", "items"):
         return pd.DataFrame(columns=["rank", "candidate_id", "score", "is_true", "is_matched",
                                      "report_text", *LABELS])
     key = _DIRECTION_KEYS[direction][1]
@@ -325,9 +330,10 @@ def candidates(db: str, token: str, cohort: str, model: str, heads: str, split: 
         db,
         "SELECT t.rank, t.candidate_id, t.score, t.is_true, t.is_matched, i.image_id, "
         f"i.study_id, i.patient_id, i.report_text, {_label_cols('i')} "
-        "FROM relink_topk t LEFT JOIN items i "
+        "FROM shown_relink_topk t LEFT JOIN items i "
         f"ON i.cohort = t.cohort AND i.selected AND i.{key} = t.candidate_id "
-        "WHERE t.cohort = ? AND t.model = ? AND t.heads = ? AND t.split = ? AND t.direction = ? "
+        "WHERE t.cohort = ? AND t.model = ? AND t.heads_key = ? AND t.split = ? "
+        "AND t.direction = ? "
         "AND t.query_id = ? ORDER BY t.rank",
         [cohort, model, heads, split, direction, query_id],
     )
@@ -347,25 +353,61 @@ def reports(db: str, token: str, cohort: str, study_ids: tuple[str, ...]) -> pd.
 def thumbnail(path: str, mtime_ns: int, max_side: int = 512) -> bytes | None:
     """A PNG thumbnail of an image file, or None when it cannot be read.
 
+    High bit depths are windowed into 8 bits as the engine reads them (`engine.images.to_8bit`),
+    not clipped. Call it with a path from `engine.images.resolve_image` (`item_thumbnail` does).
     `mtime_ns` is only a cache key, so that a replaced file is reloaded.
     """
     from PIL import Image, UnidentifiedImageError
 
+    from engine.images import HIGH_BIT_MODES, to_8bit
+
     try:
         with Image.open(path) as img:
-            img.thumbnail((max_side, max_side))
+            gray = img.mode in ("1", "L", "LA") or img.mode in HIGH_BIT_MODES
+            small = to_8bit(img, "L" if gray else "RGB")
+            small.thumbnail((max_side, max_side))
             out = io.BytesIO()
-            img.convert("L" if img.mode in ("L", "I", "I;16", "F") else "RGB").save(out, "PNG")
+            small.save(out, "PNG")
             return out.getvalue()
     except (OSError, UnidentifiedImageError, ValueError):
         return None
 
 
+def item_thumbnail(root: str | None, image_path: str | None) -> tuple[bytes | None, str]:
+    """An item's thumbnail, or None and why not.
+
+    The stored path is data: it is opened only when `engine.images.resolve_image` finds it inside
+    the cohort root (no absolute paths, no ``..`` or symbolic link out of it).
+    """
+    from engine.images import ImagePathError, resolve_image
+
+    if not root or not image_path:
+        return None, "no image path is stored for this item"
+    try:
+        path = resolve_image(root, str(image_path))
+    except ImagePathError as exc:
+        return None, str(exc)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        return None, (f"{path} is missing; it may have been moved or deleted after the cohort "
+                      "was registered")
+    png = thumbnail(str(path), mtime) if path.is_file() else None
+    if png is None:
+        return None, f"{path} is not an image that can be read"
+    return png, ""
+
+
 def image_file(root: str | None, image_path: str | None) -> Path | None:
-    """Absolute path of an item's image (cohort root + stored relative path)."""
+    """Absolute path of an item's image inside its cohort root, or None (missing or outside)."""
+    from engine.images import ImagePathError, resolve_image
+
     if not root or not image_path:
         return None
-    return Path(root) / image_path
+    try:
+        return resolve_image(root, str(image_path))
+    except ImagePathError:
+        return None
 
 
 # ------------------------------------------------------------------------------ joint space
@@ -374,10 +416,10 @@ def image_file(root: str | None, image_path: str | None) -> Path | None:
 @st.cache_data(**_CACHE)
 def umap_heads(db: str, token: str, cohort: str, model: str) -> list[str]:
     """Heads with stored UMAP coordinates for (cohort, model)."""
-    if not _has(db, token, "umap_points"):
+    if not _has(db, token, "shown_umap_points"):
         return []
-    return list(query(db, "SELECT DISTINCT heads FROM umap_points WHERE cohort = ? AND model = ?",
-                      [cohort, model])["heads"])
+    return list(query(db, "SELECT DISTINCT heads_key AS heads FROM shown_umap_points "
+                          "WHERE cohort = ? AND model = ? ORDER BY 1", [cohort, model])["heads"])
 
 
 @st.cache_data(**_CACHE)
@@ -388,13 +430,13 @@ def umap_points(db: str, token: str, cohort: str, model: str, heads: str) -> pd.
     matched through the study. ``expected_rank`` is the image -> report rank of the item in its
     own split under the same heads (NaN where the attack has not run).
     """
-    if not _has(db, token, "umap_points", "items"):
+    if not _has(db, token, "shown_umap_points", "items"):
         return pd.DataFrame(columns=["item_id", "modality", "x", "y", "image_id", "study_id",
                                      "split", "expected_rank", *LABELS])
-    has_ranks = _has(db, token, "relink_ranks")
+    has_ranks = _has(db, token, "shown_relink_ranks")
     rank_join = (
-        "LEFT JOIN relink_ranks r ON r.cohort = u.cohort AND r.model = u.model "
-        "AND r.heads = u.heads AND r.direction = 'image_to_report' "
+        "LEFT JOIN shown_relink_ranks r ON r.cohort = u.cohort AND r.model = u.model "
+        "AND r.heads_key = u.heads_key AND r.direction = 'image_to_report' "
         "AND r.query_id = coalesce(a.image_id, b.image_id) "
         "AND r.split = coalesce(a.split, b.split)" if has_ranks else "")
     rank_col = "1 + r.n_greater + r.n_tied / 2.0" if has_ranks else "NULL::DOUBLE"
@@ -405,12 +447,12 @@ def umap_points(db: str, token: str, cohort: str, model: str, heads: str) -> pd.
         "coalesce(a.study_id, b.study_id) AS study_id, "
         "coalesce(a.patient_id, b.patient_id) AS patient_id, "
         f"coalesce(a.split, b.split) AS split, {rank_col} AS expected_rank, {cols} "
-        "FROM umap_points u "
+        "FROM shown_umap_points u "
         "LEFT JOIN items a ON a.cohort = u.cohort AND a.image_id = u.item_id "
         "LEFT JOIN items b ON a.image_id IS NULL AND u.modality = 'report' "
         "AND b.cohort = u.cohort AND b.selected AND b.study_id = u.item_id "
         f"{rank_join} "
-        "WHERE u.cohort = ? AND u.model = ? AND u.heads = ? ORDER BY u.modality, u.item_id",
+        "WHERE u.cohort = ? AND u.model = ? AND u.heads_key = ? ORDER BY u.modality, u.item_id",
         [cohort, model, heads],
     )
 
@@ -420,11 +462,12 @@ def umap_points(db: str, token: str, cohort: str, model: str, heads: str) -> pd.
 
 @st.cache_data(**_CACHE)
 def dp_runs(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
-    """DP runs of (cohort, model), each with its ``heads`` label, smallest epsilon first."""
-    if not _has(db, token, "dp_runs"):
+    """DP runs of heads trained on (cohort, model), each with its ``heads`` label, smallest
+    epsilon first."""
+    if not _has(db, token, "shown_dp_runs"):
         return pd.DataFrame(columns=["heads", "epsilon"])
-    frame = query(db, "SELECT * FROM dp_runs WHERE cohort = ? AND model = ? "
-                      "ORDER BY epsilon NULLS LAST", [cohort, model])
+    frame = query(db, "SELECT * EXCLUDE (heads_key) FROM shown_dp_runs WHERE cohort = ? "
+                      "AND model = ? ORDER BY epsilon NULLS LAST", [cohort, model])
     if "heads" not in frame.columns:
         frame.insert(0, "heads", [epsilon_label(e) for e in frame["epsilon"]])
     return frame
@@ -433,9 +476,9 @@ def dp_runs(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
 @st.cache_data(**_CACHE)
 def utility(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
     """Linear-probe AUROC per (heads, label) for (cohort, model); label ``macro`` is the mean."""
-    if not _has(db, token, "utility"):
+    if not _has(db, token, "shown_utility"):
         return pd.DataFrame(columns=["heads", "label", "auroc"])
-    return query(db, "SELECT heads, label, auroc, run_id FROM utility "
+    return query(db, "SELECT heads_key AS heads, label, auroc, run_id FROM shown_utility "
                      "WHERE cohort = ? AND model = ? ORDER BY heads, label", [cohort, model])
 
 
@@ -444,18 +487,86 @@ def utility(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
 
 @st.cache_data(**_CACHE)
 def runs(db: str, token: str) -> pd.DataFrame:
-    """Every stored run, newest first."""
+    """Every stored run, newest first; ``shown`` says whether its results are the ones shown."""
     if not _has(db, token, "runs"):
         return pd.DataFrame(columns=["run_id", "stage", "model", "cohort", "status"])
-    return query(db, "SELECT run_id, stage, model, cohort, status, started_at, finished_at, "
-                     "seconds, n_rows, n_skipped, code_version, config_hash, message, config_json "
+    if not _has(db, token, "shown_runs"):  # a results file of schema version 1, not migrated
+        return query(db, "SELECT run_id, stage, model, cohort, status, started_at, finished_at, "
+                         "seconds, n_rows, n_skipped, code_version, config_hash, message, "
+                         "config_json FROM runs ORDER BY finished_at DESC NULLS LAST, run_id")
+    return query(db, "SELECT run_id, stage, model, cohort, heads, heads_cohort, status, "
+                     "run_id IN (SELECT run_id FROM shown_runs) AS shown, started_at, "
+                     "finished_at, seconds, n_rows, n_stored, n_skipped, torch_version, threads, "
+                     "code_version, config_hash, message, config_json "
                      "FROM runs ORDER BY finished_at DESC NULLS LAST, run_id")
 
 
 @st.cache_data(**_CACHE)
-def reports(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
-    """Audit report files written by `python -m engine report` for (cohort, model)."""
+def _report_rows(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
     if not _has(db, token, "reports"):
         return pd.DataFrame(columns=["format", "path", "written_at"])
     return query(db, "SELECT format, path, written_at FROM reports WHERE cohort = ? AND model = ? "
-                     "ORDER BY format", [cohort, model])
+                     "ORDER BY format, written_at DESC, path", [cohort, model])
+
+
+def reports(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
+    """One audit report file per format for (cohort, model): the newest that exists on disk.
+
+    Every report the engine wrote is listed in ``reports``; a copy written elsewhere and
+    deleted falls back to the next newest. A format whose every listed file is gone keeps its
+    newest row (so the page can say it is missing). Existence is checked on every call, not
+    cached: deleting a file does not change the database.
+    """
+    rows = _report_rows(db, token, cohort, model)
+    if rows.empty:
+        return rows
+    exists = rows["path"].map(lambda p: Path(p).is_file())
+    rows = rows.assign(_exists=exists).sort_values(["format", "_exists", "written_at"],
+                                                   ascending=[True, False, False], kind="stable")
+    return rows.drop_duplicates("format").drop(columns="_exists").reset_index(drop=True)
+
+
+REPORT_FORMATS = ("html", "pdf", "json")
+
+
+def report_folders(db: str | Path) -> list[Path]:
+    """Folders the report page may read: ``reports/`` beside the database, and ``$RELINK_REPORTS``.
+
+    ``python -m engine report`` writes to ``cache/reports`` by default, the folder beside the
+    default database (the demo too); ``RELINK_REPORTS`` (folders separated by ``os.pathsep``)
+    adds the folders of reports written elsewhere with ``--out``.
+    """
+    folders = [Path(db).resolve().parent / "reports"]
+    for extra in os.environ.get("RELINK_REPORTS", "").split(os.pathsep):
+        if extra.strip():
+            folders.append(Path(extra.strip()).expanduser().resolve())
+    return list(dict.fromkeys(folders))
+
+
+def report_file(db: str | Path, path: str | None, fmt: str) -> tuple[Path | None, str]:
+    """The report file a ``reports`` row names, if the engine could have written it; else why not.
+
+    The path stored in the database is data, not an instruction: it is followed only when it
+    resolves (symbolic links included) to a regular ``.<fmt>`` file inside one of
+    `report_folders`. Anything else is refused and never read.
+
+    Returns:
+        ``(resolved path, "")`` when it may be shown, else ``(None, reason)``.
+    """
+    if fmt not in REPORT_FORMATS:
+        return None, f"unknown report format {fmt!r}"
+    if not path or "\x00" in str(path):
+        return None, "no file path stored"
+    resolved = Path(os.path.realpath(Path(path).expanduser()))
+    folders = report_folders(db)
+    if not any(resolved.is_relative_to(folder) for folder in folders):
+        where = " or ".join(str(f) for f in folders)
+        return None, (f"the stored path lies outside the report folder ({where}); set "
+                      "RELINK_REPORTS to the folder given to `python -m engine report --out` "
+                      "to show reports written there")
+    if resolved.suffix.lower() != f".{fmt}":
+        return None, f"the stored path is not a .{fmt} file"
+    if not resolved.is_file():
+        return None, "the file is missing on disk (rerun `python -m engine report`)"
+    return resolved, ""
+

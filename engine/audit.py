@@ -3,7 +3,9 @@
 The stage modules (`engine.attack.stage`, `engine.dp.stage`, `engine.jointspace`) work on arrays;
 this module feeds them: it reads the cohort's audited items and the model's stored embeddings,
 aligns them row by row, projects features through retrained heads, and calls each stage with the
-right keys. The CLI and the demo call these functions.
+identity of its inputs: the cohort's content fingerprint, the model's weights fingerprint (through
+the embedding found for them, `engine.embed.stage.find_embedding`) and the heads' identity
+(`engine.heads`). The CLI and the demo call these functions.
 """
 
 from __future__ import annotations
@@ -31,22 +33,29 @@ class AuditInputs:
         cohort: Cohort name.
         items: Items (one image per study) that have an embedding, in embedding row order.
         embeddings: The stored `engine.embed.reader.Embeddings` (rows = `items`).
+        cohort_fingerprint: The cohort's registered content fingerprint.
+        original_heads_id: Identity of the model's own heads.
     """
 
     model: str
     cohort: str
     items: pd.DataFrame
     embeddings: object
+    cohort_fingerprint: str | None = None
+    original_heads_id: str | None = None
 
 
 def load_inputs(db: Path, cache: Path, model: str, cohort: str) -> AuditInputs:
     """Read items and embeddings and align them (items without an embedding are left out)."""
     from engine.embed.reader import load_embeddings
+    from engine.embed.stage import find_embedding
+    from engine.heads import original_heads_id
     from engine.models.registry import resolve_model
 
     name = resolve_model(model, cache=cache, db=db).name
-    _, items = read_cohort(db, cohort)
-    emb = load_embeddings(cache, name, cohort)
+    meta, items = read_cohort(db, cohort)
+    folder = find_embedding(db, cache, name, cohort)
+    emb = load_embeddings(cache, name, cohort, config_hash=folder.name)
     index = {image_id: i for i, image_id in enumerate(emb.ids.tolist())}
     keep = items["image_id"].map(index)
     missing = int(keep.isna().sum())
@@ -60,7 +69,9 @@ def load_inputs(db: Path, cache: Path, model: str, cohort: str) -> AuditInputs:
         emb.ids = emb.ids[order]
         for field in ("image_features", "text_features", "image_embeddings", "text_embeddings"):
             setattr(emb, field, np.asarray(getattr(emb, field))[order])
-    return AuditInputs(name, cohort, items, emb)
+    fingerprint = emb.manifest.get("config", {}).get("model_fingerprint")
+    return AuditInputs(name, cohort, items, emb, meta.get("fingerprint"),
+                       original_heads_id(fingerprint) if fingerprint else None)
 
 
 def evaluation_items(items: pd.DataFrame, *, external: bool) -> pd.DataFrame:
@@ -81,7 +92,8 @@ def attack(db: Path, inputs: AuditInputs, *, config: AttackConfig = AttackConfig
         items=evaluation_items(inputs.items, external=external),
         image_embeddings=np.asarray(emb.image_embeddings, dtype=np.float32),
         text_embeddings=np.asarray(emb.text_embeddings, dtype=np.float32),
-        config=config, progress=progress,
+        config=config, heads_id=inputs.original_heads_id,
+        cohort_fingerprint=inputs.cohort_fingerprint, progress=progress,
     )
 
 
@@ -93,8 +105,7 @@ def heads_dir(cache: Path, model: str, cohort: str) -> Path:
 
 def retrained_embeddings(inputs: AuditInputs, folders: dict[str, Path]) -> dict[str, tuple]:
     """heads label -> (image, text) embeddings of `inputs` projected by those heads."""
-    from engine.dp.stage import project
-    from engine.embed.reader import load_heads
+    from engine.heads import load_heads, project
 
     emb = inputs.embeddings
     out = {}
@@ -124,12 +135,18 @@ def dp(db: Path, cache: Path, inputs: AuditInputs, *, epsilons: tuple[float, ...
         heads_dir=heads_dir(cache, inputs.model, inputs.cohort),
         sweep=(DPSweep(epsilons=epsilons) if training is None
                else DPSweep(epsilons=epsilons, training=training)),
-        progress=progress,
+        cohort_fingerprint=inputs.cohort_fingerprint,
+        original_heads_id=inputs.original_heads_id, progress=progress,
     )
+    from engine.heads import IDENTITY, read_json
+
     for label, (image, text) in retrained_embeddings(inputs, result.heads).items():
+        identity = read_json(result.heads[label], IDENTITY) or {}
         run_attack(db, model=inputs.model, cohort=inputs.cohort, items=inputs.items,
                    image_embeddings=image, text_embeddings=text, heads=label,
-                   config=attack_config)
+                   heads_cohort=inputs.cohort, heads_id=identity.get("heads_id"),
+                   cohort_fingerprint=inputs.cohort_fingerprint,
+                   source_fingerprint=inputs.cohort_fingerprint, config=attack_config)
     return result
 
 
@@ -143,26 +160,33 @@ def transfer(db: Path, cache: Path, source: AuditInputs, target: AuditInputs, *,
     Returns:
         The heads labels transferred.
     """
-    from engine.dp.stage import trained_heads_folders
+    from engine.heads import require_trained
 
     if source.model != target.model:
         raise ConfigError(f"transfer needs one model, got {source.model!r} and {target.model!r}")
-    folders = trained_heads_folders(heads_dir(cache, source.model, source.cohort))
-    if not folders:
-        raise ConfigError(f"no DP heads of {source.model!r} on {source.cohort!r}; run `dp` first")
-    projected = retrained_embeddings(target, folders)
+    refs = require_trained(db, source.model, source.cohort)
+    projected = retrained_embeddings(target, {label: r.folder for label, r in refs.items()})
     items = evaluation_items(target.items, external=True)
     for label, (image, text) in projected.items():
         run_attack(db, model=target.model, cohort=target.cohort, items=items,
                    image_embeddings=image, text_embeddings=text, heads=label,
-                   config=attack_config, provenance={"heads_cohort": source.cohort})
-    probe_transfer(db, target, projected, source_cohort=source.cohort)
+                   heads_cohort=source.cohort, heads_id=refs[label].heads_id,
+                   cohort_fingerprint=target.cohort_fingerprint,
+                   source_fingerprint=source.cohort_fingerprint, config=attack_config)
+    probe_transfer(db, target, projected, source_cohort=source.cohort,
+                   heads_ids={label: r.heads_id for label, r in refs.items()},
+                   source_fingerprint=source.cohort_fingerprint)
     return sorted(projected)
 
 
 def probe_transfer(db: Path, target: AuditInputs, projected: dict[str, tuple], *,
-                   source_cohort: str) -> None:
-    """The 14-label probe on the external cohort for the original, backbone and each heads."""
+                   source_cohort: str, heads_ids: dict[str, str] | None = None,
+                   source_fingerprint: str | None = None) -> None:
+    """The 14-label probe on the external cohort for the original, backbone and each heads.
+
+    Its rows carry ``heads_cohort = source_cohort`` for the transferred heads, so they sit next
+    to the external cohort's own DP results instead of replacing them.
+    """
     from engine import store
     from engine.labels import CHEXPERT_LABELS
     from engine.runs import Run
@@ -181,16 +205,26 @@ def probe_transfer(db: Path, target: AuditInputs, projected: dict[str, tuple], *
     sets = {"backbone": np.asarray(emb.image_features),
             "original": np.asarray(emb.image_embeddings),
             **{label: image for label, (image, _) in projected.items()}}
+    heads_ids = dict(heads_ids or {})
     run = Run("transfer", target.model, target.cohort,
-              {"source": source_cohort, "heads": sorted(sets), "held_out": held_name})
+              {"source": source_cohort, "heads": sorted(sets), "held_out": held_name,
+               "heads_ids": heads_ids},
+              inputs={"embeddings": target.embeddings.config_hash},
+              heads_cohort=source_cohort, cohort_fingerprint=target.cohort_fingerprint,
+              source_fingerprint=source_fingerprint)
+    if run.reuse(db):
+        return
     rows = []
     for label, features in sets.items():
         probe = probe_auroc(features[train], labels[train], features[held], labels[held])
+        trained = label not in ("backbone", "original")
         rows += [{"run_id": run.run_id, "model": target.model, "cohort": target.cohort,
-                  "heads": label, **r} for r in probe.rows()]
+                  "heads": label, "heads_cohort": source_cohort if trained else None,
+                  "heads_id": heads_ids.get(label) if trained else (
+                      target.original_heads_id if label == "original" else None),
+                  **r} for r in probe.rows()]
     with store.connect_write(db) as con, store.transaction(con):
-        store.replace_rows(con, "utility", pd.DataFrame(rows), model=target.model,
-                           cohort=target.cohort)
+        store.replace_rows(con, "utility", pd.DataFrame(rows), run_id=run.run_id)
         run.record(con, status="done", n_rows=len(rows))
 
 
@@ -201,14 +235,22 @@ def umap(db: Path, cache: Path, inputs: AuditInputs, *, config=None, external: b
     `heads_cohort` names the cohort the heads were trained on (default: this one; the source
     cohort for an external one).
     """
-    from engine.dp.stage import trained_heads_folders
+    from engine.heads import list_trained
     from engine.jointspace import UmapConfig, run_umap
+    from engine.runs import cohort_fingerprint
 
     emb = inputs.embeddings
+    source = heads_cohort or inputs.cohort
+    refs = list_trained(db, inputs.model, source)
     embeddings = {"original": (np.asarray(emb.image_embeddings), np.asarray(emb.text_embeddings))}
-    embeddings.update(retrained_embeddings(
-        inputs, trained_heads_folders(heads_dir(cache, inputs.model,
-                                                heads_cohort or inputs.cohort))))
+    embeddings.update(retrained_embeddings(inputs, {h: r.folder for h, r in refs.items()}))
+    ids = {h: r.heads_id for h, r in refs.items()}
+    if inputs.original_heads_id:
+        ids["original"] = inputs.original_heads_id
     return run_umap(db, model=inputs.model, cohort=inputs.cohort,
                     items=evaluation_items(inputs.items, external=external),
-                    embeddings=embeddings, config=config or UmapConfig(), progress=progress)
+                    embeddings=embeddings, config=config or UmapConfig(), heads_cohort=source,
+                    heads_ids=ids, cohort_fingerprint=inputs.cohort_fingerprint,
+                    source_fingerprint=(inputs.cohort_fingerprint if source == inputs.cohort
+                                        else cohort_fingerprint(db, source)),
+                    progress=progress)

@@ -91,6 +91,10 @@ def run_umap(
     items: pd.DataFrame,
     embeddings: dict[str, tuple[np.ndarray, np.ndarray]],
     config: UmapConfig = UmapConfig(),
+    heads_cohort: str | None = None,
+    heads_ids: dict[str, str] | None = None,
+    cohort_fingerprint: str | None = None,
+    source_fingerprint: str | None = None,
     progress=None,
 ) -> tuple[str, bool]:
     """Fit one map per set of heads and store the coordinates; returns (run_id, reused).
@@ -99,17 +103,23 @@ def run_umap(
         items: Audited items (one per study), aligned with the embeddings row by row.
         embeddings: heads label -> (image embeddings [n, e], text embeddings [n, e]), both
             L2-normalised; must contain ``original``.
+        heads_cohort: The cohort the non-original heads were trained on (default: `cohort`).
+        heads_ids: heads label -> identity (`engine.heads`), recorded on the rows.
+        cohort_fingerprint: Content fingerprint of `cohort`.
+        source_fingerprint: Content fingerprint of `heads_cohort`.
     """
     from engine.attack.stage import fingerprint
 
     if "original" not in embeddings:
         raise ValueError("embeddings must include the original heads")
     rows = sample_items(items, config)
-    run = Run("umap", model, cohort, {
-        **asdict(config),
+    heads_cohort = heads_cohort or cohort
+    heads_ids = dict(heads_ids or {})
+    run = Run("umap", model, cohort, {**asdict(config), "heads_ids": heads_ids}, inputs={
         "heads": {h: fingerprint(i[rows], t[rows]) for h, (i, t) in sorted(embeddings.items())},
-    })
-    if run.is_done(db):
+    }, heads_cohort=heads_cohort, cohort_fingerprint=cohort_fingerprint,
+        source_fingerprint=source_fingerprint if heads_cohort != cohort else cohort_fingerprint)
+    if run.reuse(db):
         return run.run_id, True
     ids = items["image_id"].to_numpy()[rows]
     frames = []
@@ -129,6 +139,8 @@ def run_umap(
         n = len(rows)
         frames.append(pd.DataFrame({
             "heads": heads,
+            "heads_cohort": None if heads == "original" else heads_cohort,
+            "heads_id": heads_ids.get(heads),
             "item_id": np.concatenate([ids, ids]),
             "modality": np.repeat(["image", "report"], n),
             "x": coords[:, 0].astype(np.float64),
@@ -140,6 +152,6 @@ def run_umap(
     with store.connect_write(db) as con, store.transaction(con):
         if len(frame):
             frame = frame.assign(run_id=run.run_id, model=model, cohort=cohort)
-        store.replace_rows(con, "umap_points", frame, model=model, cohort=cohort)
+        store.replace_rows(con, "umap_points", frame, run_id=run.run_id)
         run.record(con, status="done", n_rows=len(frame))
     return run.run_id, False

@@ -1,4 +1,11 @@
-"""The DuckDB store: the public schema (DESIGN §3.6) and the only write path.
+"""The DuckDB store: the public schema, its migrations, the "shown" views and the only write path.
+
+Every result row carries the ``run_id`` of the run that wrote it, and a run writes and replaces
+only its own rows, so different configurations coexist. What the dashboard and the report show
+for (model, cohort, heads) is read through the ``shown_*`` views (`VIEWS`, described in
+docs/storage.md): the rows of the latest *valid* run, where valid means finished (``status =
+'done'``) on the cohort content that is registered now. Reusing a run moves its ``shown_at``
+forward, so rerunning a configuration makes its rows the ones shown again.
 
 The engine is the only writer. It opens a read-write connection for one stage's results, writes
 them inside a transaction and closes, so readers (the dashboard) are blocked only briefly and
@@ -25,7 +32,7 @@ from engine.labels import CHEXPERT_LABELS
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _LABEL_COLUMNS = ",\n    ".join(f'"{name}" DOUBLE' for name in CHEXPERT_LABELS)
 
@@ -191,31 +198,110 @@ SCHEMA_DDL: tuple[str, ...] = (
     y DOUBLE)""",
 )
 
-PUBLIC_TABLES = (
-    "cohorts",
-    "items",
-    "models",
-    "relink_metrics",
-    "relink_ranks",
-    "dp_runs",
-    "utility",
-    "umap_points",
+# Version 2 added these columns (to new and to migrated version-1 files alike).
+ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "cohorts": (("fingerprint", "VARCHAR"),),
+    "runs": (("heads", "VARCHAR"), ("heads_cohort", "VARCHAR"),
+             ("cohort_fingerprint", "VARCHAR"), ("source_fingerprint", "VARCHAR"),
+             ("n_stored", "BIGINT"), ("shown_at", "TIMESTAMP"), ("torch_version", "VARCHAR"),
+             ("threads", "INTEGER")),
+    **{table: (("heads_cohort", "VARCHAR"), ("heads_id", "VARCHAR"))
+       for table in ("relink_metrics", "relink_ranks", "relink_summary", "relink_topk",
+                     "utility", "membership", "umap_points")},
+    "dp_runs": (("heads_cohort", "VARCHAR"), ("heads_id", "VARCHAR"),
+                ("heads_path", "VARCHAR"), ("heads_fingerprint", "VARCHAR")),
+    "reports": (("run_id", "VARCHAR"), ("content_hash", "VARCHAR"), ("bytes", "BIGINT")),
+}
+
+# Version 2: every set of projection heads with its identity (original heads included).
+HEADS_DDL = """CREATE TABLE IF NOT EXISTS heads (
+    heads_id VARCHAR PRIMARY KEY,
+    model VARCHAR NOT NULL,
+    heads VARCHAR NOT NULL,
+    heads_cohort VARCHAR,
+    epsilon DOUBLE,
+    fingerprint VARCHAR NOT NULL,
+    path VARCHAR,
+    run_id VARCHAR,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"""
+
+# Tables whose rows belong to the run named in their run_id (what `Run.is_done` counts).
+RESULT_TABLES = ("relink_metrics", "relink_ranks", "relink_summary", "relink_topk", "dp_runs",
+                 "utility", "membership", "umap_points")
+
+# The label under which a row's heads appear in the shown views: heads trained on another cohort
+# (a transfer) read "<label>@<training cohort>", so they never share a name with the cohort's own.
+_HEADS_KEY = ("CASE WHEN t.heads IS NULL THEN NULL WHEN t.heads_cohort IS NULL "
+              "OR t.heads_cohort = t.cohort THEN t.heads "
+              "ELSE t.heads || '@' || t.heads_cohort END AS heads_key")
+
+
+def _shown_view(table: str) -> str:
+    return (
+        f"CREATE OR REPLACE VIEW shown_{table} AS SELECT * EXCLUDE (_rank) FROM ("
+        f"SELECT t.*, {_HEADS_KEY}, dense_rank() OVER (PARTITION BY t.model, t.cohort, t.heads, "
+        "t.heads_cohort ORDER BY v.shown_at DESC NULLS LAST, v.run_id DESC) AS _rank "
+        f'FROM "{table}" t JOIN valid_runs v ON v.run_id = t.run_id) WHERE _rank = 1'
+    )
+
+
+# The one definition of "what is shown" (docs/storage.md). A run is valid when it finished and
+# the content it was computed from (its cohort, and the cohort its heads were trained on) is
+# still the registered content. For each (model, cohort, heads, heads_cohort) a shown_* view
+# holds the rows of the valid run shown last (`shown_at`: finished, or reused).
+VIEWS: tuple[str, ...] = (
+    """CREATE OR REPLACE VIEW valid_runs AS SELECT r.* FROM runs r
+    LEFT JOIN cohorts c ON c.cohort = r.cohort
+    LEFT JOIN cohorts s ON s.cohort = r.heads_cohort
+    WHERE r.status = 'done'
+      AND (r.cohort_fingerprint IS NULL OR r.cohort_fingerprint IS NOT DISTINCT FROM c.fingerprint)
+      AND (r.source_fingerprint IS NULL OR r.source_fingerprint IS NOT DISTINCT FROM s.fingerprint)""",
+    """CREATE OR REPLACE VIEW shown_runs AS SELECT * EXCLUDE (_rank) FROM (
+    SELECT v.*, row_number() OVER (PARTITION BY v.stage, v.model, v.cohort, v.heads,
+        v.heads_cohort ORDER BY v.shown_at DESC NULLS LAST, v.run_id DESC) AS _rank
+    FROM valid_runs v) WHERE _rank = 1""",
+    *(_shown_view(t) for t in RESULT_TABLES),
 )
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create missing tables and check the stored schema version."""
-    for ddl in SCHEMA_DDL:
+    """Create missing tables, migrate a version-1 file to this version, (re)create the views.
+
+    Migration from version 1 only adds columns and tables: nothing is dropped or rewritten.
+    Version-1 runs get ``shown_at = finished_at`` and no ``n_stored``, so they stay shown but
+    are recomputed when asked for again (their rows cannot be verified).
+
+    Raises:
+        StoreError: the file was written by a newer engine.
+    """
+    for ddl in (*SCHEMA_DDL, HEADS_DDL):
         con.execute(ddl)
-    rows = con.execute("SELECT max(version) FROM schema_version").fetchall()
-    stored = rows[0][0]
-    if stored is None:
-        con.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION])
-    elif stored > SCHEMA_VERSION:
+    stored = con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0]
+    if stored is not None and stored > SCHEMA_VERSION:
         raise StoreError(
             f"database schema version {stored} is newer than this engine's {SCHEMA_VERSION}; "
             "upgrade the engine or point --db at another file"
         )
+    for table, columns in ADDED_COLUMNS.items():
+        for name, kind in columns:
+            con.execute(f'ALTER TABLE "{table}" ADD COLUMN IF NOT EXISTS "{name}" {kind}')
+    if stored is not None:
+        log.info("migrating results database from schema version %s to %s", stored,
+                 SCHEMA_VERSION)
+        con.execute("UPDATE runs SET shown_at = coalesce(finished_at, started_at) "
+                    "WHERE shown_at IS NULL")
+    for ddl in VIEWS:
+        con.execute(ddl)
+    if stored != SCHEMA_VERSION:
+        con.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION])
+
+
+def stored_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The schema version of an open database (None for an empty file)."""
+    try:
+        return con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0]
+    except duckdb.CatalogException:
+        return None
 
 
 @contextlib.contextmanager
@@ -291,8 +377,8 @@ def replace_rows(
 ) -> int:
     """Delete the rows of `table` matching `keys`, then insert `frame` (its columns by name).
 
-    This is how every stage stays idempotent: results are keyed (cohort, model, heads, ...) and a
-    rerun replaces its own rows only. Call it inside `transaction` so that readers see the old
+    Stages key their result rows by ``run_id``, so a run replaces its own rows only and other
+    configurations' rows stay. Call it inside `transaction` so that readers see the old
     rows or the new ones, never a mix.
 
     Returns:

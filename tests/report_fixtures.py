@@ -105,11 +105,14 @@ def add_transfer_cohort(db: Path, *, model: str, source: str, name: str = "phant
                                  ci_low=metrics["ci_low"] * scale,
                                  ci_high=metrics["ci_high"] * scale,
                                  lift=metrics["lift"] * scale)
+        # heads_cohort says where the copied heads were trained: the source, or (own_dp) here
+        metrics.loc[metrics["heads"] != "original", "heads_cohort"] = name if own_dp else source
         store.replace_rows(con, "relink_metrics", metrics, model=model, cohort=name)
         if own_dp:
             dp = con.execute("SELECT * FROM dp_runs WHERE model = ? AND cohort = ?",
                              [model, source]).df()
-            store.replace_rows(con, "dp_runs", dp.assign(cohort=name), model=model, cohort=name)
+            store.replace_rows(con, "dp_runs", dp.assign(cohort=name, heads_cohort=name),
+                               model=model, cohort=name)
 
 
 def drop_dp(db: Path, *, model: str, cohort: str) -> None:
@@ -129,7 +132,8 @@ def rename_cohort(db: Path, old: str, new: str) -> None:
     """Rename a cohort in every table (to test the rules that look at the name)."""
     with store.connect_write(db) as con, store.transaction(con):
         tables = [t for (t,) in con.execute(
-            "SELECT DISTINCT table_name FROM duckdb_columns() WHERE column_name = 'cohort'"
+            "SELECT DISTINCT table_name FROM duckdb_columns() WHERE column_name = 'cohort' "
+            "AND table_name IN (SELECT table_name FROM duckdb_tables())"
         ).fetchall()]
         for table in tables:
             con.execute(f'UPDATE "{table}" SET cohort = ? WHERE cohort = ?', [new, old])

@@ -10,8 +10,10 @@ What is real and what is synthetic:
   L2-normalised embeddings (reports = label signal + per-study noise; images = report + noise
   whose scale falls with the model's specialisation and rises as epsilon falls).
 * ``models``, ``dp_runs``, ``utility`` and ``umap_points`` (and their ``runs`` rows) are
-  **synthetic placeholders** written directly with `engine.store.replace_rows`, shaped like
-  DESIGN §3.6, until the ladder, DP and UMAP stages write them for real.
+  **synthetic rows** written directly with `engine.store.replace_rows` in the layout the dp and
+  umap stages write (run ids with ``runs`` rows, ``heads_cohort`` naming the training cohort of
+  the DP heads), so that the dashboard's tests run in seconds without torch. The dashboard is
+  also tested on a database the engine itself writes (tests/test_run_identity.py).
 """
 
 from __future__ import annotations
@@ -188,7 +190,8 @@ def _synthetic_tables(db: Path, items: pd.DataFrame, runs, rng) -> None:
                        noise_multiplier=1.1 if finite else 0.0,
                        max_grad_norm=1.0 if finite else math.inf, sample_rate=0.1, steps=200,
                        accountant="prv" if finite else None, privacy_unit="group",
-                       heads=heads, target_epsilon=eps))
+                       heads=heads, target_epsilon=eps, heads_cohort=COHORT,
+                       heads_id=f"{heads}@{COHORT}-synthetic"))
         run_rows.append(run_id)
     centres = rng.normal(scale=6, size=(len(PATTERNS), 2))
     keys = items.loc[:, list(CHEXPERT_LABELS)].fillna(0.0).to_numpy()
@@ -203,11 +206,14 @@ def _synthetic_tables(db: Path, items: pd.DataFrame, runs, rng) -> None:
         quality -= {"1": 0.006, "inf": 0.001}.get(heads, 0.0)
         per = {label: float(np.clip(quality + rng.normal(0, 0.04), 0.5, 0.99))
                for label in CHEXPERT_LABELS}
-        run_id = f"dp-synthetic-{heads}" if heads != "original" else f"utility-synthetic-{model}"
+        run_id = (f"dp-synthetic-{heads}" if heads != "original"
+                  else f"dp-synthetic-{model}-original")
+        run_rows.append(run_id)
+        trained = None if heads == "original" else COHORT
         utility += [dict(run_id=run_id, model=model, cohort=COHORT, heads=heads, label=label,
-                         auroc=v) for label, v in per.items()]
+                         auroc=v, heads_cohort=trained) for label, v in per.items()]
         utility.append(dict(run_id=run_id, model=model, cohort=COHORT, heads=heads, label="macro",
-                            auroc=float(np.mean(list(per.values())))))
+                            auroc=float(np.mean(list(per.values()))), heads_cohort=trained))
         umap_id = f"umap-synthetic-{model}-{heads}"
         run_rows.append(umap_id)
         gap = float(np.mean(np.linalg.norm(text - image, axis=1)))
@@ -215,14 +221,18 @@ def _synthetic_tables(db: Path, items: pd.DataFrame, runs, rng) -> None:
         for modality, spread in (("image", gap), ("report", 0.0)):
             xy = base + rng.normal(scale=0.3 + 2 * spread, size=base.shape)
             umap.append(pd.DataFrame(dict(run_id=umap_id, model=model, cohort=COHORT, heads=heads,
+                                          heads_cohort=trained,
                                           item_id=items["image_id"].to_numpy(), modality=modality,
                                           x=xy[:, 0], y=xy[:, 1])))
     now = pd.Timestamp.now().floor("s").to_pydatetime()
+    models_of = {f"dp-synthetic-{n}-original": n for n, _, _ in MODELS}
+    models_of.update({f"umap-synthetic-{m}-{h}": m for m, h, _, _ in runs})
     runs_frame = pd.DataFrame([dict(
-        run_id=r, stage=r.split("-")[0], model=SPECIALIST if r.startswith("dp") else None,
+        run_id=r, stage=r.split("-")[0], model=models_of.get(r, SPECIALIST),
         cohort=COHORT, config_json=json.dumps({"synthetic": True, "note": "test placeholder"}),
         config_hash="synthetic", code_version="test", status="done", started_at=now,
-        finished_at=now, seconds=0.0, n_rows=0, n_skipped=0, message="synthetic test row")
+        finished_at=now, seconds=0.0, n_rows=0, n_skipped=0, message="synthetic test row",
+        shown_at=now)
         for r in dict.fromkeys(run_rows)])
     with store.connect_write(db) as con, store.transaction(con):
         store.replace_rows(con, "models", models)

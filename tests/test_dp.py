@@ -437,7 +437,10 @@ def test_run_dp_writes_rows_saves_heads_and_reuses(tmp_path, monkeypatch):
     assert not again.reused and calls == [3.0]
     assert again.dp_rows["2"]["epsilon"] == first.dp_rows["2"]["epsilon"]
     con = store.connect_read(db)
-    assert con.execute("SELECT count(*) FROM dp_runs").fetchall() == [(3,)]
+    # each run keeps its own rows; the shown ones are the latest run's, one per epsilon
+    assert con.execute("SELECT count(*) FROM dp_runs").fetchall() == [(5,)]
+    assert con.execute("SELECT heads, run_id FROM shown_dp_runs ORDER BY heads").fetchall() == [
+        ("2", again.run_id), ("3", again.run_id), ("inf", again.run_id)]
     con.close()
     # different inputs (features changed): a new run, not a reuse
     import engine.utility

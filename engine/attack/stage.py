@@ -3,8 +3,10 @@
 For each evaluated split (``test`` = held-out, ``train`` = members) and both directions, every
 query's true item is ranked among all other items of that split (`ranks.count_ranks`), and from
 those counts the exact expected Recall@k over random pools follows (`pools.recall_at_k`), for
-random and for pathology-matched distractors. Results are keyed by (model, cohort, heads): a rerun
-with the same config and embeddings is skipped, a different one replaces them, in one transaction.
+random and for pathology-matched distractors. Results are keyed by the run id, a hash of the
+config, the embeddings and the identity of the heads and the cohort content: a rerun with the same
+inputs reuses its own rows (and becomes the one shown), a different config writes rows of its own
+next to them, in one transaction.
 """
 
 from __future__ import annotations
@@ -169,6 +171,10 @@ def run_attack(
     heads: str = "original",
     config: AttackConfig = AttackConfig(),
     provenance: dict | None = None,
+    heads_cohort: str | None = None,
+    heads_id: str | None = None,
+    cohort_fingerprint: str | None = None,
+    source_fingerprint: str | None = None,
     progress=None,
 ) -> tuple[str, bool]:
     """Run the attack and store it; returns (run_id, reused).
@@ -179,17 +185,27 @@ def run_attack(
         image_embeddings: [n, e] float32, L2-normalised.
         text_embeddings: [n, e] float32, L2-normalised (row i is item i's report).
         heads: ``original`` or the epsilon label of the heads that produced the embeddings.
-        provenance: Extra facts recorded in the run's config, e.g. ``{"heads_cohort": "A"}``
-            when the heads were trained on another cohort (transfer).
+        provenance: Extra facts recorded in the run's config (a ``heads_cohort`` key here is
+            taken as the `heads_cohort` argument).
+        heads_cohort: The cohort the heads were trained on (None for the original heads; another
+            cohort for a transfer).
+        heads_id: The heads' identity (`engine.heads`).
+        cohort_fingerprint: Content fingerprint of `cohort` (`engine.cohort.registry`).
+        source_fingerprint: Content fingerprint of `heads_cohort`.
     """
     if len(items) != len(image_embeddings) or len(items) != len(text_embeddings):
         raise ValueError("items and embeddings must be aligned row by row")
+    provenance = dict(provenance or {})
+    heads_cohort = heads_cohort or provenance.get("heads_cohort")
+    if heads != "original" and heads_cohort is None:
+        heads_cohort = cohort  # retrained heads without a source were trained here
     run = Run("attack", model, cohort, {
-        **asdict(config), "heads": heads,
-        "embeddings": fingerprint(image_embeddings, text_embeddings),
-        **(provenance or {}),
-    })
-    if run.is_done(db):
+        **asdict(config), "heads": heads, "heads_id": heads_id,
+        **provenance, **({"heads_cohort": heads_cohort} if heads_cohort else {}),
+    }, inputs={"embeddings": fingerprint(image_embeddings, text_embeddings)},
+        heads=heads, heads_cohort=heads_cohort, cohort_fingerprint=cohort_fingerprint,
+        source_fingerprint=source_fingerprint if heads_cohort != cohort else cohort_fingerprint)
+    if run.reuse(db):
         return run.run_id, True
     keys = label_keys(items, config.uncertain)
     ranks, metrics, summary, topk = [], [], [], []
@@ -228,7 +244,8 @@ def run_attack(
                 is_true=(idx == np.arange(q)[:, None]).ravel(),
                 is_matched=(k_sub[idx] == k_sub[:, None]).ravel(),
             )))
-    keys_cols = dict(run_id=run.run_id, model=model, cohort=cohort, heads=heads)
+    keys_cols = dict(run_id=run.run_id, model=model, cohort=cohort, heads=heads,
+                     heads_cohort=heads_cohort, heads_id=heads_id)
     frames = {
         "relink_ranks": pd.concat(ranks, ignore_index=True) if ranks else pd.DataFrame(),
         "relink_metrics": pd.DataFrame(metrics),
@@ -238,7 +255,7 @@ def run_attack(
     with store.connect_write(db) as con, store.transaction(con):
         for table, frame in frames.items():
             store.replace_rows(con, table, frame.assign(**keys_cols) if len(frame) else frame,
-                               model=model, cohort=cohort, heads=heads)
+                               run_id=run.run_id)
         run.record(con, status="done", n_rows=int(sum(len(f) for f in frames.values())),
                    message=leak_message(leaked_patients(items, config.splits)))
     return run.run_id, False

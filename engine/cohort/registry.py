@@ -1,12 +1,20 @@
-"""Registering cohorts in the store and reading them back for the later stages."""
+"""Registering cohorts in the store and reading them back for the later stages.
+
+A registered cohort has a content fingerprint (`content_fingerprint`), and every stage keys its
+results by it: re-registering a name with other content makes what was computed on the old
+content stale (no longer shown, recomputed on demand) and says so.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from engine import store
@@ -29,7 +37,9 @@ def register_cohort(
     """Write a loaded cohort to ``cohorts`` and ``items`` (replacing an earlier one of that name).
 
     Every image is stored; ``items.selected`` marks the one image per study the audit uses
-    (docs/cohorts.md).
+    (docs/cohorts.md). When the name was registered before with other content, every run computed
+    on the old content is marked ``stale`` and a one-line notice is logged and returned in
+    ``stored.attrs["notice"]`` (empty when nothing changed).
 
     Returns:
         The stored items, with the ``selected`` column.
@@ -42,6 +52,7 @@ def register_cohort(
     stored = items.loc[:, list(COLUMNS)].copy()
     stored.insert(0, "cohort", name)
     stored["selected"] = stored["image_id"].isin(chosen)
+    fingerprint = content_fingerprint(stored, root)
     meta = pd.DataFrame(
         [
             {
@@ -55,15 +66,75 @@ def register_cohort(
                 "section": section,
                 "n_skipped": load.n_skipped,
                 "problems_json": json.dumps([asdict(p) for p in load.problems[:1000]]),
+                "fingerprint": fingerprint,
             }
         ]
     )
+    from engine.runs import Run
+
+    run = Run("cohort", None, name, {"format": fmt, "root": str(Path(root).resolve()),
+                                     "site": site, "section": section},
+              cohort_fingerprint=fingerprint)
+    notice = ""
     with store.connect_write(db) as con:
         with store.transaction(con):
+            before = con.execute("SELECT fingerprint, root FROM cohorts WHERE cohort = ?",
+                                 [name]).fetchall()
+            stale = 0
+            if before and before[0][0] != fingerprint:
+                stale = _mark_stale(con, name, fingerprint)
+                notice = (f"cohort {name!r} was registered before with other content (from "
+                          f"{before[0][1]}); {stale} runs computed on the old content are no "
+                          "longer shown and will be recomputed")
             store.replace_rows(con, "cohorts", meta, cohort=name)
             store.replace_rows(con, "items", stored, cohort=name)
-    log.info("registered cohort %s: %d images", name, len(stored))
+            run.record(con, status="done", n_rows=len(stored), n_skipped=load.n_skipped,
+                       message=notice)
+    if notice:
+        log.warning(notice)
+    log.info("registered cohort %s: %d images, fingerprint %s", name, len(stored), fingerprint)
+    stored.attrs["notice"] = notice
+    stored.attrs["fingerprint"] = fingerprint
     return stored
+
+
+def _mark_stale(con, name: str, fingerprint: str) -> int:
+    """Mark done runs computed on other content of cohort `name` (as cohort or heads source)."""
+    where = ("status = 'done' AND ((cohort = ? AND cohort_fingerprint IS DISTINCT FROM ?) "
+             "OR (heads_cohort = ? AND heads_cohort <> cohort "
+             "AND source_fingerprint IS DISTINCT FROM ?)) AND stage <> 'cohort'")
+    params = [name, fingerprint, name, fingerprint]
+    count = con.execute(f"SELECT count(*) FROM runs WHERE {where}", params).fetchall()[0][0]
+    con.execute(f"UPDATE runs SET status = 'stale' WHERE {where}", params)
+    return int(count)
+
+
+def content_fingerprint(items: pd.DataFrame, root: Path) -> str:
+    """Content identity of a cohort: its item rows and, per image file, size and mtime.
+
+    The rows cover every stored column (ids, split, view, image path, report text, labels,
+    ``selected``), sorted by image id, so the same content read in another order has the same
+    fingerprint. Image files are identified by ``(size, mtime_ns)`` rather than hashed: reading
+    every image of a real release would take hours, and a rewritten or replaced file changes
+    its mtime. A missing file counts as ``(-1, -1)``. The cohort's name and root folder are not
+    part of it, so a moved cohort keeps its results.
+    """
+    from engine.cohort.table import resolve_image
+
+    rows = items.drop(columns=["cohort"], errors="ignore").sort_values("image_id")
+    digest = hashlib.sha256()
+    digest.update(",".join(rows.columns).encode())
+    hashed = pd.util.hash_pandas_object(rows.astype(str), index=False).to_numpy()
+    digest.update(np.ascontiguousarray(hashed).tobytes())
+    stats = np.empty((len(rows), 2), dtype=np.int64)
+    for i, rel in enumerate(rows["image_path"]):
+        try:
+            st = os.stat(resolve_image(root, rel))
+            stats[i] = (st.st_size, st.st_mtime_ns)
+        except Exception:  # noqa: BLE001 - unreadable or outside the root: it counts as missing
+            stats[i] = (-1, -1)
+    digest.update(stats.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def read_cohort(db: Path, name: str, *, selected_only: bool = True) -> tuple[dict, pd.DataFrame]:

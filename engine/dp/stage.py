@@ -2,15 +2,18 @@
 
 For one model and cohort, `run_dp` retrains the heads at every epsilon of the sweep (infinity
 always included: the same loop without clipping or noise) on the train split
-(`engine.dp.training.train_heads`), saves each set of heads under ``heads_dir`` in the embed
-stage's format (``heads.pt`` + ``heads.json``, loadable with `engine.embed.reader.load_heads`),
+(`engine.dp.training.train_heads`), saves each set of heads under ``heads_dir`` with its identity
+(`engine.heads`: ``heads.pt``, ``heads.json``, ``identity.json``, ``dp.json``),
 measures utility with the 14-label probe (`engine.utility.probe_auroc`) for the original heads,
 every epsilon, and the frozen backbone features (the sanity line, ``heads="backbone"``), and the
 membership signal of each set of heads. It then writes ``dp_runs`` (one row per epsilon) and
-``utility`` rows in one transaction, keyed by (model, cohort), with its run record.
+``utility`` rows in one transaction, keyed by its run id, with its run record; the trained heads
+are listed in the ``heads`` table and each ``dp_runs`` row names its heads (``heads_id``,
+``heads_path``, ``heads_fingerprint``, ``heads_cohort`` = the training cohort).
 
 Idempotent like every stage: the run id is a function of the sweep, the training config and a
-fingerprint of the inputs; a finished run is reused. Heads already trained for an epsilon with
+fingerprint of the inputs (features, original heads, the cohort's content fingerprint); a finished
+run whose rows are all present is reused and becomes the one shown. Heads already trained for an epsilon with
 the same config and inputs are reloaded from ``heads_dir`` instead of retrained, so adding one
 epsilon to a sweep trains only that one. The attack on each epsilon's heads is a separate call
 (`engine.attack.stage.run_attack` with ``heads=label`` and `project` applied to all items).
@@ -22,19 +25,21 @@ import hashlib
 import json
 import logging
 import math
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from engine import heads as heads_store
 from engine import store
+from engine.core.names import epsilon_label
 from engine.dp.training import DPConfig
 from engine.errors import ConfigError
 from engine.labels import CHEXPERT_LABELS
 from engine.runs import Run
+
+project = heads_store.project  # kept importable from here for existing callers
 
 log = logging.getLogger(__name__)
 
@@ -90,40 +95,6 @@ class DPStageResult:
     membership: dict = field(default_factory=dict)
 
 
-def epsilon_label(epsilon: float) -> str:
-    """The ``heads`` label of an epsilon: ``inf``, ``0.34``, ``1``, ``8``."""
-    return "inf" if math.isinf(epsilon) else f"{epsilon:g}"
-
-
-def project(features: np.ndarray, head, *, batch_size: int = 65536) -> np.ndarray:
-    """``normalize(head(features))``: [n, d] float32 -> [n, e] float32, L2-normalised rows."""
-    import torch
-    import torch.nn.functional as F
-
-    out = []
-    head = head.eval()
-    with torch.no_grad():
-        for start in range(0, len(features), batch_size):
-            chunk = torch.from_numpy(np.ascontiguousarray(features[start:start + batch_size],
-                                                          dtype=np.float32))
-            out.append(F.normalize(head(chunk), dim=-1).numpy())
-    if not out:
-        return np.zeros((0, _out_features(head)), dtype=np.float32)
-    return np.concatenate(out).astype(np.float32, copy=False)
-
-
-def trained_heads_folders(heads_dir: Path) -> dict[str, Path]:
-    """The newest finished heads folder per heads label under `heads_dir` (empty if none)."""
-    newest: dict[str, tuple[float, Path]] = {}
-    for marker in Path(heads_dir).glob("eps-*/dp.json"):
-        folder = marker.parent
-        label = folder.name.split("-")[1]
-        stamp = marker.stat().st_mtime
-        if label not in newest or stamp > newest[label][0]:
-            newest[label] = (stamp, folder)
-    return {label: folder for label, (_, folder) in sorted(newest.items())}
-
-
 def run_dp(
     db,
     *,
@@ -140,6 +111,8 @@ def run_dp(
     sweep: DPSweep = DPSweep(),
     public_image_features: np.ndarray | None = None,
     public_text_features: np.ndarray | None = None,
+    cohort_fingerprint: str | None = None,
+    original_heads_id: str | None = None,
     progress=None,
 ) -> DPStageResult:
     """Run the epsilon sweep and store it; see the module docstring.
@@ -161,6 +134,9 @@ def run_dp(
         sweep: Epsilons, splits and training config.
         public_image_features: Public negative pool for ``privacy_unit="pair"``.
         public_text_features: Likewise.
+        cohort_fingerprint: The cohort's registered content fingerprint (part of the run's
+            identity; the run is no longer shown once the cohort is re-registered).
+        original_heads_id: Identity of the original heads (`engine.heads.original_heads_id`).
         progress: Optional ``update(n)`` object, advanced once per optimizer step.
     """
     from engine.dp.training import train_heads
@@ -180,10 +156,11 @@ def run_dp(
     config = {"sweep": [epsilon_label(e) for e in sweep.sweep()],
               "train_split": sweep.train_split, "eval_split": sweep.eval_split,
               "training": asdict(sweep.training), "inputs": inputs}
-    run = Run("dp", model, cohort, config)
+    run = Run("dp", model, cohort, config, heads_cohort=cohort,
+              cohort_fingerprint=cohort_fingerprint, source_fingerprint=cohort_fingerprint)
     folders = {epsilon_label(e): Path(heads_dir) / _heads_key(epsilon_label(e), config)
                for e in sweep.sweep()}
-    if run.is_done(db) and all((f / "dp.json").exists() for f in folders.values()):
+    if all((f / "dp.json").exists() for f in folders.values()) and run.reuse(db):
         return DPStageResult(run.run_id, True, folders)
 
     pair_ids = items["image_id"].astype(str).to_numpy()[train]
@@ -216,7 +193,12 @@ def run_dp(
                "seconds": result.seconds, "n_units": result.n_units,
                "n_pairs_dropped": result.n_pairs_dropped, "final_loss": result.final_loss,
                "grad_sample_mode": result.grad_sample_mode}
-        _save(folder, result.image_head, result.text_head, logit_scale, logit_bias, row)
+        fp = heads_store.state_fingerprint(result.image_head, result.text_head)
+        identity = {"heads_id": heads_store.trained_heads_id(label, cohort, fp), "heads": label,
+                    "model": model, "heads_cohort": cohort, "epsilon": eps, "fingerprint": fp}
+        heads_store.save_heads(folder, result.image_head, result.text_head,
+                               logit_scale=logit_scale, logit_bias=logit_bias,
+                               identity=identity, extra={"dp.json": row})
         heads[label], dp_rows[label] = (result.image_head, result.text_head), row
 
     labels = label_matrix(items, CHEXPERT_LABELS)
@@ -231,17 +213,29 @@ def run_dp(
         membership[label] = membership_signal(sims[train], sims[held])
 
     keys = dict(run_id=run.run_id, model=model, cohort=cohort)
-    dp_frame = pd.DataFrame([{**keys, **row} for row in dp_rows.values()])
-    util_frame = pd.DataFrame([{**keys, "heads": label, **r}
+    ids = {label: _identity(folders[label], label, cohort) for label in dp_rows}
+    ident = {label: dict(heads_id=i["heads_id"], heads_cohort=cohort)
+             for label, i in ids.items()}
+    ident["original"] = dict(heads_id=original_heads_id, heads_cohort=None)
+    ident["backbone"] = dict(heads_id=None, heads_cohort=None)
+    dp_frame = pd.DataFrame([{**keys, **row, **ident[label], "heads_path": str(folders[label]),
+                              "heads_fingerprint": ids[label]["fingerprint"]}
+                             for label, row in dp_rows.items()])
+    util_frame = pd.DataFrame([{**keys, "heads": label, **ident[label], **r}
                                for label, probe in utility.items() for r in probe.rows()])
+    member_frame = pd.DataFrame([{**keys, "heads": label, **ident[label], **asdict(signal)}
+                                 for label, signal in membership.items()])
     with store.connect_write(db) as con, store.transaction(con):
-        dp_frame = _known_columns(con, "dp_runs", dp_frame)
-        store.replace_rows(con, "dp_runs", dp_frame, model=model, cohort=cohort)
-        store.replace_rows(con, "utility", util_frame, model=model, cohort=cohort)
-        member_frame = pd.DataFrame([{**keys, "heads": label, **asdict(signal)}
-                                     for label, signal in membership.items()])
+        store.replace_rows(con, "dp_runs", _known_columns(con, "dp_runs", dp_frame),
+                           run_id=run.run_id)
+        store.replace_rows(con, "utility", util_frame, run_id=run.run_id)
         store.replace_rows(con, "membership", _known_columns(con, "membership", member_frame),
-                           model=model, cohort=cohort)
+                           run_id=run.run_id)
+        heads_store.register(con, [dict(heads_id=i["heads_id"], model=model, heads=label,
+                                        heads_cohort=cohort, epsilon=dp_rows[label].get(
+                                            "target_epsilon"), fingerprint=i["fingerprint"],
+                                        path=str(folders[label]), run_id=run.run_id)
+                                   for label, i in ids.items()])
         run.record(con, status="done", n_rows=len(dp_frame) + len(util_frame),
                    message=json.dumps({k: asdict(v) for k, v in membership.items()}))
     return DPStageResult(run.run_id, False, folders, dp_rows, utility, membership)
@@ -278,36 +272,18 @@ def _heads_key(label: str, config: dict) -> str:
     return f"eps-{label}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
-def _save(folder: Path, image_head, text_head, logit_scale, logit_bias, row: dict) -> None:
-    """Write heads.pt, heads.json and dp.json into a temp folder, then rename it into place."""
-    import torch
-
-    from engine.models.split import describe_head
-
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save({"image": image_head.state_dict(), "text": text_head.state_dict()},
-               tmp / "heads.pt")
-    (tmp / "heads.json").write_text(json.dumps({
-        "image": describe_head(image_head), "text": describe_head(text_head),
-        "logit_scale": logit_scale, "logit_bias": logit_bias,
-    }, indent=2), encoding="utf-8")
-    (tmp / "dp.json").write_text(json.dumps(row, indent=2, default=str), encoding="utf-8")
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-
-
 def _load(folder: Path):
-    from engine.embed.reader import load_heads
-
-    heads = load_heads(folder)
-    row = json.loads((Path(folder) / "dp.json").read_text(encoding="utf-8"))
-    return (heads.image, heads.text), row
+    loaded = heads_store.load_heads(folder)
+    row = heads_store.read_json(folder, "dp.json")
+    return (loaded.image, loaded.text), row
 
 
-def _out_features(head) -> int:
-    from engine.models.split import head_out_features
-
-    return head_out_features(head)
+def _identity(folder: Path, label: str, cohort: str) -> dict:
+    """The heads folder's identity (computed for folders written before identities existed)."""
+    identity = heads_store.read_json(folder, heads_store.IDENTITY)
+    if identity is None:
+        loaded = heads_store.load_heads(folder)
+        fp = heads_store.state_fingerprint(loaded.image, loaded.text)
+        identity = {"heads_id": heads_store.trained_heads_id(label, cohort, fp),
+                    "fingerprint": fp}
+    return identity

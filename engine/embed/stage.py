@@ -4,8 +4,11 @@ The audit embeds the selected items (one image per study, every split) of a coho
 in chunks of `EmbedOptions.chunk_size` items, each written to its own file with an atomic rename,
 so an interrupted run recomputes only the chunks that are missing. When every chunk is there the
 matrices are assembled, the original heads applied, and ``manifest.json`` written last; the
-folder is keyed by the embedding config (model weights, preprocessing, cohort content, chunking),
-so rerunning the same config finds the manifest and does nothing.
+folder is keyed by the embedding config (model weights fingerprint, preprocessing, the cohort's
+registered content fingerprint, chunking), so rerunning the same config finds the manifest and
+does nothing. Later stages find the embedding of the *current* inputs with `find_embedding` (by
+those fingerprints, never by names alone), so two results databases sharing one cache, or a
+cohort re-registered with other files, never pick up each other's features.
 
 Images are read by `engine.images` (contained in the cohort root, high bit depths windowed to
 8 bits, tiny images refused), then go through the model's own eval transform (as RGB);
@@ -100,24 +103,87 @@ def cohort_fingerprint(items: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def embed_config(entry: ModelEntry, cohort: str, items: pd.DataFrame, chunk_size: int) -> dict:
+def embed_config(entry: ModelEntry, cohort: str, items: pd.DataFrame, chunk_size: int,
+                 content: str | None = None) -> dict:
     """The configuration that keys an embedding folder."""
-    from engine.models.loading import spec_fingerprint
-
     return {
         "stage": "embed",
         "format_version": FORMAT_VERSION,
         "model": entry.name,
         "spec": entry.spec,
-        "model_fingerprint": spec_fingerprint(entry.spec),
+        "model_fingerprint": model_fingerprint(entry.spec),
         "cohort": cohort,
         "cohort_fingerprint": cohort_fingerprint(items),
+        "cohort_content": content,
         "n_items": int(len(items)),
         "chunk_size": int(chunk_size),
         "image_mode": "RGB",
         # 2: high-bit-depth images windowed to 8 bits, paths contained (engine.images).
         "image_reader": 2,
     }
+
+
+_MODEL_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def model_fingerprint(spec: str) -> str:
+    """`engine.models.loading.spec_fingerprint`, remembered per process while the files stay.
+
+    Hashing a large weights file takes seconds; the memo key includes the folder's or
+    checkpoint's size and mtime.
+    """
+    from engine.models.loading import parse_spec, spec_fingerprint
+
+    parsed = parse_spec(spec)
+    stamp = None
+    if parsed.path is not None:
+        try:
+            files = [parsed.path] if Path(parsed.path).is_file() else sorted(
+                Path(parsed.path).iterdir())
+            stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+        except OSError:
+            stamp = None
+    key = (spec, stamp)
+    if stamp is None or key not in _MODEL_FINGERPRINTS:
+        _MODEL_FINGERPRINTS[key] = spec_fingerprint(parsed)
+    return _MODEL_FINGERPRINTS[key]
+
+
+IDENTITY_KEYS = ("format_version", "model_fingerprint", "cohort_fingerprint", "cohort_content",
+                 "n_items", "image_mode", "image_reader")
+
+
+def find_embedding(db: Path, cache: Path, model: str, cohort: str) -> Path:
+    """The complete embedding folder of the cohort's current content by the model's weights.
+
+    Looks under the (model, cohort) cache folder for a manifest with the model's weights
+    fingerprint and the cohort's registered content fingerprint (`IDENTITY_KEYS`; any chunk
+    size); the newest such folder wins.
+
+    Raises:
+        NotEmbeddedError: nothing complete matches (the message says which command fills it).
+    """
+    from engine.embed.reader import NotEmbeddedError
+
+    entry = resolve_model(model, cache=cache, db=db)
+    meta, items = read_cohort(db, cohort)
+    want = embed_config(entry, cohort, items.reset_index(drop=True), 0, meta.get("fingerprint"))
+    best = None
+    for manifest_path in pair_dir(cache, entry.name, cohort).glob(f"*/{MANIFEST}"):
+        try:
+            got = json.loads(manifest_path.read_text(encoding="utf-8")).get("config", {})
+        except (OSError, ValueError):
+            continue
+        if all(got.get(k) == want[k] for k in IDENTITY_KEYS):
+            stamp = manifest_path.stat().st_mtime_ns
+            if best is None or stamp > best[0]:
+                best = (stamp, manifest_path.parent)
+    if best is None:
+        raise NotEmbeddedError(
+            f"model {entry.name!r} has no embedding of the current content of cohort {cohort!r} "
+            f"under {Path(cache) / 'features'}; run `python -m engine embed --model {model} "
+            f"--cohort {cohort}`")
+    return best[1]
 
 
 def config_hash(config: dict) -> str:
@@ -160,18 +226,18 @@ def embed_cohort(
     if items.empty:
         raise CohortError(f"cohort {cohort!r} has no selected items to embed")
     items = items.reset_index(drop=True)
-    config = embed_config(entry, cohort, items, options.chunk_size)
+    config = embed_config(entry, cohort, items, options.chunk_size, meta.get("fingerprint"))
     digest = config_hash(config)
     base = pair_dir(cache, entry.name, cohort)
     folder = base / digest
-    run = Run("embed", entry.name, cohort, config)
+    run = Run("embed", entry.name, cohort, config, cohort_fingerprint=meta.get("fingerprint"))
     n_chunks = (len(items) + options.chunk_size - 1) // options.chunk_size
 
     if (folder / MANIFEST).exists():
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         _write_atomic_text(base / CURRENT, json.dumps({"config_hash": digest}))
-        if not run.is_done(db):
-            _record(db, run, entry, status="done", manifest=manifest)
+        if not run.reuse(db):
+            _record(db, run, entry, status="done", manifest=manifest, manifest_folder=folder)
         return EmbedResult(
             folder=folder, model=entry.name, cohort=cohort, run_id=run.run_id, reused=True,
             n_items=int(manifest["n_items"]), skipped=manifest.get("skipped", []),
@@ -235,7 +301,7 @@ def embed_cohort(
     _write_atomic_text(folder / MANIFEST, json.dumps(manifest, indent=2))
     _write_atomic_text(base / CURRENT, json.dumps({"config_hash": digest}))
     shutil.rmtree(chunk_dir, ignore_errors=True)
-    _record(db, run, entry, status="done", manifest=manifest)
+    _record(db, run, entry, status="done", manifest=manifest, manifest_folder=folder)
     return EmbedResult(
         folder=folder, model=entry.name, cohort=cohort, run_id=run.run_id, reused=False,
         n_items=int(manifest["n_items"]), skipped=manifest["skipped"], chunks_total=n_chunks,
@@ -354,17 +420,10 @@ def _assemble(folder, chunk_dir, items, n_chunks, towers, loaded, config, digest
         os.replace(tmp, folder / f"{name}.npy")
     _write_atomic_text(folder / "ids.json", json.dumps(ids))
     _write_atomic_text(folder / "skipped.json", json.dumps(skipped, indent=1))
-    tmp = folder / "heads.pt.tmp"
-    torch.save({name: module.state_dict() for name, module in heads.items()}, tmp)
-    os.replace(tmp, folder / "heads.pt")
-    head_json = {
-        "image": describe(heads["image"]),
-        "text": describe(heads["text"]),
-        "logit_scale": towers.logit_scale,
-        "logit_bias": towers.logit_bias,
-        "towers": towers.towers,
-    }
-    _write_atomic_text(folder / "heads.json", json.dumps(head_json, indent=2))
+    from engine.heads import save_into
+
+    save_into(folder, heads["image"], heads["text"], logit_scale=towers.logit_scale,
+              logit_bias=towers.logit_bias, towers=towers.towers)
     return {
         "config_hash": digest,
         "config": config,
@@ -383,7 +442,7 @@ def _assemble(folder, chunk_dir, items, n_chunks, towers, loaded, config, digest
 
 
 def _record(db: Path, run: Run, entry: ModelEntry, *, status: str, manifest: dict | None = None,
-            message: str = "") -> None:
+            message: str = "", manifest_folder: Path | None = None) -> None:
     """Write the run row (and the model's ``models`` row if missing) in one transaction."""
     from engine import store
 
@@ -392,8 +451,16 @@ def _record(db: Path, run: Run, entry: ModelEntry, *, status: str, manifest: dic
     if manifest and not message:
         names = ", ".join(s["file"] for s in manifest.get("skipped", [])[:5])
         message = f"skipped {n_skipped} unreadable images: {names}" if n_skipped else ""
+    from engine.heads import original_heads_id, register
+
     with store.connect_write(db) as con, store.transaction(con):
         ensure_models(con, [entry])
+        if status == "done":
+            fp = run.config["model_fingerprint"]
+            register(con, [dict(heads_id=original_heads_id(fp), model=entry.name,
+                                heads="original", heads_cohort=None, epsilon=None,
+                                fingerprint=fp, path=str(manifest_folder or ""),
+                                run_id=run.run_id)])
         run.record(con, status=status, n_rows=n_rows, n_skipped=n_skipped, message=message)
 
 

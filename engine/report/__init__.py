@@ -68,6 +68,11 @@ def write_report(
     if bad or not wanted:
         raise ConfigError(f"--format {','.join(bad) or '(empty)'}: expected a comma-separated "
                           f"subset of {','.join(FORMATS)}")
+    from engine import store
+
+    if Path(db).is_file():
+        with store.connect_write(Path(db)):
+            pass  # brings a results file of an earlier schema version up to date before reading
     doc = build_document(Path(db), model=model, cohort=cohort, examples=examples)
     validate_document(doc)
     out = Path(out)
@@ -102,17 +107,33 @@ def write_report(
 
 
 def _record(db: Path, model: str, cohort: str, written: dict[str, Path]) -> None:
-    """List the written files in the ``reports`` table, so the dashboard can offer them."""
+    """List the written files in the ``reports`` table and record a ``report`` run.
+
+    Every report ever written stays listed (one row per path: a rewrite of the same file
+    replaces its row), with its content hash and size, so a copy written elsewhere never hides
+    the default one; the dashboard offers the newest listed file that still exists.
+    """
+    import hashlib
+
     import pandas as pd
 
     from engine import store
+    from engine.runs import Run, cohort_fingerprint
 
+    hashes = {fmt: hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+              for fmt, path in written.items()}
+    run = Run("report", model, cohort, {"formats": sorted(written),
+                                        "paths": {f: str(p.resolve()) for f, p in
+                                                  written.items()}},
+              inputs={"content": hashes}, cohort_fingerprint=cohort_fingerprint(db, cohort))
     rows = pd.DataFrame([{"model": model, "cohort": cohort, "format": fmt,
-                          "path": str(path.resolve())} for fmt, path in written.items()])
+                          "path": str(path.resolve()), "run_id": run.run_id,
+                          "content_hash": hashes[fmt], "bytes": path.stat().st_size}
+                         for fmt, path in written.items()])
     with store.connect_write(db) as con, store.transaction(con):
-        for fmt in written:
-            store.replace_rows(con, "reports", rows[rows["format"] == fmt], model=model,
-                               cohort=cohort, format=fmt)
+        for row in rows.to_dict("records"):
+            store.replace_rows(con, "reports", pd.DataFrame([row]), path=row["path"])
+        run.record(con, status="done", n_rows=len(rows))
 
 
 def report_stem(model: str, cohort: str) -> str:

@@ -19,11 +19,15 @@ Rules the report applies, written down here because the numbers depend on them:
 * **DP grid.** One row per heads: original, ε = ∞, then finite ε from the largest (least
   private) to the smallest. Recall@1 and lift are taken at the largest stored N (the whole
   held-out set); relative reduction is ``(R_ref − R) / R_ref`` at that N.
-* **Transfer.** Attack results of the same model on another cohort C with non-original heads.
-  When the attack run's config names the cohort the heads were trained on (key
-  ``heads_cohort``), that decides. Otherwise heads on C count as transferred from this cohort
-  when C has no ``dp_runs`` rows of its own for the model and this cohort has DP heads of the
-  same label. The original heads on C are shown alongside as the reference.
+* **What is shown.** Every figure is read through the store's ``shown_*`` views
+  (`engine.store.VIEWS`): for each (model, cohort, heads, training cohort of the heads) the rows
+  of the latest valid run, the same rows the dashboard shows.
+* **Transfer.** Attack results of the same model on another cohort C with heads trained on this
+  cohort: the rows' ``heads_cohort`` names the training cohort. Rows written before that column
+  existed (schema version 1) fall back to the attack run's config key ``heads_cohort``, then to:
+  heads on C count as transferred from this cohort when C has no ``dp_runs`` rows of its own for
+  the model and this cohort has DP heads of the same label. The original heads on C are shown
+  alongside as the reference.
 * **Examples.** Report texts are quoted only for synthetic cohorts (by default): an audit of a
   real cohort must not copy patient narratives into a compliance file.
 """
@@ -153,16 +157,24 @@ def _read(db: Path, model: str, cohort: str) -> _Data:
             splits=q("SELECT split, count(*) AS n_items, count(DISTINCT patient_id) AS n_patients "
                      "FROM items WHERE cohort = ? AND selected GROUP BY split ORDER BY split",
                      cohort),
-            metrics=q("SELECT * FROM relink_metrics WHERE model = ?", name),
+            # Own heads of every cohort's rows are kept apart from heads transferred in: this
+            # cohort's rows with its own heads, and other cohorts' rows with heads trained here.
+            metrics=q("SELECT * FROM shown_relink_metrics WHERE model = ? AND (heads = "
+                      "'original' OR heads_cohort IS NULL OR heads_cohort = ?)", name, cohort),
             context=q("SELECT m.model, m.pool_size, m.recall, m.ci_low, m.ci_high, m.chance, "
-                      "m.lift, m.n_queries, d.specialization FROM relink_metrics m "
+                      "m.lift, m.n_queries, d.specialization FROM shown_relink_metrics m "
                       "LEFT JOIN models d ON d.model = m.model WHERE m.cohort = ? "
                       "AND m.heads = 'original' AND m.split = ? AND m.direction = ? "
                       "AND m.negatives = 'random' AND m.k = 1", cohort, HELD_OUT, I2R),
-            summary=q("SELECT * FROM relink_summary WHERE model = ? AND cohort = ?", name, cohort),
-            dp=q("SELECT * FROM dp_runs WHERE model = ?", name),
-            utility=q("SELECT * FROM utility WHERE model = ? AND cohort = ?", name, cohort),
-            runs=q("SELECT * FROM runs WHERE model = ? ORDER BY stage, finished_at", name),
+            summary=q("SELECT * FROM shown_relink_summary WHERE model = ? AND cohort = ? AND "
+                      "(heads_cohort IS NULL OR heads_cohort = cohort)", name, cohort),
+            dp=q("SELECT * FROM shown_dp_runs WHERE model = ?", name),
+            utility=q("SELECT * FROM shown_utility WHERE model = ? AND cohort = ? AND "
+                      "(heads_cohort IS NULL OR heads_cohort = cohort)", name, cohort),
+            runs=q("SELECT * FROM valid_runs WHERE model = ? AND run_id IN (SELECT run_id FROM "
+                   "shown_runs UNION SELECT run_id FROM shown_dp_runs UNION SELECT run_id FROM "
+                   "shown_utility UNION SELECT run_id FROM shown_relink_metrics) "
+                   "ORDER BY stage, finished_at", name),
             examples_frame=_read_examples(q, name, cohort),
         )
     finally:
@@ -175,8 +187,8 @@ def _resolve_model(q, db: Path, models: pd.DataFrame, model: str) -> str:
     by_spec = models[models["spec"] == model]
     if len(by_spec):
         return str(by_spec["model"].iloc[0])
-    with_results = q("SELECT DISTINCT model FROM relink_metrics UNION "
-                     "SELECT DISTINCT model FROM dp_runs ORDER BY 1")
+    with_results = q("SELECT DISTINCT model FROM shown_relink_metrics UNION "
+                     "SELECT DISTINCT model FROM shown_dp_runs ORDER BY 1")
     if model in set(with_results["model"]):
         return model
     known = sorted(set(models["model"]) | set(with_results["model"]))
@@ -188,7 +200,7 @@ def _read_examples(q, model: str, cohort: str) -> pd.DataFrame:
     """Top-2 candidates of held-out image → report queries (original heads), with texts."""
     return q(
         "SELECT t.query_id, t.rank, t.candidate_id, t.score, t.is_true, t.is_matched, "
-        "r.report_text FROM relink_topk t "
+        "r.report_text FROM shown_relink_topk t "
         "LEFT JOIN (SELECT study_id, any_value(report_text) AS report_text FROM items "
         "           WHERE cohort = ? GROUP BY study_id) r ON r.study_id = t.candidate_id "
         "WHERE t.model = ? AND t.cohort = ? AND t.heads = 'original' AND t.split = ? "
@@ -388,7 +400,7 @@ def _metric(d: _Data, *, cohort=None, heads="original", split=HELD_OUT, directio
     m = d.metrics
     return m[(m["cohort"] == (cohort or d.cohort)) & (m["heads"] == heads) & (m["split"] == split)
              & (m["direction"] == direction) & (m["negatives"] == negatives) & (m["k"] == k)
-             ].sort_values("pool_size")
+             ].sort_values("pool_size").drop_duplicates("pool_size", keep="last")
 
 
 def _at(frame: pd.DataFrame, pool_size) -> dict | None:
@@ -640,9 +652,13 @@ def _transfer_section(d: _Data, headline: dict) -> dict:
     rows = []
     m = d.metrics
     for other in sorted(set(m["cohort"]) - {d.cohort}):
-        other_heads = set(m.loc[m["cohort"] == other, "heads"]) - {"original"}
+        rows_other = m[m["cohort"] == other]
+        other_heads = set(rows_other["heads"]) - {"original"}
         has_own_dp = not _dp_rows(d, other).empty
         sources = _heads_sources(d, other)
+        marked = rows_other[rows_other["heads"] != "original"].dropna(subset=["heads_cohort"]) \
+            if "heads_cohort" in rows_other else rows_other.iloc[:0]
+        sources.update(dict(zip(marked["heads"].astype(str), marked["heads_cohort"].astype(str))))
         transferred = []
         for heads in other_heads:
             source = sources.get(heads)
