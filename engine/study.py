@@ -57,7 +57,9 @@ class StudyConfig:
         pool_sizes: Attack pool sizes besides the full database.
         epsilons: DP grid (group level); inf is always included.
         umap_points: Points per joint-space map (sampled).
+        report_formats: Formats of the audit reports.
         workers: Render processes (default: up to 2).
+        release_path: The PadChest table to render (default: the installed package's copy).
     """
 
     max_patients: int | None = None
@@ -71,7 +73,9 @@ class StudyConfig:
     pool_sizes: tuple[int, ...] = (10, 100, 1000, 10000)
     epsilons: tuple[float, ...] = (0.34, 1.0, 2.0, 4.0, 8.0, float("inf"))
     umap_points: int = 20000
+    report_formats: tuple[str, ...] = ("html", "pdf", "json")
     workers: int | None = None
+    release_path: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.held_out_fraction < 1.0:
@@ -230,7 +234,7 @@ def _render(config: StudyConfig, root: Path, progress_factory) -> str:
     from engine.cohort.render.release import read_sidecar
 
     rc = RenderConfig("padchest", max_patients=config.max_patients, seed=config.seed,
-                      image_size=config.image_size)
+                      image_size=config.image_size, release_path=config.release_path)
     done = read_sidecar(root)
     if done and done.get("seed") == rc.seed and done.get("image_size") == rc.image_size \
             and done.get("max_patients") == rc.max_patients:
@@ -355,10 +359,11 @@ def run_study(db: Path, workdir: Path, config: StudyConfig = StudyConfig(), *,
         stage(f"umap {specialist} / {cohort}",
               lambda: _umap(db, cache, specialist, cohort, config))
     for model in result.rungs:
-        stage(f"report {model} / {COHORT}", lambda: _report(db, cache, model, COHORT, workdir))
+        stage(f"report {model} / {COHORT}",
+              lambda: _report(db, model, COHORT, workdir, config.report_formats))
     if EXTERNAL in cohorts:
         stage(f"report {specialist} / {EXTERNAL}",
-              lambda: _report(db, cache, specialist, EXTERNAL, workdir))
+              lambda: _report(db, specialist, EXTERNAL, workdir, config.report_formats))
     result.stages = stage.records
     _record(db, workdir, config, result, counts)
     return result
@@ -416,10 +421,11 @@ def _umap(db: Path, cache: Path, model: str, cohort: str, config: StudyConfig) -
     return "reused" if reused else "fitted"
 
 
-def _report(db: Path, cache: Path, model: str, cohort: str, workdir: Path) -> str:
+def _report(db: Path, model: str, cohort: str, workdir: Path, formats: tuple[str, ...]) -> str:
     from engine.report import write_report
 
-    paths = write_report(db, model=model, cohort=cohort, out=workdir / "reports")
+    paths = write_report(db, model=model, cohort=cohort, formats=formats,
+                         out=workdir / "reports")
     return ", ".join(str(p) for p in paths.values())
 
 
@@ -432,7 +438,7 @@ def _record(db: Path, workdir: Path, config: StudyConfig, result: StudyResult,
     payload = {"config": asdict(config), "split": counts, "stages": stages,
                "total_seconds": sum(s["seconds"] for s in stages)}
     (workdir / STAGES_FILE).write_text(json.dumps(payload, indent=1, default=str))
-    settings = {k: v for k, v in asdict(config).items() if k != "workers"}
+    settings = {k: v for k, v in asdict(config).items() if k not in ("workers", "release_path")}
     for s in result.stages:
         run = Run("study", None, COHORT, {"study_stage": s.name, "settings": settings})
         record_run(db, run, message=json.dumps({"seconds": round(s.seconds, 2),
