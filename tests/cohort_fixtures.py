@@ -208,9 +208,8 @@ def make_chexpert_plus(root: Path, *, image_ext: str = ".png") -> dict[str, Path
 
 IU_REPORTS = [
     # uid, MeSH, Problems, image, indication, comparison, findings, impression
-    ["1", "normal", "normal", "Xray Chest PA and Lateral", "Positive TB test", "None.",
-     "The cardiac silhouette and mediastinum size are within normal limits.",
-     "Normal chest x-XXXX."],
+    ["1", "normal", "normal", "Chest two views", "Fake indication, XXXX.", "None.",
+     "Fake findings: heart and lungs drawn normal.", "Fake impression: normal XXXX."],
     ["2", "Cardiomegaly/borderline;Pulmonary Artery/enlarged", "Cardiomegaly;Pulmonary Artery",
      "Chest, 2 views", "XXXX-year-old male, chest pain.", "", "Borderline cardiomegaly.",
      "No acute pulmonary findings."],
@@ -266,3 +265,137 @@ def make_csv(root: Path, rows: list[dict] | None = None, name: str = "cohort.csv
         if rel and not (root / rel).exists():
             write_image(root / rel, "PNG" if rel.endswith(".png") else "JPEG")
     return write_csv(root / name, header, [[r.get(k, "") for k in header] for r in rows])
+
+
+# ----------------------------------------------------------------------------- PadChest
+
+# Hand-written, clearly fake rows in the real table's layout (a subset of its 36 columns, in
+# its order). Reports imitate the release's form only (lower case, stemmed, " . " between
+# sentences). Columns: ImageID, ImageDir, StudyDate_DICOM, StudyID, PatientID, PatientBirth,
+# PatientSex_DICOM, Projection, Pediatric, BitsStored_DICOM, ReportID, Report, MethodLabel,
+# Labels, Localizations, LabelsLocalizationsBySentence
+PADCHEST_COLUMNS = [
+    "Unnamed: 0", "ImageID", "ImageDir", "StudyDate_DICOM", "StudyID", "PatientID",
+    "PatientBirth", "PatientSex_DICOM", "ViewPosition_DICOM", "Projection", "Pediatric",
+    "BitsStored_DICOM", "ReportID", "Report", "MethodLabel", "Labels", "Localizations",
+    "LabelsLocalizationsBySentence",
+]
+PADCHEST_ROWS = [
+    # patient fakeP1: study S1 (PA + lateral), study S2 (AP_horizontal, devices)
+    ["fakeS1_pa.png", "0", "20150102", "fakeS1", "fakeP1", "1950.0", "M", "nan", "PA", "No",
+     "12", "9001", " fake cardiomegali . sin derram .", "Physician",
+     "['cardiomegaly', ' pleural effusion']", "['loc cardiac']",
+     "[['cardiomegaly', 'loc cardiac'], nan, [' pleural effusion', 'loc left']]"],
+    ["fakeS1_lat.png", "0", "20150102", "fakeS1", "fakeP1", "1950.0", "M", "nan", "L", "No",
+     "12", "9001", " fake cardiomegali . sin derram .", "Physician",
+     "['cardiomegaly', ' pleural effusion']", "['loc cardiac']",
+     "[['cardiomegaly', 'loc cardiac'], nan, [' pleural effusion', 'loc left']]"],
+    ["fakeS2_ap.png", "1", "20160304", "fakeS2", "fakeP1", "1950.0", "M", "nan",
+     "AP_horizontal", "No", "10", "9002", "fake sond nasogastr . fake via central .",
+     "RNN_model", "['NSG tube', 'central venous catheter via jugular vein', ' pneumonia']",
+     "['loc gastric chamber', 'loc right']",
+     "['NSG tube', 'loc gastric chamber', 'central venous catheter via jugular vein', "
+     "'loc right', ' pneumonia', 'loc basal']"],
+    # patient fakeP2: study S3 with both AP and PA (PA is chosen), a normal report
+    ["fakeS3_b_ap.png", "1", "20170506", "fakeS3", "fakeP2", "1985.0", "F", "nan", "AP", "No",
+     "12", "9003", "fake sin alter .", "RNN_model", "['normal']", "[]", "['normal']"],
+    ["fakeS3_c_pa.png", "1", "20170506", "fakeS3", "fakeP2", "1985.0", "F", "nan", "PA", "No",
+     "12", "9003", "fake sin alter .", "RNN_model", "['normal']", "[]", "['normal']"],
+    # patient fakeP3: S4 'exclude', S5 shares S4's report id (same-day), S6 has no report
+    ["fakeS4_pa.png", "0", "20180708", "fakeS4", "fakeP3", "", "O", "nan", "PA", "PED",
+     "12", "9004", "fake impresion", "RNN_model", "['exclude']", "[]", "['exclude']"],
+    ["fakeS5_pa.png", "0", "20180708", "fakeS5", "fakeP3", "", "O", "nan", "PA", "PED",
+     "12", "9004", "fake impresion", "RNN_model", "['exclude']", "[]", "['exclude']"],
+    ["fakeS6_pa.png", "0", "20190910", "fakeS6", "fakeP3", "", "O", "nan", "PA", "PED",
+     "12", "9005", "nan", "RNN_model", "nan", "nan", "nan"],
+    # patient fakeP4: a lateral-only study (never used)
+    ["fakeS7_lat.png", "2", "20120101", "fakeS7", "fakeP4", "1940.0", "F", "nan", "L", "No",
+     "12", "9006", "fake escoliosi .", "RNN_model", "['scoliosis']", "[]", "['scoliosis']"],
+]
+PADCHEST_TABLE = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
+
+
+def write_png16(path: Path, value: int = 2000, size: int = 24) -> Path:
+    """A 16-bit grayscale PNG (PadChest's format; 12 bits used)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("I;16", (size, size), value).save(path, format="PNG")
+    return path
+
+
+def make_padchest(root: Path, *, gz: bool = False, images: bool = True) -> dict[str, Path]:
+    """A 4-patient, 7-study fake PadChest release: table + 16-bit PNGs at ImageDir/ImageID."""
+    rows = [[str(i)] + r for i, r in enumerate(PADCHEST_ROWS)]
+    name = PADCHEST_TABLE + (".gz" if gz else "")
+    table = write_csv(root / name, PADCHEST_COLUMNS, rows)
+    if images:
+        for r in PADCHEST_ROWS:
+            write_png16(root / r[1] / r[0])
+    return {"table": table}
+
+
+# ----------------------------------------------------------------------------- OpenI original
+
+# Hand-written, clearly fake reports in the OpenI XML layout: (number, findings, impression,
+# MeSH major tags, image ids).
+OPENI_REPORTS = [
+    ("7", "Fake findings: lungs clear.", "Fake impression: normal XXXX.", ["normal"],
+     ["CXR7_IM-0001-1001", "CXR7_IM-0001-2001"]),
+    ("12", "Fake findings: heart large.", "Fake impression: cardiomegaly.",
+     ["Cardiomegaly/mild", "Opacity/lung/base/left/mild", "Thickening/pleura/right"],
+     ["CXR12_IM-0002-1001"]),
+    ("30", "", "Fake impression: effusion, line in place.",
+     ["Pleural Effusion/right/small", "Catheters, Indwelling", "Calcified Granuloma"],
+     ["CXR30_1_IM-0003-3001", "CXR30_1_IM-0003-4001"]),
+    ("41", "Fake findings: no image was kept.", "Fake impression.", ["Scoliosis"], []),
+]
+# image id -> DICOM View Position, as the optional metadata table gives it
+OPENI_VIEWS = {"CXR7_IM-0001-1001": "PA", "CXR7_IM-0001-2001": "LL", "CXR12_IM-0002-1001": "",
+               "CXR30_1_IM-0003-3001": "LATERAL", "CXR30_1_IM-0003-4001": "AP"}
+OPENI_LICENCE = "http://creativecommons.org/licenses/by-nc-nd/4.0/"
+
+
+def openi_xml(number: str, findings: str, impression: str, major: list[str],
+              images: list[str]) -> str:
+    """One fake report in the OpenI ecgen-radiology XML layout."""
+    sections = "".join(
+        f'<AbstractText Label="{label}">{text}</AbstractText>'
+        for label, text in (("COMPARISON", "None."), ("INDICATION", "Fake indication."),
+                            ("FINDINGS", findings), ("IMPRESSION", impression))
+    )
+    mesh = "".join(f"<major>{tag}</major>" for tag in major)
+    parents = "".join(f'<parentImage id="{i}"><caption>Fake</caption></parentImage>'
+                      for i in images)
+    return (f'<?xml version="1.0" encoding="utf-8"?><eCitation><uId id="CXR{number}"/>'
+            f"<licenseURL>{OPENI_LICENCE}</licenseURL><MedlineCitation><Article><Abstract>"
+            f"{sections}</Abstract></Article></MedlineCitation><MeSH>{mesh}"
+            f"<automatic>fake</automatic></MeSH>{parents}</eCitation>")
+
+
+def make_openi(root: Path, *, archive: bool = False, views: bool = True,
+               images: bool = True) -> dict[str, Path]:
+    """A 4-report fake OpenI release: ecgen-radiology/*.xml (or its .tgz) + NLMCXR_png/."""
+    import tarfile
+
+    xml_dir = root / "ecgen-radiology"
+    xml_dir.mkdir(parents=True, exist_ok=True)
+    for number, findings, impression, major, ids in OPENI_REPORTS:
+        (xml_dir / f"{number}.xml").write_text(openi_xml(number, findings, impression, major,
+                                                          ids))
+        if images:
+            for image_id in ids:
+                write_image(root / "NLMCXR_png" / f"{image_id}.png", "PNG")
+    paths = {"xml_dir": xml_dir}
+    if archive:
+        tgz = root / "NLMCXR_reports.tgz"
+        with tarfile.open(tgz, "w:gz") as tar:
+            tar.add(xml_dir, arcname="ecgen-radiology")
+        for file in xml_dir.iterdir():
+            file.unlink()
+        xml_dir.rmdir()
+        paths = {"archive": tgz}
+    if views:
+        paths["views"] = write_csv(
+            root / "nlmcxr_dicom_metadata.csv.gz", ["imageid", "View Position", "filename"],
+            [[i, v, f"./{i[3:]}.dcm"] for i, v in OPENI_VIEWS.items()],
+        )
+    return paths
