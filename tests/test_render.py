@@ -172,3 +172,18 @@ def test_drawing_follows_the_report():
     # the same patient seed puts the nodule in the same place every time
     again = padchest_drawing(groups, "", seed=1, anat=anat)
     assert next(f for f in again.findings if f.kind == "nodule").detail[:2] == nodule.detail[:2]
+
+
+def test_openi_round_trip_and_same_bytes(tmp_path):
+    config = RenderConfig("iu-xray", max_patients=6, seed=0, image_size=64)
+    out = tmp_path / "openi"
+    summary = render_cohort(config, out, workers=1)
+    load = load_cohort("iu-xray", out)
+    assert summary.n_studies == 6 and len(load.items) == summary.n_images
+    assert load.n_skipped == 0 and load.stats["images_missing"] == 0
+    assert set(load.items["view"]) <= {"PA", "AP", "LATERAL"}
+    assert len(list((out / "ecgen-radiology").glob("*.xml"))) == 6
+    assert "CC BY-NC-ND 4.0" in (out / "README.txt").read_text()
+    again = tmp_path / "again"
+    render_cohort(config, again, workers=1)
+    assert _digest(again) == _digest(out)

@@ -172,59 +172,90 @@ def plan_padchest(config: RenderConfig, out: Path) -> Plan:
 # --------------------------------------------------------------------------- OpenI
 
 
+OPENI_METADATA = "nlmcxr_dicom_metadata.csv.gz"
+
+
+def _openi_views(image_ids: set[str]) -> dict[str, str]:
+    """image id -> PA / AP / LATERAL from the package's DICOM metadata table (noisy; partial)."""
+    from engine.cohort import sources
+    from engine.cohort.adapters import iu_xray, loadlog, tables
+
+    folder = sources.package_data_dir()
+    path = None if folder is None else folder / OPENI_METADATA
+    if path is None or not path.is_file():
+        return {}
+    frame = tables.read_table(path, path.parent, loadlog.LoadLog(), required=("imageid",),
+                              columns=("imageid", "View Position"))
+    frame = frame[frame["imageid"].isin(image_ids)]
+    views = frame.get("View Position", pd.Series("", index=frame.index)).str.upper()
+    return dict(zip(frame["imageid"], views.map(iu_xray.OPENI_VIEWS).fillna("")))
+
+
+def _openi_xml(path: Path, names: set[str]) -> dict[str, bytes]:
+    """``<n>.xml`` name -> the file's bytes, from the release archive or folder (copied as is)."""
+    import tarfile
+
+    out: dict[str, bytes] = {}
+    if path.is_dir():
+        folder = path / "ecgen-radiology" if (path / "ecgen-radiology").is_dir() else path
+        for name in names:
+            out[name] = (folder / name).read_bytes()
+        return out
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                base = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and base in names:
+                    out[base] = tar.extractfile(member).read()
+    except (OSError, tarfile.TarError) as exc:
+        raise CohortError(f"{path}: cannot read the OpenI archive ({exc})") from exc
+    return out
+
+
 def plan_openi(config: RenderConfig, out: Path) -> Plan:
-    """Reports and images of the OpenI release to render into ``out``."""
+    """Reports and images of the OpenI release to render into ``out``.
+
+    Every image a report lists (``parentImage``) is drawn: frontal or lateral by the package's
+    DICOM metadata where it says, else the first image frontal and the others lateral. The
+    views drawn are written to ``nlmcxr_dicom_metadata.csv.gz`` (``imageid, View Position``),
+    the table the ``iu-xray`` adapter reads views from.
+    """
+    from engine.cohort import sources
     from engine.cohort.adapters import iu_xray
     from engine.cohort.render.renderer import ImageTask, PatientTask, StudyTask
 
-    from engine.cohort import sources
-
     path = Path(config.release_path) if config.release_path else sources.openi_reports()
-    reader = getattr(iu_xray, "read_openi", None)
-    if reader is None:
-        raise CohortError("engine.cohort.adapters.iu_xray has no read_openi(); the OpenI "
-                          "release cannot be read by this version")
-    reports = reader(path)
-    records = list(_openi_records(reports))
-    keep = set(_sample_patients([r["uid"] for r in records], config))
-    records = [r for r in records if r["uid"] in keep]
-    tasks = []
-    for r in sorted(records, key=lambda r: r["uid"]):
-        images = tuple(ImageTask(f"NLMCXR_png/{image_id}.png", view, False)
-                       for image_id, view in r["images"])
-        study = StudyTask(study_id=r["uid"], images=images, major=tuple(r["major"]))
-        tasks.append(PatientTask(source="iu-xray", patient_id=r["uid"], sex=None, age=None,
+    reports = iu_xray.read_openi(path)
+    reports = reports[reports["image_ids"].map(len) > 0]
+    keep = set(_sample_patients(reports["uid"].astype(str).tolist(), config))
+    reports = reports[reports["uid"].astype(str).isin(keep)].sort_values("uid", kind="stable")
+    known = _openi_views({i for ids in reports["image_ids"] for i in ids})
+    tasks, views = [], []
+    for r in reports.itertuples(index=False):
+        images = []
+        for k, image_id in enumerate(r.image_ids):
+            view = known.get(image_id, "")
+            view = view or ("PA" if k == 0 else "LATERAL")
+            images.append(ImageTask(f"NLMCXR_png/{image_id}.png", view, False))
+            views.append({"imageid": image_id, "View Position": view})
+        study = StudyTask(study_id=str(r.uid), images=tuple(images), major=tuple(r.mesh_major))
+        tasks.append(PatientTask(source="iu-xray", patient_id=str(r.uid), sex=None, age=None,
                                  studies=(study,), seed=config.seed, size=config.image_size,
                                  out=str(out)))
+    names = {f"{r}.xml" for r in reports["report_id"].astype(str)}
 
     def write_tables() -> None:
         folder = out / "ecgen-radiology"
         folder.mkdir(parents=True, exist_ok=True)
-        for r in records:
-            target = folder / r["xml_name"]
+        for name, data in sorted(_openi_xml(path, names).items()):
+            target = folder / name
             tmp = target.with_name(target.name + ".part")
-            tmp.write_bytes(r["xml_bytes"])
+            tmp.write_bytes(data)
             os.replace(tmp, target)
+        _write_gzip_csv(out / OPENI_METADATA, pd.DataFrame(views, columns=["imageid",
+                                                                            "View Position"]))
 
     return Plan(tasks, write_tables)
-
-
-def _openi_records(reports):
-    """Normalise what `iu_xray.read_openi` returns into plain dicts."""
-    rows = reports.to_dict("records") if isinstance(reports, pd.DataFrame) else list(reports)
-    for rep in rows:
-        get = rep.get if isinstance(rep, dict) else (lambda k, d=None, _r=rep: getattr(_r, k, d))
-        uid = str(get("uid"))
-        images = []
-        for image in get("images", ()) or ():
-            if isinstance(image, (tuple, list)):
-                image_id, view = image[0], image[1]
-            else:
-                image_id, view = image, ""
-            images.append((str(image_id), "LATERAL" if str(view).upper().startswith("L")
-                           else "PA"))
-        yield {"uid": uid, "images": images, "major": list(get("mesh_major", ()) or ()),
-               "xml_name": str(get("xml_name")), "xml_bytes": get("xml_bytes")}
 
 
 # --------------------------------------------------------------------------- sidecar, README
