@@ -107,7 +107,8 @@ def test_bad_epsilons_name_the_value(tmp_path, capsys, argv, needle):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["umap", "--model", "m", "--cohort", "c", "--max-points", "0"], "--max-points: 0 is too small"),
+    (["umap", "--model", "m", "--cohort", "c", "--max-points", "0"],
+     "--max-points: 0 is too small"),
     (["attack", "--model", "m", "--cohort", "c", "--pool-sizes", "10,1"], "--pool-sizes: 1 is"),
     (["embed", "--model", "m", "--cohort", "c", "--batch-size", "0"], "--batch-size: 0 is"),
     (["cohort", "sheet", "--format", "csv", "--root", ".", "--out", "x.png", "--n", "0"], "--n"),

@@ -270,7 +270,6 @@ def test_add_lists_a_leaking_patient_as_kept_not_skipped(tmp_path, capsys):
 
 def test_attack_records_leaked_patients(tmp_path):
     from engine.attack.stage import leak_message, leaked_patients, run_attack
-
     from engine.cohort.table import conform
 
     rng = np.random.default_rng(0)

@@ -6,7 +6,8 @@ import argparse
 
 
 def train_ladder(args: argparse.Namespace) -> int:
-    from engine.phantom.ladder import LadderConfig, train_ladder as run_ladder
+    from engine.phantom.ladder import LadderConfig
+    from engine.phantom.ladder import train_ladder as run_ladder
 
     epochs = None
     if args.epochs:
@@ -15,7 +16,8 @@ def train_ladder(args: argparse.Namespace) -> int:
         except ValueError:
             from engine.errors import ConfigError
 
-            raise ConfigError(f"--epochs {args.epochs!r}: expected integers like 0,1,3,10") from None
+            raise ConfigError(
+                f"--epochs {args.epochs!r}: expected integers like 0,1,3,10") from None
     if args.config is not None:
         config = LadderConfig.from_toml(args.config, rung_epochs=epochs)
     else:
@@ -118,10 +120,12 @@ def embed(args: argparse.Namespace) -> int:
         print(f"already embedded: {result.n_items} items of cohort {result.cohort!r} with model "
               f"{result.model!r} in {result.folder} (nothing to do)")
         return 0
-    resumed = f", {result.chunks_reused} reused from an interrupted run" if result.chunks_reused else ""
-    print(f"embedded {result.n_items} items of cohort {result.cohort!r} with model {result.model!r} "
-          f"on {result.device} in {result.seconds:.1f} s ({result.chunks_computed} of "
-          f"{result.chunks_total} chunks computed{resumed}) -> {result.folder}")
+    resumed = (f", {result.chunks_reused} reused from an interrupted run"
+               if result.chunks_reused else "")
+    print(f"embedded {result.n_items} items of cohort {result.cohort!r} with model "
+          f"{result.model!r} on {result.device} in {result.seconds:.1f} s "
+          f"({result.chunks_computed} of {result.chunks_total} chunks computed{resumed}) -> "
+          f"{result.folder}")
     if result.skipped:
         print(f"skipped {len(result.skipped)} unreadable images:")
         for item in result.skipped[:10]:

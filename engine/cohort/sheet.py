@@ -56,7 +56,8 @@ def pick_items(items: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(items))
     shuffled = items.iloc[order]
-    frontal = shuffled["view"].isin(["PA", "AP"]) if "view" in shuffled else pd.Series(True, index=shuffled.index)
+    frontal = (shuffled["view"].isin(["PA", "AP"]) if "view" in shuffled
+               else pd.Series(True, index=shuffled.index))
     pool = pd.concat([shuffled[frontal], shuffled[~frontal]])
     chosen: list = []
     used_studies: set = set()
@@ -94,7 +95,8 @@ def _tile(root: Path, row: pd.Series, font) -> Image.Image:
         img.thumbnail((TILE, TILE))
         tile.paste(img, ((TILE - img.width) // 2, (TILE - img.height) // 2))
     except (OSError, ValueError, EngineError) as exc:
-        ImageDraw.Draw(tile).text((8, TILE // 2), f"unreadable: {type(exc).__name__}", fill=200, font=font)
+        ImageDraw.Draw(tile).text((8, TILE // 2), f"unreadable: {type(exc).__name__}",
+                                  fill=200, font=font)
     draw = ImageDraw.Draw(tile)
     lines = textwrap.wrap(caption(row), 42)[:_CAPTION_LINES]
     for i, line in enumerate(lines):
