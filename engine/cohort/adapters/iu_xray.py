@@ -288,7 +288,7 @@ def _load_openi(root: Path, section: str) -> CohortLoad:
         study_id=images["report_id"],
         patient_id=images["report_id"],
         split=images["report_id"].map(ids.hash_split),
-        view=images["image_id"].map(views).fillna(""),
+        view=[views.get(image_id, "") for image_id in images["image_id"]],
         image_path=OPENI_IMAGE_DIR + "/" + images["image_id"] + ".png",
     )
     images = image_check.check_images(images, root, log)
