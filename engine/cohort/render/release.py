@@ -226,7 +226,10 @@ def plan_openi(config: RenderConfig, out: Path) -> Plan:
 
     path = Path(config.release_path) if config.release_path else sources.openi_reports()
     reports = iu_xray.read_openi(path)
-    reports = reports[reports["image_ids"].map(len) > 0]
+    # the studies the adapter keeps: at least one image and some report text
+    has_text = reports[list(iu_xray.FULL_SECTIONS)].astype(str).apply(
+        lambda col: col.str.strip() != "").any(axis=1)
+    reports = reports[(reports["image_ids"].map(len) > 0) & has_text]
     keep = set(_sample_patients(reports["uid"].astype(str).tolist(), config))
     reports = reports[reports["uid"].astype(str).isin(keep)].sort_values("uid", kind="stable")
     known = _openi_views({i for ids in reports["image_ids"] for i in ids})
