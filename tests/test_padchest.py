@@ -266,3 +266,9 @@ def test_sentence_parser_cases():
         [], ["a", "b"], [], ["loc x"]]
     assert padchest.parse_list("['', ' pacemaker', 'x']") == ["pacemaker", "x"]
     assert np.all([padchest.parse_list(c) == [] for c in ("nan", "[]", "")])
+
+
+def test_options_reach_the_loader_through_load_cohort(tmp_path):
+    make_padchest(tmp_path)
+    load = load_cohort("padchest", tmp_path, test_fraction=0.0, max_patients=1)
+    assert set(load.items["patient_id"]) == {"fakeP1"} and set(load.items["split"]) == {"train"}

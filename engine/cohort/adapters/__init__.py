@@ -35,6 +35,10 @@ def get_adapter(fmt: str) -> Callable[..., CohortLoad]:
     return getattr(importlib.import_module(module), func)
 
 
-def load_cohort(fmt: str, root: str | Path, *, section: str = "both") -> CohortLoad:
-    """Read a dataset of format `fmt` at `root` into a `CohortLoad`."""
-    return get_adapter(fmt)(Path(root), section=section)
+def load_cohort(fmt: str, root: str | Path, *, section: str = "both", **options) -> CohortLoad:
+    """Read a dataset of format `fmt` at `root` into a `CohortLoad`.
+
+    `options` go to the format's loader as keywords (e.g. PadChest's ``test_fraction``,
+    ``seed``, ``max_patients``); a loader raises TypeError for one it does not take.
+    """
+    return get_adapter(fmt)(Path(root), section=section, **options)
