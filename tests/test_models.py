@@ -40,9 +40,11 @@ TOWERS = {
     "native-vit + native-text (parameter projections)": (
         lambda p: _native(p), ("native-vit", "native-text"), (nn.Linear, nn.Linear)),
     "native text with a Linear projection": (
-        lambda p: _native(p, text_linear=True), ("native-vit", "native-text"), (nn.Linear, nn.Linear)),
+        lambda p: _native(p, text_linear=True), ("native-vit", "native-text"),
+        (nn.Linear, nn.Linear)),
     "CustomTextCLIP with a native text tower": (
-        lambda p: _native(p, custom_text=True), ("native-vit", "native-text"), (nn.Linear, nn.Linear)),
+        lambda p: _native(p, custom_text=True), ("native-vit", "native-text"),
+        (nn.Linear, nn.Linear)),
     "BiomedCLIP-shaped: timm ViT + HF BERT with MLP head": (
         lambda p: _biomed(p), ("timm-linear", "hf-text"), (nn.Linear, nn.Sequential)),
     "timm MLP head + HF linear head": (
@@ -113,8 +115,8 @@ def test_checkpoint_file_with_local_dir_architecture(tmp_path):
     tiny.write_local_dir(folder, tiny.native_cfg(), seed=0)
     trained = tiny.write_local_dir(tmp_path / "other", tiny.native_cfg(), seed=7)
     ckpt = tmp_path / "epoch_3.pt"
-    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in trained.state_dict().items()}},
-               ckpt)
+    state = {f"module.{k}": v for k, v in trained.state_dict().items()}
+    torch.save({"epoch": 3, "state_dict": state}, ckpt)
     loaded = load_model(f"local-dir:{folder}@{ckpt}")
     assert loaded.spec.kind == "checkpoint" and loaded.weights == ckpt
     for key, value in trained.state_dict().items():
@@ -208,7 +210,7 @@ def test_registry_lists_the_ladder_and_resolves_names(tmp_path):
     assert "/" not in storage_key("hf-hub:org/x") and storage_key("a/b") != storage_key("a:b")
 
 
-# --- the phantom ladder (engine.phantom) and its calibration -------------------------------------------------------
+# --- the phantom ladder (engine.phantom) and its calibration ---------------------------------
 
 TINY_LADDER = dict(rung_epochs=(0, 1, 2), embed_dim=16, image_size=32, patch_size=8,
                    vision_width=32, vision_layers=1, text_width=32, text_layers=1,
@@ -239,7 +241,8 @@ def test_ladder_trains_saves_registers_and_reuses(tmp_path):
         weights.append(loaded.model.visual.proj.detach().clone())
     assert not torch.equal(weights[0], weights[1]) and not torch.equal(weights[1], weights[2])
     con = store.connect_read(db)
-    rows = con.execute("SELECT model, specialization, description FROM models ORDER BY 2").fetchall()
+    rows = con.execute(
+        "SELECT model, specialization, description FROM models ORDER BY 2").fetchall()
     con.close()
     assert [(m, s) for m, s, _ in rows] == [("phantom-r0", 0), ("phantom-r1", 1), ("phantom-r2", 2)]
     assert "2 epochs on cohort tiny" in rows[2][2]
@@ -310,4 +313,5 @@ def test_ladder_calibration_uses_the_exact_pool_maths():
     y2[1] = y2[0]
     x2 = x.copy()
     x2[1] = x2[0]
-    assert relink_lift(x2, y2, 100)[1] == pytest.approx(100.0 * (398 + 2 * (1 - 0.5 * 99 / 399)) / 400)
+    want = 100.0 * (398 + 2 * (1 - 0.5 * 99 / 399)) / 400
+    assert relink_lift(x2, y2, 100)[1] == pytest.approx(want)

@@ -51,7 +51,8 @@ def test_readme_is_rewritten_once_then_checked(seeded, tmp_path, capsys):
     assert path.read_text(encoding="utf-8") == README  # --check writes nothing
     assert _run(seeded, path) == 0
     first = path.read_text(encoding="utf-8")
-    assert first.startswith("# Title\n\nBefore the results.\n\n") and first.endswith("After them.\n")
+    assert first.startswith("# Title\n\nBefore the results.\n\n")
+    assert first.endswith("After them.\n")
     assert "old figures" not in first and "| model | epochs |" in first
     assert _run(seeded, path) == 0  # idempotent: same database, same bytes
     assert path.read_text(encoding="utf-8") == first
