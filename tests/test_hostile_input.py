@@ -105,6 +105,19 @@ def test_embedding_of_a_16bit_cohort_matches_its_8bit_rendering(tmp_path):
     a, b = feats["c16"], feats["c8"]
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cos.min() > 0.999
+    # The same model on Pillow's clipped conversion fails that bar (about 0.92 here).
+    import torch
+
+    from engine.models.loading import load_model
+
+    model = load_model(spec)
+    with Image.open(csv16.parent / "img/0.png") as img:
+        clipped = img.convert("RGB")
+    pixels = torch.stack([model.preprocess(Image.fromarray(refs[0], "L").convert("RGB")),
+                          model.preprocess(clipped)])
+    with torch.no_grad():
+        ref_emb, clipped_emb = model.model.encode_image(pixels, normalize=True)
+    assert float((ref_emb * clipped_emb).sum()) < 0.99
 
 
 # ------------------------------------------------------------------------------- tiny images
