@@ -327,6 +327,71 @@ def test_explorer_pick_by_selection_and_missing_image(seeded, monkeypatch):
     assert len(at.image) == 1
 
 
+def _pick(at: AppTest, key: str, row: int) -> AppTest:
+    at.session_state[key] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    return at.run()
+
+
+def _ticked(at: AppTest, key: str) -> int | None:
+    state = at.session_state[key]
+    return state["selection"]["rows"][0] if state["selection"]["rows"] else None
+
+
+def test_explorer_pick_follows_the_image_through_search_and_heads(seeded, monkeypatch):
+    at = _page(_app(seeded.db, monkeypatch).run(), "explorer")
+    queries = at.dataframe[0].value
+    effusion = set(queries.loc[queries["Pleural Effusion"] == 1.0, "image_id"]) \
+        if "Pleural Effusion" in queries else None
+    at.selectbox(key="explorer_label").set_value("Pleural Effusion").run()
+    listed = at.dataframe[0].value
+    chosen = listed["image_id"].iloc[-1]  # the last row: another row after any narrowing
+    _pick(at, "explorer_pick", len(listed) - 1)
+    _ok(at)
+    assert any(s.value == f"Image {chosen}" for s in at.subheader)
+    at.text_input(key="explorer_search").set_value("effusion").run()
+    _ok(at)
+    now = at.dataframe[0].value
+    assert chosen in set(now["image_id"]) and len(now) <= len(listed)
+    assert now["image_id"].iloc[_ticked(at, "explorer_pick")] == chosen  # the tick moved with it
+    assert any(s.value == f"Image {chosen}" for s in at.subheader)
+    at.selectbox(key="heads").set_value("1").run()
+    _ok(at)
+    now = at.dataframe[0].value
+    assert now["image_id"].iloc[_ticked(at, "explorer_pick")] == chosen
+    assert any(s.value == f"Image {chosen}" for s in at.subheader)
+    # filtered out: the tick and the detail both go to the first listed image
+    at.text_input(key="explorer_search").set_value(now["image_id"].iloc[0]).run()
+    _ok(at)
+    first = at.dataframe[0].value["image_id"].iloc[0]
+    assert _ticked(at, "explorer_pick") == 0
+    assert any(s.value == f"Image {first}" for s in at.subheader)
+    assert effusion is None or first in effusion
+
+
+def test_explorer_never_flags_the_true_report_as_a_matched_negative(seeded, monkeypatch):
+    at = _page(_app(seeded.db, monkeypatch).run(), "explorer")
+    for row in range(0, seeded.n_test, 5):
+        _pick(at, "explorer_pick", row)
+        candidates = at.dataframe[1].value
+        assert not (candidates["is_true"] & candidates["is_matched"]).any()
+
+
+def test_database_strings_reach_the_page_as_text(seeded, tmp_path, monkeypatch):
+    db = tmp_path / "hostile.duckdb"
+    shutil.copy(seeded.db, db)
+    link = "[click me](http://example.com) <b>bold</b> www.example.com :red[x] $x$"
+    with store.connect_write(db) as con:
+        con.execute("UPDATE items SET patient_id = ? WHERE cohort = ?", [link, seeded.cohort])
+        con.execute("UPDATE models SET description = ?", [link])
+    at = _page(_app(db, monkeypatch).run(), "explorer")
+    _ok(at)
+    captions = [c.value for c in at.caption]
+    patient = next(c for c in captions if c.startswith("Study "))
+    assert "\\[click me\\](http\\://example.com)" in patient and "\\<b\\>" in patient
+    assert "www\\.example" in patient and "\\:red\\[x\\]" in patient and "\\$x\\$" in patient
+    assert any("\\[click me\\]" in c for c in captions)  # the model description in the sidebar
+
+
 def test_explorer_search_filter_split_and_heads(seeded, monkeypatch):
     at = _page(_app(seeded.db, monkeypatch).run(), "explorer")
     at.selectbox(key="explorer_label").set_value("Pleural Effusion").run()
@@ -472,6 +537,41 @@ def test_page_while_engine_writes_says_results_are_being_updated(page, seeded, t
         holder.wait(timeout=20)
     assert not at.exception, [e.value for e in at.exception]
     assert any("being updated" in w.value for w in at.warning)
+
+
+def test_report_page_refuses_files_outside_the_report_folder(seeded, tmp_path, monkeypatch):
+    import pandas as pd
+
+    monkeypatch.delenv("RELINK_REPORTS", raising=False)
+    db = tmp_path / "with-report.duckdb"
+    shutil.copy(seeded.db, db)
+    outside = tmp_path / "elsewhere" / "page.html"
+    outside.parent.mkdir()
+    outside.write_text("<script>document.title = 'owned'</script>")
+    inside = tmp_path / "reports" / "r.html"
+    inside.parent.mkdir()
+    inside.write_text('<p>ok</p><script>alert("x")</script>')
+    at = _app(db, monkeypatch).run()
+    model, cohort = at.session_state["model"], at.session_state["cohort"]
+    with store.connect_write(db) as con:
+        con.execute("DELETE FROM reports")
+        con.register("r", pd.DataFrame({"model": [model] * 2, "cohort": [cohort] * 2,
+                                        "format": ["html", "json"],
+                                        "path": [str(inside), str(outside)]}))
+        con.execute("INSERT INTO reports (model, cohort, format, path) SELECT * FROM r")
+    import streamlit as st
+
+    st.cache_data.clear()
+    at = _page(_app(db, monkeypatch).run(), "report")
+    assert not at.exception
+    assert any("outside the report folder" in w.value for w in at.warning)
+    assert {b.label for b in at.get("download_button")} == {"Download HTML"}
+    frames = at.get("iframe")
+    assert len(frames) == 1
+    src = frames[0].proto.srcdoc
+    # the report sits in an inner frame with an empty sandbox, its markup attribute-escaped
+    assert '<iframe sandbox="" ' in src and "allow-scripts" not in src
+    assert "<script>" not in src and "&lt;script&gt;" in src
 
 
 def test_report_page_offers_the_engine_report(seeded, tmp_path, monkeypatch):

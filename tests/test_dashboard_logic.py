@@ -118,6 +118,10 @@ def test_selections():
                                       {"customdata": [4]}]}}
     assert logic.selected_points(state) == [4, 2]
     assert logic.selected_points({}) == []
+    # what Streamlit 1.67 sends from a browser for a Scattergl point: customdata as a dict
+    browser = {"selection": {"points": [{"customdata": {"0": 15}}, {"customdata": {"0": 3}},
+                                        {"customdata": {}}, {"customdata": {"0": 15}}]}}
+    assert logic.selected_points(browser) == [15, 3]
 
 
 def test_pairs_of_selected_points():
@@ -135,7 +139,7 @@ def test_pairs_of_selected_points():
 
 def test_epsilon_grid_orders_privacy_from_strongest():
     assert logic.epsilon_grid(["inf", "8", "0.34", "1"], ["original", "2"]) == [
-        "0.34", "1", "2", "8", "inf", "original"]
+        "original", "0.34", "1", "2", "8", "inf"]
 
 
 def test_frontier_and_dp_table():
@@ -145,8 +149,8 @@ def test_frontier_and_dp_table():
                             "label": ["macro", "macro", "macro", "Edema"],
                             "auroc": [0.80, 0.79, 0.80, 0.7]})
     f = logic.frontier(metrics, utility, pool_size=100)
-    assert list(f["heads"]) == ["1", "inf", "original"]  # "8" has no utility
-    assert list(f["auroc"]) == [0.79, 0.80, 0.80]
+    assert list(f["heads"]) == ["original", "1", "inf"]  # "8" has no utility
+    assert list(f["auroc"]) == [0.80, 0.79, 0.80]
     runs = pd.DataFrame({"heads": ["1"], "epsilon": [1.0], "patient_epsilon": [2.0],
                          "delta": [1e-5],
                          "accountant": ["prv"], "privacy_unit": ["group"]})
@@ -173,9 +177,139 @@ def test_group_table_and_survivors():
     assert groups.loc["Edema", "queries"] == 2 and groups.loc["Edema", "eligible"] == 2
     assert groups.loc["No Finding", "eligible"] == 1
     survivors = logic.still_relinking(frame, 5)
-    assert list(survivors["query_id"]) == ["a", "d"]
+    # strict winners only: "d" ties with 4 matched distractors and is not listed
+    assert list(survivors["query_id"]) == ["a"]
     assert survivors["matched_recall"].iloc[0] == pytest.approx(1.0)
-    assert survivors["matched_recall"].iloc[1] < 1.0  # tied with 4 matched distractors
+    assert survivors["matched_beaten"].tolist() == [9]
+    assert logic.tied_winners(frame, 5) == 1
+    assert logic.matched_beaten(frame).tolist() == [9, 6, 2, 5]
+
+
+def test_random_vs_matched_keeps_the_full_database_row():
+    rows = []
+    for negatives, n, recall in (("random", 10, 0.3), ("random", 50, 0.1), ("matched", 10, 0.2),
+                                 ("matched", 50, 0.05)):
+        rows.append(dict(model="m", split="test", heads="original", direction="image_to_report",
+                         k=1, negatives=negatives, pool_size=n, recall=recall, chance=1 / n,
+                         lift=recall * n, n_queries=40, n_excluded=0, ci_low=0, ci_high=1))
+    metrics = pd.DataFrame(rows)
+    curves = logic.lift_curves(metrics)
+    assert set(curves.loc[curves["negatives"] == "matched", "pool_size"]) == {10}
+    table = logic.random_vs_matched(curves, logic.matched_full(metrics))
+    full = table[table["N"] == 50].iloc[0]
+    assert full["matched Recall@1"] == pytest.approx(0.05)  # not None: the row is kept
+    assert full["pool"].startswith("full held-out set")
+    assert table[table["N"] == 10].iloc[0]["pool"] == "10"
+
+
+def test_candidate_flags_never_call_the_true_report_a_matched_negative():
+    cands = pd.DataFrame({"rank": [1, 2, 3], "is_true": [True, False, None],
+                          "is_matched": [True, True, None]})
+    flags = logic.candidate_flags(cands)
+    assert flags["is_matched"].tolist() == [False, True, False]
+    assert flags["is_true"].tolist() == [True, False, False]
+
+
+@pytest.mark.parametrize("typed, text, hit", [
+    ("effusion", "Small left pleural effusion.", True),
+    ("effusion", "Small left pleural effusions.", False),  # whole words
+    ("Pleural  Effusion", "small PLEURAL effusion", True),  # a phrase, any case or spacing
+    ("pleural effusion", "effusion, pleural", False),
+    ("50%", "about 50% of the lung", True),
+    ("%", "any text", None),  # no word typed: no pattern, never a wildcard
+    ("a_b", "a b", True),  # "_" separates words like any other punctuation
+    ("a_b", "axb", False),
+])
+def test_search_pattern_matches_words_not_wildcards(typed, text, hit):
+    import re
+
+    pattern = logic.search_pattern(typed)
+    if hit is None:
+        assert pattern is None
+    else:
+        assert bool(re.search(pattern, text)) is hit
+
+
+@pytest.mark.parametrize("text, affirmed", [
+    ("No pleural effusion.", False),
+    ("No focal consolidation, effusion or pneumothorax.", False),
+    ("Effusion has resolved.", False),
+    ("The effusion is not seen on this study.", False),
+    ("Small left pleural effusion.", True),
+    ("No pneumothorax, but a small left effusion.", True),
+    ("No pneumothorax. Small effusion.", True),
+    ("No effusion. Comparison: new right effusion.", True),
+    ("Without change.\nLarge effusion.", True),
+])
+def test_negated_mentions(text, affirmed):
+    assert logic.affirmed(text, logic.search_pattern("effusion")) is affirmed
+
+
+def test_dp_table_reads_as_text_and_flags_weak_patient_delta():
+    runs = pd.DataFrame([
+        dict(heads="inf", epsilon=float("inf"), delta=None, patient_epsilon=float("inf"),
+             patient_delta=None, noise_multiplier=0.0, max_grad_norm=float("inf"),
+             sample_rate=0.1, steps=55, accountant=None, privacy_unit="group"),
+        dict(heads="8", epsilon=7.997, delta=6e-6, patient_epsilon=15.99, patient_delta=0.018,
+             noise_multiplier=0.8, max_grad_norm=1.0, sample_rate=0.1, steps=55,
+             accountant="prv", privacy_unit="group"),
+        dict(heads="0.34", epsilon=0.336, delta=6e-6, patient_epsilon=0.67,
+             patient_delta=1.4e-5, noise_multiplier=7.5, max_grad_norm=1.0, sample_rate=0.1,
+             steps=55, accountant="prv", privacy_unit="group"),
+    ])
+    table = logic.dp_table(runs)
+    assert table["heads"].tolist() == ["0.34", "8", "inf"]  # epsilon order, inf last
+    inf = table.iloc[-1]
+    assert inf["ε (group)"] == "∞" and inf["δ (group)"] == "—" and inf["accountant"] == "—"
+    assert table.iloc[1]["δ (patient)"] == "1.8e-02" and table.iloc[1]["steps"] == "55"
+    assert not {"None", "nan", "inf", "Infinity"} & set(table.drop(columns="heads")
+                                                        .to_numpy().ravel())
+    weak = logic.weak_patient_delta(runs)
+    assert weak["heads"].tolist() == ["8"]
+
+
+def test_epsilon_grid_reads_original_then_epsilons_then_inf():
+    assert logic.epsilon_grid(["inf", "8", "0.34", "1"], ["original", "backbone"]) == [
+        "original", "0.34", "1", "8", "inf"]
+
+
+def test_percent_ticks_never_repeat_a_label():
+    from dashboard import charts
+
+    for low, high in ((0.8398, 0.8411), (0.8400, 0.8409), (0.0109, 0.0223), (0.5, 0.95),
+                      (0.83, 0.85)):
+        values, text = charts.percent_ticks(low, high)
+        assert len(values) >= 2 and len(set(text)) == len(text), (low, high, text)
+        assert all(low - 1e-12 <= v <= high + 1e-12 for v in values)
+    log_text = [f"{100 * v:.6g}%" for v in charts.LOG_TICKS]
+    assert len(set(log_text)) == len(log_text)
+
+
+def test_every_chart_has_distinct_tick_labels():
+    from dashboard import charts
+
+    curves = pd.DataFrame([dict(model="m", split=s, negatives="random", pool_size=n,
+                                recall=r, ci_low=r * 0.8, ci_high=r * 1.2, lift=r * n,
+                                n_queries=10, n_excluded=0)
+                           for s in ("test", "train") for n, r in ((10, 0.3), (100, 0.05),
+                                                                   (611, 0.02))])
+    fig = charts.members_vs_heldout(curves)
+    for axis in (fig.layout.xaxis, fig.layout.yaxis):
+        assert len(set(axis.ticktext)) == len(axis.ticktext)
+    front = pd.DataFrame({"heads": ["original", "1", "inf"], "recall": [0.0213, 0.0151, 0.0086],
+                          "lift": [13.0, 9.3, 5.2], "auroc": [0.8409, 0.8400, 0.8403]})
+    fig = charts.frontier_plot(front)
+    assert len(set(fig.layout.yaxis.ticktext)) == len(fig.layout.yaxis.ticktext) >= 2
+
+
+def test_chart_text_escapes_database_strings():
+    from dashboard import charts
+
+    curves = pd.DataFrame([dict(model='<a href="http://x">m</a>', negatives="random",
+                                pool_size=10, lift=2.0, recall=0.2, n_queries=5, n_excluded=0)])
+    fig = charts.lift_vs_n(curves)
+    assert "<a" not in fig.data[0].name and "&lt;a" in fig.data[0].name
+    assert "<a" not in fig.data[0].hovertemplate
 
 
 def test_best_wrong():
@@ -210,6 +344,48 @@ def test_data_functions_on_the_seeded_database(seeded):
     assert data.item(db, tok, seeded.cohort, "nope") is None
     assert data.search_reports(db, tok, seeded.cohort, "effusion")
     assert data.search_reports(db, tok, seeded.cohort, "%' OR 1=1 --") == []
+
+
+def test_search_reports_whole_words_literal_percent_and_negation(seeded):
+    from engine import store
+
+    db, tok = str(seeded.db), data.db_state(seeded.db).token
+    items = store.read_df(seeded.db, "SELECT image_id, report_text, \"Pleural Effusion\" AS pe "
+                                     "FROM items WHERE cohort = ? AND selected", [seeded.cohort])
+    every = set(data.search_reports(db, tok, seeded.cohort, "effusion", skip_negated=False))
+    affirmed = set(data.search_reports(db, tok, seeded.cohort, "effusion"))
+    mentions = set(items.loc[items["report_text"].str.contains(r"(?i)\beffusion\b"), "image_id"])
+    assert every == mentions
+    # "No focal consolidation, effusion or pneumothorax." is a negated mention
+    assert affirmed and affirmed < every
+    assert set(items.loc[items["image_id"].isin(affirmed), "pe"]) == {1.0}
+    assert data.search_reports(db, tok, seeded.cohort, "%") == []  # never a wildcard
+    assert data.search_reports(db, tok, seeded.cohort, "effus") == []  # words, not substrings
+    one = items["image_id"].iloc[0]
+    assert data.search_reports(db, tok, seeded.cohort, one.upper()) == [one]  # ids exactly
+
+
+def test_report_file_only_inside_the_report_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("RELINK_REPORTS", raising=False)
+    db = tmp_path / "results.duckdb"
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    good = folder / "m__c.html"
+    good.write_text("<p>report</p>")
+    outside = tmp_path / "secret.html"
+    outside.write_text("<script>alert(1)</script>")
+    (folder / "link.html").symlink_to(outside)
+    path, why = data.report_file(db, str(good), "html")
+    assert path == good.resolve() and why == ""
+    for stored in (str(outside), str(folder / ".." / "secret.html"), str(folder / "link.html"),
+                   "/etc/passwd"):
+        path, why = data.report_file(db, stored, "html")
+        assert path is None and "outside the report folder" in why, stored
+    assert data.report_file(db, str(good), "pdf")[1] == "the stored path is not a .pdf file"
+    assert data.report_file(db, str(folder / "gone.html"), "html")[0] is None
+    assert data.report_file(db, None, "html")[0] is None
+    monkeypatch.setenv("RELINK_REPORTS", str(tmp_path))
+    assert data.report_file(db, str(outside), "html")[0] == outside.resolve()
 
 
 def test_data_token_changes_with_the_file(seeded, tmp_path):
