@@ -159,3 +159,28 @@ def test_os_error_names_the_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(handlers, "check", denied)
     assert main(["cohort", "check", "--format", "csv", "--root", str(tmp_path)]) == 2
     assert f"Permission denied: {tmp_path / 'locked.csv'}" in _one_line(capsys)
+
+
+def test_attack_and_report_say_held_out_results_are_optimistic(tmp_path, capsys):
+    """tiny.make_cohort puts patient p001 in test (s002) and train (s003): a leaking split."""
+    import json
+
+    import _tiny_clip as tiny
+
+    db, cache = tmp_path / "r.duckdb", tmp_path / "cache"
+    items = tiny.make_cohort(db, tmp_path / "cohort", n=12)
+    part = items.loc[items["split"].isin(["test", "train"])]
+    leaked = int((part.groupby("patient_id")["split"].nunique() > 1).sum())
+    assert leaked > 0
+    tiny.write_local_dir(tmp_path / "model", tiny.native_cfg(), seed=1)
+    base = ["--db", str(db), "--cache", str(cache)]
+    spec = ["--model", f"local-dir:{tmp_path / 'model'}", "--cohort", "tiny"]
+    assert main([*base, "embed", *spec]) == 0
+    assert main([*base, "attack", *spec, "--pool-sizes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {leaked} patients have pairs in both members and held-out" in out
+    assert "optimistic" in out
+    assert main([*base, "report", *spec, "--format", "json", "--out", str(tmp_path / "rep")]) == 0
+    (path,) = (tmp_path / "rep").rglob("*.json")
+    caveats = {c["title"]: c["text"] for c in json.loads(path.read_text())["caveats"]}
+    assert caveats["Split not patient-disjoint"].startswith(f"{leaked} patients")
