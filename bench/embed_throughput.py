@@ -117,8 +117,8 @@ def main() -> None:
     print(f"{'model':<18} {'params':>8} {'batch':>5} {'img/s backbone':>15} "
           f"{'img/s end-to-end':>17} {'reports/s':>10}")
     for r in rows:
-        print(f"{r['model']:<18} {r['params_M']:>7.1f}M {r['batch']:>5} {r['image_backbone']:>15.1f} "
-              f"{r['image_end_to_end']:>17.1f} {r['text']:>10.1f}")
+        print(f"{r['model']:<18} {r['params_M']:>7.1f}M {r['batch']:>5} "
+              f"{r['image_backbone']:>15.1f} {r['image_end_to_end']:>17.1f} {r['text']:>10.1f}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ def write_bert_config(folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     BertConfig(vocab_size=64, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
-               intermediate_size=32, max_position_embeddings=32, pad_token_id=0).save_pretrained(folder)
+               intermediate_size=32, max_position_embeddings=32,
+               pad_token_id=0).save_pretrained(folder)
     return folder
 
 

@@ -94,5 +94,6 @@ def test_full_pool_shortcut_equals_general_formula():
     G = (rng.random(200) * (M + 1)).astype(int)
     E = np.minimum(rng.integers(0, 30, 200), M - G)
     for k in (1, 5, 10):
-        general = np.array([pools.recall_at_k([m], [g], [e], m + 1, k)[0] for m, g, e in zip(M, G, E)])
+        general = np.array([pools.recall_at_k([m], [g], [e], m + 1, k)[0]
+                            for m, g, e in zip(M, G, E)])
         np.testing.assert_allclose(pools.recall_at_k_full(G, E, k), general, atol=1e-9)

@@ -172,8 +172,8 @@ class LoadedModel:
                 )
             except Exception as exc:  # noqa: BLE001 - any library failure becomes one line
                 raise ModelLoadError(
-                    f"{self.spec.text}: cannot build the tokenizer ({_first_line(exc)}); an HF text "
-                    "tower needs its tokenizer files in the HF cache or the model folder"
+                    f"{self.spec.text}: cannot build the tokenizer ({_first_line(exc)}); an HF "
+                    "text tower needs its tokenizer files in the HF cache or the model folder"
                 ) from exc
         return self._tokenizer
 
@@ -274,7 +274,7 @@ def load_model(spec: str | ModelSpec, *, device: str = "cpu", seed: int = 0) -> 
 
 
 def _resolve(spec: ModelSpec) -> tuple[str, dict[str, Any], Path | None, str]:
-    """(open_clip model name, create_model kwargs, weights file, tokenizer name), checked offline."""
+    """(open_clip model name, create_model kwargs, weights file, tokenizer name), all offline."""
     if spec.kind == "local-dir":
         folder = _check_local_dir(spec.path, spec.text)
         return f"{LOCAL_DIR}{folder}", {}, _weights_in(folder, spec.text, required=True), \
@@ -299,7 +299,8 @@ def _resolve(spec: ModelSpec) -> tuple[str, dict[str, Any], Path | None, str]:
     # ARCH:TAG
     _check_builtin(spec.arch, spec.text)
     weights, tag_cfg = _check_pretrained_tag(spec.arch, spec.tag or "", spec.text)
-    force_pp = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
+    keys = ("mean", "std", "interpolation", "resize_mode")
+    force_pp = {k: tag_cfg[k] for k in keys if k in tag_cfg}
     kwargs = {"pretrained": str(weights), "force_preprocess_cfg": force_pp,
               "force_quick_gelu": bool(tag_cfg.get("quick_gelu", False))}
     return spec.arch, kwargs, weights, spec.arch
@@ -382,7 +383,8 @@ def _check_hf_hub(repo: str, spec: str) -> Path:
             raise ModelLoadError(f"{config_path}: not valid JSON ({_first_line(exc)})") from exc
         text_cfg = cfg.get("model_cfg", cfg).get("text_cfg", {})
         text_repos = [
-            r for r in dict.fromkeys((text_cfg.get("hf_model_name"), text_cfg.get("hf_tokenizer_name")))
+            r for r in dict.fromkeys((text_cfg.get("hf_model_name"),
+                                      text_cfg.get("hf_tokenizer_name")))
             if r and not Path(r).is_dir()
         ]
     for text_repo in text_repos:
@@ -426,11 +428,14 @@ def _check_pretrained_tag(arch: str, tag: str, spec: str) -> tuple[Path, dict[st
         local = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
         if local.is_file():
             return local, cfg
-    where = [f"repo {os.path.split(hub)[0]} ({os.path.split(hub)[1] or 'open_clip_pytorch_model.bin'})"] \
-        if hub else []
+    where = []
+    if hub:
+        repo, name = os.path.split(hub)
+        where = [f"repo {repo} ({name or 'open_clip_pytorch_model.bin'})"]
     if url and not hub:
         raise ModelLoadError(
-            f"--model {spec!r}: weights not found at {Path('~/.cache/clip') / os.path.basename(url)}; "
+            f"--model {spec!r}: weights not found at "
+            f"{Path('~/.cache/clip') / os.path.basename(url)}; "
             "nothing is downloaded here: place the file there"
         )
     raise _offline_help(spec, where)
@@ -447,7 +452,8 @@ def _model_cfg(spec: ModelSpec, name: str) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))
+    return json.loads(json.dumps(
+        value, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))
 
 
 def _first_line(exc: BaseException) -> str:

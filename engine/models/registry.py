@@ -104,7 +104,7 @@ def register_models(db: Path, entries: list[ModelEntry]) -> int:
 
 
 def upsert_models(con, entries: list[ModelEntry]) -> int:
-    """Replace the ``models`` rows of `entries` on an open write connection (caller's transaction)."""
+    """Replace the ``models`` rows of `entries` on an open write connection (in its transaction)."""
     for entry in entries:
         frame = pd.DataFrame(
             {

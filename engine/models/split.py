@@ -8,14 +8,15 @@ open_clip model apart so that, for every supported tower type::
 
 Supported towers and where their projection lives:
 
-| tower                              | projection                          | head returned            |
-|------------------------------------|-------------------------------------|--------------------------|
-| native ViT (`VisionTransformer`)   | ``visual.proj`` parameter [w, e]    | ``nn.Linear(w, e, bias=False)``, weight = proj.T |
-| native text (`CLIP`)               | ``text_projection`` parameter or Linear | ``nn.Linear`` (as above, or a copy) |
-| native text (`CustomTextCLIP`)     | ``text.text_projection``            | as above                 |
-| timm vision (`TimmModel`)          | ``visual.head.proj`` Linear, or ``visual.head.mlp`` | copy of the Linear, or ``nn.Sequential(Linear, GELU, Linear)`` |
-| timm vision, ``timm_proj: none``   | none (SigLIP: the pooled trunk output) | identity-initialised ``nn.Linear`` |
-| HF text (`HFTextEncoder`)          | ``text.proj`` Linear or MLP ``Sequential`` (or Identity) | copy           |
+* native ViT (`VisionTransformer`): the ``visual.proj`` parameter [w, e] becomes
+  ``nn.Linear(w, e, bias=False)`` with weight = proj.T;
+* native text (`CLIP`): the ``text_projection`` parameter (as above) or Linear (a copy);
+* native text (`CustomTextCLIP`): ``text.text_projection``, as above;
+* timm vision (`TimmModel`): the ``visual.head.proj`` Linear (a copy), or ``visual.head.mlp``
+  (``nn.Sequential(Linear, GELU, Linear)``);
+* timm vision with ``timm_proj: none`` (SigLIP: the pooled trunk output): an identity-initialised
+  ``nn.Linear``;
+* HF text (`HFTextEncoder`): the ``text.proj`` Linear or MLP ``Sequential`` (or Identity), a copy.
 
 A tower without a projection (an Identity) gets an identity-initialised ``nn.Linear(w, w)`` so the
 DP stage always has a trainable head. Heads are plain ``nn.Linear`` / ``nn.Sequential`` of
@@ -156,7 +157,8 @@ def _sequential_from_timm_mlp(mlp: nn.Module) -> nn.Sequential:
     if not isinstance(getattr(mlp, "norm", nn.Identity()), nn.Identity) or not isinstance(
         getattr(mlp, "fc1", None), nn.Linear
     ):
-        raise ModelLoadError("timm MLP projection with a norm layer or conv layers is not supported")
+        raise ModelLoadError(
+            "timm MLP projection with a norm layer or conv layers is not supported")
     return nn.Sequential(copy.deepcopy(mlp.fc1), copy.deepcopy(mlp.act), copy.deepcopy(mlp.fc2))
 
 
