@@ -346,3 +346,16 @@ def test_dashboard_pages_on_the_engine_written_database(audit, page, monkeypatch
         assert at.metric, "the headline metric is shown"
     if page == "privacy":
         assert at.dataframe, "the DP grid of B's own heads is shown"
+
+
+def test_the_readmes_sql_examples_run_on_an_engine_written_database(audit):
+    _, db, _, _ = audit
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Results database"):readme.index("## Audit report")]
+    blocks = [b.split("```", 1)[0] for b in section.split("```sql\n")[1:]]
+    assert len(blocks) >= 3
+    model = _model_name(db)
+    for sql in blocks:
+        sql = sql.replace("'site-a'", "'A'").replace("'phantom-r3'", f"'{model}'")
+        sql = sql.replace("pool_size = 100", "pool_size = 3")
+        assert len(_q(db, sql)), sql
