@@ -171,13 +171,14 @@ def read_release(
 def _study_rows(rows: pd.DataFrame, log: loadlog.LoadLog) -> pd.DataFrame:
     """The output columns of `read_release` from the chosen image rows."""
     # The same cells repeat thousands of times ("['normal']"): parse each distinct one once.
-    label_sets = _memo(lambda cell: sorted(set(parse_list(cell))))
+    items_of = _memo(parse_list)
+    label_sets = _memo(lambda cell: sorted(set(items_of(cell))))
     sentence_lists = _memo(parse_by_sentence)
     findings = [list(label_sets(cell)) for cell in rows["Labels"]]
     by_sentence = [
         [list(g) for g in sentence_lists(cell)] for cell in rows["LabelsLocalizationsBySentence"]
     ]
-    loc_sets = _memo(lambda key: sorted(set(parse_list(key[0])) | {
+    loc_sets = _memo(lambda key: sorted(set(items_of(key[0])) | {
         x for grp in sentence_lists(key[1]) for x in grp if x.startswith("loc ")
     }))
     localizations = [
