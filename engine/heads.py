@@ -20,7 +20,8 @@ the dp stage one folder per epsilon under ``cache/heads/<model>/<cohort>/``)::
     dp.json       the dp_runs values of the training run (DP heads)
 
 Which heads the transfer and the map use is never guessed from file times: it is read from the
-``shown_dp_runs`` view (`list_trained`). torch is imported only by the functions that need it.
+``shown_dp_runs`` view (`list_trained`). torch, pandas and the store are imported only by the
+functions that need them, so readers of embeddings (`engine.embed.reader`) stay numpy-only.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from engine import store
 from engine.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,8 @@ def list_trained(db: Path, model: str, cohort: str) -> dict[str, HeadsRef]:
     Read from ``shown_dp_runs``, so these are exactly the heads whose dp rows the dashboard and
     the report show. A folder that is gone is left out with a warning.
     """
+    from engine import store
+
     if not Path(db).exists():
         return {}
     frame = store.read_df(
@@ -225,6 +227,8 @@ def project(features: np.ndarray, head, *, batch_size: int = 65536) -> np.ndarra
 def register(con, rows: list[dict]) -> None:
     """Upsert rows of the ``heads`` table on an open write connection (caller's transaction)."""
     import pandas as pd
+
+    from engine import store
 
     for row in rows:
         store.replace_rows(con, "heads", pd.DataFrame([row]), heads_id=row["heads_id"])

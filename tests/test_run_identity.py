@@ -359,3 +359,13 @@ def test_the_readmes_sql_examples_run_on_an_engine_written_database(audit):
         sql = sql.replace("'site-a'", "'A'").replace("'phantom-r3'", f"'{model}'")
         sql = sql.replace("pool_size = 100", "pool_size = 3")
         assert len(_q(db, sql)), sql
+
+
+def test_transferred_heads_keys_read_as_such():
+    from engine.core.names import heads_epsilon, heads_name, sort_heads, split_heads_key
+
+    assert split_heads_key("1@site-a") == ("1", "site-a") and split_heads_key("inf") == ("inf",
+                                                                                        None)
+    assert heads_name("1@site-a") == f"{heads_name('1')}, trained on site-a"
+    assert heads_epsilon("inf@site-a") == float("inf")
+    assert sort_heads(["1@A", "original", "1", "inf"]) == ["original", "1", "1@A", "inf"]

@@ -35,6 +35,7 @@ def epsilon_label(epsilon: float | None) -> str:
 
 def heads_epsilon(heads: str) -> float | None:
     """The epsilon a heads label stands for (infinity for ``inf``); None for original/backbone."""
+    heads = str(heads).partition("@")[0]  # a transferred heads key: the epsilon it was trained at
     if heads == NO_DP:
         return math.inf
     try:
@@ -53,7 +54,7 @@ def heads_sort_key(heads: str) -> tuple[int, float, str]:
     epsilon = heads_epsilon(heads)
     if epsilon is None:
         return (3, 0.0, str(heads))
-    return (2, epsilon, "")
+    return (2, epsilon, str(heads).partition("@")[2])  # own heads before transferred ones
 
 
 def sort_heads(heads) -> list[str]:
@@ -61,8 +62,20 @@ def sort_heads(heads) -> list[str]:
     return sorted({str(h) for h in heads}, key=heads_sort_key)
 
 
+def split_heads_key(heads: str) -> tuple[str, str | None]:
+    """``(label, training cohort)`` of a shown-views ``heads_key``: ``1@site-a`` -> ("1", "site-a").
+
+    Heads trained on another cohort (a transfer) carry ``@<cohort>``; the rest have None.
+    """
+    label, sep, cohort = str(heads).partition("@")
+    return (label, cohort) if sep else (str(heads), None)
+
+
 def heads_name(heads: str) -> str:
     """How a heads label reads in prose: original heads, retrained without DP, DP heads at ε."""
+    label, source = split_heads_key(heads)
+    if source is not None:
+        return f"{heads_name(label)}, trained on {source}"
     if heads == ORIGINAL:
         return "original heads"
     if heads == NO_DP:
@@ -73,7 +86,10 @@ def heads_name(heads: str) -> str:
 
 
 def heads_short(heads: str) -> str:
-    """A short heads label for axes and table columns: original, ε=∞, ε=1."""
+    """A short heads label for axes and table columns: original, ε=∞, ε=1 (ε=1 from A)."""
+    label, source = split_heads_key(heads)
+    if source is not None:
+        return f"{heads_short(label)} from {source}"
     if heads in (ORIGINAL, BACKBONE):
         return heads
     return "ε=∞" if heads == NO_DP else f"ε={heads}"

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import EngineError
+from engine.heads import Heads, load_heads  # noqa: F401 - the one owner of heads files
 
 FEATURES_DIR = "features"
 MANIFEST = "manifest.json"
@@ -45,26 +46,6 @@ def pair_dir(cache: Path, model: str, cohort: str) -> Path:
     from engine.models.registry import storage_key
 
     return Path(cache) / FEATURES_DIR / storage_key(model) / storage_key(cohort)
-
-
-@dataclass
-class Heads:
-    """The model's original projection heads, rebuilt as plain torch modules.
-
-    Attributes:
-        image: ``nn.Linear`` or ``nn.Sequential``: [B, d_img] -> [B, e].
-        text: likewise [B, d_txt] -> [B, e].
-        logit_scale: Log temperature of the model (fixed during DP retraining; logits are
-            ``exp(logit_scale) * cos``).
-        logit_bias: SigLIP's bias, or None.
-        description: The JSON structure the modules were rebuilt from.
-    """
-
-    image: Any
-    text: Any
-    logit_scale: float
-    logit_bias: float | None
-    description: dict
 
 
 @dataclass
@@ -178,26 +159,4 @@ def load_embeddings(
         image_embeddings=arr("image_embeddings"),
         text_embeddings=arr("text_embeddings"),
         manifest=manifest,
-    )
-
-
-def load_heads(folder: Path) -> Heads:
-    """Rebuild the original heads stored in an embedding folder (``heads.pt`` + ``heads.json``)."""
-    import torch
-
-    from engine.models.split import build_head
-
-    description = json.loads((Path(folder) / "heads.json").read_text(encoding="utf-8"))
-    state = torch.load(Path(folder) / "heads.pt", map_location="cpu", weights_only=True)
-    modules = {}
-    for tower in ("image", "text"):
-        module = build_head(description[tower])
-        module.load_state_dict(state[tower])
-        modules[tower] = module.eval()
-    return Heads(
-        image=modules["image"],
-        text=modules["text"],
-        logit_scale=float(description["logit_scale"]),
-        logit_bias=description.get("logit_bias"),
-        description=description,
     )

@@ -256,6 +256,7 @@ def train_ladder(
                       m.get("loss"))
                  for e, m, f in zip(entries, stored, folders)]
         register_models(db, _described(entries, config, cohort))
+        _record_run(db, cohort, key, config, rungs, meta)
         return LadderResult(rungs=rungs, reused=True, folder=folders[0].parent,
                             n_train=len(train), n_eval=len(held), pool_size=stored[0]["pool_size"],
                             train_seconds=float(stored[-1].get("train_seconds", 0.0)),
@@ -353,10 +354,24 @@ def train_ladder(
             _save_rung(model, config, folder, rung_meta)
             rungs.append(Rung(entry.name, epochs, folder, recall, lift, last_loss))
     register_models(db, _described(entries, config, cohort))
+    _record_run(db, cohort, key, config, rungs, meta)
     return LadderResult(rungs=rungs, reused=False, folder=folders[0].parent, n_train=len(train),
                         n_eval=len(held), pool_size=min(config.pool_size, len(held)),
                         train_seconds=train_seconds, preprocess_seconds=preprocess_seconds,
                         seconds=time.perf_counter() - started)
+
+
+def _record_run(db: Path, cohort: str, key: str, config: LadderConfig, rungs: list[Rung],
+                meta: dict) -> None:
+    """The ladder's run record (reused: the earlier record is shown again)."""
+    from engine.runs import Run, record_run
+
+    run = Run("ladder", None, cohort, {"ladder_key": key, "config": asdict(config),
+                                      "rungs": [r.name for r in rungs]},
+              cohort_fingerprint=meta.get("fingerprint"))
+    if not run.reuse(db):
+        record_run(db, run, n_rows=len(rungs), message="; ".join(
+            f"{r.name}: {r.epochs} epochs, held-out lift {r.lift:.2f}" for r in rungs))
 
 
 def _described(entries: list[ModelEntry], config: LadderConfig, cohort: str) -> list[ModelEntry]:
