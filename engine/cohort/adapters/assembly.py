@@ -34,7 +34,11 @@ def finish(items: pd.DataFrame, log: LoadLog, root: Path) -> CohortLoad:
     if items.empty:
         kinds = Counter(p.kind for p in log.problems)
         summary = ", ".join(f"{k} x{n}" for k, n in kinds.most_common(4)) or "no rows listed"
-        first = f"; first: {log.problems[0]}" if log.problems else ""
+        # The first problem that dropped something, of the most frequent kind: the likely cause.
+        dropped = [p for p in log.problems if p.skipped] or log.problems
+        top = Counter(p.kind for p in dropped).most_common(1)
+        example = next((p for p in dropped if p.kind == top[0][0]), None) if top else None
+        first = f"; e.g. {example}" if example else ""
         log.stats["images_kept"] = log.stats["studies_kept"] = log.stats["patients_kept"] = 0
         empty = CohortLoad(items=conform(items), problems=log.problems, stats=dict(log.stats))
         raise NoUsableImages(f"{root}: no usable images ({summary}){first}", empty)
