@@ -170,7 +170,7 @@ def umap_scatter(points: pd.DataFrame, colour_by: str, *, title: str = "",
                                          colorbar=dict(title="log10 expected rank",
                                                        thickness=12)))
         return _layout(fig, x="UMAP 1", y="UMAP 2", height=height).update_layout(
-            title=plain(title))
+            title=plain(title), dragmode="select")
     if colour_by == "modality":
         keys, palette = p["modality"].fillna("?"), MODALITY_COLOURS
     elif colour_by == "split":
@@ -193,7 +193,9 @@ def umap_scatter(points: pd.DataFrame, colour_by: str, *, title: str = "",
                 marker=dict(size=5, opacity=0.75, color=palette.get(key, "#888"), symbol=symbol),
             ))
             shown = True
-    return _layout(fig, x="UMAP 1", y="UMAP 2", height=height).update_layout(title=plain(title))
+    # a drag box-selects (the caption's first suggestion); zoom stays in the mode bar
+    return _layout(fig, x="UMAP 1", y="UMAP 2", height=height).update_layout(
+        title=plain(title), dragmode="select")
 
 
 def frontier_plot(frame: pd.DataFrame, *, x: str = "recall",

@@ -51,6 +51,8 @@ class Context:
 # Characters with a meaning anywhere in a line of (GitHub-flavoured) Markdown or in Streamlit's
 # extensions (:colour[...] directives, :material/icons:, $maths$); a backslash makes each literal.
 _INLINE = re.compile(r"([\\`*_\[\]<>$~|:@&])")
+# What Streamlit's Markdown turns into a link whatever the escaping (GFM autolink literals).
+_LINKABLE = re.compile(r"(?i)(://|\bwww\.|@|\bmailto:)")
 # What starts a block only at the beginning of a line (headings, lists, quotes, tables).
 _LEADING = re.compile(r"^(\s*)([#+=>-]|\d+(?=[.)]))")
 
@@ -59,13 +61,17 @@ def esc(value) -> str:
     """Any value as literal Markdown text, on one line.
 
     Line breaks become spaces (a value never starts a block of its own), Markdown and Streamlit
-    syntax characters are backslash-escaped, and ``www.`` loses its autolink. ``None`` reads as
-    an empty string. Use it for every database string shown in a Markdown-rendering element.
+    syntax characters are backslash-escaped; a value holding a URL, a ``www.`` name or an ``@``
+    becomes a code span (Streamlit links those even when escaped). ``None`` reads as an empty
+    string. Use it for every database string shown in a Markdown-rendering element.
     """
     text = "" if value is None else str(value)
     text = re.sub(r"\s+", " ", text)
+    if _LINKABLE.search(text):
+        # Streamlit links URLs, www. names and e-mail addresses even when escaped; a code span
+        # is never linked, so such a value is shown as code.
+        return command(text)
     text = _INLINE.sub(r"\\\1", text)
-    text = re.sub(r"(?i)\bwww\.", lambda m: m.group(0)[:-1] + "\\.", text)
     match = _LEADING.match(text)
     if match:
         if match.group(2)[0].isdigit():  # "1." / "1)" starts an ordered list

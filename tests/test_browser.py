@@ -1,7 +1,9 @@
 """The dashboard in a real browser: Debian Chromium driven by Playwright against `streamlit run`.
 
-Visits every page on the seeded database, moves the epsilon slider, waits for each script run
-to finish and saves a screenshot per page (to ``$RELINK_SCREENSHOTS``, e.g. ``docs/screenshots``, when set;
+Visits every page on the seeded database (with a hostile patient id), moves the epsilon slider,
+box-selects points in the joint space by dragging the mouse, ticks an explorer row after a search
+(checking the detail shows that image and the hostile id as plain text), opens ``/overview``,
+waits for each script run to finish and saves a screenshot per page (to ``$RELINK_SCREENSHOTS``, e.g. ``docs/screenshots``, when set;
 otherwise to a temporary folder). Skipped (with the reason) only when the Chromium executable is
 missing; never downloads a browser.
 """
@@ -38,14 +40,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+HOSTILE = "[click me](http://example.com) <b>bold</b> www.example.com evil.com me@evil.org"
+
+
 @pytest.fixture(scope="module")
-def server(seeded):
+def browser_db(seeded, tmp_path_factory):
+    """The seeded database with a hostile patient id (Markdown link, HTML, bare URL)."""
+    import shutil
+
+    from engine import store
+
+    db = tmp_path_factory.mktemp("browser") / "results.duckdb"
+    shutil.copy(seeded.db, db)
+    with store.connect_write(db) as con:
+        con.execute("UPDATE items SET patient_id = ? WHERE cohort = ?", [HOSTILE, seeded.cohort])
+    return db
+
+
+@pytest.fixture(scope="module")
+def server(browser_db):
     port = _free_port()
-    env = {**os.environ, "RELINK_DB": str(seeded.db)}
+    env = {**os.environ, "RELINK_DB": str(browser_db)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
          "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
-         "--browser.gatherUsageStats", "false"],
+         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -106,6 +125,20 @@ def _screenshot(page, path: Path) -> None:
     page.set_viewport_size({"width": width, "height": 1000})
 
 
+def _nav(page, title: str) -> None:
+    page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+    _settle(page)
+
+
+def _click_row(page, row: int, table: int = 0) -> None:
+    """Tick row `row` (0-based) of a table: glide-data-grid draws on a canvas, rows 35 px high."""
+    grid = page.get_by_test_id("stDataFrame").nth(table)
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 15, box["y"] + 35 + 35 * row + 17)
+    _settle(page)
+
+
 def test_every_page_renders_and_the_epsilon_slider_moves(server, browser, tmp_path):
     from playwright.sync_api import expect
 
@@ -137,13 +170,97 @@ def test_every_page_renders_and_the_epsilon_slider_moves(server, browser, tmp_pa
             before = page.get_by_test_id("stMetricValue").first.inner_text()
             slider = page.get_by_role("slider").first
             slider.focus()
-            slider.press("End")  # to "original heads"
+            slider.press("Home")  # to "original heads" (the page opens on the smallest eps)
             _settle(page)
             expect(page.get_by_test_id("stMetricValue").first).not_to_have_text(before)
-            slider.press("Home")
-            slider.press("ArrowRight")  # to eps = inf
+            slider.press("End")  # to eps = inf
             _settle(page)
             assert page.get_by_test_id("stException").count() == 0
         _screenshot(page, SHOTS / f"{name}.png")
     assert errors == []
     page.close()
+
+
+def test_joint_space_box_select_by_mouse_drag_lists_the_pairs(server, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(f"{server}/joint-space")
+    _settle(page)
+    expect(page.get_by_text("Nothing selected yet")).to_be_visible()
+    chart = page.get_by_test_id("stPlotlyChart").first
+    chart.scroll_into_view_if_needed()
+    area = chart.locator(".nsewdrag").first
+    box = area.bounding_box()
+    # drag a box over the whole plotting area: every point is selected
+    page.mouse.move(box["x"] + 2, box["y"] + 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] - 2, steps=8)
+    page.mouse.up()
+    _settle(page)
+    expect(page.get_by_text("Nothing selected yet")).to_have_count(0)
+    heading = page.get_by_text("original heads:", exact=False).filter(has_text="items")
+    expect(heading.first).to_be_visible()
+    shown = int(heading.first.inner_text().split(":")[1].split()[0].replace(",", ""))
+    assert shown > 0  # the dict customdata of a browser selection maps back to items
+    expect(page.get_by_text("(first selected):", exact=False)).to_be_visible()
+    assert page.get_by_test_id("stException").count() == 0
+    page.close()
+
+
+def test_explorer_row_after_a_search_shows_that_image(server, browser, browser_db, seeded):
+    from playwright.sync_api import expect
+
+    from dashboard import data, logic
+
+    state = data.db_state(browser_db)
+    ranks = data.query_ranks(state.path, state.token, seeded.cohort, seeded.specialist,
+                             "original", "test")
+    hits = data.search_reports(state.path, state.token, seeded.cohort, "effusion")
+    expected = logic.filter_queries(ranks, ids=hits)["image_id"].tolist()
+    assert len(expected) >= 3
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(f"{server}/explorer")
+    _settle(page)
+    box = page.get_by_test_id("stTextInput").locator("input").first
+    box.fill("effusion")
+    box.press("Enter")
+    _settle(page)
+    expect(page.get_by_text(f"{len(expected):,} of {len(ranks):,} images match")).to_be_visible()
+    expect(page.get_by_role("heading", name=f"Image {expected[0]}")).to_be_visible()
+    _click_row(page, 2)
+    expect(page.get_by_role("heading", name=f"Image {expected[2]}")).to_be_visible()
+    # the hostile patient id is shown as text: no link, no bold, no autolink
+    main = page.get_by_test_id("stMain")
+    caption = main.get_by_test_id("stCaptionContainer").filter(
+        has_text="[click me](http://example.com) <b>bold</b> www.example.com evil")
+    expect(caption).to_have_count(1)
+    assert main.locator("a", has_text="click me").count() == 0
+    links = main.locator("a[href*='example.com'], a[href*='evil']")
+    assert links.count() == 0, [links.nth(i).evaluate("e => e.parentElement.outerHTML")
+                                for i in range(links.count())]
+    assert main.locator("b", has_text="bold").count() == 0
+    # narrowing the search keeps the ticked image when it is still listed
+    box.fill("pleural effusion")
+    box.press("Enter")
+    _settle(page)
+    narrowed = logic.filter_queries(ranks, ids=data.search_reports(
+        state.path, state.token, seeded.cohort, "pleural effusion"))["image_id"].tolist()
+    want = expected[2] if expected[2] in narrowed else narrowed[0]
+    expect(page.get_by_role("heading", name=f"Image {want}")).to_be_visible()
+    assert page.get_by_test_id("stException").count() == 0
+    page.close()
+
+
+def test_overview_url_and_report_frame(server, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(f"{server}/overview")
+    _settle(page)
+    expect(page.locator("h1")).to_have_text("Re-linkage risk overview")
+    assert page.get_by_text("Page not found").count() == 0
+    assert page.get_by_test_id("stException").count() == 0
+    page.close()
+

@@ -379,17 +379,31 @@ def test_explorer_never_flags_the_true_report_as_a_matched_negative(seeded, monk
 def test_database_strings_reach_the_page_as_text(seeded, tmp_path, monkeypatch):
     db = tmp_path / "hostile.duckdb"
     shutil.copy(seeded.db, db)
-    link = "[click me](http://example.com) <b>bold</b> www.example.com :red[x] $x$"
+    link = "[click me](http://example.com) <b>bold</b> www.example.com"
+    markup = "**big** [x](y) <i>i</i> :red[z] $m$ `tick`"
     with store.connect_write(db) as con:
         con.execute("UPDATE items SET patient_id = ? WHERE cohort = ?", [link, seeded.cohort])
-        con.execute("UPDATE models SET description = ?", [link])
+        con.execute("UPDATE models SET description = ?", [markup])
     at = _page(_app(db, monkeypatch).run(), "explorer")
     _ok(at)
     captions = [c.value for c in at.caption]
     patient = next(c for c in captions if c.startswith("Study "))
-    assert "\\[click me\\](http\\://example.com)" in patient and "\\<b\\>" in patient
-    assert "www\\.example" in patient and "\\:red\\[x\\]" in patient and "\\$x\\$" in patient
-    assert any("\\[click me\\]" in c for c in captions)  # the model description in the sidebar
+    assert f"patient `{link}`" in patient  # a linkable value is a code span: never linked
+    about = next(c for c in captions if "specialisation level" in c)
+    assert "\\*\\*big\\*\\* \\[x\\](y) \\<i\\>i\\</i\\> \\:red\\[z\\] \\$m\\$ \\`tick\\`" in about
+
+
+def test_esc_and_command():
+    from dashboard import ui
+
+    assert ui.esc("ladder-2-specialist") == "ladder-2-specialist"
+    assert ui.esc("# title") == "\\# title" and ui.esc("- item") == "\\- item"
+    assert ui.esc("1. first") == "1\\. first" and ui.esc("> quote") == "\\> quote"
+    assert ui.esc("a\n\n# b") == "a # b"  # one line: a value never opens a block
+    assert ui.esc(None) == ""
+    assert ui.esc("mail me@x.org") == "`mail me@x.org`"
+    assert ui.command("a `b` c") == "`` a `b` c ``"
+    assert ui.command("plain") == "`plain`"
 
 
 def test_explorer_search_filter_split_and_heads(seeded, monkeypatch):
