@@ -5,13 +5,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean-cache
+.PHONY: demo test study venv clean-cache
 
 demo: $(STAMP)
 	$(PY) -m engine demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The audit at the study's scale on rendered PadChest (real reports, synthetic images); results
+# in cache/study. Small runs: make study STUDY_ARGS="--max-patients 2000"
+STUDY_ARGS ?=
+study: $(STAMP)
+	$(PY) -m engine study $(STUDY_ARGS)
 
 venv: $(STAMP)
 
