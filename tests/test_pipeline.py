@@ -72,3 +72,20 @@ def test_umap_maps_every_heads(audited):
     assert main([*g, "umap", "--model", model, "--cohort", "A"]) == 0
     maps = store.read_df(db, "SELECT DISTINCT heads FROM umap_points ORDER BY heads")
     assert list(maps["heads"]) == ["1", "8", "inf", "original"]
+
+
+def test_readme_tables_come_from_the_engine_written_database(audited, tmp_path, capsys):
+    db, cache, model, g = audited
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:begin -->\n<!-- results:end -->\n", encoding="utf-8")
+    assert main([*g, "readme", "--readme", str(readme), "--cohort", "A", "--external", "B"]) == 0
+    text = readme.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert any(line.startswith(f"| {model} |") for line in lines)  # the ladder table's one model
+    dp = text.split("**DP on the projection heads**", 1)[1].split("**Transfer**", 1)[0]
+    assert [line.split(" | ")[0][2:] for line in dp.splitlines() if line.startswith("| ")] == [
+        "heads", "original", "ε=1", "ε=8", "ε=∞"]
+    transfer = text.split("**Transfer**", 1)[1]
+    assert "external cohort `B`" in transfer and "| ε=8 |" in transfer
+    assert main([*g, "readme", "--readme", str(readme), "--cohort", "A", "--external", "B",
+                 "--check"]) == 0
