@@ -47,8 +47,8 @@ def test_every_heads_label_is_attacked_on_both_cohorts(audited):
 
 def test_dp_runs_utility_and_membership_are_stored(audited):
     db, *_ = audited
-    dp = store.read_df(db, "SELECT heads, epsilon, patient_epsilon, accountant, privacy_unit FROM dp_runs "
-                 "ORDER BY heads")
+    dp = store.read_df(db, "SELECT heads, epsilon, patient_epsilon, accountant, privacy_unit "
+                           "FROM dp_runs ORDER BY heads")
     assert list(dp["heads"]) == ["1", "8", "inf"]
     finite = dp[dp.heads != "inf"]
     assert (finite["epsilon"] <= finite["heads"].astype(float) * 1.02).all()
