@@ -41,7 +41,7 @@ def _assert_same(fast, slow):
 
 
 @pytest.mark.parametrize("q, chunk, tile", [(300, 64, None), (300, 50, 37), (90, 7, 11),
-                                           (300, 1000, 1024)])
+                                           (300, 1000, 1024), (300, 64, 130)])
 def test_counts_match_naive_full_matrix_for_any_chunking(q, chunk, tile):
     images, reports, keys, patients = _cohort(q=q)
     fast = count_ranks(images, reports, label_keys=keys, patients=patients, chunk=chunk, tile=tile)

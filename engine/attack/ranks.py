@@ -39,6 +39,10 @@ FIELDS = ("n_greater", "n_tied", "n_matched", "n_matched_greater", "n_matched_ti
 _EXACT_FLOAT32 = 2 ** 24
 # Below this many scores (q * q) one CPU thread is faster than several.
 _SMALL = 2 ** 24
+# Columns per block of the two-step row maximum.
+_BLOCK = 64
+# Matched ranges up to this many columns are summed by one gather instead of one product each.
+_NARROW = 256
 
 
 @dataclass(frozen=True)
@@ -150,8 +154,8 @@ class RankCounter:
         self.cp_codes, self.cp_n = np.unique(
             self.col_of_item * max(self.n_patients, 1) + patient_codes, return_counts=True)
 
-        # Queries in label-key order (then by the column of their true item): fixed chunks.
-        self.query_order = np.lexsort((self.col_of_item, key_codes))
+        # Queries in the order of their true item's column (so by label key): fixed chunks.
+        self.query_order = np.argsort(self.col_of_item, kind="stable")
         self.chunk = int(chunk or (8192 if on_gpu else 1024))
         budget = (2 << 30) if on_gpu else (256 << 20)
         self.tile = int(tile or max(1024, budget // (4 * self.chunk)))
@@ -175,9 +179,9 @@ class RankCounter:
         dev = self.device
         acc = torch.float64
         row_keys = self.key_codes[rows]
-        true_cols = self.col_of_item[rows]
-        T, pos = np.unique(true_cols, return_inverse=True)  # tile 0: the chunk's true columns
-        T_t = torch.from_numpy(T).to(dev)
+        # Queries are ordered by the column of their true item and every column is some item's,
+        # so this chunk's true columns are exactly the columns lo..hi-1: tile 0.
+        lo, hi = int(self.col_of_item[rows[0]]), int(self.col_of_item[rows[-1]]) + 1
         qb = self.Q[torch.from_numpy(rows).to(dev)]
         A = torch.zeros(b, dtype=acc, device=dev)
         B = torch.zeros_like(A)
@@ -185,22 +189,21 @@ class RankCounter:
         Bm = torch.zeros_like(A)
         tops: list[tuple] = []
 
-        # Tile 0: exact true scores; matched weights per (row, column) from the label keys.
-        x = qb @ self.U[T_t].T
-        true_score = x[torch.arange(b, device=dev), torch.from_numpy(pos).to(dev)].clone()
-        w0 = self.w[T_t]
+        # Tile 0: the true scores come from the same product as their columns.
+        x = qb @ self.U[lo:hi].T
+        pos = torch.from_numpy(self.col_of_item[rows] - lo).to(dev)
+        true_score = x[torch.arange(b, device=dev), pos].clone()
+        w0 = self.w[lo:hi]
         key_t = torch.from_numpy(row_keys).to(dev)
-        wm0 = (key_t[:, None] == torch.from_numpy(self.col_primary[T]).to(dev)[None, :]) \
-            * self.wp[T_t]
-        sel = np.isin(self.extra_col, T)
-        if sel.any():
-            # Identical embeddings filed under other keys: their counts for those keys' rows.
-            e_col = np.searchsorted(T, self.extra_col[sel])
-            for c, k, n in zip(e_col, self.extra_key[sel], self.extra_n[sel]):
-                r = np.flatnonzero(row_keys == k)
-                if len(r):
-                    wm0[torch.from_numpy(r).to(dev), int(c)] += float(n)
-        self._top(x, T_t, tops)
+        primary_t = torch.from_numpy(self.col_primary[lo:hi]).to(dev)
+        wm0 = (key_t[:, None] == primary_t[None, :]) * self.wp[lo:hi]
+        sel = (self.extra_col >= lo) & (self.extra_col < hi)
+        for c, k, n in zip(self.extra_col[sel], self.extra_key[sel], self.extra_n[sel]):
+            # Identical embeddings filed under another key: their count for that key's rows.
+            r = np.flatnonzero(row_keys == k)
+            if len(r):
+                wm0[torch.from_numpy(r).to(dev), int(c) - lo] += float(n)
+        self._top(x, lo, tops)
         x.sub_(true_score[:, None]).sign_()
         A += (self._cast(x) @ w0).to(acc)
         Am += (self._cast(x) * wm0).sum(1).to(acc)
@@ -209,33 +212,36 @@ class RankCounter:
         Bm += (self._cast(x) * wm0).sum(1).to(acc)
         del x, wm0
 
-        # Key ranges of this chunk's rows (rows are sorted by key).
-        keys_here, r_start = np.unique(row_keys, return_index=True)
-        r_stop = np.append(r_start[1:], b)
+        # Each row's matched columns (its key's range), split per tile into wide ranges (one
+        # product per run of rows sharing the key) and narrow ones (one gather for all rows).
+        row_k0, row_k1 = self.key_start[row_keys], self.key_stop[row_keys]
+        cut = np.flatnonzero(np.diff(row_keys)) + 1
+        r_start, r_stop = np.r_[0, cut], np.r_[cut, b]
         extra_rows = self._extra_pairs(row_keys)
 
-        for c0 in range(0, self.n_cols, self.tile):
-            c1 = min(c0 + self.tile, self.n_cols)
+        spans = [(c0, min(c0 + self.tile, lo)) for c0 in range(0, lo, self.tile)]
+        spans += [(c0, min(c0 + self.tile, self.n_cols)) for c0 in range(hi, self.n_cols, self.tile)]
+        for c0, c1 in spans:
             x = qb @ self.U[c0:c1].T
-            local = T[(T >= c0) & (T < c1)] - c0
-            local_t = torch.from_numpy(local).to(dev)
-            if len(local):
-                x.index_fill_(1, local_t, float("-inf"))  # counted in tile 0
-            self._top(x, None, tops, offset=c0)
+            self._top(x, c0, tops)
             x.sub_(true_score[:, None]).sign_()
-            if len(local):
-                x.index_fill_(1, local_t, 0.0)
             w, wp = self.w[c0:c1], self.wp[c0:c1]
+            k0, k1 = np.clip(row_k0, c0, c1) - c0, np.clip(row_k1, c0, c1) - c0
+            span = k1 - k0
+            wide = [(s0, s1) for s0, s1 in zip(r_start, r_stop) if span[s0] > _NARROW]
+            narrow = self._narrow_index(k0, span, c1 - c0, wp)
             for phase in (0, 1):
                 if phase:
                     x.abs_()
                 total = (self._cast(x) @ w).to(acc)
                 matched = torch.zeros(b, dtype=acc, device=dev)
-                for k, s0, s1 in zip(keys_here, r_start, r_stop):
-                    k0, k1 = max(self.key_start[k], c0), min(self.key_stop[k], c1)
-                    if k1 > k0:
-                        block = self._cast(x[s0:s1, k0 - c0:k1 - c0])
-                        matched[s0:s1] += (block @ wp[k0 - c0:k1 - c0]).to(acc)
+                for s0, s1 in wide:
+                    a0, a1 = int(k0[s0]), int(k1[s0])
+                    matched[s0:s1] += (self._cast(x[s0:s1, a0:a1]) @ wp[a0:a1]).to(acc)
+                if narrow is not None:
+                    n_rows, flat, weights = narrow
+                    vals = self._cast(x.reshape(-1)[flat]) * weights
+                    matched.index_add_(0, n_rows, vals.sum(1).to(acc))
                 if extra_rows is not None:
                     r_ix, c_ix, n = extra_rows
                     inside = (c_ix >= c0) & (c_ix < c1)
@@ -262,6 +268,21 @@ class RankCounter:
                     n_matched_greater=n_m_greater, n_matched_tied=n_m_tied,
                     top1_same_patient=self._top1(rows, tops))
 
+    def _narrow_index(self, k0, span, width, wp):
+        """Flat indices into a [b, width] tile, and weights, of the rows' narrow key ranges."""
+        torch = self.torch
+        rows = np.flatnonzero((span > 0) & (span <= _NARROW))
+        if not len(rows):
+            return None
+        dev = self.device
+        most = int(span[rows].max())
+        j = np.arange(most)
+        valid = j[None, :] < span[rows, None]
+        cols = np.where(valid, k0[rows, None] + j[None, :], 0)
+        flat = torch.from_numpy(rows[:, None] * width + cols).to(dev)
+        weights = wp[torch.from_numpy(cols).to(dev)] * torch.from_numpy(valid).to(dev)
+        return torch.from_numpy(rows).to(dev), flat, weights
+
     def _cast(self, x):
         """The sign matrix in the dtype of the weights (a copy only past 2**24 items)."""
         return x if x.dtype == self.dtype else x.to(self.dtype)
@@ -281,25 +302,44 @@ class RankCounter:
             return None
         return np.concatenate(r_all), np.concatenate(c_all), np.concatenate(n_all)
 
-    def _top(self, x, cols, tops, offset: int = 0) -> None:
-        """Record each row's maximum, its column and any exact ties at it within this tile."""
+    def _top(self, x, offset: int, tops) -> None:
+        """Record each row's maximum in this tile, its column, and every column tying it.
+
+        The maximum is found per block of `_BLOCK` columns first (a plain max reduction, much
+        cheaper than a max with indices over the whole row), then inside the winning block.
+        """
         torch = self.torch
-        v, j = x.max(dim=1)
-        r = torch.arange(len(v), device=x.device)
-        x[r, j] = float("-inf")
-        v2 = x.amax(dim=1) if x.shape[1] > 1 else torch.full_like(v, float("-inf"))
-        x[r, j] = v
-        ok = v > float("-inf")
-        tied = ok & (v2 == v)
-        single = ok & ~tied
-        rr, jj = r[single], j[single]
+        b, width = x.shape
+        if width == 0:
+            return
+        nb = width // _BLOCK
+        r = torch.arange(b, device=x.device)
+        if nb:
+            blocks = x[:, :nb * _BLOCK].reshape(b, nb, _BLOCK).amax(2)  # a view, no copy
+            v, blk = blocks.max(1)
+            n_at = (blocks == v[:, None]).sum(1)
+            inside = x.gather(1, blk[:, None] * _BLOCK + torch.arange(_BLOCK, device=x.device))
+            col = blk * _BLOCK + inside.argmax(1)
+            count = torch.where(n_at > 1, 2, (inside == v[:, None]).sum(1))
+        if width % _BLOCK:
+            tail = x[:, nb * _BLOCK:]
+            tv, ti = tail.max(1)
+            tn = (tail == tv[:, None]).sum(1)
+            if nb:
+                better, same = tv > v, tv == v
+                col = torch.where(better, ti + nb * _BLOCK, col)
+                count = torch.where(better, tn, torch.where(same, count + tn, count))
+                v = torch.maximum(v, tv)
+            else:
+                v, col, count = tv, ti, tn
+        tied = count > 1
+        rr, jj = r[~tied], col[~tied]
         if tied.any():
             tr = torch.nonzero(tied).squeeze(1)
             hit = torch.nonzero(x[tr] == v[tr, None])
             rr = torch.cat([rr, tr[hit[:, 0]]])
             jj = torch.cat([jj, hit[:, 1]])
-        cols_global = cols[jj] if cols is not None else jj + offset
-        tops.append((rr.cpu().numpy(), cols_global.cpu().numpy(), v[rr].cpu().numpy()))
+        tops.append((rr.cpu().numpy(), (jj + offset).cpu().numpy(), v[rr].cpu().numpy()))
 
     def _top1(self, rows, tops) -> np.ndarray:
         """P(top-ranked candidate belongs to the query's patient), ties broken uniformly."""
