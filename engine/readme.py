@@ -120,7 +120,11 @@ def _ladder(con, src: _Source, cohort: str) -> tuple[str, list[str]]:
         return "", []
     held = metrics[(metrics["split"] == "test") & (metrics["negatives"] == "random")]
     sizes = sorted(int(s) for s in held["pool_size"].unique())
-    n_h = _headline_n(sizes)
+    # The members' pools are drawn from the train split, whose full size differs: compare the
+    # splits at N = 100, else at the largest N both have.
+    members = metrics[(metrics["split"] == "train") & (metrics["negatives"] == "random")]
+    common = sorted(set(sizes) & {int(s) for s in members["pool_size"].unique()})
+    n_h = HEADLINE_N if HEADLINE_N in sizes else (common[-1] if common else _headline_n(sizes))
     header = ["model", "epochs"]
     for n in sizes:
         full = bool((held[held["pool_size"] == n]["n_queries"] == n).all())
