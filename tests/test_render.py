@@ -74,6 +74,14 @@ def test_padchest_round_trip_has_no_join_losses(rendered):
     sidecar = read_sidecar(out)
     assert sidecar["source"] == "padchest" and sidecar["n_studies"] == summary.n_studies
     assert sum(sidecar["drawn"].values()) + sum(sidecar["undrawn"].values()) > 0
+    # `cohort check` shows what the images do not show
+    from engine.cohort.check import format_check_report
+
+    report = format_check_report(load, fmt="padchest", root=out)
+    assert f"{sum(sidecar['undrawn'].values())} not drawn" in report
+    worst = max(sidecar["undrawn"].items(), key=lambda kv: (kv[1], kv[0]), default=None)
+    if worst:
+        assert f"  {worst[0]}: {worst[1]}" in report
 
 
 def test_same_seed_same_bytes_and_resume(rendered, tmp_path):

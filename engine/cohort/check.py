@@ -38,7 +38,28 @@ def format_check_report(load: CohortLoad, *, fmt: str, root: Path) -> str:
     lines += _label_coverage(items)
     lines += ["", _problem_headline(load.problems)]
     lines += _problems(load.problems)
+    lines += _rendered(root)
     return "\n".join(lines)
+
+
+def _rendered(root: Path) -> list[str]:
+    """For a cohort written by `cohort render`: the findings its images do not show, per label."""
+    from engine.cohort.render.release import read_sidecar
+
+    sidecar = read_sidecar(root)
+    if not sidecar:
+        return []
+    undrawn = dict(sorted(sidecar.get("undrawn", {}).items(), key=lambda kv: (-kv[1], kv[0])))
+    drawn = sum(sidecar.get("drawn", {}).values())
+    lines = ["", f"Rendered cohort (real report text, synthetic images; {sidecar.get('source')},"
+                 f" seed {sidecar.get('seed')}, {sidecar.get('image_size')} px): "
+                 f"{drawn} finding mentions drawn, {sum(undrawn.values())} not drawn "
+                 "(no painter for the label):"]
+    for label, n in list(undrawn.items())[:MAX_PER_KIND]:
+        lines.append(f"  {label}: {n}")
+    if len(undrawn) > MAX_PER_KIND:
+        lines.append(f"    ... and {len(undrawn) - MAX_PER_KIND} more labels (render.json)")
+    return lines
 
 
 def _counts(items: pd.DataFrame) -> list[str]:
