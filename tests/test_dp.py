@@ -22,7 +22,8 @@ from engine.dp.losses import InGroupInfoNCE, ProjectionHeads, PublicNegativeInfo
 from engine.dp.training import DPConfig, grad_sample_mode_for, train_heads  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook:UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:Full backward hook:UserWarning"),
+              pytest.mark.filterwarnings("ignore:Secure RNG turned off:UserWarning")]
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -173,6 +174,84 @@ def test_private_path_without_clipping_or_noise_equals_non_private_training(mode
             moved = max(moved, (pa - po).abs().max().item())
     assert moved > 1e-3  # training really changed the heads
     assert np.allclose(plain.epoch_losses, dp.epoch_losses, atol=1e-5)
+
+
+# --- (b2) the engine's fast clipping == Opacus's clipped and noised gradient ------------------
+
+def _clipped_step_grads(mode, mlp, sigma, unit="group"):
+    """p.grad after one private step of `mode` (Opacus's DPOptimizer or the fast clipper)."""
+    from engine.dp.training import _Loop, _TrainingData
+
+    image, text, patients = _pairs(n=120)
+    ih, th = _heads(mlp=mlp)
+    rng = np.random.default_rng(3)
+    pub = (rng.normal(size=(30, D_IMG)).astype(np.float32),
+           rng.normal(size=(30, D_TXT)).astype(np.float32))
+    config = DPConfig(epochs=1, group_size=8, batch_size=6, max_grad_norm=0.05,
+                      grad_sample_mode=mode, optimizer="sgd", momentum=0.0, lr=1e-12,
+                      privacy_unit=unit, public_negatives=7)
+    data = _TrainingData.build(image, text, patients, None, config, *pub)
+    loop = _Loop(data, ih, th, 20.0, config)
+    loop.make_private(epsilon=None, noise_multiplier=sigma, delta=1e-5)
+    batch = next(iter(loop.loader))
+    loop.optimizer.zero_grad(set_to_none=True)
+    loop._step(batch)
+    loop.optimizer.step()  # lr ~0: Opacus's pre-step fills p.grad, the weights stay
+    inner = getattr(loop.model, "_module", loop.model)
+    return [p.grad.detach().clone() for p in inner.parameters()], int(batch[0].shape[0])
+
+
+@pytest.mark.parametrize(("mlp", "unit"), [(False, "group"), (True, "group"), (False, "pair")])
+def test_fast_clipping_equals_opacus_clipped_gradient_noise_off(mlp, unit):
+    fast, b = _clipped_step_grads("fast", mlp, 0.0, unit)
+    assert b > 1
+    for reference in ("hooks", "ghost"):
+        ref, _ = _clipped_step_grads(reference, mlp, 0.0, unit)
+        assert len(ref) == len(fast)
+        for g, r in zip(fast, ref):
+            assert r.abs().max() > 0  # clipping at C=0.05 left a non-zero gradient
+            assert (g - r).abs().max().item() < 1e-5, reference
+
+
+def test_fast_training_equals_opacus_training_same_noise_and_accountant():
+    """Same sigma, seed and steps: same heads (Opacus's noise draw order) and the same epsilon."""
+    image, text, patients = _pairs()
+    ih, th = _heads(mlp=True)
+    out = {}
+    for mode in ("fast", "hooks"):
+        config = DPConfig(epochs=2, lr=0.5, optimizer="sgd", momentum=0.0, max_grad_norm=0.05,
+                          grad_sample_mode=mode, group_size=8, batch_size=8, accountant="rdp")
+        out[mode] = train_heads(image, text, patients, image_head=ih, text_head=th,
+                                logit_scale=SCALE, noise_multiplier=1.0, config=config)
+    fast, hooks = out["fast"], out["hooks"]
+    assert fast.grad_sample_mode == "fast" and hooks.grad_sample_mode == "hooks"
+    assert fast.steps == hooks.steps > 0 and fast.sample_rate == hooks.sample_rate
+    assert fast.epsilon == pytest.approx(hooks.epsilon, rel=1e-12)
+    assert fast.epsilon == pytest.approx(accounting.epsilon_for(
+        fast.noise_multiplier, fast.sample_rate, fast.steps, fast.delta, "rdp"), rel=1e-12)
+    for a, b in ((fast.image_head, hooks.image_head), (fast.text_head, hooks.text_head)):
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            assert (pa - pb).abs().max().item() < 1e-5
+    # a target epsilon: the same noise search as make_private_with_epsilon
+    found = {}
+    for mode in ("fast", "ghost"):
+        config = DPConfig(epochs=1, group_size=8, batch_size=4, grad_sample_mode=mode,
+                          accountant="rdp")
+        found[mode] = train_heads(image, text, patients, image_head=ih, text_head=th,
+                                  logit_scale=SCALE, epsilon=3.0, config=config)
+    assert found["fast"].noise_multiplier == found["ghost"].noise_multiplier > 0
+    assert found["fast"].epsilon == pytest.approx(found["ghost"].epsilon, rel=1e-12)
+
+
+def test_dp_sgd_with_momentum_option_trains():
+    image, text, patients = _pairs()
+    ih, th = _heads()
+    r = train_heads(image, text, patients, image_head=ih, text_head=th, logit_scale=SCALE,
+                    epsilon=math.inf, config=DPConfig(epochs=2, optimizer="sgd", lr=1.0,
+                                                      group_size=8, batch_size=8))
+    assert r.epoch_losses[-1] < r.epoch_losses[0]
+    with pytest.raises(EngineError, match="optimizer"):
+        DPConfig(optimizer="rmsprop")
 
 
 # --- (c) stored epsilon == Opacus's accountant on the stored parameters ----------------------
@@ -377,7 +456,8 @@ def test_result_heads_are_clean_copies_and_runs_are_deterministic():
 
 
 def test_grad_sample_mode_auto():
-    assert grad_sample_mode_for(ProjectionHeads(*_heads())) == "ghost"
+    assert grad_sample_mode_for(ProjectionHeads(*_heads())) == "fast"
+    assert grad_sample_mode_for(ProjectionHeads(*_heads(mlp=True))) == "fast"
     norm_head = nn.Sequential(nn.Linear(D_IMG, EMB), nn.LayerNorm(EMB))
     assert grad_sample_mode_for(ProjectionHeads(norm_head, _heads()[1])) == "hooks"
     assert grad_sample_mode_for(ProjectionHeads(*_heads()), "hooks") == "hooks"

@@ -41,7 +41,8 @@ from engine.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PRIVACY_UNITS = ("group", "pair")
-GRAD_SAMPLE_MODES = ("auto", "ghost", "hooks")
+GRAD_SAMPLE_MODES = ("auto", "fast", "ghost", "hooks")
+OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,10 @@ class DPConfig:
             ``n_units // min_steps_per_epoch`` for small cohorts.
         min_steps_per_epoch: Lower bound on optimizer steps per epoch for small cohorts.
         epochs: Passes over the data.
-        lr: Adam learning rate. Adam's step does not grow with the noise, so the rate bounds how
+        optimizer: ``adam`` (DP-Adam: Adam on the clipped, noised gradient) or ``sgd`` (DP-SGD
+            with heavy-ball `momentum`). Both are post-processing of the private gradient.
+        momentum: Momentum of ``sgd`` (ignored by ``adam``).
+        lr: Learning rate. Adam's step does not grow with the noise, so the rate bounds how
             far noise can push the heads; 1e-3 let non-private retraining improve the in-group
             loss and held-out retrieval on synthetic data, where 1e-4 barely moved the heads.
         max_grad_norm: Clipping norm C of a unit's gradient. On synthetic data the per-group
@@ -69,8 +73,9 @@ class DPConfig:
             and retrieval).
         delta: Target delta; lowered to ``1 / (10 n_units)`` when not below ``1 / n_units``.
         accountant: ``prv`` (falls back to ``rdp`` on numerical failure) or ``rdp``.
-        grad_sample_mode: ``auto`` (ghost clipping when every trainable layer is ``nn.Linear``,
-            else hooks), ``ghost`` or ``hooks``.
+        grad_sample_mode: ``auto`` (``fast`` when every trainable layer is ``nn.Linear``, else
+            ``hooks``), ``fast`` (this module's exact Gram-trick clipping, `_FastClipper`),
+            ``ghost`` (Opacus's ghost clipping) or ``hooks`` (Opacus's per-sample gradients).
         public_negatives: K, public negatives per step (``pair`` unit only).
         max_noise_multiplier: Noise ceiling; a target needing more fails fast with
             `PrivacyBudgetError`.
@@ -84,6 +89,8 @@ class DPConfig:
     batch_size: int = 64
     min_steps_per_epoch: int = 10
     epochs: int = 5
+    optimizer: str = "adam"
+    momentum: float = 0.9
     lr: float = 1e-3
     max_grad_norm: float = 1.0
     delta: float = 6e-6
@@ -106,6 +113,8 @@ class DPConfig:
             (self.min_steps_per_epoch >= 1, "min_steps_per_epoch", ">= 1"),
             (self.epochs >= 1, "epochs", ">= 1"),
             (self.lr > 0, "lr", "> 0"),
+            (self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}"),
+            (0 <= self.momentum < 1, "momentum", "in [0, 1)"),
             (self.max_grad_norm > 0, "max_grad_norm", "> 0"),
             (0 < self.delta < 1, "delta", "in (0, 1)"),
             (self.public_negatives >= 1, "public_negatives", ">= 1"),
@@ -135,7 +144,7 @@ class DPResult:
         steps: Optimizer steps taken.
         accountant: ``prv`` or ``rdp`` (the one that produced `epsilon`), None when non-private.
         privacy_unit: ``group`` or ``pair``.
-        grad_sample_mode: ``ghost`` or ``hooks`` (None when non-private).
+        grad_sample_mode: ``fast``, ``ghost`` or ``hooks`` (None when non-private).
         seconds: Wall time of the call (noise calibration and training).
         final_loss: Mean per-unit training loss over the last epoch. Diagnostic only: it is
             computed on the private data and is *not* covered by the DP guarantee.
@@ -300,11 +309,11 @@ def planned_steps(n_pairs: int, config: DPConfig) -> int:
 
 
 def grad_sample_mode_for(module, requested: str = "auto") -> str:
-    """``ghost`` when every layer holding trainable parameters is ``nn.Linear``, else ``hooks``.
+    """``fast`` when every layer holding trainable parameters is ``nn.Linear``, else ``hooks``.
 
-    Opacus's ghost clipping computes per-sample gradient norms without materialising the
-    gradients for ``nn.Linear`` (and ``nn.Embedding``); other layers would fall back to the
-    slower materialised path, so `auto` uses hooks for them.
+    The fast path (`_FastClipper`) gets every unit's gradient norm of an ``nn.Linear`` from one
+    ordinary backward pass by the Gram identity; other layers need Opacus's materialised
+    per-sample gradients (hooks).
     """
     from torch import nn
 
@@ -314,7 +323,7 @@ def grad_sample_mode_for(module, requested: str = "auto") -> str:
         if any(p.requires_grad for p in sub.parameters(recurse=False)) and not isinstance(
                 sub, nn.Linear):
             return "hooks"
-    return "ghost"
+    return "fast"
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,7 +464,7 @@ class _Loop:
         self.data, self.config = data, config
         self._heads = (image_head, text_head)
         self.model = self._fresh_model()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.optimizer = _optimizer(self.model.parameters(), config)
         loss_cls = InGroupInfoNCE if config.privacy_unit == "group" else PublicNegativeInfoNCE
         self.criterion = loss_cls(multiplier, reduction="mean")
         self.batch_size = effective_batch_size(data.n_units, config)
@@ -473,6 +482,7 @@ class _Loop:
         self.noise_multiplier = 0.0
         self.steps = 0
         self.n_empty = 0
+        self.clipper: _FastClipper | None = None
 
     def _fresh_model(self):
         from engine.dp.losses import ProjectionHeads
@@ -489,12 +499,16 @@ class _Loop:
         chain = ((config.accountant,) if config.accountant == "rdp"
                  else (config.accountant, "rdp"))
         plan_steps = int(config.epochs / self.sample_rate)  # what Opacus's search assumes
+        if self.mode == "fast":
+            self._make_private_fast(chain, epsilon=epsilon, noise_multiplier=noise_multiplier,
+                                    delta=delta, plan_steps=plan_steps)
+            return
         model, optimizer = self.model, self.optimizer
         for attempt, name in enumerate(chain):
             last = attempt == len(chain) - 1
             if attempt:  # a fresh model and optimizer: the failed attempt may have wrapped them
                 model = self._fresh_model()
-                optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+                optimizer = _optimizer(model.parameters(), config)
             kwargs = dict(
                 module=model, optimizer=optimizer, criterion=self.criterion,
                 data_loader=self.loader, max_grad_norm=config.max_grad_norm,
@@ -527,6 +541,47 @@ class _Loop:
         self.engine, self.private = engine, True
         self.noise_multiplier = float(self.optimizer.noise_multiplier)
 
+    def _make_private_fast(self, chain, *, epsilon, noise_multiplier, delta, plan_steps) -> None:
+        """Own DP-SGD step: Opacus's noise calibration and accountant, `_FastClipper` clipping.
+
+        The noise search is Opacus's `get_noise_multiplier` with the arguments
+        `make_private_with_epsilon` passes it (sample rate ``1 / len(loader)``, the configured
+        epochs, the accountant's default tolerance), so both paths find the same sigma.
+        """
+        import torch
+        from opacus.accountants.utils import get_noise_multiplier
+        from opacus.data_loader import DPDataLoader
+
+        config = self.config
+        for attempt, name in enumerate(chain):
+            try:
+                if epsilon is not None:
+                    accounting.check_budget(
+                        epsilon, delta=delta, sample_rate=self.sample_rate, steps=plan_steps,
+                        accountant=name, max_noise_multiplier=config.max_noise_multiplier)
+                    with warnings.catch_warnings(), np.errstate(all="ignore"):
+                        warnings.simplefilter("ignore")
+                        sigma = float(get_noise_multiplier(
+                            target_epsilon=epsilon, target_delta=delta,
+                            sample_rate=self.sample_rate, epochs=config.epochs, accountant=name))
+                else:
+                    sigma = float(noise_multiplier)
+            except accounting.PrivacyBudgetError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - PRV fails numerically in many ways
+                if attempt == len(chain) - 1:
+                    raise
+                log.warning("%s accountant failed (%s); falling back to rdp", name, exc)
+                continue
+            break
+        self.engine = _OwnEngine(accounting._accountant(name))
+        self.loader = DPDataLoader.from_data_loader(self.loader)
+        self.clipper = _FastClipper(
+            self.model, max_grad_norm=config.max_grad_norm, noise_multiplier=sigma,
+            expected_batch_size=self.expected_batch_size,
+            generator=torch.Generator().manual_seed(config.seed + 1))
+        self.private, self.noise_multiplier = True, sigma
+
     def run(self, progress) -> list[float]:
         from opacus.data_loader import DPDataLoader
 
@@ -541,6 +596,9 @@ class _Loop:
                 self.optimizer.zero_grad(set_to_none=True)
                 per_unit = self._step(batch)
                 self.optimizer.step()
+                if self.clipper is not None:
+                    self.engine.accountant.step(noise_multiplier=self.noise_multiplier,
+                                                sample_rate=self.sample_rate)
                 self.steps += 1
                 total += float(per_unit.sum())
                 units += int(per_unit.shape[0])
@@ -552,23 +610,29 @@ class _Loop:
 
     def _step(self, batch):
         """Forward and backward on one batch; returns the detached per-unit losses ``[B]``."""
+        import contextlib
+
         import torch
 
-        extra = ()
+        capture = self.clipper.capture() if self.clipper is not None else contextlib.nullcontext()
         if self.config.privacy_unit == "pair":
             image, text = batch
             k = self.config.public_negatives
             pi = torch.randint(len(self.data.public_image), (k,), generator=self.negatives)
             pt = torch.randint(len(self.data.public_text), (k,), generator=self.negatives)
-            with torch.no_grad():  # constants: Opacus's hooks skip no-grad forwards
+            with torch.no_grad():  # constants: Opacus's hooks (and ours) skip no-grad forwards
                 neg_image, neg_text = self.model(self.data.public_image[pi],
                                                  self.data.public_text[pt])
             extra = (neg_image, neg_text)
-            emb = self.model(image, text)
         else:
             image, text, mask = batch
             extra = (mask,)
+        with capture:
             emb = self.model(image, text)
+        if self.clipper is not None:
+            per_unit = _per_unit(self.criterion, emb, extra)
+            self.clipper.set_private_grads(per_unit)
+            return per_unit.detach()
         if self.private and "ghost" in (self.mode or ""):
             loss = self.criterion(*emb, *extra)  # DPTensorFastGradientClipping
             loss.backward()  # ghost clipping's two passes
@@ -641,3 +705,116 @@ def _trainable_copy(head):
     clone.requires_grad_(True)
     clone.train()
     return clone
+
+
+def _optimizer(params, config: DPConfig):
+    import torch
+
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    return torch.optim.Adam(params, lr=config.lr)
+
+
+class _OwnEngine:
+    """The part of Opacus's `PrivacyEngine` the loop reads back: its accountant."""
+
+    def __init__(self, accountant) -> None:
+        self.accountant = accountant
+
+    def get_epsilon(self, delta: float) -> float:
+        return self.accountant.get_epsilon(delta=delta)
+
+
+class _FastClipper:
+    """Exact per-unit clipping for ``nn.Linear`` layers from one ordinary backward pass.
+
+    For a linear layer applied to the rows of unit b (inputs ``x_bi``, output gradients
+    ``d_bi`` = gradient of unit b's own loss with respect to the layer's output), unit b's
+    weight gradient is ``G_b = sum_i d_bi x_bi^T`` and its squared norm is
+    ``sum_ij (d_bi . d_bj)(x_bi . x_bj)``: two g x g Gram matrices per unit instead of a
+    materialised d_out x d_in gradient (the bias gradient is ``sum_i d_bi``). Since the loss is a
+    sum of per-unit losses, one backward of that sum gives every ``d_bi`` at once. With the
+    flat norms (over all layers, as Opacus's flat clipping) the clip factors
+    ``c_b = min(1, C / (||g_b|| + 1e-6))`` (Opacus's formula) weight one einsum that gives the
+    clipped sum; Gaussian noise of standard deviation sigma * C is added per parameter, in
+    parameter order, and the result divided by the expected batch size, which is what Opacus's
+    ``DPOptimizer`` does with ``loss_reduction="mean"``. Noise off, the gradients equal Opacus's
+    (tests/test_dp.py); the accounting is Opacus's accountant stepped once per step.
+    """
+
+    def __init__(self, model, *, max_grad_norm: float, noise_multiplier: float,
+                 expected_batch_size: int, generator) -> None:
+        from torch import nn
+
+        self.model, self.generator = model, generator
+        self.max_grad_norm, self.noise_multiplier = float(max_grad_norm), float(noise_multiplier)
+        self.expected_batch_size = expected_batch_size
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.layers = [m for m in model.modules()
+                       if any(p.requires_grad for p in m.parameters(recurse=False))]
+        for m in self.layers:
+            if not isinstance(m, nn.Linear):
+                raise ConfigError(f"grad_sample_mode='fast' handles nn.Linear layers only, not "
+                                  f"{type(m).__name__}; use grad_sample_mode='hooks'")
+        self._records: list[tuple] = []
+        self._active = False
+        for m in self.layers:
+            m.register_forward_hook(self._hook)
+
+    def capture(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def active():
+            self._records, self._active = [], True
+            try:
+                yield
+            finally:
+                self._active = False
+        return active()
+
+    def _hook(self, module, inputs, output) -> None:
+        import torch
+
+        if self._active and torch.is_grad_enabled():
+            self._records.append((module, inputs[0].detach(), output))
+
+    def set_private_grads(self, per_unit_losses) -> None:
+        """Set every trainable parameter's ``.grad`` to the clipped, noised, scaled sum."""
+        import torch
+
+        records, self._records = self._records, []
+        used = [id(m) for m, _, _ in records]
+        if sorted(used) != sorted(set(used)) or len(used) != len(self.layers):
+            raise RuntimeError("fast clipping expects every trainable layer used once per step")
+        b = int(per_unit_losses.shape[0])
+        grads: dict[int, torch.Tensor] = {}
+        if b:
+            outs = torch.autograd.grad(per_unit_losses.sum(), [o for _, _, o in records])
+            flat = []
+            sq = torch.zeros(b, dtype=per_unit_losses.dtype)
+            for (module, x, _), d in zip(records, outs):
+                x3 = x.reshape(b, -1, x.shape[-1])
+                d3 = d.reshape(b, -1, d.shape[-1])
+                flat.append((module, x3, d3))
+                gram_x = torch.bmm(x3, x3.transpose(1, 2))
+                gram_d = torch.bmm(d3, d3.transpose(1, 2))
+                sq = sq + (gram_x * gram_d).sum(dim=(1, 2)).clamp(min=0)
+                if module.bias is not None and module.bias.requires_grad:
+                    sq = sq + d3.sum(dim=1).pow(2).sum(dim=1)
+            norms = sq.sqrt()
+            clip = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+            for module, x3, d3 in flat:
+                weighted = (d3 * clip[:, None, None]).reshape(-1, d3.shape[-1])
+                if module.weight.requires_grad:
+                    grads[id(module.weight)] = weighted.T @ x3.reshape(-1, x3.shape[-1])
+                if module.bias is not None and module.bias.requires_grad:
+                    grads[id(module.bias)] = weighted.sum(dim=0)
+        std = self.noise_multiplier * self.max_grad_norm
+        for p in self.params:
+            g = grads.get(id(p))
+            g = torch.zeros_like(p) if g is None else g.to(p.dtype)
+            if std > 0:
+                g = g + torch.normal(mean=0, std=std, size=p.shape, device=p.device,
+                                     generator=self.generator)
+            p.grad = (g / self.expected_batch_size).view_as(p)
