@@ -44,6 +44,18 @@ def test_heads_order_and_names():
     assert names.heads_name("0.34") == "DP heads, ε = 0.34"
     assert names.heads_name("backbone") == "frozen backbone features"
     assert [names.heads_short(h) for h in ("original", "inf", "1")] == ["original", "ε=∞", "ε=1"]
+    # least private first, as the report lists them
+    assert names.sort_heads(["0.34", "inf", "original", "8"], descending=True) == [
+        "original", "inf", "8", "0.34"]
+
+
+def test_heads_keys_of_transferred_heads():
+    assert names.split_heads_key("1@site-a") == ("1", "site-a")
+    assert names.split_heads_key("original") == ("original", None)
+    assert names.heads_short("inf@site-a") == "ε=∞ from site-a"
+    assert names.heads_name("0.34@a") == "DP heads, ε = 0.34, trained on a"
+    assert names.sort_heads(["inf@A", "1@A", "original", "1", "inf"]) == [
+        "original", "1", "1@A", "inf", "inf@A"]
 
 
 # ------------------------------------------------------------------------------ formats

@@ -45,8 +45,12 @@ def heads_epsilon(heads: str) -> float | None:
     return None if math.isnan(value) else value
 
 
-def heads_sort_key(heads: str) -> tuple[int, float, str]:
-    """Order of heads in tables and sliders: backbone, original, epsilon ascending, inf, others."""
+def heads_sort_key(heads: str, *, descending: bool = False) -> tuple[int, float, str]:
+    """Order of heads in tables and sliders: backbone, original, epsilon ascending, inf, others.
+
+    With `descending`, epsilons run from inf down to the smallest (least private first, as the
+    audit report lists them).
+    """
     if heads == BACKBONE:
         return (0, 0.0, "")
     if heads == ORIGINAL:
@@ -54,12 +58,13 @@ def heads_sort_key(heads: str) -> tuple[int, float, str]:
     epsilon = heads_epsilon(heads)
     if epsilon is None:
         return (3, 0.0, str(heads))
-    return (2, epsilon, str(heads).partition("@")[2])  # own heads before transferred ones
+    # own heads before transferred ones of the same epsilon
+    return (2, -epsilon if descending else epsilon, str(heads).partition("@")[2])
 
 
-def sort_heads(heads) -> list[str]:
+def sort_heads(heads, *, descending: bool = False) -> list[str]:
     """Distinct heads labels in display order (`heads_sort_key`)."""
-    return sorted({str(h) for h in heads}, key=heads_sort_key)
+    return sorted({str(h) for h in heads}, key=lambda h: heads_sort_key(h, descending=descending))
 
 
 def split_heads_key(heads: str) -> tuple[str, str | None]:

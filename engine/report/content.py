@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from engine import __version__, store
+from engine.core import names
 from engine.core.names import epsilon_label
 from engine.errors import ConfigError, StoreError
 from engine.labels import CHEXPERT_LABELS
@@ -382,17 +383,7 @@ def _heads_order(d: _Data) -> list[str]:
 
 def sort_heads(labels) -> list[str]:
     """original, inf, then finite epsilon labels from the largest to the smallest, then others."""
-    def key(h: str):
-        if h == "original":
-            return (0, 0.0, h)
-        if h == "inf":
-            return (1, 0.0, h)
-        try:
-            return (2, -float(h), h)
-        except ValueError:
-            return (3, 0.0, h)
-
-    return sorted({str(h) for h in labels if h != "backbone"}, key=key)
+    return [h for h in names.sort_heads(labels, descending=True) if h != names.BACKBONE]
 
 
 def _metric(d: _Data, *, cohort=None, heads="original", split=HELD_OUT, direction=I2R,
