@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -265,12 +266,15 @@ def query_ranks(db: str, token: str, cohort: str, model: str, heads: str, split:
         "r.n_candidates, r.n_greater, r.n_tied, r.n_matched, r.n_matched_greater, "
         "r.n_matched_tied, r.top1_same_patient, 1 + r.n_greater + r.n_tied / 2.0 AS expected_rank, "
         f"{_label_cols('i')} "
-        "FROM shown_relink_ranks r LEFT JOIN items i "
+        # the shown run's rows straight from the table (as in `_topk_of`): a filter on the
+        # shown view would rank every run's rows first
+        "FROM relink_ranks r LEFT JOIN items i "
         f"ON i.cohort = r.cohort AND i.selected AND i.{key} = r.query_id "
-        "WHERE r.cohort = ? AND r.model = ? AND r.heads_key = ? AND r.split = ? "
+        "WHERE r.run_id IN (SELECT DISTINCT run_id FROM shown_relink_metrics WHERE cohort = ? "
+        "AND model = ? AND heads_key = ?) AND r.cohort = ? AND r.model = ? AND r.split = ? "
         "AND r.direction = ? "
         "ORDER BY expected_rank, r.query_id",
-        [cohort, model, heads, split, direction],
+        [cohort, model, heads, cohort, model, split, direction],
     )
 
 
@@ -302,41 +306,79 @@ def search_reports(db: str, token: str, cohort: str, text: str, *,
     return list(frame["image_id"])
 
 
-@st.cache_data(**_CACHE)
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _items_of(db: str, token: str, cohort: str) -> pd.DataFrame:
+    """Every item of a cohort with its cohort root, indexed by image id (read once per token).
+
+    Each read attaches the file afresh, so DuckDB's buffers start cold every time: one read of
+    the whole (small) items table beats one cold read per item picked. Shared, not copied:
+    callers never modify it.
+    """
+    frame = query(db, "SELECT i.*, c.root FROM items i JOIN cohorts c USING (cohort) "
+                      "WHERE i.cohort = ?", [cohort])
+    return frame.set_index("image_id", drop=False)
+
+
 def item(db: str, token: str, cohort: str, image_id: str) -> dict | None:
     """One item (image, its study's report and labels) with the cohort root, or None."""
     if not _has(db, token, "items", "cohorts"):
         return None
-    frame = query(db, "SELECT i.*, c.root FROM items i JOIN cohorts c USING (cohort) "
-                      "WHERE i.cohort = ? AND i.image_id = ?", [cohort, image_id])
-    return frame.iloc[0].to_dict() if len(frame) else None
+    frame = _items_of(db, token, cohort)
+    if image_id not in frame.index:
+        return None
+    row = frame.loc[image_id]
+    return (row.iloc[0] if isinstance(row, pd.DataFrame) else row).to_dict()
 
 
-@st.cache_data(**_CACHE)
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _topk_of(db: str, token: str, cohort: str, model: str, heads: str, split: str,
+             direction: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """Every stored top-k row of one (heads, split, direction), sorted by query (one read).
+
+    The rows come from the run `shown_relink_metrics` shows for these heads (the attack writes
+    metrics and top-k lists under one run id), read straight from `relink_topk`: filtering the
+    shown view by query would rank every run's rows first. Returns the sorted query ids and
+    the frame, for slicing with `numpy.searchsorted`.
+    """
+    run = query(db, "SELECT DISTINCT run_id FROM shown_relink_metrics WHERE cohort = ? "
+                    "AND model = ? AND heads_key = ?", [cohort, model, heads])
+    cols = "t.query_id, t.rank, t.candidate_id, t.score, t.is_true, t.is_matched"
+    if len(run) == 1:
+        frame = query(db, f"SELECT {cols} FROM relink_topk t WHERE t.run_id = ? AND t.split = ? "
+                          "AND t.direction = ? ORDER BY t.query_id, t.rank",
+                      [run["run_id"].iloc[0], split, direction])
+    else:
+        frame = query(db, f"SELECT {cols} FROM shown_relink_topk t WHERE t.cohort = ? "
+                          "AND t.model = ? AND t.heads_key = ? AND t.split = ? "
+                          "AND t.direction = ? ORDER BY t.query_id, t.rank",
+                      [cohort, model, heads, split, direction])
+    return frame["query_id"].to_numpy(dtype=object), frame
+
+
 def candidates(db: str, token: str, cohort: str, model: str, heads: str, split: str,
                direction: str, query_id: str) -> pd.DataFrame:
     """The stored top-k candidates of one query with each candidate's report (or image) and labels.
 
     Columns: rank, candidate_id, score, is_true, is_matched, image_id, study_id, patient_id,
-    report_text and the 14 labels.
+    report_text and the 14 labels. Sliced from `_topk_of` and `_items_of`, so picking another
+    query reads nothing.
     """
     if direction not in _DIRECTION_KEYS:
         raise ValueError(f"direction={direction!r}")
+    cols = ["rank", "candidate_id", "score", "is_true", "is_matched", "image_id", "study_id",
+            "patient_id", "report_text", *LABELS]
     if not _has(db, token, "shown_relink_topk", "items"):
-        return pd.DataFrame(columns=["rank", "candidate_id", "score", "is_true", "is_matched",
-                                     "report_text", *LABELS])
+        return pd.DataFrame(columns=cols)
+    ids, frame = _topk_of(db, token, cohort, model, heads, split, direction)
+    lo, hi = np.searchsorted(ids, query_id, "left"), np.searchsorted(ids, query_id, "right")
+    top = frame.iloc[lo:hi].drop(columns="query_id").reset_index(drop=True)
     key = _DIRECTION_KEYS[direction][1]
-    return query(
-        db,
-        "SELECT t.rank, t.candidate_id, t.score, t.is_true, t.is_matched, i.image_id, "
-        f"i.study_id, i.patient_id, i.report_text, {_label_cols('i')} "
-        "FROM shown_relink_topk t LEFT JOIN items i "
-        f"ON i.cohort = t.cohort AND i.selected AND i.{key} = t.candidate_id "
-        "WHERE t.cohort = ? AND t.model = ? AND t.heads_key = ? AND t.split = ? "
-        "AND t.direction = ? "
-        "AND t.query_id = ? ORDER BY t.rank",
-        [cohort, model, heads, split, direction, query_id],
-    )
+    items = _items_of(db, token, cohort)
+    items = items[items["selected"].fillna(False).astype(bool)]
+    items = items.loc[:, ["image_id", "study_id", "patient_id", "report_text", *LABELS]]
+    out = top.merge(items.reset_index(drop=True), how="left", left_on="candidate_id",
+                    right_on=key, sort=False)
+    return out.loc[:, cols].sort_values("rank", kind="stable").reset_index(drop=True)
 
 
 @st.cache_data(**_CACHE)
