@@ -7,9 +7,11 @@ on the database (the commit and date it states are those recorded by the runs th
 figures, not the current checkout or clock), so rewriting the README from the same database
 changes nothing, and ``--check`` can tell whether the README still matches.
 
-Three tables, for the cohort the models were audited on and, when there is one, the external
+Four tables, for the cohort the models were audited on and, when there is one, the external
 cohort its DP heads were transferred to:
 
+* **the study's four findings**, each recomputed from the rows with a verdict
+  (`engine.core.findings`);
 * **the ladder**: every model with results on the cohort (original heads, held-out pairs,
   image -> report, k = 1): lift at every stored N with its 95% interval, matched-negative lift and
   the members' lift at the headline N;
@@ -277,6 +279,41 @@ def _transfer(con, src: _Source, cohort: str, external: str, model: str) -> tupl
     return text, sorted(set(metrics["run_id"].astype(str)))
 
 
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _findings(con, src: _Source, cohort: str, external: str | None) -> str:
+    from engine.core.findings import findings_rows, summarize_findings
+
+    own = "(m.heads_key = m.heads)" if src.heads_column == "heads_key" else "TRUE"
+    metrics = _frame(con, f"SELECT m.* FROM {src.metrics} m WHERE m.cohort = ? AND m.k = 1 "
+                          f"AND {own}", [cohort])
+    if metrics.empty:
+        return ""
+    ladder = list(_frame(con, "SELECT model FROM models WHERE model IN (SELECT DISTINCT model "
+                              f"FROM {src.metrics} WHERE cohort = ?) "
+                              "ORDER BY specialization NULLS FIRST, model", [cohort])["model"])
+    if not ladder:
+        return ""
+    utility = _frame(con, f"SELECT heads, label, auroc FROM {src.utility} "
+                          "WHERE cohort = ? AND model = ?", [cohort, ladder[-1]])
+    outside = None
+    if external:
+        outside = _frame(con, f"SELECT m.* FROM {src.metrics} m WHERE m.cohort = ? AND m.k = 1",
+                         [external])
+        outside = None if outside.empty else outside
+    rows = findings_rows(summarize_findings(metrics, utility, ladder=ladder, external=outside,
+                                            external_cohort=external if outside is not None
+                                            else None))
+    header = ["finding", "the study", "measured here", "verdict", "why"]
+    body = [[_cell(r["finding"]), _cell(r["study"]), _cell(r["measured"]), _cell(r["verdict"]),
+             _cell(r["why"])] for r in rows]
+    return (f"**The study's four findings** on `{cohort}` (held-out pairs, image → report, "
+            f"Recall@1), each recomputed from the stored rows of the most specialised model "
+            f"`{ladder[-1]}`:\n\n" + _table(header, body))
+
+
 def _provenance(con, run_ids: list[str], db_name: str) -> str:
     if not run_ids:
         return ""
@@ -310,7 +347,7 @@ def results_markdown(db: Path, *, cohort: str = "site-a", external: str | None =
         if not ladder:
             raise ConfigError(f"{db}: no attack results for cohort {cohort!r} (run the demo or "
                               "`python -m engine attack` first, or pick another --cohort)")
-        parts = [ladder]
+        parts = [_findings(con, src, cohort, external), ladder]
         model = _dp_model(con, src, cohort)
         if model is not None:
             text, ids = _dp(con, src, cohort, model)

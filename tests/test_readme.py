@@ -42,6 +42,11 @@ def test_tables_carry_the_databases_figures(seeded):
     assert any(line.startswith("| ε=1 |") for line in lines)
     assert any(line.startswith("| ε=∞ |") for line in lines)
     assert "runs finished" in text and "engine `" in text
+    # the four findings come first, one row each, with a verdict
+    findings = text.split("**The ladder**", 1)[0]
+    assert findings.startswith("**The study's four findings**")
+    assert [line.split(" | ")[0][2:4] for line in findings.splitlines()
+            if line.startswith("| ")][1:] == ["1.", "2.", "3.", "4."]
 
 
 def test_readme_is_rewritten_once_then_checked(seeded, tmp_path, capsys):
