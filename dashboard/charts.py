@@ -69,6 +69,12 @@ def plain(value) -> str:
     return html.escape("" if value is None else str(value), quote=False)
 
 
+def _plain_all(values: pd.Series) -> pd.Series:
+    """`plain` of every value of a column (vectorised: a map spends seconds on 40k points)."""
+    text = values.astype(str)
+    return text.str.replace("&", "&amp;").str.replace("<", "&lt;").str.replace(">", "&gt;")
+
+
 def colours(names) -> dict[str, str]:
     """A stable colour per name (in the given order)."""
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(dict.fromkeys(names))}
@@ -151,9 +157,9 @@ def umap_scatter(points: pd.DataFrame, colour_by: str, *, title: str = "",
     """
     fig = go.Figure()
     p = points
-    text = (p["modality"].fillna("?").map(plain) + " · "
-            + p["image_id"].fillna(p["item_id"]).astype(str).map(plain)
-            + "<br>" + p["split"].fillna("?").astype(str).map(plain))
+    text = (_plain_all(p["modality"].fillna("?")) + " · "
+            + _plain_all(p["image_id"].fillna(p["item_id"]))
+            + "<br>" + _plain_all(p["split"].fillna("?")))
     symbols = {"image": "circle", "report": "diamond"}
     if colour_by == "rank":
         rank = np.log10(p["expected_rank"].astype(float).clip(lower=1.0))

@@ -10,6 +10,26 @@ import streamlit as st
 
 from dashboard import charts, data, logic, ui
 
+
+
+# Derived tables and the chart, computed once per database version and choice (a widget change
+# elsewhere on the page then costs no pandas work).
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _curves_figure(db: str, token: str, cohort: str, model: str, heads: str):
+    metrics = data.pool_metrics(db, token, cohort, model, heads, 1)
+    return charts.random_vs_matched(logic.lift_curves(metrics[metrics["split"] == "test"]))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _groups(db: str, token: str, cohort: str, model: str, heads: str, n: int) -> pd.DataFrame:
+    return logic.group_table(data.query_ranks(db, token, cohort, model, heads, "test"), n)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _still(db: str, token: str, cohort: str, model: str, heads: str, n: int) -> pd.DataFrame:
+    return logic.still_relinking(data.query_ranks(db, token, cohort, model, heads, "test"), n)
+
+
 ctx = ui.context()
 st.title("Hard negatives")
 ui.require_results(ctx)
@@ -28,7 +48,8 @@ if matched.empty:
     st.stop()
 
 st.subheader("Random vs matched negatives (held-out)")
-st.plotly_chart(charts.random_vs_matched(curves), key="hard_curves")
+st.plotly_chart(_curves_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, ctx.heads),
+                key="hard_curves")
 st.caption("Queries with fewer than N-1 matched distractors are left out of that N. The last "
            "row is the full held-out set: with random negatives every query's pool is all the "
            "other reports; with matched negatives it is all of that query's own matched "
@@ -54,14 +75,14 @@ ranks = data.query_ranks(ctx.db, ctx.token, ctx.cohort, ctx.model, ctx.heads, "t
 st.subheader(f"By label group, N = {n:,}")
 st.caption("Queries grouped by their label vector. Eligible queries have at least N-1 matched "
            "distractors; Recall@1 and lift are over the eligible ones (chance is 1/N).")
-groups = logic.group_table(ranks, n)
+groups = _groups(ctx.db, ctx.token, ctx.cohort, ctx.model, ctx.heads, n)
 ui.table(groups, f"label groups N{n}", column_config={
     "matched Recall@1": st.column_config.NumberColumn(format="percent"),
     "lift": st.column_config.NumberColumn(format="%.1fx"),
 })
 
 st.subheader("Images that still re-link")
-still = logic.still_relinking(ranks, n)
+still = _still(ctx.db, ctx.token, ctx.cohort, ctx.model, ctx.heads, n)
 ties = logic.tied_winners(ranks, n)
 st.caption(f"Held-out images whose true report scores strictly higher than every one of their "
            f"matched distractors (and that have at least {n - 1:,} of them): {len(still):,} of "

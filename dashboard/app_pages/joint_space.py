@@ -6,7 +6,19 @@ import streamlit as st
 
 from dashboard import charts, data, logic, ui
 
-MAX_ITEMS = 10_000  # items drawn per map (2 points each); a fixed random sample beyond that
+# Items drawn per map (2 points each); a fixed random sample beyond that. 4,000 items keep a
+# colour switch or a selection under a second in the browser on a 2-core machine; every item
+# still counts in the selection table, which reads the full map.
+MAX_ITEMS = 4_000
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _figure(db: str, token: str, cohort: str, model: str, heads: str, colour_by: str):
+    """The map of one heads in one colouring, built once per database version (not copied)."""
+    points = data.umap_points(db, token, cohort, model, heads)
+    drawn = logic.sample_items(points, MAX_ITEMS)
+    return charts.umap_scatter(drawn, colour_by), len(drawn) < len(points)
+
 
 ctx = ui.context()
 st.title("Joint space")
@@ -48,11 +60,11 @@ for heads, col in zip(maps, cols):
                      f"{ui.command(ui.engine_command('umap', ctx.model, ctx.cohort))}.")
             continue
         key = f"umap_select_{heads}"
-        drawn = logic.sample_items(points, MAX_ITEMS)
+        figure, sampled = _figure(ctx.db, ctx.token, ctx.cohort, ctx.model, heads, colour_by)
         st.markdown(f"**{ui.esc(logic.heads_name(heads))}**")
-        st.plotly_chart(charts.umap_scatter(drawn, colour_by),
-                        key=key, on_select="rerun", selection_mode=("points", "box", "lasso"))
-        if len(drawn) < len(points):
+        st.plotly_chart(figure, key=key, on_select="rerun",
+                        selection_mode=("points", "box", "lasso"))
+        if sampled:
             st.caption(f"Drawing a fixed random sample of {MAX_ITEMS:,} of "
                        f"{points['image_id'].nunique():,} items (both points of each).")
         rows = logic.selected_points(st.session_state.get(key))

@@ -9,6 +9,39 @@ from dashboard import data, logic, ui
 from dashboard.charts import lift_vs_n, members_vs_heldout
 from engine.core.findings import findings_rows, summarize_findings
 
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _findings(db: str, token: str, cohort: str) -> pd.DataFrame:
+    """The four-findings table of a cohort, computed once per database version."""
+    ladder = list(data.models(db, token, cohort)["model"])
+    found = summarize_findings(
+        data.pool_metrics(db, token, cohort, None, None, 1),
+        data.utility(db, token, cohort, ladder[-1]) if ladder else None, ladder=ladder)
+    return pd.DataFrame(findings_rows(found))
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _lift_figure(db: str, token: str, cohort: str, model: str, direction: str):
+    """Lift vs N for every model, highlighting `model` (built once per database version)."""
+    everyone = data.pool_metrics(db, token, cohort, None, "original", 1)
+    curves = logic.lift_curves(everyone[everyone["split"] == "test"], direction=direction)
+    return lift_vs_n(curves, highlight=model)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _members_figure(db: str, token: str, cohort: str, model: str, direction: str):
+    """Members vs held-out Recall@1 of `model` (built once per database version)."""
+    metrics = data.pool_metrics(db, token, cohort, model, "original", None)
+    return members_vs_heldout(logic.lift_curves(metrics[metrics["k"] == 1], direction=direction))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _summary(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
+    """The ranking summary table of `model` (original heads)."""
+    return logic.summary_table(data.summary(db, token, cohort, model, "original"))
+
+
 ctx = ui.context()
 st.title("Re-linkage risk overview")
 ui.require_results(ctx)
@@ -55,20 +88,19 @@ st.info(ui.esc(logic.risk_sentence(ctx.model, top, direction=direction)),
 st.subheader("Lift over chance vs pool size, every model")
 st.caption("Held-out pairs, original heads, Recall@1. Solid: random negatives; dashed: "
            "pathology-matched negatives (distractors with the same 14 labels).")
-everyone = data.pool_metrics(ctx.db, ctx.token, ctx.cohort, None, "original", 1)
-curves = logic.lift_curves(everyone[everyone["split"] == "test"], direction=direction)
-st.plotly_chart(lift_vs_n(curves, highlight=ctx.model), key="overview_lift")
+st.plotly_chart(_lift_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, direction),
+                key="overview_lift")
 
 a, b = st.columns(2)
 with a:
     st.subheader("Members vs held-out")
     st.caption(f"{ui.esc(ctx.model)}: Recall@1 vs N for training pairs (members) and held-out "
                "pairs. The gap is memorisation, the part DP bounds.")
-    own = logic.lift_curves(metrics[metrics["k"] == 1], direction=direction)
-    st.plotly_chart(members_vs_heldout(own), key="overview_members")
+    st.plotly_chart(_members_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, direction),
+                    key="overview_members")
 with b:
     st.subheader("Ranking summary (full database)")
-    summ = logic.summary_table(data.summary(ctx.db, ctx.token, ctx.cohort, ctx.model, "original"))
+    summ = _summary(ctx.db, ctx.token, ctx.cohort, ctx.model)
     if summ.empty:
         ui.empty("No summary metrics stored for this model (rerun the attack stage).")
     else:
@@ -95,11 +127,7 @@ st.caption("Each finding of the reference study recomputed from this cohort's re
            "pairs, image → report, Recall@1 with 95% intervals; the models from least to most "
            "specialised, findings 2-4 on the most specialised. Where a finding does not "
            "reproduce, the verdict says so and why.")
-ladder = list(data.models(ctx.db, ctx.token, ctx.cohort)["model"])
-found = summarize_findings(
-    data.pool_metrics(ctx.db, ctx.token, ctx.cohort, None, None, 1),
-    data.utility(ctx.db, ctx.token, ctx.cohort, ladder[-1]) if ladder else None, ladder=ladder)
-ui.table(pd.DataFrame(findings_rows(found)), "four findings")
+ui.table(_findings(ctx.db, ctx.token, ctx.cohort), "four findings")
 
 st.subheader("All pool metrics of this model")
 ui.table(metrics.drop(columns=["run_id"]), f"pool metrics {ctx.model}", column_config={
