@@ -357,7 +357,8 @@ def candidate_flags(candidates: pd.DataFrame) -> pd.DataFrame:
 # Report search: the typed words as one phrase, whole words only (so "effusion" does not match
 # "effusions" nor "%" anything but a percent sign); a mention counts as negated when a negation
 # cue precedes it in the same sentence with no "but"/"however" in between, or "resolved",
-# "not seen", ... follows it (a small NegEx-style rule, documented in docs/dashboard.md).
+# "not seen", ... follows it (a small NegEx-style rule: docs/dashboard.md, "Selections and
+# search").
 _NEGATION_BEFORE = re.compile(
     r"\b(?:no|not|without|negative\s+for|free\s+of|absence\s+of|absent|resolution\s+of|"
     r"resolved|clear\s+of|nor|neither)\b", re.IGNORECASE)

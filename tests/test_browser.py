@@ -3,7 +3,8 @@
 Visits every page on the seeded database (with a hostile patient id), moves the epsilon slider,
 box-selects points in the joint space by dragging the mouse, ticks an explorer row after a search
 (checking the detail shows that image and the hostile id as plain text), opens ``/overview``,
-waits for each script run to finish and saves a screenshot per page (to ``$RELINK_SCREENSHOTS``, e.g. ``docs/screenshots``, when set;
+waits for each script run to finish and saves a screenshot per page (to ``$RELINK_SCREENSHOTS``,
+e.g. ``docs/screenshots``, when set;
 otherwise to a temporary folder). Skipped (with the reason) only when the Chromium executable is
 missing; never downloads a browser.
 """

@@ -143,7 +143,8 @@ def _markdown_offenders(path: Path) -> list[str]:
 
 def test_pages_render_database_strings_only_through_the_escapers():
     """Every value in a Markdown-rendering call goes through ui.esc / ui.command or is a number."""
-    files = [ROOT / "dashboard" / "app.py", *sorted((ROOT / "dashboard" / "app_pages").glob("*.py"))]
+    pages = sorted((ROOT / "dashboard" / "app_pages").glob("*.py"))
+    files = [ROOT / "dashboard" / "app.py", *pages]
     offenders = [line for path in files for line in _markdown_offenders(path)]
     assert offenders == []
 
@@ -451,7 +452,8 @@ def test_privacy_page_epsilon_slider(seeded, monkeypatch):
     _ok(at, allowed="Weak patient-level guarantee")
     slider = at.select_slider(key="epsilon")
     # original, then DP from the strongest privacy, then no DP; the page opens on the strongest
-    assert list(slider.options) == ["original heads", "DP heads, ε = 1", "retrained, no DP (ε = ∞)"]
+    assert list(slider.options) == ["original heads", "DP heads, ε = 1",
+                                    "retrained, no DP (ε = ∞)"]
     assert slider.value == "1"
     labels = [m.label for m in at.metric]
     assert {"Recall@1", "Lift over chance", "Drop vs original heads", "Drop vs ε = ∞ heads",

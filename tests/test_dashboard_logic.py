@@ -154,8 +154,8 @@ def test_frontier_and_dp_table():
     runs = pd.DataFrame({"heads": ["1"], "epsilon": [1.0], "patient_epsilon": [2.0],
                          "delta": [1e-5],
                          "accountant": ["prv"], "privacy_unit": ["group"]})
-    assert list(logic.dp_table(runs).columns) == ["heads", "ε (group)", "δ (group)", "ε (patient)",
-                                                  "accountant", "unit"]
+    assert list(logic.dp_table(runs).columns) == [
+        "heads", "ε (group)", "δ (group)", "ε (patient)", "accountant", "unit"]
 
 
 def test_problems_table():

@@ -44,7 +44,8 @@ st.caption("Circles are images, diamonds reports. Box- or lasso-select points (o
            "list the image/report pairs behind them.")
 st.caption("How to read distance: contrastive models place all images in one region and all "
            "reports in another (the *modality gap*), so the map often shows two clouds and an "
-           "image is seldom next to its own report. What matters is the position *within* each cloud: "
+           "image is seldom next to its own report. What matters is the position *within* each "
+           "cloud: "
            "images with similar neighbours lie close together, and so do similar reports. "
            "UMAP keeps neighbourhoods, not distances, so the image-report distance in the table "
            "below says little about risk; the expected rank (colour by rank) is the measure.")

@@ -54,9 +54,8 @@ if metrics.empty:
              f"{ui.command(ui.engine_command('attack', ctx.model, ctx.cohort))}.")
     st.stop()
 
-left, right = st.columns([1, 1])
 # required: one direction is always chosen (a deselected control would fall back silently)
-direction = left.segmented_control(
+direction = st.segmented_control(
     "Direction", list(logic.DIRECTION_NAMES), default="image_to_report", key="overview_direction",
     format_func=logic.DIRECTION_NAMES.get, required=True)
 mine = metrics[(metrics["split"] == "test") & (metrics["direction"] == direction)
@@ -66,24 +65,32 @@ if not sizes:
     ui.empty("No held-out (test split) results for this direction. The attack evaluates the "
              "`test` split; check the cohort's split column (`python -m engine cohort check`).")
     st.stop()
-n = right.selectbox("Pool size N (true report + N-1 others)", sizes, key="overview_n",
-                    index=sizes.index(logic.default_pool_size(sizes)),
-                    format_func=lambda s: f"{s:,}" + (" (full held-out set)"
-                                                      if s == sizes[-1] else ""))
 
-top = logic.headline(metrics, n, direction=direction)
-c1, c2, c3, c4 = st.columns(4)
-c1.metric("Recall@1", logic.percent(top.recall),
-          help="Probability that the true item ranks first in a random pool of N.")
-c1.caption(f"95% CI {logic.percent(top.ci_low)} to {logic.percent(top.ci_high)}")
-c2.metric("Lift over chance", logic.times(top.lift),
-          help="Recall@1 divided by chance (1/N); its interval is the recall interval over chance.")
-c2.caption(f"95% CI {logic.times(top.lift_low)} to {logic.times(top.lift_high)} · "
-           f"{logic.risk_level(top.lift)}")
-c3.metric("Chance (1/N)", logic.percent(top.chance))
-c4.metric("Held-out queries", f"{top.n_queries:,}")
-st.info(ui.esc(logic.risk_sentence(ctx.model, top, direction=direction)),
-        icon=":material/warning:")
+
+@st.fragment
+def headline_block(model: str, direction: str, sizes: list[int]) -> None:
+    """The pool-size picker and the headline: changing N reruns only this block."""
+    n = st.selectbox("Pool size N (true report + N-1 others)", sizes, key="overview_n",
+                     index=sizes.index(logic.default_pool_size(sizes)),
+                     format_func=lambda s: f"{s:,}" + (" (full held-out set)"
+                                                       if s == sizes[-1] else ""))
+    top = logic.headline(metrics, n, direction=direction)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Recall@1", logic.percent(top.recall),
+              help="Probability that the true item ranks first in a random pool of N.")
+    c1.caption(f"95% CI {logic.percent(top.ci_low)} to {logic.percent(top.ci_high)}")
+    c2.metric("Lift over chance", logic.times(top.lift),
+              help="Recall@1 divided by chance (1/N); its interval is the recall interval over "
+                   "chance.")
+    c2.caption(f"95% CI {logic.times(top.lift_low)} to {logic.times(top.lift_high)} · "
+               f"{logic.risk_level(top.lift)}")
+    c3.metric("Chance (1/N)", logic.percent(top.chance))
+    c4.metric("Held-out queries", f"{top.n_queries:,}")
+    st.info(ui.esc(logic.risk_sentence(model, top, direction=direction)),
+            icon=":material/warning:")
+
+
+headline_block(ctx.model, direction, sizes)
 
 st.subheader("Lift over chance vs pool size, every model")
 st.caption("Held-out pairs, original heads, Recall@1. Solid: random negatives; dashed: "

@@ -113,7 +113,8 @@ weak = logic.weak_patient_delta(runs)
 if len(weak):
     which = ", ".join(f"{logic.heads_name(str(r.heads))} (patient-level δ "
                       f"{float(r.patient_delta):.1e})" for r in weak.itertuples())
-    st.warning(f"Weak patient-level guarantee: {ui.esc(which)}. δ bounds the probability that the ε "
+    st.warning(f"Weak patient-level guarantee: {ui.esc(which)}. δ bounds the probability that "
+               "the ε "
                "guarantee fails outright; above 1e-3 (and above 1 / number of patients) it no "
                "longer protects individual patients. Retrain with a smaller δ or a smaller ε.",
                icon=":material/warning:")
