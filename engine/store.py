@@ -174,6 +174,40 @@ SCHEMA_DDL: tuple[str, ...] = (
     fpr DOUBLE,
     n_members INTEGER,
     n_nonmembers INTEGER)""",
+    # One row per hyper-parameter candidate of each epsilon (engine/dp/selection.py).
+    """CREATE TABLE IF NOT EXISTS dp_selection (
+    run_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    cohort VARCHAR NOT NULL,
+    heads VARCHAR NOT NULL,
+    heads_cohort VARCHAR,
+    heads_id VARCHAR,
+    target_epsilon DOUBLE,
+    candidate INTEGER NOT NULL,
+    params_json VARCHAR,
+    optimizer VARCHAR,
+    lr DOUBLE,
+    epochs INTEGER,
+    batch_size INTEGER,
+    max_grad_norm DOUBLE,
+    group_size INTEGER,
+    chosen BOOLEAN,
+    val_loss DOUBLE,
+    epsilon DOUBLE,
+    delta DOUBLE,
+    noise_multiplier DOUBLE,
+    sample_rate DOUBLE,
+    steps INTEGER,
+    accountant VARCHAR,
+    seconds DOUBLE,
+    final_loss DOUBLE,
+    composed_epsilon DOUBLE,
+    composed_delta DOUBLE,
+    composed_patient_epsilon DOUBLE,
+    composed_patient_delta DOUBLE,
+    n_fit_pairs INTEGER,
+    n_validation_pairs INTEGER,
+    rule VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS utility (
     run_id VARCHAR NOT NULL,
     model VARCHAR NOT NULL,
@@ -201,6 +235,9 @@ SCHEMA_DDL: tuple[str, ...] = (
 # Version 2 added these columns (to new and to migrated version-1 files alike).
 ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "cohorts": (("fingerprint", "VARCHAR"),),
+    # A release's own finer finding and localization sets (sorted, ";"-joined; NULL when the
+    # format has none): the keys of the attack's finer matched negatives (`AttackConfig.match`).
+    "items": (("findings", "VARCHAR"), ("localizations", "VARCHAR")),
     "runs": (("heads", "VARCHAR"), ("heads_cohort", "VARCHAR"),
              ("cohort_fingerprint", "VARCHAR"), ("source_fingerprint", "VARCHAR"),
              ("n_stored", "BIGINT"), ("shown_at", "TIMESTAMP"), ("torch_version", "VARCHAR"),
@@ -209,7 +246,12 @@ ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
        for table in ("relink_metrics", "relink_ranks", "relink_summary", "relink_topk",
                      "utility", "membership", "umap_points")},
     "dp_runs": (("heads_cohort", "VARCHAR"), ("heads_id", "VARCHAR"),
-                ("heads_path", "VARCHAR"), ("heads_fingerprint", "VARCHAR")),
+                ("heads_path", "VARCHAR"), ("heads_fingerprint", "VARCHAR"),
+                # hyper-parameter selection (engine/dp/selection.py; NULL without selection)
+                ("selection_chosen", "INTEGER"), ("selection_params", "VARCHAR"),
+                ("selection_epsilon", "DOUBLE"), ("selection_delta", "DOUBLE"),
+                ("selection_patient_epsilon", "DOUBLE"), ("selection_patient_delta", "DOUBLE"),
+                ("n_fit_pairs", "INTEGER"), ("n_validation_pairs", "INTEGER")),
     "reports": (("run_id", "VARCHAR"), ("content_hash", "VARCHAR"), ("bytes", "BIGINT")),
 }
 
@@ -227,7 +269,7 @@ HEADS_DDL = """CREATE TABLE IF NOT EXISTS heads (
 
 # Tables whose rows belong to the run named in their run_id (what `Run.is_done` counts).
 RESULT_TABLES = ("relink_metrics", "relink_ranks", "relink_summary", "relink_topk", "dp_runs",
-                 "utility", "membership", "umap_points")
+                 "utility", "membership", "umap_points", "dp_selection")
 
 # The label under which a row's heads appear in the shown views: heads trained on another cohort
 # (a transfer) read "<label>@<training cohort>", so they never share a name with the cohort's own.
@@ -236,11 +278,18 @@ _HEADS_KEY = ("CASE WHEN t.heads IS NULL THEN NULL WHEN t.heads_cohort IS NULL "
               "ELSE t.heads || '@' || t.heads_cohort END AS heads_key")
 
 
+# Attack runs with a finer matched-negative policy store only their ``matched:<policy>`` rows of
+# relink_metrics (engine/attack/stage.py), so those rows are shown per policy, beside the rows of
+# the default run rather than instead of them.
+_POLICY = {"relink_metrics": ", CASE WHEN t.negatives LIKE 'matched:%' THEN t.negatives END"}
+
+
 def _shown_view(table: str) -> str:
     return (
         f"CREATE OR REPLACE VIEW shown_{table} AS SELECT * EXCLUDE (_rank) FROM ("
         f"SELECT t.*, {_HEADS_KEY}, dense_rank() OVER (PARTITION BY t.model, t.cohort, t.heads, "
-        "t.heads_cohort ORDER BY v.shown_at DESC NULLS LAST, v.run_id DESC) AS _rank "
+        f"t.heads_cohort{_POLICY.get(table, '')} "
+        "ORDER BY v.shown_at DESC NULLS LAST, v.run_id DESC) AS _rank "
         f'FROM "{table}" t JOIN valid_runs v ON v.run_id = t.run_id) WHERE _rank = 1'
     )
 
@@ -258,7 +307,8 @@ VIEWS: tuple[str, ...] = (
       AND (r.source_fingerprint IS NULL OR r.source_fingerprint IS NOT DISTINCT FROM s.fingerprint)""",
     """CREATE OR REPLACE VIEW shown_runs AS SELECT * EXCLUDE (_rank) FROM (
     SELECT v.*, row_number() OVER (PARTITION BY v.stage, v.model, v.cohort, v.heads,
-        v.heads_cohort ORDER BY v.shown_at DESC NULLS LAST, v.run_id DESC) AS _rank
+        v.heads_cohort, json_extract_string(v.config_json, '$.match')
+        ORDER BY v.shown_at DESC NULLS LAST, v.run_id DESC) AS _rank
     FROM valid_runs v) WHERE _rank = 1""",
     *(_shown_view(t) for t in RESULT_TABLES),
 )

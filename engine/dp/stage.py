@@ -34,6 +34,7 @@ import pandas as pd
 from engine import heads as heads_store
 from engine import store
 from engine.core.names import epsilon_label
+from engine.dp.selection import Selection
 from engine.dp.training import DPConfig
 from engine.errors import ConfigError
 from engine.labels import CHEXPERT_LABELS
@@ -54,13 +55,17 @@ class DPSweep:
         epsilons: Target epsilons (per privacy unit); ``inf`` is always added.
         train_split: Split the heads (and the probe) are trained on: the members.
         eval_split: Split the probe is scored on: the non-members.
-        training: Hyper-parameters of every run of the sweep.
+        training: Hyper-parameters of every run of the sweep (the base of the candidates when
+            `selection` is set).
+        selection: Per-epsilon hyper-parameter selection on a validation split carved from the
+            training split (`engine.dp.selection`); None trains `training` as it is.
     """
 
     epsilons: tuple[float, ...] = DEFAULT_EPSILONS
     train_split: str = "train"
     eval_split: str = "test"
     training: DPConfig = field(default_factory=DPConfig)
+    selection: Selection | None = None
 
     def __post_init__(self) -> None:
         for eps in self.epsilons:
@@ -156,6 +161,8 @@ def run_dp(
     config = {"sweep": [epsilon_label(e) for e in sweep.sweep()],
               "train_split": sweep.train_split, "eval_split": sweep.eval_split,
               "training": asdict(sweep.training), "inputs": inputs}
+    if sweep.selection is not None:  # only then: runs without selection keep their ids
+        config["selection"] = sweep.selection.describe()
     run = Run("dp", model, cohort, config, heads_cohort=cohort,
               cohort_fingerprint=cohort_fingerprint, source_fingerprint=cohort_fingerprint)
     folders = {epsilon_label(e): Path(heads_dir) / _heads_key(epsilon_label(e), config)
@@ -178,13 +185,25 @@ def run_dp(
 
                 progress.update(planned_steps(int(train.sum()), sweep.training))
             continue
-        result = train_heads(
-            image_features[train], text_features[train], patients,
-            image_head=image_head, text_head=text_head, logit_scale=logit_scale, epsilon=eps,
-            config=sweep.training, pair_ids=pair_ids,
-            public_image_features=public_image_features,
-            public_text_features=public_text_features, progress=progress,
-        )
+        picked = None
+        if sweep.selection is not None:
+            from engine.dp.selection import select_for_split
+
+            picked = select_for_split(
+                items, image_features, text_features, train_split=sweep.train_split,
+                epsilon=eps, base=sweep.training, selection=sweep.selection,
+                image_head=image_head, text_head=text_head, logit_scale=logit_scale,
+                public_image_features=public_image_features,
+                public_text_features=public_text_features, progress=progress)
+            result = picked.result
+        else:
+            result = train_heads(
+                image_features[train], text_features[train], patients,
+                image_head=image_head, text_head=text_head, logit_scale=logit_scale,
+                epsilon=eps, config=sweep.training, pair_ids=pair_ids,
+                public_image_features=public_image_features,
+                public_text_features=public_text_features, progress=progress,
+            )
         log.info("dp %s/%s epsilon=%s: sigma=%.4g, spent epsilon=%.4g (%s), patient epsilon=%.4g,"
                  " %d steps, %.1f s, %d pairs dropped", model, cohort, label,
                  result.noise_multiplier, result.epsilon, result.accountant,
@@ -193,6 +212,8 @@ def run_dp(
                "seconds": result.seconds, "n_units": result.n_units,
                "n_pairs_dropped": result.n_pairs_dropped, "final_loss": result.final_loss,
                "grad_sample_mode": result.grad_sample_mode}
+        if picked is not None:
+            row.update(picked.summary(), selection=picked.rows())
         fp = heads_store.state_fingerprint(result.image_head, result.text_head)
         identity = {"heads_id": heads_store.trained_heads_id(label, cohort, fp), "heads": label,
                     "model": model, "heads_cohort": cohort, "epsilon": eps, "fingerprint": fp}
@@ -223,6 +244,10 @@ def run_dp(
                              for label, row in dp_rows.items()])
     util_frame = pd.DataFrame([{**keys, "heads": label, **ident[label], **r}
                                for label, probe in utility.items() for r in probe.rows()])
+    selection_frame = pd.DataFrame([{**keys, "heads": label, **ident[label],
+                                     "target_epsilon": row.get("target_epsilon"), **r}
+                                    for label, row in dp_rows.items()
+                                    for r in row.get("selection") or []])
     member_frame = pd.DataFrame([{**keys, "heads": label, **ident[label], **asdict(signal)}
                                  for label, signal in membership.items()])
     with store.connect_write(db) as con, store.transaction(con):
@@ -230,6 +255,9 @@ def run_dp(
                            run_id=run.run_id)
         store.replace_rows(con, "utility", util_frame, run_id=run.run_id)
         store.replace_rows(con, "membership", _known_columns(con, "membership", member_frame),
+                           run_id=run.run_id)
+        store.replace_rows(con, "dp_selection",
+                           _known_columns(con, "dp_selection", selection_frame),
                            run_id=run.run_id)
         heads_store.register(con, [dict(heads_id=i["heads_id"], model=model, heads=label,
                                         heads_cohort=cohort, epsilon=dp_rows[label].get(

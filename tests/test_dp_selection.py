@@ -1,0 +1,204 @@
+"""Per-epsilon hyper-parameter selection: validation split, held-out blindness, composed epsilon."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("opacus")
+
+from engine.dp import selection as sel  # noqa: E402
+from engine.dp.training import DPConfig  # noqa: E402
+from engine.errors import ConfigError  # noqa: E402
+from engine.labels import CHEXPERT_LABELS  # noqa: E402
+
+pytestmark = [pytest.mark.filterwarnings("ignore:Full backward hook:UserWarning"),
+              pytest.mark.filterwarnings("ignore:Secure RNG turned off:UserWarning")]
+
+D_IMG, D_TXT, EMB = 12, 10, 8
+SCALE = math.log(20.0)
+BASE = DPConfig(epochs=1, group_size=8, batch_size=2, min_steps_per_epoch=1, accountant="rdp")
+SMALL = sel.Selection(candidates=({"lr": 1e-3}, {"lr": 2e-2, "epochs": 2},
+                                  {"optimizer": "sgd", "lr": 1.0, "group_size": 4}),
+                      validation_fraction=0.3, validation_group_size=8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cohort(n=240, per_patient=3, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 6))
+    image = (z @ rng.normal(size=(6, D_IMG)) + 0.3 * rng.normal(size=(n, D_IMG)))
+    text = (z @ rng.normal(size=(6, D_TXT)) + 0.3 * rng.normal(size=(n, D_TXT)))
+    patients = [f"p{i // per_patient:04d}" for i in range(n)]
+    items = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "patient_id": patients,
+                          "split": ["test" if int(p[1:]) % 4 == 0 else "train"
+                                    for p in patients]})
+    for name in CHEXPERT_LABELS:
+        items[name] = rng.choice([1.0, 0.0], size=n)
+    return items, image.astype(np.float32), text.astype(np.float32)
+
+
+def _heads():
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Linear(D_IMG, EMB, bias=False), nn.Linear(D_TXT, EMB)
+
+
+def _select(items, image, text, epsilon):
+    ih, th = _heads()
+    return sel.select_for_split(items, image, text, train_split="train", epsilon=epsilon,
+                                base=BASE, selection=SMALL, image_head=ih, text_head=th,
+                                logit_scale=SCALE)
+
+
+def test_validation_split_is_patient_disjoint_keyed_and_stable():
+    patients = np.repeat([f"q{i}" for i in range(2000)], 3)
+    mask = sel.validation_mask(patients, fraction=0.2)
+    by_patient = pd.Series(mask).groupby(patients).nunique()
+    assert (by_patient == 1).all()  # a patient is all validation or all fit
+    assert 0.17 < mask.mean() < 0.23
+    # a function of the patient id and the key only: order and other patients do not matter
+    perm = np.random.default_rng(1).permutation(len(patients))
+    assert np.array_equal(sel.validation_mask(patients[perm], fraction=0.2), mask[perm])
+    assert np.array_equal(sel.validation_mask(patients[:30], fraction=0.2), mask[:30])
+    other = sel.validation_mask(patients, fraction=0.2, key="another key")
+    assert not np.array_equal(other, mask)
+
+
+@pytest.mark.parametrize("epsilon", [2.0, math.inf])
+def test_selection_never_reads_the_held_out_split(epsilon):
+    items, image, text = _cohort()
+    clean = _select(items, image, text, epsilon)
+    held = (items["split"] == "test").to_numpy()
+    assert held.any()
+    poisoned_image, poisoned_text = image.copy(), text.copy()
+    poisoned_image[held] = np.nan
+    poisoned_text[held] = 1e30
+    items_poisoned = items.copy()
+    items_poisoned.loc[held, CHEXPERT_LABELS] = np.nan
+    items_poisoned.loc[held, "image_id"] = "garbage"
+    dirty = _select(items_poisoned, poisoned_image, poisoned_text, epsilon)
+    assert dirty.chosen == clean.chosen
+    assert [t["val_loss"] for t in dirty.trials] == [t["val_loss"] for t in clean.trials]
+    for a, b in ((clean.result.image_head, dirty.result.image_head),
+                 (clean.result.text_head, dirty.result.text_head)):
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            assert torch.equal(pa, pb)
+    # the choice is the lowest validation loss, and the validation patients were not trained on
+    scores = [t["val_loss"] for t in clean.trials]
+    assert clean.chosen == int(np.argmin(scores)) and len(set(scores)) == len(scores)
+    train_pairs = int((items["split"] == "train").sum())
+    assert clean.n_fit_pairs + clean.n_validation_pairs == train_pairs
+    assert clean.result.n_pairs == clean.n_fit_pairs
+
+
+def test_validation_loss_is_the_mean_in_group_loss_of_the_fixed_groups():
+    from engine.dp.groups import assign_groups
+
+    items, image, text = _cohort()
+    ih, th = _heads()
+    val = (items["split"] == "train").to_numpy()
+    patients = items["patient_id"][val].tolist()
+    args = (image[val], text[val], patients)
+    before = sel.validation_loss(ih, th, *args, logit_scale=SCALE, selection=SMALL)
+    for head in (ih, th):  # constant embeddings: every logit equal, loss log(m) per group
+        torch.nn.init.zeros_(head.weight)
+    with torch.no_grad():
+        th.bias.fill_(1.0)
+    ih2 = torch.nn.Linear(D_IMG, EMB)
+    torch.nn.init.zeros_(ih2.weight)
+    with torch.no_grad():
+        ih2.bias.fill_(1.0)
+    flat = sel.validation_loss(ih2, th, *args, logit_scale=SCALE, selection=SMALL)
+    groups = assign_groups(patients, capacity=8, fill=SMALL.validation_group_fill,
+                           key=SMALL.validation_key + "/groups")
+    sizes = groups.mask.sum(axis=1)
+    assert flat == pytest.approx(np.log(sizes[sizes >= 2]).mean(), rel=1e-5)
+    assert before != pytest.approx(flat)
+
+
+def test_composed_epsilon_matches_direct_rdp_composition():
+    from opacus.accountants.analysis import rdp as rdp_analysis
+    from opacus.accountants.rdp import RDPAccountant
+
+    from engine.dp.accounting import epsilon_for
+
+    histories = [(1.1, 0.02, 500), (0.8, 0.05, 120), (2.0, 0.01, 1000)]
+    delta = 1e-5
+    orders = RDPAccountant.DEFAULT_ALPHAS
+    total = sum(np.asarray(rdp_analysis.compute_rdp(q=q, noise_multiplier=s, steps=t,
+                                                    orders=orders)) for s, q, t in histories)
+    direct, _ = rdp_analysis.get_privacy_spent(orders=orders, rdp=total, delta=delta)
+    composed = sel.compose_epsilon(histories, delta)
+    assert composed == pytest.approx(float(direct), rel=1e-12)
+    singles = [epsilon_for(s, q, t, delta, "rdp") for s, q, t in histories]
+    assert max(singles) < composed < sum(singles)  # more than any run, tighter than the sum
+    assert sel.compose_epsilon([(0.0, 0.1, 10), (1.0, 0.1, 10)], delta) == math.inf
+
+
+def test_selection_result_accounts_every_candidate():
+    items, image, text = _cohort()
+    picked = _select(items, image, text, 2.0)
+    assert len(picked.trials) == len(SMALL.candidates)
+    direct = sel.compose_epsilon([(t["noise_multiplier"], t["sample_rate"], t["steps"])
+                                  for t in picked.trials], picked.composed_delta)
+    assert picked.composed_epsilon == pytest.approx(direct)
+    assert picked.composed_epsilon > max(t["epsilon"] for t in picked.trials)
+    assert picked.composed_patient_epsilon == pytest.approx(2 * picked.composed_epsilon)
+    rows = picked.rows()
+    assert [r["chosen"] for r in rows].count(True) == 1
+    assert {r["group_size"] for r in rows} == {8, 4} and {r["optimizer"] for r in rows} == {
+        "adam", "sgd"}
+
+
+def test_selection_options_fail_with_one_clear_line():
+    with pytest.raises(ConfigError, match="cannot be tuned"):
+        sel.Selection(candidates=({"seed": 3},))
+    with pytest.raises(ConfigError, match="validation_fraction"):
+        sel.Selection(validation_fraction=1.5)
+    with pytest.raises(ConfigError, match="optimizer"):
+        sel.Selection(candidates=({"optimizer": "lbfgs"},)).configs(BASE)
+
+
+def test_run_dp_with_selection_stores_candidates_and_composed_epsilon(tmp_path):
+    from engine import store
+    from engine.dp import stage
+
+    items, image, text = _cohort()
+    ih, th = _heads()
+    sweep = stage.DPSweep(epsilons=(2.0,), training=BASE, selection=SMALL)
+    kwargs = dict(model="m", cohort="c", items=items, image_features=image, text_features=text,
+                  image_head=ih, text_head=th, logit_scale=SCALE, heads_dir=tmp_path / "heads")
+    db = tmp_path / "r.duckdb"
+    first = stage.run_dp(db, sweep=sweep, **kwargs)
+    con = store.connect_read(db)
+    rows = con.execute("SELECT heads, candidate, chosen, val_loss, epsilon, composed_epsilon "
+                       "FROM shown_dp_selection ORDER BY heads, candidate").df()
+    dp = con.execute("SELECT heads, epsilon, selection_epsilon, selection_chosen, "
+                     "n_fit_pairs, n_validation_pairs FROM shown_dp_runs ORDER BY heads").df()
+    config = con.execute("SELECT config_json FROM runs WHERE run_id = ?",
+                         [first.run_id]).fetchall()[0][0]
+    con.close()
+    assert len(rows) == 2 * len(SMALL.candidates)
+    assert rows.groupby("heads")["chosen"].sum().to_dict() == {"2": 1, "inf": 1}
+    two = dp.set_index("heads").loc["2"]
+    assert two["selection_epsilon"] > two["epsilon"]
+    chosen = rows[(rows["heads"] == "2") & rows["chosen"]].iloc[0]
+    assert chosen["candidate"] == two["selection_chosen"]
+    assert chosen["val_loss"] == rows[rows["heads"] == "2"]["val_loss"].min()
+    assert two["n_fit_pairs"] + two["n_validation_pairs"] == int((items["split"] == "train").sum())
+    assert '"selection"' in config and '"candidates"' in config
+    again = stage.run_dp(db, sweep=sweep, **kwargs)  # reused, rows kept
+    assert again.reused and again.run_id == first.run_id
