@@ -117,10 +117,13 @@ def retrained_embeddings(inputs: AuditInputs, folders: dict[str, Path]) -> dict[
 
 
 def dp(db: Path, cache: Path, inputs: AuditInputs, *, epsilons: tuple[float, ...],
-       attack_config: AttackConfig = AttackConfig(), progress=None, training=None):
+       attack_config: AttackConfig = AttackConfig(), progress=None, training=None,
+       selection=None):
     """The DP sweep on the training split, then the attack with every epsilon's heads.
 
-    ``training`` is the sweep's `engine.dp.training.DPConfig` (None: its defaults).
+    ``training`` is the sweep's `engine.dp.training.DPConfig` (None: its defaults);
+    ``selection`` an `engine.dp.selection.Selection` (per-epsilon hyper-parameter choice on a
+    validation split of the training patients; None: ``training`` as it is).
     """
     from engine.dp.stage import DPSweep, run_dp
 
@@ -133,8 +136,8 @@ def dp(db: Path, cache: Path, inputs: AuditInputs, *, epsilons: tuple[float, ...
         image_head=original.image, text_head=original.text,
         logit_scale=original.logit_scale, logit_bias=original.logit_bias,
         heads_dir=heads_dir(cache, inputs.model, inputs.cohort),
-        sweep=(DPSweep(epsilons=epsilons) if training is None
-               else DPSweep(epsilons=epsilons, training=training)),
+        sweep=DPSweep(epsilons=epsilons, selection=selection,
+                      **({} if training is None else {"training": training})),
         cohort_fingerprint=inputs.cohort_fingerprint,
         original_heads_id=inputs.original_heads_id, progress=progress,
     )

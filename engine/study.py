@@ -394,11 +394,14 @@ def _attack(db: Path, cache: Path, model: str, cohort: str, config: StudyConfig,
 
 def _dp(db: Path, cache: Path, model: str, config: StudyConfig, progress_factory) -> str:
     from engine import audit
+    from engine.dp.selection import Selection
 
     inputs = audit.load_inputs(db, cache, model, COHORT)
     with progress_factory("DP steps", "step") as bar:
+        # hyper-parameters chosen per epsilon on a validation split of the training patients
         res = audit.dp(db, cache, inputs, epsilons=tuple(config.epsilons),
-                       attack_config=_attack_config(config), progress=bar)
+                       attack_config=_attack_config(config), progress=bar,
+                       selection=Selection())
     return ("reused" if res.reused else "trained") + f": heads {', '.join(res.heads)}"
 
 
