@@ -29,6 +29,9 @@ from engine.runs import Run
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("image_to_report", "report_to_image")
+# Matched-negative policies: the 14-label vector, or a release's own finer sets (PadChest's item
+# columns ``findings`` and ``localizations``), each stored under its own ``negatives`` name.
+MATCH_POLICIES = ("labels", "findings", "findings+localizations")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,12 @@ class AttackConfig:
         splits: Splits evaluated; ``train`` gives the members, ``test`` the held-out pairs.
         uncertain: Label-key policy for matched negatives: ``own`` (uncertain is its own value),
             ``positive`` or ``negative``. Missing labels always count as 0.
+        match: What a matched distractor shares with the true report: ``labels`` (the 14-label
+            vector, stored as ``negatives = 'matched'``), ``findings`` (the source's full
+            finding set) or ``findings+localizations`` (both sets), stored as
+            ``matched:<policy>``. A run with a finer policy stores only those matched rows of
+            ``relink_metrics``: its random negatives, rank counts and top-k lists are the ones
+            of the ``labels`` run on the same embeddings.
         n_boot: Bootstrap replicates (resampling patients) for the 95% intervals.
         top_k: Length of the stored candidate lists.
         seed: Seed of the bootstrap.
@@ -51,6 +60,7 @@ class AttackConfig:
     ks: tuple[int, ...] = (1, 5, 10)
     splits: tuple[str, ...] = ("test", "train")
     uncertain: str = "own"
+    match: str = "labels"
     n_boot: int = 1000
     top_k: int = 20
     seed: int = 0
@@ -58,6 +68,21 @@ class AttackConfig:
     def __post_init__(self) -> None:
         if self.uncertain not in ("own", "positive", "negative"):
             raise ConfigError(f"uncertain={self.uncertain!r}: expected own, positive or negative")
+        if self.match not in MATCH_POLICIES:
+            raise ConfigError(f"match={self.match!r}: expected {', '.join(MATCH_POLICIES)}")
+
+    @property
+    def matched_name(self) -> str:
+        """The ``negatives`` value of this policy's matched rows."""
+        return "matched" if self.match == "labels" else f"matched:{self.match}"
+
+    def identity(self) -> dict:
+        """The config as recorded in the run (``match`` only when not the default, so the
+        default's run ids are those of runs recorded before the option existed)."""
+        out = asdict(self)
+        if out["match"] == "labels":
+            del out["match"]
+        return out
 
 
 def label_keys(items: pd.DataFrame, uncertain: str = "own") -> np.ndarray:
@@ -70,10 +95,35 @@ def label_keys(items: pd.DataFrame, uncertain: str = "own") -> np.ndarray:
     return np.array([row.tobytes().hex() for row in codes], dtype=object)
 
 
+def match_keys(items: pd.DataFrame, config: AttackConfig, *, cohort: str = "") -> np.ndarray:
+    """One key per item for the matched negatives of `config.match` (see `AttackConfig`).
+
+    Raises:
+        ConfigError: a finer policy on a cohort without the source's finding sets.
+    """
+    if config.match == "labels":
+        return label_keys(items, config.uncertain)
+    columns = config.match.split("+")
+    missing = [c for c in columns if c not in items or items[c].isna().all()]
+    if missing:
+        raise ConfigError(
+            f"--match {config.match}: cohort {cohort or '?'} has no {'/'.join(missing)} column "
+            "(only the padchest format keeps the source's finding sets); use --match labels")
+    # A missing value on some rows (not expected from one adapter) is its own empty set.
+    parts = [items[c].fillna("").astype(str).to_numpy(dtype=object) for c in columns]
+    if len(parts) == 1:
+        return parts[0]
+    return np.array([f"{a}|{b}" for a, b in zip(*parts)], dtype=object)
+
+
 def pool_metrics(
     counts: RankCounts, patients: np.ndarray, config: AttackConfig
 ) -> list[dict]:
-    """`relink_metrics` rows (without the run keys) for random and matched negatives."""
+    """`relink_metrics` rows (without the run keys) for random and matched negatives.
+
+    The matched rows are named by `AttackConfig.matched_name`; a finer policy gets only those.
+    """
+    random = config.match == "labels"
     q = len(counts.n_greater)
     sizes = sorted({n for n in config.pool_sizes if n < q} | {q})
     rows: list[dict] = []
@@ -102,16 +152,18 @@ def pool_metrics(
 
     everyone = np.ones(q, dtype=bool)
     for size in sizes:
-        recalls = [pools.recall_at_k(counts.n_candidates, counts.n_greater, counts.n_tied, size, k)
-                   for k in config.ks]
-        add("random", size, recalls, [min(k / size, 1.0) for k in config.ks], everyone)
+        if random:
+            recalls = [pools.recall_at_k(counts.n_candidates, counts.n_greater, counts.n_tied,
+                                         size, k) for k in config.ks]
+            add("random", size, recalls, [min(k / size, 1.0) for k in config.ks], everyone)
         if size < q:
             include = counts.n_matched >= size - 1
             m, g, e = (np.where(include, a, size - 1) for a in
                        (counts.n_matched, counts.n_matched_greater, counts.n_matched_tied))
             g, e = np.where(include, g, 0), np.where(include, e, 0)
             recalls = [pools.recall_at_k(m, g, e, size, k) for k in config.ks]
-            add("matched", size, recalls, [min(k / size, 1.0) for k in config.ks], include)
+            add(config.matched_name, size, recalls, [min(k / size, 1.0) for k in config.ks],
+                include)
     # Matched at full database: every matched distractor, so the pool size varies per query and
     # chance is the mean of k / N_q. Queries with no matched distractor are left out.
     include = counts.n_matched >= 1
@@ -119,7 +171,7 @@ def pool_metrics(
     recalls = [pools.recall_at_k_full(counts.n_matched_greater, counts.n_matched_tied, k)
                for k in config.ks]
     chance = [np.minimum(k / (m + 1.0), 1.0) for k in config.ks]
-    add("matched", q, recalls, chance, include, full_matched=True)
+    add(config.matched_name, q, recalls, chance, include, full_matched=True)
     return rows
 
 
@@ -200,14 +252,15 @@ def run_attack(
     if heads != "original" and heads_cohort is None:
         heads_cohort = cohort  # retrained heads without a source were trained here
     run = Run("attack", model, cohort, {
-        **asdict(config), "heads": heads, "heads_id": heads_id,
+        **config.identity(), "heads": heads, "heads_id": heads_id,
         **provenance, **({"heads_cohort": heads_cohort} if heads_cohort else {}),
     }, inputs={"embeddings": fingerprint(image_embeddings, text_embeddings)},
         heads=heads, heads_cohort=heads_cohort, cohort_fingerprint=cohort_fingerprint,
         source_fingerprint=source_fingerprint if heads_cohort != cohort else cohort_fingerprint)
     if run.reuse(db):
         return run.run_id, True
-    keys = label_keys(items, config.uncertain)
+    keys = match_keys(items, config, cohort=cohort)
+    finer = config.match != "labels"
     ranks, metrics, summary, topk = [], [], [], []
     for split in config.splits:
         mask = (items["split"] == split).to_numpy()
@@ -227,6 +280,9 @@ def run_attack(
             counts = count_ranks(queries, cands, label_keys=k_sub, patients=patients,
                                  progress=progress)
             tag = dict(split=split, direction=direction)
+            metrics += [{**tag, **row} for row in pool_metrics(counts, patients, config)]
+            if finer:
+                continue  # the labels run on these embeddings holds the rest, identical
             ranks.append(pd.DataFrame(dict(
                 **tag, query_id=query_ids, true_id=cand_ids,
                 n_candidates=counts.n_candidates, n_greater=counts.n_greater,
@@ -234,7 +290,6 @@ def run_attack(
                 n_matched_greater=counts.n_matched_greater, n_matched_tied=counts.n_matched_tied,
                 top1_same_patient=counts.top1_same_patient,
             )))
-            metrics += [{**tag, **row} for row in pool_metrics(counts, patients, config)]
             summary += [{**tag, **row} for row in summary_metrics(counts, patients, config)]
             scores, idx = top_candidates(queries, cands, config.top_k)
             q, kk = idx.shape

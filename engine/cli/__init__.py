@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pool sizes N besides the full database (default 10,100,1000,10000)")
     p.add_argument("--external", action="store_true",
                    help="the model never saw this cohort: evaluate every pair as held-out")
+    p.add_argument("--match", default="labels",
+                   choices=("labels", "findings", "findings+localizations"),
+                   help="what matched negatives share with the true report: the 14 labels "
+                        "(default) or the source's full finding set, with its localizations "
+                        "(padchest cohorts); stored as negatives matched / matched:<policy>")
     p.set_defaults(handler="engine.cli.audit:attack", writes=("db",))
 
     p = sub.add_parser("dp", help="retrain the projection heads with DP over an epsilon grid")

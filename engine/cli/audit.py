@@ -37,7 +37,7 @@ def attack(args: argparse.Namespace) -> int:
     from engine.attack.stage import AttackConfig
 
     inputs = audit.load_inputs(args.db, args.cache, args.model, args.cohort)
-    config = AttackConfig(pool_sizes=_pool_sizes(args.pool_sizes))
+    config = AttackConfig(pool_sizes=_pool_sizes(args.pool_sizes), match=args.match)
     start = time.perf_counter()
     n_splits = 1 if args.external else len(config.splits)
     with tqdm(total=2 * n_splits * len(inputs.items), desc="ranking", unit="query",

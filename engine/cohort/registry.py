@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from engine import store
-from engine.cohort.table import COLUMNS, CohortLoad, select_one_image_per_study
+from engine.cohort.table import COLUMNS, EXTRA_COLUMNS, CohortLoad, select_one_image_per_study
 from engine.errors import CohortError, check_name
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,10 @@ def register_cohort(
     if items.empty:
         raise CohortError(f"{root}: cohort {name!r} has no usable images; nothing registered")
     chosen = set(select_one_image_per_study(items)["image_id"])
-    stored = items.loc[:, list(COLUMNS)].copy()
+    # A format's finer finding sets (PadChest) are stored too, so they are part of the content
+    # fingerprint; formats without them keep their fingerprint and store NULL.
+    extras = [col for col in EXTRA_COLUMNS if col in items]
+    stored = items.loc[:, list(COLUMNS) + extras].copy()
     stored.insert(0, "cohort", name)
     stored["selected"] = stored["image_id"].isin(chosen)
     fingerprint = content_fingerprint(stored, root)
@@ -113,11 +116,12 @@ def content_fingerprint(items: pd.DataFrame, root: Path) -> str:
     """Content identity of a cohort: its item rows and, per image file, size and mtime.
 
     The rows cover every stored column (ids, split, view, image path, report text, labels,
-    ``selected``), sorted by image id, so the same content read in another order has the same
-    fingerprint. Image files are identified by ``(size, mtime_ns)`` rather than hashed: reading
-    every image of a real release would take hours, and a rewritten or replaced file changes
-    its mtime. A missing file counts as ``(-1, -1)``. The cohort's name and root folder are not
-    part of it, so a moved cohort keeps its results.
+    the finer ``findings`` / ``localizations`` when the format has them, ``selected``), sorted
+    by image id, so the same content read in another order has the same fingerprint. Image
+    files are identified by ``(size, mtime_ns)`` rather than hashed: reading every image of a
+    real release would take hours, and a rewritten or replaced file changes its mtime. A
+    missing file counts as ``(-1, -1)``. The cohort's name and root folder are not part of it,
+    so a moved cohort keeps its results.
     """
     from engine.cohort.table import resolve_image
 
