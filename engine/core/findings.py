@@ -118,6 +118,11 @@ def _lift(p: _Point | None) -> str:
     return f"{times(p.lift)} ({times(p.lift_low)[:-1]}-{times(p.lift_high)})"
 
 
+def _change(value: float) -> str:
+    """A relative change such as ``-61.8%`` (``n/a`` when undefined)."""
+    return f"{value:+.1%}" if finite(value) else "n/a"
+
+
 def _macro(utility, heads: str) -> float:
     if utility is None or len(utility) == 0:
         return math.nan
@@ -230,8 +235,8 @@ def _dp(metrics, utility, model: str, external=None, external_cohort: str | None
     vs_inf = (1 - dp.recall / inf.recall) if inf is not None and inf.recall > 0 else math.nan
     a0, a1 = _macro(utility, "original"), _macro(utility, label)
     parts = [f"eps {label}, N={n:,}: Recall@1 {percent(orig.recall)} -> {percent(dp.recall)} "
-             f"({percent(dp.ci_low)[:-1]}-{percent(dp.ci_high)}), {-cut:+.1%} vs original, "
-             f"{-vs_inf:+.1%} vs eps=inf", f"AUROC {auroc(a0)} -> {auroc(a1)}"]
+             f"({percent(dp.ci_low)[:-1]}-{percent(dp.ci_high)}), {_change(-cut)} vs original, "
+             f"{_change(-vs_inf)} vs eps=inf", f"AUROC {auroc(a0)} -> {auroc(a1)}"]
     if external is not None and len(external):
         en = max(set(_sizes(external, model=model)) & set(_sizes(external, model=model, heads=label))
                  or {0})
@@ -239,7 +244,7 @@ def _dp(metrics, utility, model: str, external=None, external_cohort: str | None
         e1 = _point(external, en, model=model, heads=label) if en else None
         if e0 is not None and e1 is not None and e0.recall > 0:
             parts.append(f"{external_cohort or 'external'} N={en:,}: "
-                         f"{-(1 - e1.recall / e0.recall):+.1%}")
+                         f"{_change(e1.recall / e0.recall - 1)} with the same heads")
     measured = "; ".join(parts)
     significant = finite(cut) and cut >= MIN_CUT and dp.ci_high < orig.recall
     kept = finite(a0) and finite(a1) and a0 - a1 <= MAX_AUROC_DROP
@@ -248,7 +253,7 @@ def _dp(metrics, utility, model: str, external=None, external_cohort: str | None
         verdict, why = REPRODUCES, "Recall@1 falls beyond the eps=inf heads and the probe holds"
     elif significant and not beyond_inf:
         verdict, why = NOT_REPRODUCED, (f"retraining without privacy (eps=inf) cuts Recall@1 as "
-                                        f"much or more ({-(1 - inf.recall / orig.recall):+.1%}): "
+                                        f"much or more ({_change(inf.recall / orig.recall - 1)}): "
                                         "the cut comes from retraining, not from the noise")
     elif significant:
         verdict, why = PARTLY, "Recall@1 falls, but the probe loses more than 1 AUROC point"
