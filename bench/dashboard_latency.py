@@ -213,6 +213,12 @@ def run_browser(db: Path) -> list[tuple[str, float, str]]:
     proc = start_server(db, port)
     rows: list[tuple[str, float, str]] = []
 
+    def failed(name, exc):
+        rows.append((name, float("nan"), "failed"))
+        print(f"  {name:<48} FAILED: {str(exc).splitlines()[0][:90]}", flush=True)
+        page.reload()  # start the next step from a settled page
+        d.settle()
+
     def record(name, seconds, kind="interaction"):
         rows.append((name, seconds, kind))
         goal = GOAL_LOAD if kind == "load" else GOAL_STEP
@@ -228,9 +234,13 @@ def run_browser(db: Path) -> list[tuple[str, float, str]]:
             record("first load: / (risk overview)", d.first_load("stMetric"), "load")
 
             def twice(name, go, back, content=None):
-                record(f"{name} (first)", d.timed(go, content))
-                d.timed(back, content)
-                record(f"{name} (again)", d.timed(go, content))
+                """The step cold, back (not timed), the step again; a failure is recorded."""
+                try:
+                    record(f"{name} (first)", d.timed(go, content))
+                    d.timed(back, content)
+                    record(f"{name} (again)", d.timed(go, content))
+                except Exception as exc:  # noqa: BLE001 - report and go on with the next step
+                    failed(name, exc)
 
             twice("overview: pool size N", d.select("Pool size N", "10"),
                   d.select("Pool size N", "100"), "stMetric")
@@ -255,8 +265,11 @@ def run_browser(db: Path) -> list[tuple[str, float, str]]:
                 record(f"page switch (again): {title}", d.timed(d.nav(title), content))
 
             d.timed(d.nav("Re-linkage explorer"), "stDataFrame")
-            record("explorer: pick row 3", d.timed(d.pick_row(3), "stImage"))
-            record("explorer: pick row 7", d.timed(d.pick_row(7), "stImage"))
+            for row in (3, 7):
+                try:
+                    record(f"explorer: pick row {row}", d.timed(d.pick_row(row), "stImage"))
+                except Exception as exc:  # noqa: BLE001
+                    failed(f"explorer: pick row {row}", exc)
             twice("explorer: finding filter", d.select("Finding", "Pleural Effusion"),
                   d.select("Finding", "any"), "stDataFrame")
             twice("explorer: search report words", d.search("pleural effusion"),
@@ -267,7 +280,10 @@ def run_browser(db: Path) -> list[tuple[str, float, str]]:
             d.timed(d.nav("Joint space"), "stPlotlyChart")
             twice("joint space: colour by label", d.button("Colour by", "label"),
                   d.button("Colour by", "modality"), "stPlotlyChart")
-            record("joint space: box select (drag)", d.timed(d.drag_box(), "stDataFrame"))
+            try:
+                record("joint space: box select (drag)", d.timed(d.drag_box(), "stDataFrame"))
+            except Exception as exc:  # noqa: BLE001
+                failed("joint space: box select (drag)", exc)
             twice("joint space: compare with ε = 1", d.select("Compare with", "DP heads, ε = 1"),
                   d.select("Compare with", "(none)"), "stPlotlyChart")
 
@@ -309,6 +325,9 @@ def main() -> int:
     rows = run_browser(db)
     loads = [s for _, s, kind in rows if kind == "load"]
     steps = [s for _, s, kind in rows if kind == "interaction"]
+    failures = [name for name, _, kind in rows if kind == "failed"]
+    if failures:
+        print(f"failed steps: {', '.join(failures)}")
     worst_load, worst_step = max(loads), max(steps)
     ok = worst_load < GOAL_LOAD and worst_step < GOAL_STEP
     print(f"slowest page load {worst_load * 1000:.0f} ms (goal < {GOAL_LOAD * 1000:.0f} ms), "

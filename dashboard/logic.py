@@ -99,7 +99,8 @@ def lift_curves(metrics: pd.DataFrame, *, direction: str = "image_to_report",
     if m.empty:
         return m.assign(group="", members="")
     full = m.groupby(["model", "split", "heads"])["pool_size"].transform("max")
-    m = m[~((m["negatives"] == "matched") & (m["pool_size"] == full))]
+    # "matched" and the finer "matched:<policy>" rows alike
+    m = m[~(m["negatives"].str.startswith("matched") & (m["pool_size"] == full))]
     m["members"] = m["split"].map(SPLIT_NAMES).fillna(m["split"])
     m["group"] = m["model"] + " · " + m["negatives"]
     return m.sort_values(["model", "split", "negatives", "pool_size"]).reset_index(drop=True)
@@ -472,17 +473,21 @@ def pairs_of(points: pd.DataFrame, rows: Sequence[int]) -> pd.DataFrame:
     rows = [r for r in rows if r in points.index]
     chosen = points.loc[rows, "image_id"].dropna().unique()
     sub = points[points["image_id"].isin(chosen)]
-    out = []
-    for image_id, g in sub.groupby("image_id", sort=False):
-        img, rep = g[g["modality"] == "image"], g[g["modality"] == "report"]
-        first = g.iloc[0]
-        ixy = (float(img["x"].iloc[0]), float(img["y"].iloc[0])) if len(img) else None
-        rxy = (float(rep["x"].iloc[0]), float(rep["y"].iloc[0])) if len(rep) else None
-        gap = math.dist(ixy, rxy) if ixy and rxy else float("nan")
-        out.append({"image_id": image_id, "study_id": first["study_id"], "split": first["split"],
-                    "label group": label_group(first), "expected_rank": first["expected_rank"],
-                    "image_xy": _xy(ixy), "report_xy": _xy(rxy), "gap": gap})
-    return pd.DataFrame(out)
+    # vectorised: a box over a dense map selects thousands of items
+    first = sub.drop_duplicates("image_id").set_index("image_id")
+    img = sub[sub["modality"] == "image"].drop_duplicates("image_id").set_index("image_id")
+    rep = sub[sub["modality"] == "report"].drop_duplicates("image_id").set_index("image_id")
+    ix = img.reindex(first.index)[["x", "y"]].to_numpy(dtype=float)
+    rx = rep.reindex(first.index)[["x", "y"]].to_numpy(dtype=float)
+    return pd.DataFrame({
+        "image_id": first.index.to_numpy(), "study_id": first["study_id"].to_numpy(),
+        "split": first["split"].to_numpy(),
+        "label group": label_groups(first).to_numpy(),
+        "expected_rank": first["expected_rank"].to_numpy(),
+        "image_xy": [_xy(None if np.isnan(a).any() else a) for a in ix],
+        "report_xy": [_xy(None if np.isnan(b).any() else b) for b in rx],
+        "gap": np.hypot(ix[:, 0] - rx[:, 0], ix[:, 1] - rx[:, 1]),
+    })
 
 
 def _xy(p):
