@@ -17,6 +17,8 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -74,6 +76,23 @@ def launched() -> bool:
 def world_size() -> int:
     """Number of ranks of this run, from the environment (no process group needed)."""
     return int(os.environ.get("WORLD_SIZE", "1") or 1) if launched() else 1
+
+
+def quiet_unless_main() -> None:
+    """Under torchrun, send the output of every rank but 0 to nowhere (errors still show)."""
+    if not launched():
+        return
+    if os.environ.get("RANK", "0") != "0":
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process
+        os.environ["TQDM_DISABLE"] = "1"
+    # torchrun stops the surviving ranks with SIGTERM when one fails: say so in one line.
+    signal.signal(signal.SIGTERM, _stopped)
+
+
+def _stopped(signum, frame) -> None:
+    raise DistributedError(
+        f"rank {os.environ.get('RANK')} of {os.environ.get('WORLD_SIZE')}: stopped because "
+        "another rank failed; completed chunks are kept, rerun the same command to resume")
 
 
 def current() -> World:

@@ -52,6 +52,9 @@ def environment() -> dict:
         env["threads"] = None
     if env["threads"] is None:
         env["threads"] = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    from engine.distributed import world_size
+
+    env["world_size"] = world_size()  # torchrun ranks that computed the run (1 without)
     return {k: str(v) if k == "torch" and v is not None else v for k, v in env.items()}
 
 

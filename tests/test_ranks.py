@@ -85,7 +85,10 @@ def test_identical_embeddings_under_different_label_keys_tie_exactly():
     np.testing.assert_array_equal(fast.n_tied[copies], len(copies) - 1)
 
 
-def test_random_continuous_embeddings_match_float64_reference():
+def test_random_continuous_embeddings_match_float64_reference_up_to_float32_rounding():
+    """Continuous scores: exact wherever no distractor lies within float32 rounding of the true
+    score; there, a BLAS may round either way (the previous numpy code differs from torch on a
+    few queries in 10,000 for that reason), so only the bracket is asserted."""
     rng = np.random.default_rng(7)
     q, d = 1500, 48
     reports = _normalise(rng.normal(size=(q, d)))
@@ -94,7 +97,24 @@ def test_random_continuous_embeddings_match_float64_reference():
     keys = (rng.zipf(1.6, q) % 30).astype(str)
     patients = rng.integers(0, q // 3, q).astype(str)
     fast = count_ranks(images, reports, label_keys=keys, patients=patients, chunk=256, tile=500)
-    _assert_same(fast, count_ranks_naive(images, reports, label_keys=keys, patients=patients))
+    scores = images.astype(np.float64) @ reports.astype(np.float64).T
+    true = np.diag(scores)[:, None]
+    identical = (reports[None, :, :] == reports[:, None, :]).all(-1)  # exact ties by design
+    eps = 1e-6
+    above = ((scores > true + eps) & ~identical).sum(1)
+    near = ((np.abs(scores - true) <= eps) & ~identical).sum(1)
+    ties = identical.sum(1) - 1
+    assert np.all(fast.n_greater >= above) and np.all(fast.n_greater <= above + near)
+    at_least = fast.n_greater + fast.n_tied
+    assert np.all(at_least >= above + ties) and np.all(at_least <= above + near + ties)
+    assert np.all(fast.n_tied >= ties)
+    exact = near == 0
+    assert exact.mean() > 0.95
+    slow = count_ranks_naive(images, reports, label_keys=keys, patients=patients)
+    for field in FIELDS:
+        np.testing.assert_array_equal(getattr(fast, field)[exact], getattr(slow, field)[exact])
+    copies = (reports == reports[1]).all(1)  # rows 0, 5, 10, ... and row 1
+    np.testing.assert_array_equal(fast.n_tied[copies], copies.sum() - 1)
 
 
 def test_chunks_cover_every_query_once_and_parts_assemble_in_any_order():

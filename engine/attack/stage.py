@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from engine import store
+from engine import distributed, store
 from engine.attack import pools
 from engine.attack.ranks import RankCounts, count_ranks
 from engine.errors import ConfigError
@@ -257,7 +257,10 @@ def run_attack(
     }, inputs={"embeddings": fingerprint(image_embeddings, text_embeddings)},
         heads=heads, heads_cohort=heads_cohort, cohort_fingerprint=cohort_fingerprint,
         source_fingerprint=source_fingerprint if heads_cohort != cohort else cohort_fingerprint)
-    if run.reuse(db):
+    # Under torchrun every rank counts its share of the queries; rank 0 alone reads the
+    # reuse decision, computes the metrics and writes (`engine.distributed`).
+    world = distributed.current()
+    if distributed.broadcast(run.reuse(db) if world.is_main else None):
         return run.run_id, True
     keys = match_keys(items, config, cohort=cohort)
     finer = config.match != "labels"
@@ -279,6 +282,8 @@ def run_attack(
                 query_ids, cand_ids = sub["study_id"].to_numpy(), sub["image_id"].to_numpy()
             counts = count_ranks(queries, cands, label_keys=k_sub, patients=patients,
                                  progress=progress)
+            if not world.is_main:
+                continue
             tag = dict(split=split, direction=direction)
             metrics += [{**tag, **row} for row in pool_metrics(counts, patients, config)]
             if finer:
@@ -299,6 +304,9 @@ def run_attack(
                 is_true=(idx == np.arange(q)[:, None]).ravel(),
                 is_matched=(k_sub[idx] == k_sub[:, None]).ravel(),
             )))
+    if not world.is_main:
+        distributed.barrier("the attack's write")
+        return run.run_id, False
     keys_cols = dict(run_id=run.run_id, model=model, cohort=cohort, heads=heads,
                      heads_cohort=heads_cohort, heads_id=heads_id)
     frames = {
@@ -313,6 +321,7 @@ def run_attack(
                                run_id=run.run_id)
         run.record(con, status="done", n_rows=int(sum(len(f) for f in frames.values())),
                    message=leak_message(leaked_patients(items, config.splits)))
+    distributed.barrier("the attack's write")
     return run.run_id, False
 
 

@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="items per batch (64 CPU, 256 GPU)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="default: the GPU when there is one")
+    p.add_argument("--chunk-size", type=int_at_least(1), default=512,
+                   help="items per chunk file, the unit of resumption and of sharding between "
+                        "torchrun ranks (default 512)")
     p.set_defaults(handler="engine.cli.stages:embed", writes=("db", "cache"))
 
     p = sub.add_parser("attack", help="re-linkage attack: exact pool metrics into DuckDB")
@@ -212,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from engine.distributed import quiet_unless_main
+
+    quiet_unless_main()  # under torchrun only rank 0 prints results and progress
     module, func = args.handler.split(":")
     try:
         from engine.cli.options import check_outputs

@@ -112,7 +112,8 @@ def embed(args: argparse.Namespace) -> int:
     from engine.embed.stage import EmbedOptions, embed_cohort
 
     options = EmbedOptions(batch_size=getattr(args, "batch_size", None),
-                           device=getattr(args, "device", None))
+                           device=getattr(args, "device", None),
+                           chunk_size=getattr(args, "chunk_size", None) or 512)
     with _LazyBar(desc=f"embed {args.cohort}", unit="item") as bar:
         result = embed_cohort(args.db, args.cache, args.model, args.cohort, options=options,
                               progress=bar)

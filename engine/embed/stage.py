@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from engine import distributed
 from engine.cohort.registry import read_cohort
 from engine.embed.reader import CURRENT, MANIFEST, pair_dir
 from engine.errors import CohortError, ConfigError
@@ -232,11 +233,16 @@ def embed_cohort(
     folder = base / digest
     run = Run("embed", entry.name, cohort, config, cohort_fingerprint=meta.get("fingerprint"))
     n_chunks = (len(items) + options.chunk_size - 1) // options.chunk_size
+    # Under torchrun the ranks share the chunks; rank 0 alone writes the database and
+    # assembles (`engine.distributed`). Every rank has read what it needs before rank 0 writes.
+    world = distributed.current()
+    distributed.barrier("reading the cohort")
 
     if (folder / MANIFEST).exists():
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        _write_atomic_text(base / CURRENT, json.dumps({"config_hash": digest}))
-        if not run.reuse(db):
+        if world.is_main:
+            _write_atomic_text(base / CURRENT, json.dumps({"config_hash": digest}))
+        if world.is_main and not run.reuse(db):
             _record(db, run, entry, status="done", manifest=manifest, manifest_folder=folder)
         return EmbedResult(
             folder=folder, model=entry.name, cohort=cohort, run_id=run.run_id, reused=True,
@@ -257,10 +263,14 @@ def embed_cohort(
             f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use --device cpu "
             "or leave --device out"
         )
+    if world.size > 1 and device.startswith("cuda"):
+        device = f"cuda:{world.local_rank}"  # one GPU per rank
     batch_size = options.batch_size or (256 if device.startswith("cuda") else 64)
     workers = options.num_workers
     if workers is None:
-        workers = min(8, max((os.cpu_count() or 1) - 1, 0)) if device.startswith("cuda") else 0
+        # The node's cores are shared by the ranks on it.
+        cores = (os.cpu_count() or 1) // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+        workers = min(8, max(cores - 1, 0)) if device.startswith("cuda") else 0
 
     loaded = load_model(entry.spec, device=device)
     towers = split_towers(loaded.model)
@@ -268,15 +278,16 @@ def embed_cohort(
     chunk_dir.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     done = {i for i in range(n_chunks) if _chunk_path(chunk_dir, i).exists()}
-    todo = [i for i in range(n_chunks) if i not in done]
+    todo = world.share([i for i in range(n_chunks) if i not in done])
     if progress is not None and hasattr(progress, "total"):
         progress.total = sum(
             min(options.chunk_size, len(items) - i * options.chunk_size) for i in todo
         )
         if hasattr(progress, "refresh"):
             progress.refresh()
-    _record(db, run, entry, status="running",
-            message=f"{len(done)} of {n_chunks} chunks already on disk")
+    if world.is_main:
+        _record(db, run, entry, status="running",
+                message=f"{len(done)} of {n_chunks} chunks already on disk")
     root = Path(meta["root"])
     try:
         for index in todo:
@@ -287,12 +298,22 @@ def embed_cohort(
             )
             if on_chunk is not None:
                 on_chunk(index)
+        distributed.barrier("embedding the chunks")
+        if not world.is_main:
+            distributed.barrier("assembling the embedding")
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+            return EmbedResult(
+                folder=folder, model=entry.name, cohort=cohort, run_id=run.run_id, reused=False,
+                n_items=int(manifest["n_items"]), skipped=manifest["skipped"],
+                chunks_total=n_chunks, chunks_computed=len(todo), chunks_reused=len(done),
+                seconds=time.perf_counter() - start, device=device)
         manifest = _assemble(folder, chunk_dir, items, n_chunks, towers, loaded, config, digest,
                              device=device, describe=describe_head, torch=torch)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         try:
-            _record(db, run, entry, status=status, message=f"{type(exc).__name__}: {exc}"[:500])
+            if world.is_main:
+                _record(db, run, entry, status=status, message=f"{type(exc).__name__}: {exc}"[:500])
         except Exception:  # noqa: BLE001 - never hide the original error
             log.exception("could not record the %s run", status)
         raise
@@ -302,6 +323,7 @@ def embed_cohort(
     _write_atomic_text(base / CURRENT, json.dumps({"config_hash": digest}))
     shutil.rmtree(chunk_dir, ignore_errors=True)
     _record(db, run, entry, status="done", manifest=manifest, manifest_folder=folder)
+    distributed.barrier("assembling the embedding")
     return EmbedResult(
         folder=folder, model=entry.name, cohort=cohort, run_id=run.run_id, reused=False,
         n_items=int(manifest["n_items"]), skipped=manifest["skipped"], chunks_total=n_chunks,
