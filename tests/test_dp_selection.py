@@ -202,3 +202,79 @@ def test_run_dp_with_selection_stores_candidates_and_composed_epsilon(tmp_path):
     assert '"selection"' in config and '"candidates"' in config
     again = stage.run_dp(db, sweep=sweep, **kwargs)  # reused, rows kept
     assert again.reused and again.run_id == first.run_id
+
+
+# --- the decomposition of the drop (engine/core/decompose.py), on hand-made numbers -----------
+
+def _metric_rows(recalls: dict, pools=(100, 10000, 20000), cohort_suffix=""):
+    rows = []
+    for heads, by_pool in recalls.items():
+        for pool, recall in zip(pools, by_pool):
+            rows.append(dict(heads=heads + (cohort_suffix if heads != "original" else ""),
+                             split="test", direction="image_to_report", negatives="random",
+                             pool_size=pool, k=1, recall=recall, ci_low=recall - 0.01,
+                             ci_high=recall + 0.01, chance=1 / pool, lift=recall * pool))
+    # rows that must be ignored: matched negatives, members, k = 5
+    rows.append({**rows[0], "negatives": "matched", "recall": 0.99})
+    rows.append({**rows[0], "split": "train", "recall": 0.99})
+    rows.append({**rows[0], "k": 5, "recall": 0.99})
+    return pd.DataFrame(rows)
+
+
+def test_decomposition_on_hand_made_numbers():
+    from engine.core import decompose as dec
+
+    metrics = _metric_rows({"original": (0.50, 0.20, 0.10), "inf": (0.45, 0.15, 0.08),
+                            "0.34": (0.40, 0.05, 0.02), "8": (0.44, 0.14, 0.07)})
+    membership = pd.DataFrame({"heads": ["original", "inf", "0.34"], "auroc": [0.6, 0.58, 0.51],
+                               "tpr_at_fpr": [0.05, 0.04, 0.011], "fpr": [0.01] * 3})
+    utility = pd.DataFrame({"heads": ["backbone", "original", "inf", "0.34", "0.34"],
+                            "label": ["macro", "macro", "macro", "macro", "Edema"],
+                            "auroc": [0.80, 0.7963, 0.7950, 0.7943, 0.1]})
+    out = dec.decompose(metrics, membership=membership, utility=utility)
+    assert list(out.columns) == dec.COLUMNS
+    assert out[out["pool"] == "full"]["pool_size"].unique().tolist() == [20000]
+    assert out[out["pool"] == "100"]["heads"].tolist() == ["original", "inf", "8", "0.34"]
+    r = out[(out["heads"] == "0.34") & (out["pool"] == "10,000")].iloc[0]
+    assert r["drop_vs_original"] == pytest.approx(75.0)  # (0.20 - 0.05) / 0.20
+    assert r["retraining_points"] == pytest.approx(25.0)  # (0.20 - 0.15) / 0.20
+    assert r["privacy_points"] == pytest.approx(50.0)  # (0.15 - 0.05) / 0.20
+    assert r["drop_vs_inf"] == pytest.approx(100 * 0.10 / 0.15)
+    assert r["drop_low"] == pytest.approx(70.0) and r["drop_high"] == pytest.approx(80.0)
+    assert r["lift"] == pytest.approx(500.0) and r["lift_low"] == pytest.approx(400.0)
+    assert r["membership_auroc"] == 0.51 and r["membership_tpr"] == 0.011
+    assert r["macro_auroc"] == 0.7943 and r["backbone_auroc"] == 0.80
+    assert r["macro_change_vs_original"] == pytest.approx(-0.20)
+    inf = out[(out["heads"] == "inf") & (out["pool"] == "10,000")].iloc[0]
+    assert inf["privacy_points"] == pytest.approx(0.0) and math.isnan(inf["drop_vs_inf"])
+    orig = out[(out["heads"] == "original") & (out["pool"] == "full")].iloc[0]
+    assert math.isnan(orig["drop_vs_original"]) and orig["recall"] == 0.10
+    s = dec.drop_sentence(out, "0.34", 10000)
+    assert s == ("Of the 75.0% drop in Recall@1 at N = 10,000 with ε = 0.34, +25.0 points come "
+                 "from retraining (ε = ∞ vs original) and +50.0 from privacy (ε = 0.34 vs "
+                 "ε = ∞).")
+    assert dec.sentences(out) == [s]
+    # a rise: said as such
+    up = dec.decompose(_metric_rows({"original": (0.5, 0.2, 0.1), "inf": (0.6, 0.3, 0.2),
+                                     "1": (0.55, 0.25, 0.15)}))
+    assert dec.drop_sentence(up, "1", None).startswith(
+        "Recall@1 at N = 20,000 (the whole held-out set) is 50.0% higher with ε = 1")
+    assert dec.drop_sentence(up, "2", 100) is None
+
+
+def test_decomposition_of_transferred_heads():
+    from engine.core import decompose as dec
+
+    metrics = _metric_rows({"original": (0.30, 0.10, 0.05), "inf": (0.27, 0.09, 0.04),
+                            "1": (0.24, 0.06, 0.03)}, pools=(100, 1000, 1500),
+                           cohort_suffix="@site-a")
+    own = _metric_rows({"inf": (0.9, 0.9, 0.9)}, pools=(100, 1000, 1500))  # not transferred
+    both = pd.concat([metrics, own[own["k"] == 1].iloc[:3]])
+    out = dec.decompose(both, source="site-a", pools=(100, None))
+    assert set(out["heads"]) == {"original", "inf", "1"}
+    r = out[(out["heads"] == "1") & (out["pool"] == "full")].iloc[0]
+    assert r["pool_size"] == 1500 and r["recall"] == 0.03
+    assert r["retraining_points"] == pytest.approx(20.0)
+    assert r["privacy_points"] == pytest.approx(20.0)
+    assert math.isnan(r["membership_auroc"])
+    assert dec.decompose(pd.DataFrame()).empty
