@@ -80,6 +80,11 @@ def colours(names) -> dict[str, str]:
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(dict.fromkeys(names))}
 
 
+def _dash(negatives: str) -> str:
+    """Random negatives solid, 14-label matched dashed, finer ``matched:<policy>`` dash-dot."""
+    return "solid" if negatives == "random" else "dash" if negatives == "matched" else "dashdot"
+
+
 def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None) -> go.Figure:
     """Lift over chance vs N per model; random negatives solid, matched dashed (log x)."""
     fig = go.Figure()
@@ -89,7 +94,7 @@ def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None) -> go.Figur
         fig.add_trace(go.Scatter(
             x=g["pool_size"], y=g["lift"], mode="lines+markers",
             name=plain(f"{model} · {negatives}"), legendgroup=plain(model),
-            line=dict(color=palette[model], dash="dash" if negatives == "matched" else "solid",
+            line=dict(color=palette[model], dash=_dash(negatives),
                       width=3.5 if model == highlight else 2),
             customdata=np.stack([g["recall"], g["n_queries"], g["n_excluded"]], axis=1),
             # the trace's (escaped) name, not the model string, inside the template
@@ -130,8 +135,9 @@ def random_vs_matched(curves: pd.DataFrame) -> go.Figure:
         g = g.sort_values("pool_size")
         fig.add_trace(go.Scatter(
             x=g["pool_size"], y=g["recall"], mode="lines+markers", name=f"{negatives} negatives",
-            line=dict(color=PALETTE[0] if negatives == "random" else PALETTE[1],
-                      dash="dash" if negatives == "matched" else "solid"),
+            line=dict(color=PALETTE[0] if negatives == "random" else
+                      PALETTE[1] if negatives == "matched" else PALETTE[2],
+                      dash=_dash(negatives)),
             error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["recall"],
                          arrayminus=g["recall"] - g["ci_low"], thickness=1),
             customdata=g[["n_queries", "n_excluded"]].to_numpy(),

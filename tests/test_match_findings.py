@@ -202,3 +202,24 @@ def test_both_policies_coexist_in_the_database_and_the_shown_views(tmp_path):
     finer = store.read_df(db, "SELECT * FROM relink_metrics WHERE run_id = ?", [finer_id])
     assert (finer["negatives"] == "matched:findings").all()
     assert set(finer["split"]) == {"test", "train"} and len(finer["direction"].unique()) == 2
+
+
+def test_cli_attack_match_findings_on_a_cohort_without_them_is_one_error_line(tmp_path, capsys):
+    import _tiny_clip as tiny
+    from engine.cli import main
+
+    db, cache = tmp_path / "r.duckdb", tmp_path / "cache"
+    tiny.make_cohort(db, tmp_path / "cohort", n=8)
+    tiny.write_local_dir(tmp_path / "model", tiny.native_cfg(), seed=1)
+    base = ["--db", str(db), "--cache", str(cache)]
+    spec = ["--model", f"local-dir:{tmp_path / 'model'}", "--cohort", "tiny"]
+    assert main([*base, "embed", *spec]) == 0
+    capsys.readouterr()
+    assert main([*base, "attack", *spec, "--pool-sizes", "2", "--match", "findings"]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("error: --match findings: cohort tiny has no findings column")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert main([*base, "attack", *spec, "--match", "finding"]) == 2
+    assert "--match" in capsys.readouterr().err
+    # The default policy still attacks the same cohort.
+    assert main([*base, "attack", *spec, "--pool-sizes", "2"]) == 0

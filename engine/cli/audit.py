@@ -38,6 +38,10 @@ def attack(args: argparse.Namespace) -> int:
 
     inputs = audit.load_inputs(args.db, args.cache, args.model, args.cohort)
     config = AttackConfig(pool_sizes=_pool_sizes(args.pool_sizes), match=args.match)
+    if config.match != "labels":
+        from engine.attack.stage import match_keys
+
+        match_keys(inputs.items, config, cohort=inputs.cohort)  # refused before any progress
     start = time.perf_counter()
     n_splits = 1 if args.external else len(config.splits)
     with tqdm(total=2 * n_splits * len(inputs.items), desc="ranking", unit="query",
