@@ -524,6 +524,28 @@ def utility(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
                      "WHERE cohort = ? AND model = ? ORDER BY heads, label", [cohort, model])
 
 
+@st.cache_data(**_CACHE)
+def membership(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
+    """Membership signal (members vs held-out true-pair similarity) per heads."""
+    if not _has(db, token, "shown_membership"):
+        return pd.DataFrame(columns=["heads", "auroc", "tpr_at_fpr", "fpr"])
+    return query(db, "SELECT heads_key AS heads, auroc, tpr_at_fpr, fpr, n_members, "
+                     "n_nonmembers FROM shown_membership WHERE cohort = ? AND model = ? "
+                     "ORDER BY heads", [cohort, model])
+
+
+@st.cache_data(**_CACHE)
+def dp_selection(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
+    """Hyper-parameter candidates of every epsilon (engine/dp/selection.py), if selected."""
+    if not _has(db, token, "shown_dp_selection"):
+        return pd.DataFrame(columns=["heads", "candidate", "chosen", "val_loss"])
+    return query(db, "SELECT heads_key AS heads, candidate, chosen, optimizer, lr, epochs, "
+                     "batch_size, max_grad_norm, group_size, val_loss, epsilon, "
+                     "composed_epsilon, composed_patient_epsilon, noise_multiplier, steps "
+                     "FROM shown_dp_selection WHERE cohort = ? AND model = ? "
+                     "ORDER BY target_epsilon, candidate", [cohort, model])
+
+
 # ------------------------------------------------------------------------------ provenance
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -278,3 +279,38 @@ def test_decomposition_of_transferred_heads():
     assert r["privacy_points"] == pytest.approx(20.0)
     assert math.isnan(r["membership_auroc"])
     assert dec.decompose(pd.DataFrame()).empty
+
+
+def test_privacy_page_shows_the_decomposition_and_the_selection(seeded, tmp_path, monkeypatch):
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    from engine import store
+
+    db = tmp_path / "copy.duckdb"
+    shutil.copy(seeded.db, db)
+    with store.connect_write(db) as con:
+        run_id, model, cohort = con.execute(
+            "SELECT run_id, model, cohort FROM shown_dp_runs WHERE heads = '1'").fetchall()[0]
+        rows = pd.DataFrame([dict(run_id=run_id, model=model, cohort=cohort, heads="1",
+                                  target_epsilon=1.0, candidate=c, chosen=c == 1,
+                                  optimizer="adam", lr=lr, epochs=5, batch_size=64,
+                                  max_grad_norm=1.0, group_size=32, val_loss=loss, epsilon=0.99,
+                                  composed_epsilon=1.7, composed_patient_epsilon=3.4)
+                             for c, (lr, loss) in enumerate([(1e-3, 2.1), (3e-3, 1.9)])])
+        store.replace_rows(con, "dp_selection", rows, run_id=run_id)
+    monkeypatch.setenv("RELINK_DB", str(db))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py"),
+                           default_timeout=60).run()
+    at = at.switch_page("app_pages/privacy.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "How much of the drop is privacy" in [h.value for h in at.subheader]
+    text = "\n".join(m.value for m in at.markdown)
+    assert "points come from retraining" in text and "from privacy (ε = 1 vs ε = ∞)" in text
+    assert "Hyper-parameter selection" in [h.value for h in at.subheader]
+    frames = [f.value for f in at.dataframe]
+    sel_frame = next(f for f in frames if "val_loss" in f.columns)
+    assert sel_frame["chosen"].tolist() == [False, True]
+    parts = next(f for f in frames if "privacy_points" in f.columns)
+    assert {"original", "inf", "1"} <= set(parts["heads"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, data, logic, ui
+from engine.core import decompose
 from engine.core.names import sort_heads
 
 ctx = ui.context()
@@ -105,6 +106,55 @@ if len(util):
     ui.table(wide, "probe auroc per label", column_config={
         h: st.column_config.NumberColumn(logic.heads_name(h), format="percent")
         for h in heads_cols})
+
+st.subheader("How much of the drop is privacy")
+parts = decompose.decompose(metrics, membership=data.membership(ctx.db, ctx.token, ctx.cohort,
+                                                                ctx.model), utility=util)
+said = decompose.sentences(parts)
+if said:
+    st.markdown(ui.esc(said[0]))
+else:
+    ui.empty("The split needs attack results for the original, ε = ∞ and a finite ε heads.")
+if len(parts):
+    st.caption("Drop of Recall@1 vs the original heads = points from retraining (ε = ∞ vs "
+               "original) + points from privacy (ε vs ε = ∞), in points of the original "
+               "Recall@1; held-out pairs, image → report, random negatives.")
+    ui.table(parts[["heads", "pool", "recall", "ci_low", "ci_high", "lift", "drop_vs_original",
+                    "retraining_points", "privacy_points", "membership_auroc",
+                    "membership_tpr", "macro_auroc", "backbone_auroc"]],
+             "drop decomposition", column_config={
+                 "recall": st.column_config.NumberColumn("Recall@1", format="percent"),
+                 "ci_low": st.column_config.NumberColumn("95% CI low", format="percent"),
+                 "ci_high": st.column_config.NumberColumn("95% CI high", format="percent"),
+                 "lift": st.column_config.NumberColumn(format="%.1f×"),
+                 "drop_vs_original": st.column_config.NumberColumn("drop %", format="%.1f"),
+                 "retraining_points": st.column_config.NumberColumn("retraining", format="%.1f"),
+                 "privacy_points": st.column_config.NumberColumn("privacy", format="%.1f"),
+                 "membership_auroc": st.column_config.NumberColumn("membership AUROC",
+                                                                   format="%.3f"),
+                 "membership_tpr": st.column_config.NumberColumn("TPR at 1% FPR", format="%.3f"),
+                 "macro_auroc": st.column_config.NumberColumn("macro AUROC", format="percent"),
+                 "backbone_auroc": st.column_config.NumberColumn("backbone", format="percent"),
+             })
+for other in data.cohorts(ctx.db, ctx.token)["cohort"]:
+    if other == ctx.cohort:
+        continue
+    away = data.pool_metrics(ctx.db, ctx.token, other, ctx.model, None, 1)
+    if not away["heads"].astype(str).str.endswith(f"@{ctx.cohort}").any():
+        continue
+    moved = decompose.decompose(away, utility=data.utility(ctx.db, ctx.token, other, ctx.model),
+                                source=ctx.cohort)
+    for line in decompose.sentences(moved):
+        st.markdown(f"Transferred unchanged to {ui.esc(other)}: {ui.esc(line)}")
+
+chosen_rows = data.dp_selection(ctx.db, ctx.token, ctx.cohort, ctx.model)
+if len(chosen_rows):
+    st.subheader("Hyper-parameter selection")
+    st.caption("Per ε, every candidate was trained on the training patients outside a keyed-hash "
+               "validation split and scored by its in-group loss on that split (the held-out "
+               "split is never read); the lowest wins. Every candidate's run spends privacy, so "
+               "the composed ε (RDP, all candidates) is the guarantee of what is released.")
+    ui.table(chosen_rows, "hyper-parameter selection")
 
 st.subheader("DP parameters")
 st.caption("The guarantee holds per privacy unit (one group of patients, or one pair); one "

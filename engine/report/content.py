@@ -622,9 +622,58 @@ def _privacy_section(d: _Data, heads_order: list[str], missing: list[str]) -> di
     no_row = [r["heads"] for r in rows if not r["has_dp_row"] and r["heads"] != "original"]
     if no_row:
         notes.append("Heads with attack results but no dp_runs row: " + ", ".join(no_row) + ".")
+    decomposition, said = _decomposition(d)
+    selection = _selection_summary(dp)
+    notes = said + selection["notes"] + notes
     return {"available": True, "pool_size": n, "rows": rows,
             "original_macro_auroc": macro.get("original"), "backbone_macro_auroc": backbone,
-            "per_label": per_label, "notes": notes}
+            "per_label": per_label, "notes": notes, "decomposition": decomposition,
+            "decomposition_sentences": said, "selection": selection["rows"]}
+
+
+def _decomposition(d: _Data) -> tuple[list[dict], list[str]]:
+    """`engine.core.decompose` rows at N = 100, 10,000 and full, and its sentence."""
+    from engine.core import decompose
+
+    m = d.metrics[(d.metrics["cohort"] == d.cohort)]
+    if "heads_cohort" in m:
+        m = m[m["heads_cohort"].isna() | (m["heads_cohort"] == d.cohort)]
+    members = (_dp_config(d) or {}).get("membership", {})
+    membership = pd.DataFrame([{"heads": str(h), **v} for h, v in members.items()])
+    frame = decompose.decompose(m, membership=membership, utility=d.utility)
+    return clean(frame.to_dict("records")), decompose.sentences(frame)
+
+
+def _selection_summary(dp: pd.DataFrame) -> dict:
+    """Per heads: the chosen candidate, and the epsilon composed over all candidates."""
+    if "selection_epsilon" not in dp or dp["selection_params"].isna().all():
+        return {"rows": [], "notes": ["Hyper-parameters were fixed in advance (no selection)."]}
+    rows = []
+    for r in dp.dropna(subset=["selection_params"]).to_dict("records"):
+        rows.append({"heads": r["label"], "epsilon": r.get("epsilon"),
+                     "selection_epsilon": r.get("selection_epsilon"),
+                     "selection_patient_epsilon": r.get("selection_patient_epsilon"),
+                     "chosen": r.get("selection_chosen"), "params": r.get("selection_params"),
+                     "n_fit_pairs": r.get("n_fit_pairs"),
+                     "n_validation_pairs": r.get("n_validation_pairs")})
+    rows.sort(key=lambda r: names.heads_sort_key(r["heads"]))
+    spent = [f"ε = {r['heads']}: {_eps_text(r['selection_epsilon'])} over all candidates "
+             f"(patient level {_eps_text(r['selection_patient_epsilon'])})"
+             for r in rows if fmt.finite(r["selection_epsilon"])]
+    notes = ["Hyper-parameters (learning rate, epochs, groups per step, clipping norm, group "
+             "capacity, DP-Adam or DP-SGD with momentum) were chosen per ε by the lowest "
+             "in-group loss on a validation split of the training patients (keyed hash of the "
+             "patient id; the held-out split is never read). Validation patients are used "
+             "non-privately, for the choice only, and are excluded from training."]
+    if spent:
+        notes.append("Every candidate trained on the same patients, so the released heads' "
+                     "guarantee is the composition of all candidates' runs (RDP): "
+                     + "; ".join(spent) + ".")
+    return {"rows": clean(rows), "notes": notes}
+
+
+def _eps_text(value) -> str:
+    return f"{value:.3g}" if fmt.finite(value) else "∞"
 
 
 def _reduction(value, reference):
@@ -680,6 +729,12 @@ def _transfer_section(d: _Data, headline: dict) -> dict:
         notes.append("Held-out pairs of the external cohort, image → report, random negatives, "
                      "k = 1, at its whole held-out set. The heads were trained on this report's "
                      "cohort and applied unchanged.")
+        from engine.core import decompose
+
+        for other in dict.fromkeys(r["cohort"] for r in rows):
+            keep = {r["heads"] for r in rows if r["cohort"] == other}
+            frame = decompose.decompose(m[(m["cohort"] == other) & m["heads"].isin(keep)])
+            notes += [f"On {other}: {s}" for s in decompose.sentences(frame)]
     return {"available": bool(rows), "rule": rule, "rows": rows, "notes": notes}
 
 
