@@ -19,7 +19,13 @@ clipping, no noise. Comparing it with the original heads isolates the effect of 
 comparing it with finite epsilons isolates the effect of privacy.
 
 Defaults (`DPConfig`) were fixed once on synthetic data (the phantom cohort is synthetic and
-public), never tuned on an evaluation split: tuning on private data would spend privacy too.
+public), never tuned on an evaluation split. Per-epsilon choices on a validation split of the
+training patients, with their privacy cost accounted, are `engine.dp.selection`'s job.
+
+Clipping for linear heads is this module's exact `fast` path (`_FastClipper`: per-unit norms by
+the Gram identity from one ordinary backward pass, Opacus's clip factor, noise and scaling, and
+Opacus's accountant); Opacus's own ghost clipping and hooks remain selectable and are the
+reference the fast path is tested against.
 """
 
 from __future__ import annotations
