@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_cohort(p)
     p.add_argument("--epsilons", default="0.34,1,2,4,8,inf", type=epsilon_list,
                    help="comma-separated target epsilons (group level); inf is always added")
+    p.add_argument("--select", action="store_true",
+                   help="choose hyper-parameters per epsilon on a validation split of the "
+                        "training patients (docs/dp.md; trains every candidate, and the "
+                        "composed epsilon over the candidates is stored)")
     p.set_defaults(handler="engine.cli.audit:dp", writes=("db", "cache"))
 
     p = sub.add_parser("transfer", help="apply heads trained on one cohort to an external one")

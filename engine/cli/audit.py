@@ -66,8 +66,13 @@ def dp(args: argparse.Namespace) -> int:
     inputs = audit.load_inputs(args.db, args.cache, args.model, args.cohort)
     start = time.perf_counter()
     with tqdm(desc="DP steps", unit="step", leave=False) as bar:
+        selection = None
+        if getattr(args, "select", False):
+            from engine.dp.selection import Selection
+
+            selection = Selection()
         result = audit.dp(args.db, args.cache, inputs, epsilons=_epsilons(args.epsilons),
-                          progress=bar)
+                          progress=bar, selection=selection)
     what = "reused" if result.reused else f"trained in {time.perf_counter() - start:.1f} s"
     print(f"dp {inputs.model} on {inputs.cohort}: heads {', '.join(result.heads)} {what}; "
           f"attacked with every set of heads; run {result.run_id} in {args.db}")
