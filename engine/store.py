@@ -294,6 +294,21 @@ def _shown_view(table: str) -> str:
     )
 
 
+def _shown_with_metrics(table: str) -> str:
+    """An attack run writes its metrics, ranks, summary and top-k rows under one run id: the
+    large tables follow the small metrics table's choice (a window over millions of rank rows
+    would make every dashboard read slow)."""
+    same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM t.{c}" for c in
+                        ("run_id", "model", "cohort", "heads", "heads_cohort"))
+    return (
+        f"CREATE OR REPLACE VIEW shown_{table} AS SELECT t.*, {_HEADS_KEY} "
+        f'FROM "{table}" t SEMI JOIN (SELECT DISTINCT run_id, model, cohort, heads, heads_cohort '
+        f"FROM shown_relink_metrics) s ON {same}"
+    )
+
+
+_FOLLOW_METRICS = ("relink_ranks", "relink_summary", "relink_topk")
+
 # The one definition of "what is shown" (docs/storage.md). A run is valid when it finished and
 # the content it was computed from (its cohort, and the cohort its heads were trained on) is
 # still the registered content. For each (model, cohort, heads, heads_cohort) a shown_* view
@@ -310,7 +325,8 @@ VIEWS: tuple[str, ...] = (
         v.heads_cohort, json_extract_string(v.config_json, '$.match')
         ORDER BY v.shown_at DESC NULLS LAST, v.run_id DESC) AS _rank
     FROM valid_runs v) WHERE _rank = 1""",
-    *(_shown_view(t) for t in RESULT_TABLES),
+    *(_shown_view(t) for t in RESULT_TABLES if t not in _FOLLOW_METRICS),
+    *(_shown_with_metrics(t) for t in _FOLLOW_METRICS),
 )
 
 

@@ -143,13 +143,13 @@ def summarize(db: Path, ladder: list[str]) -> str:
     from engine import store
     from engine.core.findings import format_findings, summarize_findings
 
-    sql = ("SELECT m.* FROM relink_metrics m LEFT JOIN runs r USING (run_id) "
-           "WHERE m.cohort = ? AND m.k = 1 ORDER BY r.finished_at NULLS FIRST")
+    # the rows shown for each (model, cohort, heads): the store's shown_* views
+    sql = "SELECT * FROM shown_relink_metrics WHERE cohort = ? AND k = 1"
     site_a = store.read_df(db, sql, ["site-a"])
     site_b = store.read_df(db, sql, ["site-b"])
-    utility = store.read_df(db, "SELECT u.* FROM utility u LEFT JOIN runs r USING (run_id) "
-                                "WHERE u.cohort = ? AND u.model = ? "
-                                "ORDER BY r.finished_at NULLS FIRST", ["site-a", ladder[-1]])
+    utility = store.read_df(db, "SELECT * FROM shown_utility WHERE cohort = ? AND model = ? "
+                                "AND (heads_cohort IS NULL OR heads_cohort = cohort)",
+                            ["site-a", ladder[-1]])
     results = summarize_findings(site_a, utility, ladder=ladder, external=site_b,
                                  external_cohort="site-b")
     return format_findings(results)
