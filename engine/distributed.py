@@ -9,7 +9,7 @@ DuckDB file (one writer). Without torchrun's environment nothing here starts a p
 
 A rank that dies makes the others fail in their next collective with one line (`DistributedError`);
 what was completed (embedding chunk files) stays on disk and the same command resumes from it.
-torch is imported only when a process group is actually needed.
+torch is imported only when a process group is actually needed. More in docs/scaling.md.
 """
 
 from __future__ import annotations

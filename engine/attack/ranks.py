@@ -1,7 +1,7 @@
-"""Per-query rank counts (docs/attack.md) from embeddings: candidates, higher, tied; random and matched.
+"""Per-query rank counts (docs/metrics.md) from embeddings: candidates, higher, tied; matched.
 
 The counting runs on torch, on CPU threads or on CUDA, at close to the speed of the matrix product
-that produces the scores. What makes it fast and exact:
+that produces the scores (how and why: docs/scaling.md). In short:
 
 - **Deduplication.** Candidates with byte-identical embeddings become one score column with a
   multiplicity (identical report texts, typically normal reports). Ties between them are exact by
@@ -9,19 +9,20 @@ that produces the scores. What makes it fast and exact:
 - **Counting by sums, not by masks.** Per score tile, ``sign(s - s_true)`` is formed in place and
   the weighted counts come from two matrix-vector products with the multiplicities:
   ``A = sum w * sign`` and ``B = sum w * |sign|``, so ``greater = (A + B) / 2`` and
-  ``equal = total - B``. The values are integers, so float32 sums are exact below 2**24 items.
+  ``equal = total - B``. The values are integers, so float32 sums are exact below 2**24 items;
   ``s - t == 0`` exactly when ``s == t`` (IEEE subtraction never rounds distinct floats to zero).
-- **The true score from the same product as its column.** Each chunk of queries first scores the
-  chunk's own true columns (tile 0) and takes the true score from there; those columns are masked
-  out of the other tiles, so every column is counted once and the true item always ties itself.
-- **Matched negatives as rectangles.** Columns are ordered by label key and queries too, so a
-  chunk's matched distractors are one column range per key: a small product per key, no mask.
-  Identical embeddings under different label keys (rare) are handled as explicit corrections.
-- **Top-1 patient linkage** keeps per tile the row maximum, its column and any exact ties at it.
+- **The true score from the same product as its column.** Queries are ordered by the column of
+  their true item, so a chunk's true columns are one contiguous range, scored first (tile 0);
+  the other tiles cover the remaining columns, so every column is counted once.
+- **Matched negatives as column ranges.** Columns are ordered by label key, so a query's matched
+  distractors are one range: one product per run of rows with a wide range, one gather for all
+  narrow ones. Identical embeddings under different label keys (rare) are explicit corrections.
+- **Top-1 patient linkage** keeps per tile the row maximum (block-wise), its column and any
+  exact ties at it.
 
 Chunks are fixed by the inputs alone (never by the number of processes), so a row is always
-computed in the same matrix product; `engine.distributed` shares chunks between torchrun ranks and
-the result is byte-identical to one process. `count_ranks_naive` is the reference.
+computed in the same matrix product; `engine.distributed` deals chunks to torchrun ranks and the
+result is byte-identical to one process. `count_ranks_naive` is the reference.
 """
 
 from __future__ import annotations
