@@ -117,3 +117,25 @@ def test_label_key_policies():
     assert label_keys(other)[0] != base
     assert label_keys(other, "negative")[0] == base
     assert label_keys(other, "positive")[0] != base
+
+
+def test_alternating_configs_keep_their_own_rows_and_is_done_checks_them(attacked):
+    db, items, img, txt, config, run_id = attacked
+    other = AttackConfig(pool_sizes=(20,), n_boot=200)
+    shown = lambda: set(store.read_df(  # noqa: E731
+        db, "SELECT DISTINCT pool_size FROM shown_relink_metrics WHERE split = 'test'")["pool_size"])
+    n_test = int((items["split"] == "test").sum())
+    second, reused = run_attack(db, model="m", cohort="c", items=items, image_embeddings=img,
+                                text_embeddings=txt, config=other)
+    assert not reused and second != run_id and shown() == {20, n_test}
+    again, reused = run_attack(db, model="m", cohort="c", items=items, image_embeddings=img,
+                               text_embeddings=txt, config=config)
+    assert reused and again == run_id and shown() == {10, 50, n_test}
+    per_run = store.read_df(db, "SELECT run_id, count(*) AS n FROM relink_metrics GROUP BY 1")
+    assert set(per_run["run_id"]) == {run_id, second}
+    with store.connect_write(db) as con:  # lose one row of the first run: no longer done
+        con.execute("DELETE FROM relink_ranks WHERE rowid = (SELECT min(rowid) FROM relink_ranks "
+                    "WHERE run_id = ?)", [run_id])
+    _, reused = run_attack(db, model="m", cohort="c", items=items, image_embeddings=img,
+                           text_embeddings=txt, config=config)
+    assert not reused

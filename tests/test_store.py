@@ -138,3 +138,60 @@ def test_writer_waits_out_a_reader(tmp_path):
             con.execute("INSERT INTO models VALUES ('m', 's', 0, 'd')")
     finally:
         reader.wait(timeout=20)
+
+
+def _run(con, run_id, *, shown_at, status="done", cohort="c", fingerprint=None, heads=None,
+         heads_cohort=None, source_fingerprint=None):
+    con.execute(
+        "INSERT INTO runs (run_id, stage, model, cohort, config_json, config_hash, code_version, "
+        "status, shown_at, cohort_fingerprint, heads, heads_cohort, source_fingerprint) "
+        "VALUES (?, 'attack', 'm', ?, '{}', 'h', 'v', ?, ?, ?, ?, ?, ?)",
+        [run_id, cohort, status, pd.Timestamp(shown_at), fingerprint, heads, heads_cohort,
+         source_fingerprint])
+
+
+def _metric(con, run_id, *, cohort="c", heads="original", heads_cohort=None, lift=1.0):
+    con.execute("INSERT INTO relink_metrics (run_id, model, cohort, split, direction, negatives, "
+                "heads, pool_size, k, lift, heads_cohort) VALUES (?, 'm', ?, 'test', "
+                "'image_to_report', 'random', ?, 10, 1, ?, ?)",
+                [run_id, cohort, heads, lift, heads_cohort])
+    con.execute("INSERT INTO relink_ranks (run_id, model, cohort, split, direction, heads, "
+                "query_id, true_id, n_candidates, n_greater, n_tied, heads_cohort) VALUES "
+                "(?, 'm', ?, 'test', 'image_to_report', ?, 'q', 't', 9, 0, 0, ?)",
+                [run_id, cohort, heads, heads_cohort])
+
+
+def test_shown_views_pick_the_latest_valid_run_per_heads(tmp_path):
+    db = tmp_path / "r.duckdb"
+    with store.connect_write(db) as con:
+        con.execute("INSERT INTO cohorts (cohort, format, root, fingerprint) VALUES "
+                    "('c', 'csv', '/x', 'F2'), ('src', 'csv', '/y', 'S1')")
+        _run(con, "old", shown_at="2026-01-01", fingerprint="F2")
+        _run(con, "new", shown_at="2026-01-02", fingerprint="F2")
+        _run(con, "stale", shown_at="2026-01-05", status="stale", fingerprint="F2")
+        _run(con, "other-content", shown_at="2026-01-06", fingerprint="F1")
+        _run(con, "legacy", shown_at="2025-12-31", heads="inf")  # no fingerprint (version 1)
+        _run(con, "moved-source", shown_at="2026-01-07", fingerprint="F2", heads="1",
+             heads_cohort="src", source_fingerprint="S0")
+        _run(con, "transfer", shown_at="2026-01-03", fingerprint="F2", heads="1",
+             heads_cohort="src", source_fingerprint="S1")
+        _run(con, "own", shown_at="2026-01-03", fingerprint="F2", heads="1", heads_cohort="c")
+        for run_id, lift in (("old", 1.0), ("new", 2.0), ("stale", 3.0), ("other-content", 4.0)):
+            _metric(con, run_id, lift=lift)
+        _metric(con, "legacy", heads="inf", lift=5.0)
+        _metric(con, "moved-source", heads="1", heads_cohort="src", lift=6.0)
+        _metric(con, "transfer", heads="1", heads_cohort="src", lift=7.0)
+        _metric(con, "own", heads="1", heads_cohort="c", lift=8.0)
+    shown = store.read_df(db, "SELECT heads_key, run_id, lift FROM shown_relink_metrics "
+                              "ORDER BY heads_key")
+    assert shown.values.tolist() == [["1", "own", 8.0], ["1@src", "transfer", 7.0],
+                                     ["inf", "legacy", 5.0], ["original", "new", 2.0]]
+    ranks = store.read_df(db, "SELECT heads_key, run_id FROM shown_relink_ranks ORDER BY 1")
+    assert ranks.values.tolist() == [["1", "own"], ["1@src", "transfer"], ["inf", "legacy"],
+                                     ["original", "new"]]
+    with store.connect_write(db) as con:  # a reuse moves shown_at: the old run is shown again
+        con.execute("UPDATE runs SET shown_at = TIMESTAMP '2026-02-01' WHERE run_id = 'old'")
+    assert store.read_df(db, "SELECT run_id FROM shown_relink_metrics WHERE heads = 'original'"
+                         )["run_id"].tolist() == ["old"]
+    runs = set(store.read_df(db, "SELECT run_id FROM shown_runs")["run_id"])
+    assert runs == {"old", "legacy", "transfer", "own"}
