@@ -2,7 +2,8 @@
 
 `run_study` renders the PadChest release (`engine.cohort.render`), registers it with the
 study's split (`study_split`), trains the 4-rung ladder on the training split, embeds and
-attacks with every rung, runs the DP grid on the strongest rung, transfers its heads to the
+attacks with every rung (the strongest once more with PadChest's full finding sets as the
+matched-negative key), runs the DP grid on the strongest rung, transfers its heads to the
 external cohort, maps the joint space and writes the reports, by calling each stage's public
 function. Every stage is idempotent (it finds its earlier results), so an interrupted study
 resumes where it stopped. Each stage's wall time and peak resident memory (the process and its
@@ -86,12 +87,17 @@ class StudyConfig:
 
 @dataclass
 class StageRecord:
-    """One stage's outcome: what it did, wall time, peak resident memory."""
+    """One stage's outcome: what it did, wall time, CPU time, peak resident memory.
+
+    ``cpu_seconds`` (user + system of this process and its finished children) is the figure to
+    compare between machines that are shared: wall time grows with other load, CPU time less.
+    """
 
     name: str
     what: str
     seconds: float
     peak_mb: float
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -211,6 +217,11 @@ def _tree_rss_kb() -> int:
 # --------------------------------------------------------------------------- stages
 
 
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class _Stages:
     """Runs stages with a progress line, timing and peak memory."""
 
@@ -221,11 +232,14 @@ class _Stages:
     def __call__(self, name: str, fn: Callable[[], str]) -> str:
         self.echo(f"[study] {name} ...")
         start = time.perf_counter()
+        cpu = _cpu_seconds()
         with PeakMemory() as mem:
             what = fn()
-        rec = StageRecord(name, what, time.perf_counter() - start, mem.peak_mb)
+        rec = StageRecord(name, what, time.perf_counter() - start, mem.peak_mb,
+                          _cpu_seconds() - cpu)
         self.records.append(rec)
-        self.echo(f"[study] {name}: {what} ({rec.seconds:.1f} s, peak {rec.peak_mb:.0f} MB)")
+        self.echo(f"[study] {name}: {what} ({rec.seconds:.1f} s, {rec.cpu_seconds:.1f} s CPU, "
+                  f"peak {rec.peak_mb:.0f} MB)")
         return what
 
 
@@ -351,6 +365,10 @@ def run_study(db: Path, workdir: Path, config: StudyConfig = StudyConfig(), *,
                                                                progress_factory))
             stage(f"attack {model} / {cohort}",
                   lambda: _attack(db, cache, model, cohort, config, cohort == EXTERNAL))
+    # Once more with matched negatives sharing PadChest's full finding set (finer than the 14
+    # labels): held-out pairs of the strongest rung, stored as negatives "matched:findings".
+    stage(f"attack {specialist} / {COHORT}, matched on findings",
+          lambda: _attack(db, cache, specialist, COHORT, config, False, match="findings"))
     stage(f"dp grid {specialist}", lambda: _dp(db, cache, specialist, config, progress_factory))
     if EXTERNAL in cohorts:
         stage(f"transfer {specialist} -> {EXTERNAL}",
@@ -384,11 +402,19 @@ def _attack_config(config: StudyConfig):
 
 
 def _attack(db: Path, cache: Path, model: str, cohort: str, config: StudyConfig,
-            external: bool) -> str:
+            external: bool, *, match: str = "labels") -> str:
     from engine import audit
 
     inputs = audit.load_inputs(db, cache, model, cohort)
-    _, reused = audit.attack(db, inputs, config=_attack_config(config), external=external)
+    attack_config = _attack_config(config)
+    if match != "labels":
+        if inputs.items.get("findings", pd.Series(dtype=object)).isna().all():
+            # Registered by an engine that did not keep the finding sets; registering again
+            # would change the content fingerprint and recompute every stage.
+            return (f"skipped: {cohort} was registered without PadChest's finding sets "
+                    "(register it again to add them)")
+        attack_config = replace(attack_config, match=match, splits=("test",))
+    _, reused = audit.attack(db, inputs, config=attack_config, external=external)
     return "reused" if reused else f"{len(inputs.items)} pairs ranked"
 
 
@@ -445,5 +471,6 @@ def _record(db: Path, workdir: Path, config: StudyConfig, result: StudyResult,
     for s in result.stages:
         run = Run("study", None, COHORT, {"study_stage": s.name, "settings": settings})
         record_run(db, run, message=json.dumps({"seconds": round(s.seconds, 2),
+                                                "cpu_seconds": round(s.cpu_seconds, 2),
                                                 "peak_mb": round(s.peak_mb, 1),
                                                 "what": s.what}))
