@@ -252,6 +252,10 @@ def test_ladder_trains_saves_registers_and_reuses(tmp_path):
     assert again.reused
     assert [r.lift for r in again.rungs] == [r.lift for r in result.rungs]
     assert (result.rungs[-1].folder / "open_clip_model.safetensors").stat().st_mtime_ns == stamp
+    ladder_runs = store.read_df(db, "SELECT status, n_rows, torch_version, threads FROM runs "
+                                    "WHERE stage = 'ladder' AND cohort = 'tiny'")
+    assert ladder_runs.values.tolist()[0][:2] == ["done", 3] and len(ladder_runs) == 1
+    assert ladder_runs["torch_version"].iloc[0] and ladder_runs["threads"].iloc[0] >= 1
 
     # deterministic: the same seed gives the same weights in a fresh cache
     other = train_ladder(db, tmp_path / "cache2", "tiny", config=config)
