@@ -83,7 +83,7 @@ def test_study_runs_every_stage(tiny_study):
     assert names[:3] == ["render PadChest", "register and split", "ladder"]
     assert len(result.rungs) == 4
     assert sum(n.startswith("embed ") for n in names) == 8
-    assert sum(n.startswith("attack ") for n in names) == 8
+    assert sum(n.startswith("attack ") for n in names) == 9  # 8 + matched on findings
     assert any(n.startswith("dp grid") for n in names) and any(n.startswith("transfer") for n in names)
     assert sum(n.startswith("report ") for n in names) == 5
     assert all(s.seconds > 0 and s.peak_mb > 0 for s in result.stages)
@@ -97,6 +97,9 @@ def test_study_runs_every_stage(tiny_study):
         models = {r[0] for r in con.execute(
             "SELECT DISTINCT model FROM runs WHERE stage = 'attack'").fetchall()}
         n_study_runs = con.execute("SELECT count(*) FROM runs WHERE stage = 'study'").fetchall()
+        finer = con.execute(
+            "SELECT DISTINCT model, split FROM shown_relink_metrics "
+            "WHERE negatives = 'matched:findings'").fetchall()
     finally:
         con.close()
     assert set(cohorts) == {COHORT, EXTERNAL}
@@ -109,6 +112,7 @@ def test_study_runs_every_stage(tiny_study):
                                                         "patient_id"])
     assert models == set(result.rungs)
     assert n_study_runs[0][0] >= len(names)
+    assert finer == [(result.rungs[-1], "test")]  # the strongest rung, held-out only
     assert (workdir / "reports" / f"{result.rungs[-1]}__{COHORT}.json").is_file()
 
 
