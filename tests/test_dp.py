@@ -450,7 +450,7 @@ def test_result_heads_are_clean_copies_and_runs_are_deterministic():
     assert not any(p.requires_grad for p in a.image_head.parameters())
     for x, y in ((a.image_head, b.image_head), (a.text_head, b.text_head)):
         assert all(torch.equal(p, q) for p, q in zip(x.parameters(), y.parameters()))
-    assert a.grad_sample_mode == "ghost"  # Linear + GELU + Linear: ghost applies
+    assert a.grad_sample_mode == "fast"  # Linear + GELU + Linear: the fast path applies
     # delta 0.5 is not below 1 / n_units, so it is lowered and recorded
     assert a.delta_lowered and a.delta == pytest.approx(1 / (10 * a.n_units))
 
@@ -478,7 +478,7 @@ def test_run_dp_writes_rows_saves_heads_and_reuses(tmp_path, monkeypatch):
     rng = np.random.default_rng(5)
     items = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "patient_id": patients,
                           "split": ["test" if int(p[1:]) % 4 == 0 else "train" for p in patients]})
-    for j, name in enumerate(CHEXPERT_LABELS):
+    for name in CHEXPERT_LABELS:
         items[name] = rng.choice([1.0, 0.0, np.nan, -1.0], size=n, p=[0.3, 0.3, 0.3, 0.1])
     ih, th = _heads()
     calls = []
