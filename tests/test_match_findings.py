@@ -223,3 +223,18 @@ def test_cli_attack_match_findings_on_a_cohort_without_them_is_one_error_line(tm
     assert "--match" in capsys.readouterr().err
     # The default policy still attacks the same cohort.
     assert main([*base, "attack", *spec, "--pool-sizes", "2"]) == 0
+
+
+def test_dashboard_curves_leave_out_every_matched_full_row_and_draw_finer_dash_dot():
+    from dashboard import charts, logic
+
+    rows = [dict(model="m", split="test", heads="original", direction="image_to_report", k=1,
+                 negatives=neg, pool_size=n, recall=0.5, lift=n / 2, ci_low=0.4, ci_high=0.6,
+                 chance=1 / n, n_queries=5, n_excluded=0)
+            for neg in ("random", "matched", "matched:findings") for n in (10, 40)]
+    curves = logic.lift_curves(pd.DataFrame(rows))
+    kept = set(zip(curves["negatives"], curves["pool_size"]))
+    assert kept == {("random", 10), ("random", 40), ("matched", 10), ("matched:findings", 10)}
+    dashes = {t.name: t.line.dash for t in charts.random_vs_matched(curves).data}
+    assert dashes["matched:findings negatives"] == "dashdot"
+    assert dashes["matched negatives"] == "dash" and dashes["random negatives"] == "solid"
