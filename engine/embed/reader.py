@@ -4,6 +4,11 @@ Layout under the cache folder (one folder per model, cohort and embedding config
 
     features/<model_key>/<cohort_key>/
         current.json                 -> {"config_hash": ...}: the latest complete embedding
+                                     written here (a convenience for `load_embeddings`
+                                     without a hash; the audit stages find the embedding of
+                                     the current inputs by fingerprint instead,
+                                     `engine.embed.stage.find_embedding`, since this pointer
+                                     is shared by every database using the cache)
         <config_hash>/
             manifest.json            config, counts, shapes, timings (written last: its presence
                                      marks the folder complete)
