@@ -52,8 +52,8 @@ RULE = "lowest mean validation in-group InfoNCE (fixed validation groups), ties 
 DEFAULT_CANDIDATES: tuple[dict, ...] = (
     {"optimizer": "adam", "lr": 1e-3, "epochs": 5},
     {"optimizer": "adam", "lr": 3e-3, "epochs": 10},
-    {"optimizer": "sgd", "lr": 2.0, "momentum": 0.9, "epochs": 10},
-    {"optimizer": "adam", "lr": 1e-3, "epochs": 10, "group_size": 16, "batch_size": 128,
+    {"optimizer": "sgd", "lr": 2.0, "momentum": 0.9, "epochs": 5},
+    {"optimizer": "adam", "lr": 1e-3, "epochs": 5, "group_size": 16, "batch_size": 128,
      "max_grad_norm": 5.0},
 )
 
