@@ -11,6 +11,10 @@ membership signal of each set of heads. It then writes ``dp_runs`` (one row per 
 are listed in the ``heads`` table and each ``dp_runs`` row names its heads (``heads_id``,
 ``heads_path``, ``heads_fingerprint``, ``heads_cohort`` = the training cohort).
 
+With ``DPSweep.selection`` set, each epsilon's hyper-parameters are chosen on a validation split
+of the training patients (`engine.dp.selection`); every candidate is written to ``dp_selection``
+and the ``dp_runs`` row carries the choice and the epsilon composed over all candidates.
+
 Idempotent like every stage: the run id is a function of the sweep, the training config and a
 fingerprint of the inputs (features, original heads, the cohort's content fingerprint); a finished
 run whose rows are all present is reused and becomes the one shown. Heads already trained for an epsilon with
