@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int_at_least(1), default=512,
                    help="items per chunk file, the unit of resumption and of sharding between "
                         "torchrun ranks (default 512)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="backbone precision: fp32 (default) or bf16/fp16 autocast (GPU speed; "
+                        "cosine to fp32 >= 0.999 is checked)")
     p.set_defaults(handler="engine.cli.stages:embed", writes=("db", "cache"))
 
     p = sub.add_parser("attack", help="re-linkage attack: exact pool metrics into DuckDB")

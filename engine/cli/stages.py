@@ -113,7 +113,8 @@ def embed(args: argparse.Namespace) -> int:
 
     options = EmbedOptions(batch_size=getattr(args, "batch_size", None),
                            device=getattr(args, "device", None),
-                           chunk_size=getattr(args, "chunk_size", None) or 512)
+                           chunk_size=getattr(args, "chunk_size", None) or 512,
+                           precision=getattr(args, "precision", None) or "fp32")
     with _LazyBar(desc=f"embed {args.cohort}", unit="item") as bar:
         result = embed_cohort(args.db, args.cache, args.model, args.cohort, options=options,
                               progress=bar)

@@ -42,14 +42,18 @@ from engine.runs import Run
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+# --precision: autocast dtype names (torch attributes, looked up once torch is imported).
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 @dataclass(frozen=True)
 class EmbedOptions:
-    """How to embed (only `chunk_size` changes the results' key; the rest is speed).
+    """How to embed (`chunk_size` and `precision` key the results; the rest is speed).
 
     Attributes:
         chunk_size: Items per chunk file (the unit of resumption).
+        precision: ``fp32`` (default), or ``bf16`` / ``fp16`` autocast for the backbones (the
+            features are stored as float32 either way; docs/scaling.md gives the tolerance).
         batch_size: Items per forward pass; default 64 on CPU, 256 on GPU.
         device: ``cpu`` or ``cuda``; default the GPU when there is one.
         num_workers: Image-decoding worker processes; default 0 on CPU, up to 8 on GPU.
@@ -59,8 +63,11 @@ class EmbedOptions:
     batch_size: int | None = None
     device: str | None = None
     num_workers: int | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision {self.precision}: expected fp32, bf16 or fp16")
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size {self.chunk_size}: expected at least 1")
         if self.batch_size is not None and self.batch_size < 1:
@@ -105,9 +112,10 @@ def cohort_fingerprint(items: pd.DataFrame) -> str:
 
 
 def embed_config(entry: ModelEntry, cohort: str, items: pd.DataFrame, chunk_size: int,
-                 content: str | None = None) -> dict:
+                 content: str | None = None, precision: str = "fp32") -> dict:
     """The configuration that keys an embedding folder."""
-    return {
+    # Reduced precision keys its own folder; fp32 adds no key, so fp32 folders keep their names.
+    return {**({"precision": precision} if precision != "fp32" else {}),
         "stage": "embed",
         "format_version": FORMAT_VERSION,
         "model": entry.name,
@@ -227,7 +235,8 @@ def embed_cohort(
     if items.empty:
         raise CohortError(f"cohort {cohort!r} has no selected items to embed")
     items = items.reset_index(drop=True)
-    config = embed_config(entry, cohort, items, options.chunk_size, meta.get("fingerprint"))
+    config = embed_config(entry, cohort, items, options.chunk_size, meta.get("fingerprint"),
+                          options.precision)
     digest = config_hash(config)
     base = pair_dir(cache, entry.name, cohort)
     folder = base / digest
@@ -295,6 +304,7 @@ def embed_cohort(
             _embed_chunk(
                 chunk, root, loaded, towers, _chunk_path(chunk_dir, index),
                 batch_size=batch_size, workers=workers, device=device, progress=progress,
+                precision=options.precision,
             )
             if on_chunk is not None:
                 on_chunk(index)
@@ -362,7 +372,10 @@ def _collate(batch):
     return batch
 
 
-def _embed_chunk(chunk, root, loaded, towers, path, *, batch_size, workers, device, progress):
+def _embed_chunk(chunk, root, loaded, towers, path, *, batch_size, workers, device, progress,
+                 precision="fp32"):
+    import contextlib
+
     import torch
     from torch.utils.data import DataLoader
 
@@ -374,7 +387,9 @@ def _embed_chunk(chunk, root, loaded, towers, path, *, batch_size, workers, devi
     ok = np.zeros(len(chunk), dtype=bool)
     errors: list[str] = [""] * len(chunk)
     image_parts, text_parts = [], []
-    with torch.inference_mode():
+    autocast = (torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, PRECISIONS[precision]))
+                if precision != "fp32" else contextlib.nullcontext())
+    with torch.inference_mode(), autocast:
         for batch in loader:
             good = [(i, t) for i, t, _ in batch if t is not None]
             for i, _, err in batch:
