@@ -44,17 +44,35 @@ def _free_port() -> int:
 HOSTILE = "[click me](http://example.com) <b>bold</b> www.example.com evil.com me@evil.org"
 
 
+def _effusion_hits(db, seeded, text: str = "effusion") -> list[str]:
+    """Image ids the explorer lists for a report search, riskiest first (specialist, original)."""
+    from dashboard import data, logic
+
+    state = data.db_state(db)
+    ranks = data.query_ranks(state.path, state.token, seeded.cohort, seeded.specialist,
+                             "original", "test")
+    hits = data.search_reports(state.path, state.token, seeded.cohort, text)
+    return logic.filter_queries(ranks, ids=hits)["image_id"].tolist()
+
+
 @pytest.fixture(scope="module")
 def browser_db(seeded, tmp_path_factory):
-    """The seeded database with a hostile patient id (Markdown link, HTML, bare URL)."""
+    """The seeded database where one patient's id is hostile (Markdown link, HTML, bare URL).
+
+    The patient is the one of the third image the explorer lists for "effusion" (the image the
+    explorer test ticks); the other pages and screenshots show ordinary ids.
+    """
     import shutil
 
     from engine import store
 
     db = tmp_path_factory.mktemp("browser") / "results.duckdb"
     shutil.copy(seeded.db, db)
+    image = _effusion_hits(db, seeded)[2]
     with store.connect_write(db) as con:
-        con.execute("UPDATE items SET patient_id = ? WHERE cohort = ?", [HOSTILE, seeded.cohort])
+        con.execute("UPDATE items SET patient_id = ? WHERE cohort = ? AND patient_id = "
+                    "(SELECT patient_id FROM items WHERE cohort = ? AND image_id = ?)",
+                    [HOSTILE, seeded.cohort, seeded.cohort, image])
     return db
 
 
