@@ -381,16 +381,6 @@ def candidates(db: str, token: str, cohort: str, model: str, heads: str, split: 
     return out.loc[:, cols].sort_values("rank", kind="stable").reset_index(drop=True)
 
 
-@st.cache_data(**_CACHE)
-def reports(db: str, token: str, cohort: str, study_ids: tuple[str, ...]) -> pd.DataFrame:
-    """Report text and labels of the given studies (selected items)."""
-    if not study_ids or not _has(db, token, "items"):
-        return pd.DataFrame(columns=["study_id", "image_id", "report_text", *LABELS])
-    return query(db, f"SELECT study_id, image_id, report_text, {_label_cols('items')} FROM items "
-                     "WHERE cohort = ? AND selected AND list_contains(?, study_id)",
-                 [cohort, list(study_ids)])
-
-
 @st.cache_data(show_spinner=False, max_entries=256)
 def thumbnail(path: str, mtime_ns: int, max_side: int = 512) -> bytes | None:
     """A PNG thumbnail of an image file, or None when it cannot be read.

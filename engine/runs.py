@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -69,7 +69,7 @@ def run_id_for(stage: str, model: str | None, cohort: str | None, config: dict,
 
 def now() -> datetime:
     """UTC now, naive (as DuckDB TIMESTAMP columns store it)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass
@@ -99,7 +99,7 @@ class Run:
     cohort_fingerprint: str | None = None
     source_fingerprint: str | None = None
     run_id: str = ""
-    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:
         self.run_id = self.run_id or run_id_for(
@@ -157,7 +157,7 @@ class Run:
 
         ``n_stored`` is counted here, from the result tables, after the stage wrote its rows.
         """
-        finished = datetime.now(timezone.utc)
+        finished = datetime.now(UTC)
         env = environment()
         config_json = json.dumps({**self.config, "environment": env}, sort_keys=True, default=str)
         stored = count_rows(con, self.run_id)

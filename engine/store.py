@@ -320,7 +320,8 @@ VIEWS: tuple[str, ...] = (
     LEFT JOIN cohorts s ON s.cohort = r.heads_cohort
     WHERE r.status = 'done'
       AND (r.cohort_fingerprint IS NULL OR r.cohort_fingerprint IS NOT DISTINCT FROM c.fingerprint)
-      AND (r.source_fingerprint IS NULL OR r.source_fingerprint IS NOT DISTINCT FROM s.fingerprint)""",
+      AND (r.source_fingerprint IS NULL
+           OR r.source_fingerprint IS NOT DISTINCT FROM s.fingerprint)""",
     """CREATE OR REPLACE VIEW shown_runs AS SELECT * EXCLUDE (_rank) FROM (
     SELECT v.*, row_number() OVER (PARTITION BY v.stage, v.model, v.cohort, v.heads,
         v.heads_cohort, json_extract_string(v.config_json, '$.match')
@@ -430,7 +431,8 @@ def read_df(db: Path, sql: str, params: list | tuple = ()) -> pd.DataFrame:
         con.close()
 
 
-def _connect_retrying(db: Path, *, read_only: bool, retry_seconds: float) -> duckdb.DuckDBPyConnection:
+def _connect_retrying(db: Path, *, read_only: bool,
+                      retry_seconds: float) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + retry_seconds
     delay = 0.05
     while True:

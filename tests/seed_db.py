@@ -108,7 +108,7 @@ def _cohort(root: Path, n_patients: int, studies: int, rng, *, images: bool, lat
                                  image_path=f"images/p{p:05d}/i{k:05d}-lat.png"))
     frame = conform(pd.DataFrame(rows))
     if images:
-        for i, row in enumerate(frame.itertuples()):
+        for row in frame.itertuples():
             path = root / row.image_path
             path.parent.mkdir(parents=True, exist_ok=True)
             g = np.linspace(40, 200, 64, dtype=np.float32)

@@ -7,7 +7,6 @@ import sys
 import textwrap
 import time
 
-import duckdb
 import pandas as pd
 import pytest
 
@@ -16,7 +15,8 @@ from engine.errors import StoreError
 from engine.labels import CHEXPERT_LABELS
 
 PUBLIC_COLUMNS = {
-    "cohorts": ["cohort", "format", "root", "site", "n_patients", "n_studies", "n_images", "created_at"],
+    "cohorts": ["cohort", "format", "root", "site", "n_patients", "n_studies", "n_images",
+                "created_at"],
     "items": ["cohort", "image_id", "study_id", "patient_id", "split", "view", "image_path",
               "report_text", *CHEXPERT_LABELS],
     "models": ["model", "spec", "specialization", "description"],
@@ -40,7 +40,8 @@ def test_public_schema_has_the_documented_columns(tmp_path):
         for table, expected in PUBLIC_COLUMNS.items():
             cols = [r[0] for r in con.execute(f'DESCRIBE "{table}"').fetchall()]
             assert cols[: len(expected)] == expected, table
-        assert con.execute("SELECT version FROM schema_version").fetchall() == [(store.SCHEMA_VERSION,)]
+        assert con.execute("SELECT version FROM schema_version").fetchall() == [
+            (store.SCHEMA_VERSION,)]
 
 
 def test_reopening_keeps_one_schema_version_row(tmp_path):

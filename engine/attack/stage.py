@@ -193,14 +193,16 @@ def summary_metrics(counts: RankCounts, patients: np.ndarray, config: AttackConf
     ]
 
 
-def top_candidates(queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_candidates(queries: np.ndarray, candidates: np.ndarray,
+                   k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product with faiss ``IndexFlatIP`` (inputs L2-normalised)."""
     import faiss
 
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     index = faiss.IndexFlatIP(candidates.shape[1])
     index.add(np.ascontiguousarray(candidates, dtype=np.float32))
-    scores, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, len(candidates)))
+    scores, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32),
+                               min(k, len(candidates)))
     return scores, idx
 
 

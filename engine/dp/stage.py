@@ -17,10 +17,11 @@ and the ``dp_runs`` row carries the choice and the epsilon composed over all can
 
 Idempotent like every stage: the run id is a function of the sweep, the training config and a
 fingerprint of the inputs (features, original heads, the cohort's content fingerprint); a finished
-run whose rows are all present is reused and becomes the one shown. Heads already trained for an epsilon with
-the same config and inputs are reloaded from ``heads_dir`` instead of retrained, so adding one
-epsilon to a sweep trains only that one. The attack on each epsilon's heads is a separate call
-(`engine.attack.stage.run_attack` with ``heads=label`` and `project` applied to all items).
+run whose rows are all present is reused and becomes the one shown. Heads already trained for an
+epsilon with the same config and inputs are reloaded from ``heads_dir`` instead of retrained, so
+adding one epsilon to a sweep trains only that one. The attack on each epsilon's heads is a
+separate call (`engine.attack.stage.run_attack` with ``heads=label`` and `project` applied to all
+items).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -91,7 +91,7 @@ def build_document(
         StoreError: the database is missing, locked or lacks the public tables.
     """
     data = _read(Path(db), model, cohort)
-    return _assemble(data, Path(db), examples, generated_at or datetime.now(timezone.utc))
+    return _assemble(data, Path(db), examples, generated_at or datetime.now(UTC))
 
 
 def clean(value):
