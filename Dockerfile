@@ -46,7 +46,7 @@ EXPOSE 8501
 ENV STREAMLIT_SERVER_ADDRESS=0.0.0.0 \
     STREAMLIT_SERVER_PORT=8501
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30m \
-  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health')"
+  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('STREAMLIT_SERVER_PORT', '8501') + '/_stcore/health')"
 
 # The demo builds everything into the cache volume (reused on the next start), then hands its
 # process over to the dashboard server (exec), so the engine's memory is released.
