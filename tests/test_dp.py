@@ -297,7 +297,8 @@ def test_prv_failure_falls_back_to_rdp(monkeypatch):
 
 # --- (d) empty Poisson batches ----------------------------------------------------------------
 
-@pytest.mark.parametrize(("sigma", "mode"), [(None, "auto"), (1.0, "ghost"), (1.0, "hooks")])
+@pytest.mark.parametrize(("sigma", "mode"), [(None, "auto"), (1.0, "fast"), (1.0, "ghost"),
+                                           (1.0, "hooks")])
 def test_empty_poisson_batches_do_not_crash(sigma, mode):
     image, text, patients = _pairs(n=40, per_patient=1)
     ih, th = _heads()
