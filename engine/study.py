@@ -361,10 +361,10 @@ def run_study(db: Path, workdir: Path, config: StudyConfig = StudyConfig(), *,
     specialist = result.rungs[-1]
     for model in result.rungs:
         for cohort in cohorts:
-            stage(f"embed {model} / {cohort}", lambda: _embed(db, cache, model, cohort,
-                                                               progress_factory))
+            stage(f"embed {model} / {cohort}", lambda m=model, c=cohort: _embed(db, cache, m, c,
+                                                                  progress_factory))
             stage(f"attack {model} / {cohort}",
-                  lambda: _attack(db, cache, model, cohort, config, cohort == EXTERNAL))
+                  lambda m=model, c=cohort: _attack(db, cache, m, c, config, c == EXTERNAL))
     # Once more with matched negatives sharing PadChest's full finding set (finer than the 14
     # labels): held-out pairs of the strongest rung, stored as negatives "matched:findings".
     stage(f"attack {specialist} / {COHORT}, matched on findings",
@@ -375,10 +375,10 @@ def run_study(db: Path, workdir: Path, config: StudyConfig = StudyConfig(), *,
               lambda: _transfer(db, cache, specialist, config))
     for cohort in cohorts:
         stage(f"umap {specialist} / {cohort}",
-              lambda: _umap(db, cache, specialist, cohort, config))
+              lambda c=cohort: _umap(db, cache, specialist, c, config))
     for model in result.rungs:
         stage(f"report {model} / {COHORT}",
-              lambda: _report(db, model, COHORT, workdir, config.report_formats))
+              lambda m=model: _report(db, m, COHORT, workdir, config.report_formats))
     if EXTERNAL in cohorts:
         stage(f"report {specialist} / {EXTERNAL}",
               lambda: _report(db, specialist, EXTERNAL, workdir, config.report_formats))

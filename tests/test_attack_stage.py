@@ -65,7 +65,8 @@ def test_full_database_recall_equals_recall_from_stored_ranks(attacked):
         db, "SELECT * FROM relink_ranks WHERE split='test' AND direction='image_to_report'")
     n = len(ranks)
     expected = pools.recall_at_k_full(ranks["n_greater"], ranks["n_tied"], 5).mean()
-    got = store.read_df(db, "SELECT recall FROM relink_metrics WHERE split='test' AND negatives='random' "
+    got = store.read_df(db, "SELECT recall FROM relink_metrics "
+                        "WHERE split='test' AND negatives='random' "
                   "AND direction='image_to_report' AND k=5 AND pool_size=?", [n])["recall"][0]
     assert got == pytest.approx(expected)
 
@@ -89,7 +90,8 @@ def test_rerun_is_reused_and_other_heads_are_kept_apart(attacked):
     assert reused and again == run_id
     run_attack(db, model="m", cohort="c", items=items, image_embeddings=txt, text_embeddings=img,
                heads="inf", config=config)
-    counts = store.read_df(db, "SELECT heads, count(*) AS n FROM relink_metrics GROUP BY heads ORDER BY 1")
+    counts = store.read_df(
+        db, "SELECT heads, count(*) AS n FROM relink_metrics GROUP BY heads ORDER BY 1")
     assert list(counts["heads"]) == ["inf", "original"]
     assert counts["n"].nunique() == 1
     status = store.read_df(db, "SELECT status FROM runs WHERE stage = 'attack'")
@@ -98,7 +100,8 @@ def test_rerun_is_reused_and_other_heads_are_kept_apart(attacked):
 
 def test_topk_lists_are_sorted_and_flag_true_and_matched(attacked):
     db, items, *_ = attacked
-    top = store.read_df(db, "SELECT * FROM relink_topk WHERE split='test' AND direction='image_to_report' "
+    top = store.read_df(db, "SELECT * FROM relink_topk "
+                        "WHERE split='test' AND direction='image_to_report' "
                   "ORDER BY query_id, rank")
     assert top.groupby("query_id")["rank"].max().eq(20).all()
     assert (top.groupby("query_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
@@ -123,7 +126,8 @@ def test_alternating_configs_keep_their_own_rows_and_is_done_checks_them(attacke
     db, items, img, txt, config, run_id = attacked
     other = AttackConfig(pool_sizes=(20,), n_boot=200)
     shown = lambda: set(store.read_df(  # noqa: E731
-        db, "SELECT DISTINCT pool_size FROM shown_relink_metrics WHERE split = 'test'")["pool_size"])
+        db, "SELECT DISTINCT pool_size FROM shown_relink_metrics "
+            "WHERE split = 'test'")["pool_size"])
     n_test = int((items["split"] == "test").sum())
     second, reused = run_attack(db, model="m", cohort="c", items=items, image_embeddings=img,
                                 text_embeddings=txt, config=other)

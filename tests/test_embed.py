@@ -76,7 +76,8 @@ def test_embed_stores_features_heads_and_matching_embeddings(setup):
     # the stored heads reproduce the stored embeddings from the stored features
     heads = emb.heads
     with torch.no_grad():
-        again = torch.nn.functional.normalize(heads.image(torch.from_numpy(emb.image_features)), dim=-1)
+        projected = heads.image(torch.from_numpy(emb.image_features))
+        again = torch.nn.functional.normalize(projected, dim=-1)
     assert np.abs(again.numpy() - emb.image_embeddings).max() < 1e-6
     assert heads.logit_scale == pytest.approx(float(loaded.model.logit_scale))
     assert isinstance(heads.image, torch.nn.Linear) and isinstance(heads.text, torch.nn.Linear)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pandas as pd
 
 from engine.core.findings import (
-    NOT_MEASURABLE, NOT_REPRODUCED, PARTLY, REPRODUCES, format_findings, summarize_findings,
+    NOT_MEASURABLE,
+    NOT_REPRODUCED,
+    PARTLY,
+    REPRODUCES,
+    format_findings,
+    summarize_findings,
 )
 
 LADDER = ["r0", "r1", "r2"]

@@ -21,7 +21,10 @@ from engine.cohort.render import RenderConfig, render_cohort
 from engine.cohort.render.patients import make_patient
 from engine.cohort.render.release import PADCHEST_CSV, read_sidecar
 from engine.cohort.render.vocabulary import (
-    padchest_drawing, padchest_groups, padchest_place, stable_seed,
+    padchest_drawing,
+    padchest_groups,
+    padchest_place,
+    stable_seed,
 )
 from engine.errors import ConfigError
 

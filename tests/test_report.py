@@ -16,8 +16,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-import report_fixtures as rf
 
+import report_fixtures as rf
 from engine.errors import ConfigError, EngineError
 from engine.report import SCHEMA_VERSION, report_stem, write_report
 from engine.report.content import build_document, clean, headline_pool_size, synthetic_flag

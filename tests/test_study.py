@@ -84,7 +84,8 @@ def test_study_runs_every_stage(tiny_study):
     assert len(result.rungs) == 4
     assert sum(n.startswith("embed ") for n in names) == 8
     assert sum(n.startswith("attack ") for n in names) == 9  # 8 + matched on findings
-    assert any(n.startswith("dp grid") for n in names) and any(n.startswith("transfer") for n in names)
+    assert any(n.startswith("dp grid") for n in names)
+    assert any(n.startswith("transfer") for n in names)
     assert sum(n.startswith("report ") for n in names) == 5
     assert all(s.seconds > 0 and s.peak_mb > 0 for s in result.stages)
     assert sum(line.startswith("[study]") and " MB)" in line for line in lines) == len(names)

@@ -25,13 +25,29 @@ from engine.config import SynthConfig
 from engine.errors import ConfigError
 from engine.labels import CHEXPERT_LABELS
 
-HEDGES = ("cannot be excluded", "not excluded", "possible", "possibly", "may represent",
-          "may reflect", "concerning for", "likely", "borderline", "questioned", "congestion",
-          "engorgement", "may be due")
+HEDGES = (
+    "cannot be excluded",
+    "not excluded",
+    "possible",
+    "possibly",
+    "may represent",
+    "may reflect",
+    "concerning for",
+    "likely",
+    "borderline",
+    "questioned",
+    "congestion",
+    "engorgement",
+    "may be due",
+)
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _generate(root: Path, **kw) -> Path:
@@ -47,12 +63,20 @@ def _read_a(root: Path) -> pd.DataFrame:
     meta = pd.read_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", dtype={"StudyTime": str})
     labels = pd.read_csv(root / "mimic-cxr-2.0.0-chexpert.csv.gz")
     split = pd.read_csv(root / "mimic-cxr-2.0.0-split.csv.gz")
-    df = meta.merge(labels, on=["subject_id", "study_id"]).merge(split, on=["dicom_id", "study_id", "subject_id"])
+    df = meta.merge(labels, on=["subject_id", "study_id"]).merge(
+        split, on=["dicom_id", "study_id", "subject_id"]
+    )
     df["image_id"] = df["dicom_id"]
     df["patient_id"] = df["subject_id"]
     df["view"] = df["ViewPosition"]
-    df["image_path"] = [f"files/p{str(s)[:2]}/p{s}/s{t}/{d}.jpg" for s, t, d in zip(df.subject_id, df.study_id, df.dicom_id)]
-    df["report_text"] = [(root / f"files/p{str(s)[:2]}/p{s}/s{t}.txt").read_text() for s, t in zip(df.subject_id, df.study_id)]
+    df["image_path"] = [
+        f"files/p{str(s)[:2]}/p{s}/s{t}/{d}.jpg"
+        for s, t, d in zip(df.subject_id, df.study_id, df.dicom_id)
+    ]
+    df["report_text"] = [
+        (root / f"files/p{str(s)[:2]}/p{s}/s{t}.txt").read_text()
+        for s, t in zip(df.subject_id, df.study_id)
+    ]
     return conform(df)
 
 
@@ -73,7 +97,9 @@ def _read_b(root: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def cohort_a(tmp_path_factory) -> Path:
     # 60 patients through the process pool: every label should appear
-    return _generate(tmp_path_factory.mktemp("a") / "site_a", site="A", patients=80, seed=0, workers=2)
+    return _generate(
+        tmp_path_factory.mktemp("a") / "site_a", site="A", patients=80, seed=0, workers=2
+    )
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +158,9 @@ def test_progress_is_told_every_image(tmp_path):
             self.total += n
 
     bar = Counter()
-    summary = generate_cohort(SynthConfig(site="A", patients=4, seed=2), tmp_path / "p", progress=bar)
+    summary = generate_cohort(
+        SynthConfig(site="A", patients=4, seed=2), tmp_path / "p", progress=bar
+    )
     assert bar.total == summary.n_images > 0
     assert summary.n_studies >= summary.n_patients == 4
     assert summary.out == tmp_path / "p"
@@ -156,7 +184,9 @@ def test_site_a_files_and_columns(cohort_a):
     assert meta["dicom_id"].str.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{8}){4}").all()
     assert meta["dicom_id"].is_unique
     assert set(meta["ViewPosition"]) <= {"PA", "AP", "LATERAL", "LL"}
-    assert {"PA", "AP"} <= set(meta["ViewPosition"]) and meta["ViewPosition"].isin(["LATERAL", "LL"]).any()
+    assert {"PA", "AP"} <= set(meta["ViewPosition"]) and meta["ViewPosition"].isin(
+        ["LATERAL", "LL"]
+    ).any()
     assert meta["StudyDate"].str.fullmatch(r"2[12]\d{2}[01]\d[0-3]\d").all()
     assert (meta["Rows"] == "256").all() and (meta["Columns"] == "256").all()
     # each study has one date, and one subject
@@ -231,9 +261,13 @@ def test_normal_reports_are_many_and_nearly_identical(cohort_a):
 
 
 def test_aggregate_labels_follow_chexpert_precedence():
-    sents = [_Sentence("a", {"Pneumonia": -1.0, "Lung Opacity": 1.0}), _Sentence("b", {"Pneumonia": 1.0}),
-             _Sentence("c", {"Pleural Effusion": 0.0, "Edema": -1.0}), _Sentence("d", {"Edema": 0.0}),
-             _Sentence("e", {"Support Devices": 1.0})]
+    sents = [
+        _Sentence("a", {"Pneumonia": -1.0, "Lung Opacity": 1.0}),
+        _Sentence("b", {"Pneumonia": 1.0}),
+        _Sentence("c", {"Pleural Effusion": 0.0, "Edema": -1.0}),
+        _Sentence("d", {"Edema": 0.0}),
+        _Sentence("e", {"Support Devices": 1.0}),
+    ]
     out = aggregate_labels(sents)
     assert out["Pneumonia"] == 1.0 and out["Edema"] == -1.0 and out["Pleural Effusion"] == 0.0
     assert out["Cardiomegaly"] is None and out["No Finding"] is None
@@ -247,7 +281,11 @@ def test_aggregate_labels_follow_chexpert_precedence():
 def test_site_b_files_and_columns(cohort_b):
     df = pd.read_csv(cohort_b / "df_chexpert_plus_240401.csv", keep_default_na=False, dtype=str)
     assert tuple(df.columns) == CHEXPERT_PLUS_COLUMNS and len(df.columns) == 27
-    assert df["path_to_image"].str.fullmatch(r"(train|valid)/patient\d{5}/study\d+/view\d_(frontal|lateral)\.jpg").all()
+    assert (
+        df["path_to_image"]
+        .str.fullmatch(r"(train|valid)/patient\d{5}/study\d+/view\d_(frontal|lateral)\.jpg")
+        .all()
+    )
     assert (df["path_to_image"].str.split("/").str[0] == df["split"]).all()
     assert set(df["frontal_lateral"]) <= {"Frontal", "Lateral"}
     frontal = df["frontal_lateral"] == "Frontal"
@@ -261,8 +299,13 @@ def test_site_b_files_and_columns(cohort_b):
     assert (df["section_impression"] != "").all()
     assert (df["section_findings"] == "").mean() > 0.3  # impression-heavy, like CheXpert Plus
     assert df["report"].str.contains("IMPRESSION:").all()
-    assert df["report"].str.contains(r"^1\. ", regex=True).any() or df["report"].str.contains("\n1. ").any()
-    orders = df.groupby("deid_patient_id")["patient_report_date_order"].apply(lambda s: sorted(set(map(int, s))))
+    assert (
+        df["report"].str.contains(r"^1\. ", regex=True).any()
+        or df["report"].str.contains("\n1. ").any()
+    )
+    orders = df.groupby("deid_patient_id")["patient_report_date_order"].apply(
+        lambda s: sorted(set(map(int, s)))
+    )
     assert all(o == list(range(1, len(o) + 1)) for o in orders)
 
     lines = (cohort_b / "report_fixed.json").read_text().splitlines()
@@ -274,10 +317,16 @@ def test_site_b_files_and_columns(cohort_b):
 
 
 def test_site_b_looks_different_from_site_a(cohort_a, cohort_b):
-    a = np.stack([np.asarray(Image.open(cohort_a / p)) for p in _read_a(cohort_a)["image_path"][:20]])
-    b = np.stack([np.asarray(Image.open(cohort_b / p)) for p in _read_b(cohort_b)["image_path"][:20]])
+    a = np.stack(
+        [np.asarray(Image.open(cohort_a / p)) for p in _read_a(cohort_a)["image_path"][:20]]
+    )
+    b = np.stack(
+        [np.asarray(Image.open(cohort_b / p)) for p in _read_b(cohort_b)["image_path"][:20]]
+    )
     # site B: flatter contrast, more noise, black collimation borders
-    assert a.std() != pytest.approx(b.std(), rel=0.02) or a.mean() != pytest.approx(b.mean(), rel=0.02)
+    assert a.std() != pytest.approx(b.std(), rel=0.02) or a.mean() != pytest.approx(
+        b.mean(), rel=0.02
+    )
     assert (b[:, :, :2] == 0).mean() > (a[:, :, :2] == 0).mean()
 
 
@@ -285,7 +334,10 @@ def test_site_b_looks_different_from_site_a(cohort_a, cohort_b):
 
 
 def test_images_are_grayscale_of_the_configured_size(cohort_a, cohort_b, tmp_path):
-    for root, paths in ((cohort_a, _read_a(cohort_a)["image_path"][:10]), (cohort_b, _read_b(cohort_b)["image_path"][:10])):
+    for root, paths in (
+        (cohort_a, _read_a(cohort_a)["image_path"][:10]),
+        (cohort_b, _read_b(cohort_b)["image_path"][:10]),
+    ):
         for p in paths:
             with Image.open(root / p) as img:
                 assert img.mode == "L" and img.size == (256, 256)
@@ -299,7 +351,11 @@ def test_readme_says_synthetic(cohort_a, cohort_b):
     for root, site in ((cohort_a, "A"), (cohort_b, "B")):
         text = (root / "README.txt").read_text()
         assert text.startswith("SYNTHETIC (PHANTOM) DATA")
-        assert f"version {GENERATOR_VERSION}" in text and "seed:        0" in text and f"site:        {site}" in text
+        assert (
+            f"version {GENERATOR_VERSION}" in text
+            and "seed:        0" in text
+            and f"site:        {site}" in text
+        )
 
 
 # --------------------------------------------------------------------------- contact sheet
@@ -310,24 +366,47 @@ def test_contact_sheet_renders_varied_images(cohort_a, tmp_path):
     picked = pick_items(items, 8, seed=0)
     assert len(picked) == 8 and picked["study_id"].is_unique
     assert (picked["No Finding"] == 1.0).any()
-    assert picked[[lab for lab in CHEXPERT_LABELS if lab != "No Finding"]].eq(1.0).any(axis=1).sum() >= 6
+    assert (
+        picked[[lab for lab in CHEXPERT_LABELS if lab != "No Finding"]].eq(1.0).any(axis=1).sum()
+        >= 6
+    )
     out = render_contact_sheet(items, cohort_a, tmp_path / "sheets" / "a.png", n=8, seed=0)
     with Image.open(out) as img:
         assert img.format == "PNG" and img.width > 256 * 2 and img.height > 256 * 2
 
 
 def test_caption_marks_uncertain_labels():
-    row = pd.Series({"view": "AP", **{lab: np.nan for lab in CHEXPERT_LABELS},
-                     "Edema": -1.0, "Cardiomegaly": 1.0, "Pneumothorax": 0.0})
+    row = pd.Series(
+        {
+            "view": "AP",
+            **{lab: np.nan for lab in CHEXPERT_LABELS},
+            "Edema": -1.0,
+            "Cardiomegaly": 1.0,
+            "Pneumothorax": 0.0,
+        }
+    )
     text = caption(row)
     assert text.startswith("AP: ") and "Cardiomegaly" in text and "Edema?" in text
     assert "Pneumothorax" not in text
 
 
 def test_contact_sheet_survives_missing_images(tmp_path):
-    items = conform(pd.DataFrame([{"image_id": "x", "study_id": "s", "patient_id": "p", "split": "test",
-                                   "view": "PA", "image_path": "missing.jpg", "report_text": "",
-                                   "No Finding": 1.0}]))
+    items = conform(
+        pd.DataFrame(
+            [
+                {
+                    "image_id": "x",
+                    "study_id": "s",
+                    "patient_id": "p",
+                    "split": "test",
+                    "view": "PA",
+                    "image_path": "missing.jpg",
+                    "report_text": "",
+                    "No Finding": 1.0,
+                }
+            ]
+        )
+    )
     out = render_contact_sheet(items, tmp_path, tmp_path / "s.png", n=4)
     assert out.is_file()
 
@@ -355,8 +434,12 @@ def test_draw_study_draws_what_the_findings_say_and_is_deterministic():
     assert (left - clear)[:, half:].mean() > 5 * abs((left - clear)[:, :half].mean())
     both = draw_study(anat, [Finding("pacemaker", "left", 1, "", (2, False))], lateral=True, seed=1)
     assert len(both) == 2 and both[0].shape == (256, 256) and both[0].dtype == np.uint8
-    assert np.array_equal(both[0], draw_study(anat, [Finding("pacemaker", "left", 1, "", (2, False))],
-                                              lateral=True, seed=1)[0])
+    assert np.array_equal(
+        both[0],
+        draw_study(anat, [Finding("pacemaker", "left", 1, "", (2, False))], lateral=True, seed=1)[
+            0
+        ],
+    )
     assert not np.array_equal(both[0], draw_study(anat, [], seed=1)[0])
 
 
@@ -365,9 +448,17 @@ def test_reports_carry_lung_volumes_only_when_the_image_shows_them():
     from engine.cohort.synth.reports import write_report
 
     def study(inspiration):
-        return StudyPlan(index=0, day=0, view="PA", supine=False, lateral=False,
-                         extra_frontal=False, inspiration=inspiration, findings=(),
-                         indication="cough")
+        return StudyPlan(
+            index=0,
+            day=0,
+            view="PA",
+            supine=False,
+            lateral=False,
+            extra_frontal=False,
+            inspiration=inspiration,
+            findings=(),
+            indication="cough",
+        )
 
     rng = np.random.default_rng(0)
     low = [write_report(study(-0.9), None, sex="F", age=50, site="A", rng=rng) for _ in range(60)]

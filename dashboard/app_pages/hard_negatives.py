@@ -11,7 +11,6 @@ import streamlit as st
 from dashboard import charts, data, logic, ui
 
 
-
 # Derived tables and the chart, computed once per database version and choice (a widget change
 # elsewhere on the page then costs no pandas work).
 @st.cache_resource(show_spinner=False, max_entries=32)

@@ -10,7 +10,6 @@ from dashboard.charts import lift_vs_n, members_vs_heldout
 from engine.core.findings import findings_rows, summarize_findings
 
 
-
 @st.cache_data(show_spinner=False, max_entries=32)
 def _findings(db: str, token: str, cohort: str) -> pd.DataFrame:
     """The four-findings table of a cohort, computed once per database version."""

@@ -221,7 +221,8 @@ class RankCounter:
         extra_rows = self._extra_pairs(row_keys)
 
         spans = [(c0, min(c0 + self.tile, lo)) for c0 in range(0, lo, self.tile)]
-        spans += [(c0, min(c0 + self.tile, self.n_cols)) for c0 in range(hi, self.n_cols, self.tile)]
+        spans += [(c0, min(c0 + self.tile, self.n_cols))
+                  for c0 in range(hi, self.n_cols, self.tile)]
         for c0, c1 in spans:
             x = qb @ self.U[c0:c1].T
             self._top(x, c0, tops)

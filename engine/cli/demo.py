@@ -51,9 +51,9 @@ def _synth(site: str, out: Path) -> str:
 
 
 def _add(site: str, root: Path, db: Path) -> str:
+    from engine import store
     from engine.cohort.adapters import load_cohort
     from engine.cohort.registry import register_cohort
-    from engine import store
 
     name, fmt = DEMO_SITES[site][:2]
     stamp = str((root / ".complete").stat().st_mtime_ns)
@@ -183,8 +183,8 @@ def demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     for site, (name, *_) in DEMO_SITES.items():
         root = cache / "cohorts" / name
-        _stage(f"phantom cohort {name}", lambda: _synth(site, root))
-        _stage(f"register {name}", lambda: _add(site, root, db))
+        _stage(f"phantom cohort {name}", lambda site=site, root=root: _synth(site, root))
+        _stage(f"register {name}", lambda site=site, root=root: _add(site, root, db))
     rungs: list[str] = []
 
     def ladder() -> str:
@@ -196,15 +196,15 @@ def demo(args: argparse.Namespace) -> int:
     specialist = rungs[-1]
     for model in rungs:
         for cohort in ("site-a", "site-b"):
-            _stage(f"embed {model} / {cohort}", lambda: _embed(db, cache, model, cohort))
+            _stage(f"embed {model} / {cohort}", lambda m=model, c=cohort: _embed(db, cache, m, c))
             _stage(f"attack {model} / {cohort}",
-                   lambda: _attack(db, cache, model, cohort, external=cohort == "site-b"))
+                   lambda m=model, c=cohort: _attack(db, cache, m, c, external=c == "site-b"))
     _stage(f"dp grid {specialist} / site-a", lambda: _dp(db, cache, specialist))
     _stage(f"transfer {specialist} -> site-b", lambda: _transfer(db, cache, specialist))
     for cohort in ("site-a", "site-b"):
-        _stage(f"umap {specialist} / {cohort}", lambda: _umap(db, cache, specialist, cohort))
+        _stage(f"umap {specialist} / {cohort}", lambda c=cohort: _umap(db, cache, specialist, c))
     for model in rungs:
-        _stage(f"report {model} / site-a", lambda: _report(db, cache, model, "site-a"))
+        _stage(f"report {model} / site-a", lambda m=model: _report(db, cache, m, "site-a"))
     _stage(f"report {specialist} / site-b", lambda: _report(db, cache, specialist, "site-b"))
     print(f"[demo] all stages done in {time.perf_counter() - start:.1f} s; results in {db}")
     print("[demo] the study's four findings on phantom site A (held-out, image -> report, "

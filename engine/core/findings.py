@@ -238,7 +238,8 @@ def _dp(metrics, utility, model: str, external=None, external_cohort: str | None
              f"({percent(dp.ci_low)[:-1]}-{percent(dp.ci_high)}), {_change(-cut)} vs original, "
              f"{_change(-vs_inf)} vs eps=inf", f"AUROC {auroc(a0)} -> {auroc(a1)}"]
     if external is not None and len(external):
-        en = max(set(_sizes(external, model=model)) & set(_sizes(external, model=model, heads=label))
+        en = max(set(_sizes(external, model=model))
+                 & set(_sizes(external, model=model, heads=label))
                  or {0})
         e0 = _point(external, en, model=model) if en else None
         e1 = _point(external, en, model=model, heads=label) if en else None

@@ -387,7 +387,8 @@ def _embed_chunk(chunk, root, loaded, towers, path, *, batch_size, workers, devi
     ok = np.zeros(len(chunk), dtype=bool)
     errors: list[str] = [""] * len(chunk)
     image_parts, text_parts = [], []
-    autocast = (torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, PRECISIONS[precision]))
+    dtype = getattr(torch, PRECISIONS[precision])
+    autocast = (torch.autocast(device_type=device.split(":")[0], dtype=dtype)
                 if precision != "fp32" else contextlib.nullcontext())
     with torch.inference_mode(), autocast:
         for batch in loader:

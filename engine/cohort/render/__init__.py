@@ -6,7 +6,12 @@ Modules: `vocabulary` (a source's findings and localizations -> phantom findings
 """
 
 from engine.cohort.render.renderer import (
-    DEFAULT_IMAGE_SIZE, RENDER_VERSION, SOURCES, RenderConfig, RenderSummary, render_cohort,
+    DEFAULT_IMAGE_SIZE,
+    RENDER_VERSION,
+    SOURCES,
+    RenderConfig,
+    RenderSummary,
+    render_cohort,
 )
 
 __all__ = ["DEFAULT_IMAGE_SIZE", "RENDER_VERSION", "SOURCES", "RenderConfig", "RenderSummary",

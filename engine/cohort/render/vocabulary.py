@@ -168,8 +168,18 @@ _SEVERITY_WORDS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (2, ("moderad", "moderate")),
     (1, ("pequen", "minim", "discret", "leve", "liger", "small", "mild", "minimal", "tiny")),
 )
-_NO_SIDE = frozenset({"cardiomegaly", "widened_mediastinum", "edema", "ett", "enteric_tube",
-                      "sternotomy", "hyperinflation", "hypoinflation"})
+_NO_SIDE = frozenset(
+    {
+        "cardiomegaly",
+        "widened_mediastinum",
+        "edema",
+        "ett",
+        "enteric_tube",
+        "sternotomy",
+        "hyperinflation",
+        "hypoinflation",
+    }
+)
 
 
 @dataclass
@@ -229,8 +239,11 @@ def padchest_place(locs: tuple[str, ...]) -> tuple[str, str]:
             zone = zone or "lower"
         elif text in ("apical",):
             zone = zone or "apex"
-        elif "basal" in text or "costophrenic" in text or text in (
-                "lower lung field", "infrahilar", "cardiophrenic angle"):
+        elif (
+            "basal" in text
+            or "costophrenic" in text
+            or text in ("lower lung field", "infrahilar", "cardiophrenic angle")
+        ):
             zone = zone or "base"
         elif "hilar" in text or text in ("middle lung field", "peribronchi", "bronchi"):
             zone = zone or "perihilar"
@@ -277,8 +290,9 @@ def openi_place(parts: list[str]) -> tuple[str, str, int | None]:
 # --------------------------------------------------------------------------- findings
 
 
-def _lesion_position(rng: np.random.Generator, anat: Anatomy, side: str,
-                     zone: str) -> tuple[float, float]:
+def _lesion_position(
+    rng: np.random.Generator, anat: Anatomy, side: str, zone: str
+) -> tuple[float, float]:
     sg = -1 if side == "right" else 1
     lw = anat.lung_w[0 if side == "right" else 1]
     hilum_y = anat.carina_y + 0.12
@@ -288,18 +302,41 @@ def _lesion_position(rng: np.random.Generator, anat: Anatomy, side: str,
     if zone in ("middle", "lingula", "perihilar", "retrocardiac"):
         return sg * rng.uniform(0.3, 0.42), rng.uniform(hilum_y + 0.08, hilum_y + 0.28)
     if zone in ("lower", "base"):
-        return sg * rng.uniform(0.35, lw - 0.14), rng.uniform(hilum_y + 0.12, cp - anat.dome_h - 0.06)
-    return sg * rng.uniform(0.3, lw - 0.14), rng.uniform(anat.apex_y + 0.25, cp - anat.dome_h - 0.08)
+        return sg * rng.uniform(0.35, lw - 0.14), rng.uniform(
+            hilum_y + 0.12, cp - anat.dome_h - 0.06
+        )
+    return sg * rng.uniform(0.3, lw - 0.14), rng.uniform(
+        anat.apex_y + 0.25, cp - anat.dome_h - 0.08
+    )
 
 
 TWEAKS: frozenset[str] = frozenset(
-    {"blunting", "bronchograms", "mild", "kerley", "healed", "acute", "tracheostomy", "dual",
-     "single", "icd"}
+    {
+        "blunting",
+        "bronchograms",
+        "mild",
+        "kerley",
+        "healed",
+        "acute",
+        "tracheostomy",
+        "dual",
+        "single",
+        "icd",
+    }
 )
 
 
-def build_findings(kind: str, side: str, zone: str, severity: int, *, default: str, label: str,
-                   seed: int, anat: Anatomy) -> tuple[list[Finding], float | None]:
+def build_findings(
+    kind: str,
+    side: str,
+    zone: str,
+    severity: int,
+    *,
+    default: str,
+    label: str,
+    seed: int,
+    anat: Anatomy,
+) -> tuple[list[Finding], float | None]:
     """The `Finding` objects (and any inspiration override) of one source label.
 
     Args:
@@ -329,11 +366,14 @@ def build_findings(kind: str, side: str, zone: str, severity: int, *, default: s
             sev = 1
         return [Finding("effusion", s, sev) for s in _sides(side)], None
     if kind == "hydropneumothorax":
-        return [Finding("pneumothorax", s, sev, "lateral") for s in _sides(side)] + \
-               [Finding("effusion", s, 1) for s in _sides(side)], None
+        return [Finding("pneumothorax", s, sev, "lateral") for s in _sides(side)] + [
+            Finding("effusion", s, 1) for s in _sides(side)
+        ], None
     if kind == "pneumothorax":
-        return [Finding("pneumothorax", s, sev, "apex" if zone in ("apex", "upper", "") else
-                        "lateral") for s in _sides(side)], None
+        return [
+            Finding("pneumothorax", s, sev, "apex" if zone in ("apex", "upper", "") else "lateral")
+            for s in _sides(side)
+        ], None
     if kind in ("consolidation", "pneumonia", "opacity"):
         detail = ("bronchograms",) if tweak == "bronchograms" else ()
         zone = _lung_zone(zone, "lower")
@@ -350,39 +390,64 @@ def build_findings(kind: str, side: str, zone: str, severity: int, *, default: s
     if kind in ("nodule", "nodules", "mass"):
         count = 3 if kind == "nodules" else 1
         out = []
-        for i in range(count):
+        for _ in range(count):
             for s in _sides(side):
                 x, y = _lesion_position(rng, anat, s, zone)
                 size = rng.uniform(0.8, 2.4) if kind != "mass" else rng.uniform(3.2, 6.0)
-                out.append(Finding("mass" if kind == "mass" else "nodule", s,
-                                   2 if kind == "mass" else 1, zone or "upper",
-                                   (round(float(x), 3), round(float(y), 3), round(float(size), 1),
-                                    int(rng.integers(0, 2**31 - 1)))))
+                out.append(
+                    Finding(
+                        "mass" if kind == "mass" else "nodule",
+                        s,
+                        2 if kind == "mass" else 1,
+                        zone or "upper",
+                        (
+                            round(float(x), 3),
+                            round(float(y), 3),
+                            round(float(size), 1),
+                            int(rng.integers(0, 2**31 - 1)),
+                        ),
+                    )
+                )
         return out, None
     if kind == "cardiomegaly":
         return [Finding("cardiomegaly", "", sev)], None
     if kind == "widened_mediastinum":
         return [Finding("widened_mediastinum", "", 1 if tweak == "mild" else min(sev, 2))], None
     if kind == "pleural_thickening":
-        return [Finding("pleural_thickening", s, min(sev, 2), "apex" if zone == "apex" else
-                        "lateral") for s in _sides(side)], None
+        return [
+            Finding("pleural_thickening", s, min(sev, 2), "apex" if zone == "apex" else "lateral")
+            for s in _sides(side)
+        ], None
     if kind == "pleural_plaques":
         return [Finding("pleural_plaques", side, sev, "", (int(rng.integers(0, 2**31 - 1)),))], None
     if kind == "rib_fracture":
         healed = tweak == "healed"
         first = int(rng.integers(4, 9))
         lateral = float(rng.uniform(0.5, 0.66))
-        return [Finding("rib_fracture", s, 1, "lateral" if lateral > 0.58 else "posterior",
-                        (first, round(lateral, 3), healed)) for s in _sides(side)], None
+        return [
+            Finding(
+                "rib_fracture",
+                s,
+                1,
+                "lateral" if lateral > 0.58 else "posterior",
+                (first, round(lateral, 3), healed),
+            )
+            for s in _sides(side)
+        ], None
     if kind == "ett":
         tip = 7.0 if tweak == "tracheostomy" else float(np.round(rng.uniform(2.5, 6.0) * 2) / 2)
         return [Finding("ett", "", 1, "", (tip,))], None
     if kind == "enteric_tube":
-        return [Finding("enteric_tube", "", 1, "esophagus" if zone == "esophagus" else "stomach")], None
+        return [
+            Finding("enteric_tube", "", 1, "esophagus" if zone == "esophagus" else "stomach")
+        ], None
     if kind in ("central_line", "port"):
         vein = "subclavian" if "subclavian" in label else "internal jugular"
-        tip = zone if zone in ("svc", "cavoatrial", "right_atrium") else str(
-            rng.choice(["svc", "cavoatrial", "right_atrium"], p=[0.55, 0.3, 0.15]))
+        tip = (
+            zone
+            if zone in ("svc", "cavoatrial", "right_atrium")
+            else str(rng.choice(["svc", "cavoatrial", "right_atrium"], p=[0.55, 0.3, 0.15]))
+        )
         side = side if side in ("right", "left") else "right"
         return [Finding(kind, side, 1, tip, (vein,) if kind == "central_line" else ())], None
     if kind == "pacemaker":
@@ -390,11 +455,16 @@ def build_findings(kind: str, side: str, zone: str, severity: int, *, default: s
         side = side if side in ("right", "left") else "left"
         return [Finding("pacemaker", side, 1, "", (leads, tweak == "icd"))], None
     if kind == "sternotomy":
-        return [Finding("sternotomy", "", 1, "", (int(rng.integers(5, 8)),
-                                                  int(rng.integers(0, 2**31 - 1))))], None
+        return [
+            Finding(
+                "sternotomy", "", 1, "", (int(rng.integers(5, 8)), int(rng.integers(0, 2**31 - 1)))
+            )
+        ], None
     if kind == "chest_tube":
         side = side if side in ("right", "left") else "right"
-        return [Finding("chest_tube", side, 1, "apex" if zone in ("apex", "upper") else "base")], None
+        return [
+            Finding("chest_tube", side, 1, "apex" if zone in ("apex", "upper") else "base")
+        ], None
     raise ValueError(f"no drawing for kind {kind!r}")
 
 
@@ -448,8 +518,9 @@ def padchest_groups(entries: list[str] | list[list[str]]) -> list[tuple[str, tup
     return out
 
 
-def padchest_drawing(groups: list[tuple[str, tuple[str, ...]]], report: str, *, seed: int,
-                     anat: Anatomy) -> StudyDrawing:
+def padchest_drawing(
+    groups: list[tuple[str, tuple[str, ...]]], report: str, *, seed: int, anat: Anatomy
+) -> StudyDrawing:
     """What one PadChest study shows, from its labels, localizations and report words."""
     sentences = [s for s in report.split(" . ") if s.strip()]
     study_severity = max((severity_in(s) or 0 for s in sentences), default=0) or None
@@ -464,8 +535,9 @@ def padchest_drawing(groups: list[tuple[str, tuple[str, ...]]], report: str, *, 
         kind, tweak = PADCHEST_KINDS[label]
         side, zone = padchest_place(locs)
         severity = study_severity or (1 + stable_seed(seed, label, "severity") % 2)
-        made, inspiration = build_findings(kind, side, zone, severity, default=tweak,
-                                           label=label, seed=seed, anat=anat)
+        made, inspiration = build_findings(
+            kind, side, zone, severity, default=tweak, label=label, seed=seed, anat=anat
+        )
         findings += made
         if inspiration is not None:
             drawing.inspiration = inspiration
@@ -488,8 +560,9 @@ def openi_drawing(major: list[str], *, seed: int, anat: Anatomy) -> StudyDrawing
             continue
         kind, tweak = OPENI_KINDS[term]
         side, zone, severity = openi_place(parts[1:])
-        made, inspiration = build_findings(kind, side, zone, severity or 1, default=tweak,
-                                           label=term, seed=seed, anat=anat)
+        made, inspiration = build_findings(
+            kind, side, zone, severity or 1, default=tweak, label=term, seed=seed, anat=anat
+        )
         findings += made
         if inspiration is not None:
             drawing.inspiration = inspiration

@@ -9,7 +9,10 @@ labels), `layouts` (the MIMIC-CXR-JPG and CheXpert Plus files) and `generator`
 """
 
 from engine.cohort.synth.generator import (
-    GENERATOR_VERSION, SynthSummary, generate_cohort, plan_reports,
+    GENERATOR_VERSION,
+    SynthSummary,
+    generate_cohort,
+    plan_reports,
 )
 
 __all__ = ["GENERATOR_VERSION", "SynthSummary", "generate_cohort", "plan_reports"]

@@ -64,9 +64,14 @@ def sample_acquisition(rng: np.random.Generator, site: str, view: str, supine: b
     if site == "A":
         text = ""
         if ap:
-            text = str(rng.choice(["PORTABLE", "PORTABLE", "AP PORTABLE", "SUPINE" if supine else "UPRIGHT"]))
+            text = str(
+                rng.choice(
+                    ["PORTABLE", "PORTABLE", "AP PORTABLE", "SUPINE" if supine else "UPRIGHT"]
+                )
+            )
         return Acquisition(
-            view=view, supine=supine,
+            view=view,
+            supine=supine,
             rotation=float(u(-4.0, 4.0) if ap else u(-2.0, 2.0)),
             shift=(float(u(-0.035, 0.035)), float(u(-0.03, 0.04))),
             zoom=float(u(0.95, 1.05) if not ap else u(0.93, 1.08)),
@@ -83,7 +88,8 @@ def sample_acquisition(rng: np.random.Generator, site: str, view: str, supine: b
         )
     border = tuple(int(v) for v in rng.integers(0, 18, 4) * (rng.random(4) < 0.6))
     return Acquisition(
-        view=view, supine=supine,
+        view=view,
+        supine=supine,
         rotation=float(u(-6.0, 6.0) if ap else u(-3.5, 3.5)),
         shift=(float(u(-0.06, 0.06)), float(u(-0.05, 0.06))),
         zoom=float(u(0.88, 1.02)),
@@ -119,9 +125,13 @@ def _warp(density: np.ndarray, acq: Acquisition) -> np.ndarray:
     shift_px = np.array(acq.shift) * size / 2
     offset = centre - m @ (centre + shift_px)
     img = Image.fromarray(np.ascontiguousarray(density, dtype=np.float32))
-    out = img.transform((size, size), Image.Transform.AFFINE,
-                        (m[0, 0], m[0, 1], offset[0], m[1, 0], m[1, 1], offset[1]),
-                        resample=Image.Resampling.BILINEAR, fillcolor=0.0)
+    out = img.transform(
+        (size, size),
+        Image.Transform.AFFINE,
+        (m[0, 0], m[0, 1], offset[0], m[1, 0], m[1, 1], offset[1]),
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=0.0,
+    )
     return np.asarray(out, dtype=np.float32)
 
 
@@ -179,11 +189,11 @@ def expose(density: np.ndarray, acq: Acquisition, rng: np.random.Generator) -> n
     if top:
         out[:top] = 0
     if bottom:
-        out[size - bottom:] = 0
+        out[size - bottom :] = 0
     if left:
         out[:, :left] = 0
     if right:
-        out[:, size - right:] = 0
+        out[:, size - right :] = 0
     pil = Image.fromarray(out)
     _burn_in(pil, acq)
     return np.asarray(pil)

@@ -49,8 +49,9 @@ def smoothstep(e0: float, e1: float, v: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
-def blob(X: np.ndarray, Y: np.ndarray, cx: float, cy: float, rx: float, ry: float,
-         angle: float = 0.0) -> np.ndarray:
+def blob(
+    X: np.ndarray, Y: np.ndarray, cx: float, cy: float, rx: float, ry: float, angle: float = 0.0
+) -> np.ndarray:
     """Dome profile ``sqrt(1 - r^2)`` of a rotated ellipse, 0 outside; ``float32 (S, S)``.
 
     ``X``, ``Y`` must be a `grid`; only the ellipse's bounding box is computed.
@@ -91,7 +92,10 @@ def _span(lo: float, hi: float, size: int) -> tuple[int, int]:
 
 
 def resize(arr: np.ndarray, shape: tuple[int, int], *, smooth: bool = True) -> np.ndarray:
-    """Resample a ``float32`` array to ``shape`` ``(rows, cols)`` (bicubic, or box when shrinking)."""
+    """Resample a ``float32`` array to ``shape`` ``(rows, cols)``.
+
+    Bicubic, or box when shrinking.
+    """
     img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.float32))
     method = Image.Resampling.BICUBIC if smooth else Image.Resampling.BOX
     return np.asarray(img.resize((shape[1], shape[0]), method), dtype=np.float32)
@@ -103,7 +107,7 @@ def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     big = int(round(size * (cells + 2) / cells))
     fine = resize(coarse, (big, big))
     off = (big - size) // 2
-    return fine[off:off + size, off:off + size] / 1.2
+    return fine[off : off + size, off : off + size] / 1.2
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,9 @@ def _vessel_segments(anat: Anatomy) -> list[tuple[float, float, float, float, fl
         hy = anat.carina_y + (0.14 if side == "right" else 0.10)
         # trunks: up, up-lateral, lateral, down-lateral, down (angles from +x lateral, y down)
         for base_angle in (-1.3, -0.8, -0.25, 0.3, 0.85, 1.35):
-            stack = [(hx, hy, base_angle + rng.uniform(-0.12, 0.12), rng.uniform(0.10, 0.15), 0.02, 0)]
+            stack = [
+                (hx, hy, base_angle + rng.uniform(-0.12, 0.12), rng.uniform(0.10, 0.15), 0.02, 0)
+            ]
             while stack:
                 x, y, ang, length, width, gen = stack.pop()
                 # two slightly bent pieces per branch
@@ -220,10 +226,16 @@ def _vessel_segments(anat: Anatomy) -> list[tuple[float, float, float, float, fl
                     for turn in (-1, 1):
                         if gen >= 2 and rng.random() < 0.25:
                             continue
-                        stack.append((
-                            x1, y1, ang2 + turn * rng.uniform(0.15, 0.5),
-                            length * rng.uniform(0.6, 0.8), width * 0.7, gen + 1,
-                        ))
+                        stack.append(
+                            (
+                                x1,
+                                y1,
+                                ang2 + turn * rng.uniform(0.15, 0.5),
+                                length * rng.uniform(0.6, 0.8),
+                                width * 0.7,
+                                gen + 1,
+                            )
+                        )
     return segments
 
 
@@ -233,7 +245,7 @@ def render_vessels(anat: Anatomy, size: int) -> np.ndarray:
     draw = ImageDraw.Draw(img)
     for x0, y0, x1, y1, width, gen in _vessel_segments(anat):
         w_px = max(1, int(round(width * size / 2)))
-        fill = int(255 * (0.82 ** gen))
+        fill = int(255 * (0.82**gen))
         draw.line([to_px(size, x0, y0), to_px(size, x1, y1)], fill=fill, width=w_px)
     out = np.asarray(img, dtype=np.float32) / 255.0
     return ndimage.gaussian_filter(out, 0.6 * size / 256)
@@ -242,8 +254,10 @@ def render_vessels(anat: Anatomy, size: int) -> np.ndarray:
 _PROFILE_N = 256
 _f = np.linspace(0.0, 1.0, _PROFILE_N, dtype=np.float64)
 # a rib band across one rib period; cortical margins are a little brighter than the centre
-_RIB_PROFILE = (0.75 * np.exp(-(((_f - 0.28) / 0.16) ** 4))
-                + 0.35 * (np.exp(-(((_f - 0.13) / 0.05) ** 2)) + np.exp(-(((_f - 0.43) / 0.05) ** 2)))).astype(np.float32)
+_RIB_PROFILE = (
+    0.75 * np.exp(-(((_f - 0.28) / 0.16) ** 4))
+    + 0.35 * (np.exp(-(((_f - 0.13) / 0.05) ** 2)) + np.exp(-(((_f - 0.43) / 0.05) ** 2)))
+).astype(np.float32)
 _ANTERIOR_PROFILE = np.exp(-(((_f - 0.3) / 0.18) ** 2)).astype(np.float32)
 
 
@@ -257,7 +271,7 @@ def render_ribs(anat: Anatomy, size: int, *, fractures: tuple = ()) -> np.ndarra
     s = np.abs(X)
     # posterior ribs rise a little from the spine, then curve down laterally
     curve = -0.28 * s + anat.rib_arc * 1.05 * s * s
-    z = (Y - curve - anat.rib_y0)
+    z = Y - curve - anat.rib_y0
     # spacing widens downward: phase = z / spacing * (1 + growth)^-1
     phase = np.where(z > 0, z / (anat.rib_spacing * (1.0 + 0.35 * np.clip(z, 0, 2))), -1.0)
     for side, rib, s0, healed in fractures:
@@ -276,7 +290,11 @@ def render_ribs(anat: Anatomy, size: int, *, fractures: tuple = ()) -> np.ndarra
     za = Y + 0.55 * (0.85 - s) - anat.rib_y0 - 0.25
     pa = za / (anat.rib_spacing * 1.25)
     fa = pa - np.floor(pa)
-    ant = _ANTERIOR_PROFILE[(fa * (_PROFILE_N - 1)).astype(np.int32)] * ((pa >= 0) & (pa < 6)) * smoothstep(0.25, 0.5, s)
+    ant = (
+        _ANTERIOR_PROFILE[(fa * (_PROFILE_N - 1)).astype(np.int32)]
+        * ((pa >= 0) & (pa < 6))
+        * smoothstep(0.25, 0.5, s)
+    )
     ant *= 1.0 - smoothstep(0.75, 0.9, s)
     out = post + 0.35 * ant
     for side, rib, s0, healed in fractures:
@@ -316,8 +334,9 @@ def render_spine(anat: Anatomy, size: int) -> np.ndarray:
     body = np.clip(1.0 - (x / 0.06) ** 4, 0.0, 1.0)
     level = (y + 1.0) / 0.105
     discs = 0.75 + 0.25 * (np.cos(2 * np.pi * level) > -0.6)
-    pedicles = (np.exp(-(((np.abs(x) - 0.045) / 0.012) ** 2))
-                * (np.cos(2 * np.pi * (level + 0.25)) > 0.3))
+    pedicles = np.exp(-(((np.abs(x) - 0.045) / 0.012) ** 2)) * (
+        np.cos(2 * np.pi * (level + 0.25)) > 0.3
+    )
     out[:, c0:c1] = body * discs * 0.8 + 0.5 * pedicles
     return out
 
@@ -339,16 +358,20 @@ class PatientLayers:
         return self.get("vessels", lambda: render_vessels(self.anat, self.size))
 
     def ribs(self, fractures: tuple) -> np.ndarray:
-        return self.get(("ribs", fractures), lambda: render_ribs(self.anat, self.size, fractures=fractures))
+        return self.get(
+            ("ribs", fractures), lambda: render_ribs(self.anat, self.size, fractures=fractures)
+        )
 
     def clavicles(self, ap: bool) -> np.ndarray:
         return self.get(("clav", ap), lambda: render_clavicles(self.anat, self.size, ap=ap))
 
     def texture(self) -> np.ndarray:
         """Faint parenchymal mottling (multiplies the lung air), stable for the patient."""
+
         def make() -> np.ndarray:
             rng = np.random.default_rng(self.anat.vessel_seed + 1)
             return (1.0 + 0.05 * smooth_noise(rng, self.size, 24)).astype(np.float32)
+
         return self.get("texture", make)
 
     def spine(self) -> np.ndarray:
@@ -356,9 +379,11 @@ class PatientLayers:
 
     def vertical(self) -> np.ndarray:
         """Lungs are thicker toward the bases (multiplies the air depth)."""
+
         def make() -> np.ndarray:
             _, Y = grid(self.size)
             return (0.78 + 0.30 * smoothstep(self.anat.apex_y, 0.3, Y)).astype(np.float32)
+
         return self.get("vertical", make)
 
     def hila(self) -> np.ndarray:
@@ -371,42 +396,61 @@ class PatientLayers:
                 hy = a.carina_y + (0.14 if side == "right" else 0.10)
                 out += blob(X, Y, hx, hy, 0.06, 0.11)
             return out
+
         return self.get("hila", make)
 
     def vessel_map(self) -> np.ndarray:
         """Vessel markings fading toward the periphery (to be scaled by the lung depth)."""
+
         def make() -> np.ndarray:
             X, _ = grid(self.size)
             return (0.16 * self.vessels() * np.exp(-np.abs(X) * 0.6)).astype(np.float32)
+
         return self.get("vessel_map", make)
 
     def airways(self) -> np.ndarray:
         """Air in the trachea and main bronchi (added to the lung air)."""
+
         def make() -> np.ndarray:
             X, Y = grid(self.size)
             a = self.anat
             tx = a.trachea_x
             trachea = np.clip(1 - ((X - tx) / 0.042) ** 2, 0, 1)
-            trachea *= (1 - smoothstep(a.carina_y - 0.02, a.carina_y + 0.02, Y)) * smoothstep(-1.0, -0.85, Y)
+            trachea *= (1 - smoothstep(a.carina_y - 0.02, a.carina_y + 0.02, Y)) * smoothstep(
+                -1.0, -0.85, Y
+            )
             out = 0.22 * trachea
             for side in SIDES:
                 hx = SIDE_SIGN[side] * (a.med_w + 0.07)
                 hy = a.carina_y + (0.14 if side == "right" else 0.10)
                 ang = math.atan2(hy - a.carina_y, hx - tx)
-                bronchus = blob(X, Y, (tx + hx) / 2, (a.carina_y + hy) / 2,
-                                math.hypot(hx - tx, hy - a.carina_y) / 2, 0.022, ang)
+                bronchus = blob(
+                    X,
+                    Y,
+                    (tx + hx) / 2,
+                    (a.carina_y + hy) / 2,
+                    math.hypot(hx - tx, hy - a.carina_y) / 2,
+                    0.022,
+                    ang,
+                )
                 out += 0.08 * np.clip(bronchus * 3, 0, 1)
             return out.astype(np.float32)
+
         return self.get("airways", make)
 
     def lung_weighted(self, fractures: tuple) -> np.ndarray:
         """What shows differently inside the lungs: ribs and hila more, the spine less."""
+
         def make() -> np.ndarray:
-            return (0.045 * self.ribs(fractures) - 0.06 * self.spine() + 0.08 * self.hila()).astype(np.float32)
+            return (0.045 * self.ribs(fractures) - 0.06 * self.spine() + 0.08 * self.hila()).astype(
+                np.float32
+            )
+
         return self.get(("lung_weighted", fractures), make)
 
     def static(self, ap: bool, supine: bool, fractures: tuple) -> np.ndarray:
         """Everything outside the lungs' influence: body, bones, breasts, scapulae, hila."""
+
         def make() -> np.ndarray:
             X, Y = grid(self.size)
             a = self.anat
@@ -417,13 +461,18 @@ class PatientLayers:
                 cy, cx, rx, ry = 0.36 - (0.05 if supine else 0.0), 0.45, 0.36, 0.26
                 t = (np.abs(X) - cx) / rx
                 margin = cy + ry * np.sqrt(np.clip(1.0 - t * t, 0.0, 1.0))
-                shadow = smoothstep(margin - 0.3, margin - 0.02, Y) * (1.0 - smoothstep(margin - 0.01, margin + 0.01, Y))
-                out = out + a.breast * shadow * np.clip(1.0 - t ** 4, 0.0, 1.0)
+                shadow = smoothstep(margin - 0.3, margin - 0.02, Y) * (
+                    1.0 - smoothstep(margin - 0.01, margin + 0.01, Y)
+                )
+                out = out + a.breast * shadow * np.clip(1.0 - t**4, 0.0, 1.0)
             if ap:
                 # scapulae project over the upper lateral lungs on AP films
                 for sg in (-1, 1):
-                    out = out + 0.035 * np.clip(blob(X, Y, sg * 0.74, -0.42, 0.13, 0.34, sg * 0.25) * 3, 0, 1)
+                    out = out + 0.035 * np.clip(
+                        blob(X, Y, sg * 0.74, -0.42, 0.13, 0.34, sg * 0.25) * 3, 0, 1
+                    )
             return out.astype(np.float32)
+
         return self.get(("static", ap, supine, fractures), make)
 
     def body(self) -> np.ndarray:
@@ -440,6 +489,7 @@ class PatientLayers:
             arms = arms * (1.0 - smoothstep(0.2, 0.6, Y)) * 0.55
             heads = sum(blob(X, Y, sg * (a.body_w + 0.12), -0.78, 0.11, 0.12) for sg in (-1, 1))
             return (trunk + arms + 0.22 * np.clip(heads * 2, 0, 1)).astype(np.float32)
+
         return self.get("body", make)
 
 
@@ -481,11 +531,19 @@ class Chest:
         cx, top, ar, al, bottom, tilt = a.heart
         hs = pose.heart_scale
         top = top - 0.08 * (hs - 1) - (0.03 if pose.ap else 0.0)
-        self.heart_params = (cx + 0.05 * (hs - 1), top, ar * (1 + 0.8 * (hs - 1)) * mag,
-                             al * hs * mag, bottom + 0.04 * (hs - 1), tilt)
+        self.heart_params = (
+            cx + 0.05 * (hs - 1),
+            top,
+            ar * (1 + 0.8 * (hs - 1)) * mag,
+            al * hs * mag,
+            bottom + 0.04 * (hs - 1),
+            tilt,
+        )
         self.cp_y = {
-            side: a.side(a.cp_y, side) - 0.05 * pose.inspiration * -1.0
-            - (0.06 if pose.supine else 0.0) - a.side(pose.volume_loss, side)
+            side: a.side(a.cp_y, side)
+            - 0.05 * pose.inspiration * -1.0
+            - (0.06 if pose.supine else 0.0)
+            - a.side(pose.volume_loss, side)
             for side in SIDES
         }
         self.lung_mask = {side: self._lung_mask(side) for side in SIDES}
@@ -555,8 +613,10 @@ class Chest:
 
     def hilum(self, side: str) -> tuple[float, float]:
         a = self.anat
-        return (SIDE_SIGN[side] * (a.med_w + 0.07),
-                a.carina_y + (0.14 if side == "right" else 0.10))
+        return (
+            SIDE_SIGN[side] * (a.med_w + 0.07),
+            a.carina_y + (0.14 if side == "right" else 0.10),
+        )
 
     def zone(self, side: str, lobe: str) -> np.ndarray:
         """Soft weight (0..1) of a lobe's region in projection, inside the lung of ``side``.
@@ -571,14 +631,21 @@ class Chest:
         cp = self.cp_y[side]
         if lobe == "upper":
             # the right upper lobe ends at the horizontal fissure; the left one fades out
-            w = 1.0 - (smoothstep(hy - 0.05, hy + 0.03, Y) if side == "right"
-                       else smoothstep(hy - 0.2, hy + 0.15, Y))
+            w = 1.0 - (
+                smoothstep(hy - 0.05, hy + 0.03, Y)
+                if side == "right"
+                else smoothstep(hy - 0.2, hy + 0.15, Y)
+            )
         elif lobe == "apex":
             w = 1.0 - smoothstep(a.apex_y + 0.18, a.apex_y + 0.32, Y)
         elif lobe in ("middle", "lingula"):
             # abuts the heart border (silhouette sign), bounded above by the fissure
             # medial, between the hilum and the diaphragm, against the heart border
-            top = smoothstep(hy - 0.02, hy + 0.05, Y) if side == "right" else smoothstep(hy - 0.08, hy + 0.12, Y)
+            top = (
+                smoothstep(hy - 0.02, hy + 0.05, Y)
+                if side == "right"
+                else smoothstep(hy - 0.08, hy + 0.12, Y)
+            )
             w = top * (1.0 - smoothstep(0.2, 0.8, q))
         elif lobe == "lower":
             w = smoothstep(hy, hy + 0.4, Y) * (0.5 + 0.5 * smoothstep(0.1, 0.7, q))
@@ -640,11 +707,17 @@ class Chest:
         self.depth = depth
         air = 0.47 * depth * (1.0 - 0.88 * np.clip(heart * 3.0, 0, 1)) * L.texture() + L.airways()
         self.vessel_term = depth * L.vessel_map()
-        tissue = L.static(self.pose.ap, self.pose.supine, fractures) + 0.08 * heart + self.vessel_term
+        tissue = (
+            L.static(self.pose.ap, self.pose.supine, fractures) + 0.08 * heart + self.vessel_term
+        )
         tissue += lungs * L.lung_weighted(fractures)
         # gastric bubble under the left hemidiaphragm
         cp_l = self.cp_y["left"]
-        air += 0.30 * blob(self.X, Y, 0.32, cp_l - a.dome_h * 0.6 + 0.09, 0.11, 0.05) * (Y > cp_l - a.dome_h * 0.8 + 0.06)
+        air += (
+            0.30
+            * blob(self.X, Y, 0.32, cp_l - a.dome_h * 0.6 + 0.09, 0.11, 0.05)
+            * (Y > cp_l - a.dome_h * 0.8 + 0.06)
+        )
         return tissue, air
 
 
@@ -681,7 +754,12 @@ def _lateral_base(anat: Anatomy, size: int) -> dict:
     cp_post = max(a.cp_y) + 0.10
     apex = a.apex_y - 0.02
     outline = [(-0.02, apex - 0.02), (0.14, apex + 0.03), (0.32, apex + 0.15)]
-    outline += [(0.50, -0.40), (0.56, 0.0), (0.60, cp_post - 0.1), (0.63, cp_post + 0.02)]  # posterior
+    outline += [
+        (0.50, -0.40),
+        (0.56, 0.0),
+        (0.60, cp_post - 0.1),
+        (0.63, cp_post + 0.02),
+    ]  # posterior
     # diaphragm: from the posterior sulcus, domed, up to the anterior costophrenic angle
     for u in np.linspace(0.0, 1.0, 12)[1:]:
         x = 0.62 - u * (0.62 + 0.60)
@@ -690,25 +768,42 @@ def _lateral_base(anat: Anatomy, size: int) -> dict:
     outline += [(-0.62, -0.1), (-0.55, -0.42), (-0.38, apex + 0.2), (-0.2, apex + 0.04)]  # anterior
     lung = _polygon_mask(size, _chaikin(outline))
     small = size // 4
-    deep = resize(ndimage.gaussian_filter(resize(lung, (small, small), smooth=False), 0.08 * small), (size, size))
+    deep = resize(
+        ndimage.gaussian_filter(resize(lung, (small, small), smooth=False), 0.08 * small),
+        (size, size),
+    )
     depth = lung * (0.3 + 0.7 * np.clip(deep * 1.5, 0, 1))
     # trachea: down and back to the carina
     tx = 0.02 + 0.12 * (Y + 1.0)
-    trachea = np.clip(1 - ((X - tx) / 0.035) ** 2, 0, 1) * (Y < a.carina_y) * smoothstep(-1.0, -0.85, Y)
+    trachea = (
+        np.clip(1 - ((X - tx) / 0.035) ** 2, 0, 1) * (Y < a.carina_y) * smoothstep(-1.0, -0.85, Y)
+    )
     # vertebral bodies with disc spaces, posterior
     spine_x = 0.66 + 0.05 * Y
-    spine = np.clip(1.0 - ((X - spine_x) / 0.09) ** 4, 0, 1) * (0.8 + 0.2 * (np.cos(2 * np.pi * (Y + 1) / 0.11) > -0.6))
-    sternum = np.clip(1.0 - ((X - (front + 0.07)) / 0.02) ** 2, 0, 1) * smoothstep(-0.6, -0.5, Y) * (1 - smoothstep(0.2, 0.3, Y))
+    spine = np.clip(1.0 - ((X - spine_x) / 0.09) ** 4, 0, 1) * (
+        0.8 + 0.2 * (np.cos(2 * np.pi * (Y + 1) / 0.11) > -0.6)
+    )
+    sternum = (
+        np.clip(1.0 - ((X - (front + 0.07)) / 0.02) ** 2, 0, 1)
+        * smoothstep(-0.6, -0.5, Y)
+        * (1 - smoothstep(0.2, 0.3, Y))
+    )
     return {
         "tissue": (body + 0.22 * spine + 0.18 * sternum).astype(np.float32),
-        "lung": lung, "depth": depth.astype(np.float32), "trachea": (0.25 * trachea).astype(np.float32),
-        "tx": tx, "front": front, "cp_post": cp_post,
-        "fluid_x": (X > -0.2) * lung, "surface_dx": 0.25 * np.clip(X - 0.1, 0, 1),
+        "lung": lung,
+        "depth": depth.astype(np.float32),
+        "trachea": (0.25 * trachea).astype(np.float32),
+        "tx": tx,
+        "front": front,
+        "cp_post": cp_post,
+        "fluid_x": (X > -0.2) * lung,
+        "surface_dx": 0.25 * np.clip(X - 0.1, 0, 1),
     }
 
 
-def lateral_density(layers: PatientLayers, *, heart_scale: float, effusion: tuple[int, int],
-                    devices: list[str]) -> np.ndarray:
+def lateral_density(
+    layers: PatientLayers, *, heart_scale: float, effusion: tuple[int, int], devices: list[str]
+) -> np.ndarray:
     """A simpler lateral radiograph, anterior to the image left; ``float32 (S, S)`` density.
 
     Lungs between the sternum and the spine, the heart anterior and low, both hemidiaphragms
@@ -727,7 +822,9 @@ def lateral_density(layers: PatientLayers, *, heart_scale: float, effusion: tupl
             # fluid layers in the posterior sulcus, climbing the back wall
             level = cp_post - 0.06 - 0.13 * n
             surface = level - base["surface_dx"]
-            fluid = np.maximum(fluid, smoothstep(surface - 0.01, surface + 0.04, Y) * base["fluid_x"])
+            fluid = np.maximum(
+                fluid, smoothstep(surface - 0.01, surface + 0.04, Y) * base["fluid_x"]
+            )
     air = air * (1.0 - 0.95 * fluid)
     dens = base["tissue"] + 0.04 * heart - air
     for dev in devices:
@@ -739,5 +836,7 @@ def lateral_density(layers: PatientLayers, *, heart_scale: float, effusion: tupl
             dens = dens + 1.8 * np.clip(blob(X, Y, front + 0.1, -0.5, 0.09, 0.05) * 3, 0, 1)
         elif dev == "wires":
             for k in range(5):
-                dens = dens + 1.6 * np.clip(blob(X, Y, front + 0.07, -0.42 + 0.13 * k, 0.015, 0.025) * 2, 0, 1)
+                dens = dens + 1.6 * np.clip(
+                    blob(X, Y, front + 0.07, -0.42 + 0.13 * k, 0.015, 0.025) * 2, 0, 1
+                )
     return dens.astype(np.float32)

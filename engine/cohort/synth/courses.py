@@ -31,21 +31,64 @@ _STUDY_COUNTS = {  # probabilities of 1..5 studies
     "healthy": (0.46, 0.24, 0.14, 0.10, 0.06),
     "default": (0.18, 0.24, 0.22, 0.19, 0.17),
 }
-_AP = {"healthy": 0.12, "cardiac": 0.45, "icu": 0.95, "pneumonia": 0.45, "oncology": 0.25,
-       "trauma": 0.7, "pleural": 0.15}
+_AP = {
+    "healthy": 0.12,
+    "cardiac": 0.45,
+    "icu": 0.95,
+    "pneumonia": 0.45,
+    "oncology": 0.25,
+    "trauma": 0.7,
+    "pleural": 0.15,
+}
 INDICATIONS: dict[str, tuple[str, ...]] = {
-    "healthy": ("cough", "chest pain", "preoperative evaluation", "shortness of breath",
-                "fever", "evaluate for pneumonia", "routine screening", "palpitations"),
-    "cardiac": ("shortness of breath", "CHF exacerbation", "dyspnea on exertion",
-                "evaluate for fluid overload", "leg swelling and dyspnea", "chest pain"),
-    "icu": ("intubated patient", "line placement", "evaluate ET tube position",
-            "hypoxia", "sepsis", "respiratory failure", "post-op check"),
-    "pneumonia": ("fever and cough", "evaluate for pneumonia", "productive cough",
-                  "follow-up pneumonia", "hypoxia and fever"),
-    "oncology": ("history of lung cancer", "restaging", "port placement",
-                 "shortness of breath, known malignancy", "follow-up nodule"),
-    "trauma": ("fall", "motor vehicle collision", "chest wall pain after fall",
-               "trauma, evaluate for pneumothorax", "rib pain"),
+    "healthy": (
+        "cough",
+        "chest pain",
+        "preoperative evaluation",
+        "shortness of breath",
+        "fever",
+        "evaluate for pneumonia",
+        "routine screening",
+        "palpitations",
+    ),
+    "cardiac": (
+        "shortness of breath",
+        "CHF exacerbation",
+        "dyspnea on exertion",
+        "evaluate for fluid overload",
+        "leg swelling and dyspnea",
+        "chest pain",
+    ),
+    "icu": (
+        "intubated patient",
+        "line placement",
+        "evaluate ET tube position",
+        "hypoxia",
+        "sepsis",
+        "respiratory failure",
+        "post-op check",
+    ),
+    "pneumonia": (
+        "fever and cough",
+        "evaluate for pneumonia",
+        "productive cough",
+        "follow-up pneumonia",
+        "hypoxia and fever",
+    ),
+    "oncology": (
+        "history of lung cancer",
+        "restaging",
+        "port placement",
+        "shortness of breath, known malignancy",
+        "follow-up nodule",
+    ),
+    "trauma": (
+        "fall",
+        "motor vehicle collision",
+        "chest wall pain after fall",
+        "trauma, evaluate for pneumothorax",
+        "rib pain",
+    ),
     "pleural": ("asbestos exposure", "dyspnea", "follow-up pleural disease", "cough"),
 }
 
@@ -118,28 +161,51 @@ def _sev(rng, p=(0.5, 0.35, 0.15)) -> int:
 
 def _lesion(rng, anat: Anatomy, kind: str) -> Finding:
     side = _side(rng, 0.55)
-    lobe = "upper" if rng.random() < 0.55 else ("lower" if rng.random() < 0.7 else
-                                               ("middle" if side == "right" else "lingula"))
+    lobe = (
+        "upper"
+        if rng.random() < 0.55
+        else ("lower" if rng.random() < 0.7 else ("middle" if side == "right" else "lingula"))
+    )
     sg = -1 if side == "right" else 1
     lw = anat.lung_w[0 if side == "right" else 1]
     hilum_y = anat.carina_y + 0.12
     if lobe == "upper":
         x, y = sg * rng.uniform(0.3, lw - 0.14), rng.uniform(anat.apex_y + 0.2, hilum_y - 0.05)
     elif lobe == "lower":
-        x, y = sg * rng.uniform(0.35, lw - 0.14), rng.uniform(hilum_y + 0.12, anat.cp_y[0] - anat.dome_h - 0.06)
+        x, y = (
+            sg * rng.uniform(0.35, lw - 0.14),
+            rng.uniform(hilum_y + 0.12, anat.cp_y[0] - anat.dome_h - 0.06),
+        )
     else:
         x, y = sg * rng.uniform(0.3, 0.42), rng.uniform(hilum_y + 0.08, hilum_y + 0.28)
     size = rng.uniform(0.8, 2.6) if kind == "nodule" else rng.uniform(3.2, 6.0)
-    return Finding(kind, side, 1 if kind == "nodule" else 2, lobe,
-                   (round(float(x), 3), round(float(y), 3), round(float(size), 1),
-                    int(rng.integers(0, 2**31 - 1))))
+    return Finding(
+        kind,
+        side,
+        1 if kind == "nodule" else 2,
+        lobe,
+        (
+            round(float(x), 3),
+            round(float(y), 3),
+            round(float(size), 1),
+            int(rng.integers(0, 2**31 - 1)),
+        ),
+    )
 
 
 def _fractures(rng, side: str, healed: bool, n: int) -> list[Finding]:
     first = int(rng.integers(4, 9))
     s = float(rng.uniform(0.5, 0.66))
-    return [Finding("rib_fracture", side, 1, "lateral" if s > 0.58 else "posterior",
-                    (first + i, round(s + 0.02 * i, 3), healed)) for i in range(n)]
+    return [
+        Finding(
+            "rib_fracture",
+            side,
+            1,
+            "lateral" if s > 0.58 else "posterior",
+            (first + i, round(s + 0.02 * i, 3), healed),
+        )
+        for i in range(n)
+    ]
 
 
 def _line(rng, kind: str) -> Finding:
@@ -184,7 +250,9 @@ class _State:
         self.items[f.key] = f
 
     def drop(self, kind: str, side: str | None = None) -> None:
-        for k in [k for k, f in self.items.items() if f.kind == kind and (side is None or f.side == side)]:
+        for k in [
+            k for k, f in self.items.items() if f.kind == kind and (side is None or f.side == side)
+        ]:
             del self.items[k]
 
     def has(self, kind: str) -> bool:
@@ -201,7 +269,9 @@ class _State:
                 self.add(replace(f, severity=sev))
 
     def snapshot(self) -> tuple[Finding, ...]:
-        return tuple(sorted(self.items.values(), key=lambda f: (f.kind, f.side, f.zone, str(f.detail))))
+        return tuple(
+            sorted(self.items.values(), key=lambda f: (f.kind, f.side, f.zone, str(f.detail)))
+        )
 
 
 # --------------------------------------------------------------------------- courses
@@ -226,7 +296,15 @@ def _init(course: str, st: _State, rng, anat: Anatomy, age: int) -> None:
         if r() < 0.22:
             st.add(Finding("widened_mediastinum", "", 1))
         if r() < 0.3:
-            st.add(Finding("sternotomy", "", 1, "", (int(rng.integers(5, 8)), int(rng.integers(0, 2**31 - 1)))))
+            st.add(
+                Finding(
+                    "sternotomy",
+                    "",
+                    1,
+                    "",
+                    (int(rng.integers(5, 8)), int(rng.integers(0, 2**31 - 1))),
+                )
+            )
         if r() < 0.35:
             st.add(_pacemaker(rng))
         if r() < 0.25:
@@ -235,7 +313,14 @@ def _init(course: str, st: _State, rng, anat: Anatomy, age: int) -> None:
             if r() < p:
                 st.add(Finding("effusion", side, _sev(rng, (0.55, 0.35, 0.1))))
         if st.has("effusion") and r() < 0.3:
-            st.add(Finding("atelectasis", "bilateral" if len(st.of("effusion")) == 2 else st.of("effusion")[0].side, 1, "base"))
+            st.add(
+                Finding(
+                    "atelectasis",
+                    "bilateral" if len(st.of("effusion")) == 2 else st.of("effusion")[0].side,
+                    1,
+                    "base",
+                )
+            )
     elif course == "icu":
         if r() < 0.75:
             st.add(_ett(rng))
@@ -262,18 +347,35 @@ def _init(course: str, st: _State, rng, anat: Anatomy, age: int) -> None:
             st.add(Finding("edema", "", _sev(rng)))
         if r() < 0.2:
             side = _side(rng)
-            st.add(Finding("consolidation", side, _sev(rng, (0.3, 0.5, 0.2)), "lower", ("bronchograms",) if r() < 0.5 else ()))
+            st.add(
+                Finding(
+                    "consolidation",
+                    side,
+                    _sev(rng, (0.3, 0.5, 0.2)),
+                    "lower",
+                    ("bronchograms",) if r() < 0.5 else (),
+                )
+            )
         if r() < 0.15:
             st.add(Finding("opacity", _side(rng), _sev(rng), _lobe(rng, "right")))
         if r() < 0.14:
-            st.add(Finding("pneumothorax", _side(rng), _sev(rng, (0.6, 0.3, 0.1)), "apex" if r() < 0.6 else "lateral"))
+            st.add(
+                Finding(
+                    "pneumothorax",
+                    _side(rng),
+                    _sev(rng, (0.6, 0.3, 0.1)),
+                    "apex" if r() < 0.6 else "lateral",
+                )
+            )
     elif course == "pneumonia":
         side = _side(rng, 0.6)
         lobe = _lobe(rng, side)
         sev = _sev(rng, (0.2, 0.5, 0.3))
         st.add(Finding("pneumonia", side, sev, lobe))
         if r() < 0.5:
-            st.add(Finding("consolidation", side, sev, lobe, ("bronchograms",) if r() < 0.5 else ()))
+            st.add(
+                Finding("consolidation", side, sev, lobe, ("bronchograms",) if r() < 0.5 else ())
+            )
         if r() < 0.22:
             st.add(Finding("effusion", side, 1))
         if r() < 0.12:
@@ -286,7 +388,14 @@ def _init(course: str, st: _State, rng, anat: Anatomy, age: int) -> None:
             for _ in range(int(rng.integers(1, 4))):
                 st.add(_lesion(rng, anat, "nodule"))
         if r() < 0.45:
-            st.add(Finding("port", "right" if r() < 0.8 else "left", 1, str(rng.choice(["svc", "cavoatrial"]))))
+            st.add(
+                Finding(
+                    "port",
+                    "right" if r() < 0.8 else "left",
+                    1,
+                    str(rng.choice(["svc", "cavoatrial"])),
+                )
+            )
         elif r() < 0.15:
             st.add(_line(rng, "picc"))
         if r() < 0.3:
@@ -300,7 +409,14 @@ def _init(course: str, st: _State, rng, anat: Anatomy, age: int) -> None:
         for f in _fractures(rng, side, False, int(rng.integers(1, 4))):
             st.add(f)
         if r() < 0.6:
-            st.add(Finding("pneumothorax", side, _sev(rng, (0.5, 0.35, 0.15)), "apex" if r() < 0.5 else "lateral"))
+            st.add(
+                Finding(
+                    "pneumothorax",
+                    side,
+                    _sev(rng, (0.5, 0.35, 0.15)),
+                    "apex" if r() < 0.5 else "lateral",
+                )
+            )
             if r() < 0.4:
                 st.add(Finding("chest_tube", side, 1, "apex"))
         if r() < 0.3:
@@ -311,11 +427,24 @@ def _init(course: str, st: _State, rng, anat: Anatomy, age: int) -> None:
             st.add(Finding("atelectasis", side, 1, "base"))
     elif course == "pleural":
         if r() < 0.6:
-            st.add(Finding("pleural_plaques", "bilateral" if r() < 0.6 else _side(rng), _sev(rng),
-                           "", (int(rng.integers(0, 2**31 - 1)),)))
+            st.add(
+                Finding(
+                    "pleural_plaques",
+                    "bilateral" if r() < 0.6 else _side(rng),
+                    _sev(rng),
+                    "",
+                    (int(rng.integers(0, 2**31 - 1)),),
+                )
+            )
         else:
-            st.add(Finding("pleural_thickening", _side(rng), _sev(rng, (0.5, 0.5, 0)),
-                           "apex" if r() < 0.4 else "lateral"))
+            st.add(
+                Finding(
+                    "pleural_thickening",
+                    _side(rng),
+                    _sev(rng, (0.5, 0.5, 0)),
+                    "apex" if r() < 0.4 else "lateral",
+                )
+            )
         if r() < 0.15:
             st.add(Finding("effusion", _side(rng), 1))
         if r() < 0.1:
@@ -370,7 +499,9 @@ def _evolve(course: str, st: _State, rng, anat: Anatomy, gap: int) -> None:
                 elif r() < 0.15:
                     old = st.of(kind)[0]
                     st.drop(kind)
-                    st.add(replace(old, zone=str(rng.choice(["svc", "cavoatrial", "right_atrium"]))))
+                    st.add(
+                        replace(old, zone=str(rng.choice(["svc", "cavoatrial", "right_atrium"])))
+                    )
         if not st.has("central_line") and not st.has("picc") and r() < 0.12:
             st.add(_line(rng, "picc"))
         for ptx in st.of("pneumothorax"):
@@ -470,8 +601,16 @@ def _gap(rng, course: str, index: int) -> int:
     return int(rng.integers(20, 700))
 
 
-def plan_studies(rng: np.random.Generator, course: str, n_studies: int, anat: Anatomy, age: int,
-                 *, site: str, lateral_fraction: float) -> tuple[StudyPlan, ...]:
+def plan_studies(
+    rng: np.random.Generator,
+    course: str,
+    n_studies: int,
+    anat: Anatomy,
+    age: int,
+    *,
+    site: str,
+    lateral_fraction: float,
+) -> tuple[StudyPlan, ...]:
     """The patient's studies in time order, with their true findings and acquisition."""
     st = _State()
     _init(course, st, rng, anat, age)
@@ -491,15 +630,17 @@ def plan_studies(rng: np.random.Generator, course: str, n_studies: int, anat: An
             lateral = rng.random() < lateral_fraction * 0.25 and not intubated
         else:
             lateral = rng.random() < min(1.0, lateral_fraction * 1.5)
-        plans.append(StudyPlan(
-            index=i,
-            day=day,
-            view="AP" if ap else "PA",
-            supine=bool(supine),
-            lateral=bool(lateral),
-            extra_frontal=bool(site == "A" and rng.random() < 0.03),
-            inspiration=float(np.clip(rng.normal(-0.4 if ap else 0.2, 0.5), -1, 1)),
-            findings=findings,
-            indication=str(rng.choice(INDICATIONS[course])),
-        ))
+        plans.append(
+            StudyPlan(
+                index=i,
+                day=day,
+                view="AP" if ap else "PA",
+                supine=bool(supine),
+                lateral=bool(lateral),
+                extra_frontal=bool(site == "A" and rng.random() < 0.03),
+                inspiration=float(np.clip(rng.normal(-0.4 if ap else 0.2, 0.5), -1, 1)),
+                findings=findings,
+                indication=str(rng.choice(INDICATIONS[course])),
+            )
+        )
     return tuple(plans)

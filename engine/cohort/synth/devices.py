@@ -28,8 +28,12 @@ def _spline(points: list[tuple[float, float]], per: int = 10) -> list[tuple[floa
         p0, p1, p2, p3 = (np.asarray(p[j], dtype=np.float64) for j in (i - 1, i, i + 1, i + 2))
         for t in np.linspace(0, 1, per, endpoint=False):
             t2, t3 = t * t, t * t * t
-            q = 0.5 * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2
-                       + (-p0 + 3 * p1 - 3 * p2 + p3) * t3)
+            q = 0.5 * (
+                (2 * p1)
+                + (-p0 + p2) * t
+                + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2
+                + (-p0 + 3 * p1 - 3 * p2 + p3) * t3
+            )
             out.append((float(q[0]), float(q[1])))
     out.append(points[-1])
     return out
@@ -124,11 +128,18 @@ def _venous_path(ch: Chest, kind: str, side: str, vein: str) -> list[tuple[float
     sg = SIDE_SIGN[side]
     svc_top = lm["svc_top"]
     if kind == "picc":
-        arm = [(sg * 1.05, a.clav_y + 0.14), (sg * 0.8, a.clav_y + 0.06),
-               (sg * 0.5, a.clav_y + 0.04), (sg * 0.22, a.clav_y + 0.10)]
+        arm = [
+            (sg * 1.05, a.clav_y + 0.14),
+            (sg * 0.8, a.clav_y + 0.06),
+            (sg * 0.5, a.clav_y + 0.04),
+            (sg * 0.22, a.clav_y + 0.10),
+        ]
     elif kind == "port":
-        arm = [(sg * 0.38, a.clav_y + 0.22), (sg * 0.30, a.clav_y + 0.03),
-               (sg * 0.18, a.clav_y + 0.02)]
+        arm = [
+            (sg * 0.38, a.clav_y + 0.22),
+            (sg * 0.30, a.clav_y + 0.03),
+            (sg * 0.18, a.clav_y + 0.02),
+        ]
     elif vein == "subclavian":
         arm = [(sg * 0.42, a.clav_y + 0.09), (sg * 0.25, a.clav_y + 0.06)]
     else:  # internal jugular
@@ -167,7 +178,9 @@ def _draw_pacemaker(c: _Canvas, ch: Chest, f: Finding) -> None:
     box = [to_px(c.big, gx - w, gy - h), to_px(c.big, gx + w, gy + h)]
     c.dm.rounded_rectangle([box[0], box[1]], radius=c.width(0.03), fill=235)
     # the header block where the leads connect
-    c.dm.rectangle([to_px(c.big, gx - w * 0.6, gy - h - 0.02), to_px(c.big, gx + w * 0.2, gy - h)], fill=200)
+    c.dm.rectangle(
+        [to_px(c.big, gx - w * 0.6, gy - h - 0.02), to_px(c.big, gx + w * 0.2, gy - h)], fill=200
+    )
     venous = [(gx - sg * 0.02, gy - h), (sg * 0.28, a.clav_y + 0.06), (sg * 0.12, a.clav_y + 0.11)]
     if f.side != "right":
         venous += [(0.02, a.clav_y + 0.14)]
@@ -194,7 +207,10 @@ def _draw_sternotomy(c: _Canvas, ch: Chest, f: Finding) -> None:
         bb = [to_px(c.big, x - rx, y - ry), to_px(c.big, x + rx, y + ry)]
         c.dm.ellipse(bb, outline=255, width=c.width(0.006))
         # twisted knot
-        c.wire([(x + rx * 0.9, y), (x + rx * 1.4, y + ry * 1.5), (x + rx * 1.2, y + ry * 2.4)], width=0.006)
+        c.wire(
+            [(x + rx * 0.9, y), (x + rx * 1.4, y + ry * 1.5), (x + rx * 1.2, y + ry * 2.4)],
+            width=0.006,
+        )
 
 
 def _draw_chest_tube(c: _Canvas, ch: Chest, f: Finding) -> None:
@@ -204,10 +220,20 @@ def _draw_chest_tube(c: _Canvas, ch: Chest, f: Finding) -> None:
     cp = ch.cp_y[f.side or "right"]
     entry = (sg * (lw + 0.12), cp - 0.08)
     if f.zone == "base":
-        pts = [entry, (sg * (lw - 0.05), cp - 0.16), (sg * (lw - 0.3), cp - 0.22), (sg * 0.3, cp - 0.3)]
+        pts = [
+            entry,
+            (sg * (lw - 0.05), cp - 0.16),
+            (sg * (lw - 0.3), cp - 0.22),
+            (sg * 0.3, cp - 0.3),
+        ]
     else:
-        pts = [entry, (sg * (lw - 0.04), cp - 0.2), (sg * (lw - 0.12), -0.1),
-               (sg * 0.45, a.apex_y + 0.3), (sg * 0.36, a.apex_y + 0.2)]
+        pts = [
+            entry,
+            (sg * (lw - 0.04), cp - 0.2),
+            (sg * (lw - 0.12), -0.1),
+            (sg * 0.45, a.apex_y + 0.3),
+            (sg * 0.36, a.apex_y + 0.2),
+        ]
     hole = ((pts[1][0] + pts[2][0]) / 2, (pts[1][1] + pts[2][1]) / 2)
     c.tube(pts, wall=0.05, stripe=0.01, gaps=(hole,))
 

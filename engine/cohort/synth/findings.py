@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.cohort.synth.anatomy import (
-    CM, SIDE_SIGN, SIDES, Chest, blob, gauss, smooth_noise, smoothstep,
+    CM,
+    SIDE_SIGN,
+    SIDES,
+    Chest,
+    blob,
+    gauss,
+    smooth_noise,
+    smoothstep,
 )
 
 # finding kind -> CheXpert label it truly is
@@ -44,9 +51,7 @@ LABEL_OF: dict[str, str] = {
     "sternotomy": "Support Devices",
     "chest_tube": "Support Devices",
 }
-DEVICE_KINDS: frozenset[str] = frozenset(
-    k for k, v in LABEL_OF.items() if v == "Support Devices"
-)
+DEVICE_KINDS: frozenset[str] = frozenset(k for k, v in LABEL_OF.items() if v == "Support Devices")
 SEVERITY_WORD: dict[int, str] = {1: "small", 2: "moderate", 3: "large"}
 
 
@@ -107,7 +112,7 @@ def _effusion(ch: Chest, tissue, air, f: Finding, rng):
             height = {1: 0.12, 2: 0.35, 3: 0.6}[sev] + rng.uniform(-0.02, 0.03)
             rise = {1: 0.10, 2: 0.22, 3: 0.28}[sev]
             # meniscus: the fluid climbs the lateral chest wall
-            surface = cp - height + rise * (1.0 - q ** 3)
+            surface = cp - height + rise * (1.0 - q**3)
             fill = 0.95 * smoothstep(surface - 0.01, surface + 0.04, Y) * mask
         air = air * (1.0 - fill)
         tissue = tissue + 0.05 * fill
@@ -124,7 +129,9 @@ def _pneumothorax(ch: Chest, tissue, air, f: Finding, rng):
         region = 1.0 - smoothstep(a.apex_y + 0.25, a.apex_y + 0.55, ch.Y)
     else:
         q = ch.lateral_fraction(side)
-        region = smoothstep(0.45, 0.7, q) * (1.0 - smoothstep(ch.cp_y[side] - 0.35, ch.cp_y[side] - 0.15, ch.Y))
+        region = smoothstep(0.45, 0.7, q) * (
+            1.0 - smoothstep(ch.cp_y[side] - 0.35, ch.cp_y[side] - 0.15, ch.Y)
+        )
         region = np.maximum(region, 1.0 - smoothstep(a.apex_y + 0.2, a.apex_y + 0.4, ch.Y))
     space = mask * region * (1.0 - smoothstep(gap - 0.006, gap + 0.004, d))
     line = mask * region * np.exp(-(((d - gap) / 0.0045) ** 2))
@@ -286,12 +293,28 @@ PAINTERS = {
     "pleural_plaques": _pleural_other,
 }
 # painted in this order so that fluid covers what lies under it and air overrides last
-_ORDER = ("edema", "opacity", "pneumonia", "consolidation", "atelectasis", "nodule", "mass",
-          "pleural_thickening", "pleural_plaques", "effusion", "pneumothorax")
+_ORDER = (
+    "edema",
+    "opacity",
+    "pneumonia",
+    "consolidation",
+    "atelectasis",
+    "nodule",
+    "mass",
+    "pleural_thickening",
+    "pleural_plaques",
+    "effusion",
+    "pneumothorax",
+)
 
 
-def paint_findings(ch: Chest, tissue: np.ndarray, air: np.ndarray, findings: tuple[Finding, ...],
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def paint_findings(
+    ch: Chest,
+    tissue: np.ndarray,
+    air: np.ndarray,
+    findings: tuple[Finding, ...],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """Apply every non-device finding to the density maps (see the module docstring)."""
     for kind in _ORDER:
         for f in findings:
@@ -303,7 +326,9 @@ def paint_findings(ch: Chest, tissue: np.ndarray, air: np.ndarray, findings: tup
 def fractures_of(findings: tuple[Finding, ...]) -> tuple:
     """Rib fractures in the form `anatomy.render_ribs` takes."""
     return tuple(
-        (f.side, f.detail[0], f.detail[1], f.detail[2]) for f in findings if f.kind == "rib_fracture"
+        (f.side, f.detail[0], f.detail[1], f.detail[2])
+        for f in findings
+        if f.kind == "rib_fracture"
     )
 
 

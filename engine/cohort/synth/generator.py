@@ -25,7 +25,10 @@ from engine.cohort.synth import layouts
 from engine.cohort.synth.acquisition import sample_acquisition
 from engine.cohort.synth.anatomy import PatientLayers, sample_anatomy
 from engine.cohort.synth.courses import (
-    choose_course, choose_study_count, plan_studies, sample_demographics,
+    choose_course,
+    choose_study_count,
+    plan_studies,
+    sample_demographics,
 )
 from engine.cohort.synth.radiograph import render_frontal, render_lateral
 from engine.cohort.synth.reports import write_report
@@ -101,13 +104,15 @@ def _plan_tasks(config: SynthConfig, out: Path) -> list[_PatientTask]:
         n_test, n_val, _ = _split_counts(n, (f, 0.05, 0.95 - f))
         split_of = {}
         for rank, i in enumerate(order):
-            split_of[int(i)] = "test" if rank < n_test else ("validate" if rank < n_test + n_val else "train")
+            split_of[int(i)] = (
+                "test" if rank < n_test else ("validate" if rank < n_test + n_val else "train")
+            )
         subjects = rng.choice(10_000_000, size=n, replace=False) + 10_000_000
         studies = rng.choice(10_000_000, size=sum(counts), replace=False) + 50_000_000
         ids = []
         start = 0
         for c in counts:
-            ids.append(tuple(int(s) for s in studies[start:start + c]))
+            ids.append(tuple(int(s) for s in studies[start : start + c]))
             start += c
         patient_ids = [int(s) for s in subjects]
     else:
@@ -121,8 +126,19 @@ def _plan_tasks(config: SynthConfig, out: Path) -> list[_PatientTask]:
         patient_ids = [number[i] for i in range(n)]
         ids = [()] * n
     return [
-        _PatientTask(i, site, config.seed, config.image_size, config.lateral_fraction, courses[i],
-                     counts[i], patient_ids[i], ids[i], split_of[i], str(out))
+        _PatientTask(
+            i,
+            site,
+            config.seed,
+            config.image_size,
+            config.lateral_fraction,
+            courses[i],
+            counts[i],
+            patient_ids[i],
+            ids[i],
+            split_of[i],
+            str(out),
+        )
         for i in range(n)
     ]
 
@@ -130,11 +146,30 @@ def _plan_tasks(config: SynthConfig, out: Path) -> list[_PatientTask]:
 def _sample_social(rng: np.random.Generator) -> dict:
     """CheXpert Plus demographic columns (synthetic)."""
     return {
-        "race": str(rng.choice(["White", "Asian", "Black or African American", "Other", "Unknown",
-                                "Native Hawaiian or Other Pacific Islander"], p=[0.5, 0.18, 0.06, 0.16, 0.07, 0.03])),
-        "ethnicity": str(rng.choice(["Non-Hispanic/Non-Latino", "Hispanic/Latino", "Unknown"], p=[0.75, 0.17, 0.08])),
+        "race": str(
+            rng.choice(
+                [
+                    "White",
+                    "Asian",
+                    "Black or African American",
+                    "Other",
+                    "Unknown",
+                    "Native Hawaiian or Other Pacific Islander",
+                ],
+                p=[0.5, 0.18, 0.06, 0.16, 0.07, 0.03],
+            )
+        ),
+        "ethnicity": str(
+            rng.choice(
+                ["Non-Hispanic/Non-Latino", "Hispanic/Latino", "Unknown"], p=[0.75, 0.17, 0.08]
+            )
+        ),
         "interpreter_needed": "Yes" if rng.random() < 0.08 else "No",
-        "insurance_type": str(rng.choice(["Medicare", "Private Insurance", "Medicaid", "Unknown"], p=[0.4, 0.35, 0.15, 0.1])),
+        "insurance_type": str(
+            rng.choice(
+                ["Medicare", "Private Insurance", "Medicaid", "Unknown"], p=[0.4, 0.35, 0.15, 0.1]
+            )
+        ),
         "deceased": "Yes" if rng.random() < 0.1 else "No",
     }
 
@@ -159,15 +194,33 @@ def _plan_patient(task: _PatientTask) -> _PatientPlan:
     rep_rng = np.random.default_rng(report_ss)
     sex, age, habitus = sample_demographics(plan_rng, task.course)
     anat = sample_anatomy(plan_rng, sex, age, habitus)
-    plans = plan_studies(plan_rng, task.course, task.n_studies, anat, age,
-                         site=task.site, lateral_fraction=task.lateral_fraction)
+    plans = plan_studies(
+        plan_rng,
+        task.course,
+        task.n_studies,
+        anat,
+        age,
+        site=task.site,
+        lateral_fraction=task.lateral_fraction,
+    )
     reports, prior = [], None
     for plan in plans:  # the report stream is its own, so writing reports first changes nothing
-        reports.append(write_report(plan, prior, sex=sex, age=age + plan.day // 365,
-                                    site=task.site, rng=rep_rng))
+        reports.append(
+            write_report(
+                plan, prior, sex=sex, age=age + plan.day // 365, site=task.site, rng=rep_rng
+            )
+        )
         prior = plan
-    return _PatientPlan(sex, age, habitus, anat, plans, tuple(reports),
-                        np.random.default_rng(image_ss), np.random.default_rng(id_ss))
+    return _PatientPlan(
+        sex,
+        age,
+        habitus,
+        anat,
+        plans,
+        tuple(reports),
+        np.random.default_rng(image_ss),
+        np.random.default_rng(id_ss),
+    )
 
 
 def plan_reports(config: SynthConfig) -> list[tuple[str, Any]]:
@@ -194,18 +247,28 @@ def _render_patient(task: _PatientTask) -> _PatientRows:
     size = task.image_size
 
     if task.site == "A":
-        first = date(int(id_rng.integers(2110, 2195)), 1, 1) + timedelta(days=int(id_rng.integers(0, 365)))
+        first = date(int(id_rng.integers(2110, 2195)), 1, 1) + timedelta(
+            days=int(id_rng.integers(0, 365))
+        )
     else:
         social = _sample_social(id_rng)
-        bmi = round(float(np.clip(id_rng.normal(27 + 4 * habitus, 3), 15, 55)), 1) if id_rng.random() < 0.8 else float("nan")
+        bmi = (
+            round(float(np.clip(id_rng.normal(27 + 4 * habitus, 3), 15, 55)), 1)
+            if id_rng.random() < 0.8
+            else float("nan")
+        )
 
     for plan, report in zip(plans, planned.reports):
         images: list[tuple[str, np.ndarray]] = []  # (view position, pixels)
         acq = sample_acquisition(img_rng, task.site, plan.view, plan.supine)
-        images.append((plan.view, render_frontal(layers, plan.findings, acq, plan.inspiration, img_rng)))
+        images.append(
+            (plan.view, render_frontal(layers, plan.findings, acq, plan.inspiration, img_rng))
+        )
         if plan.extra_frontal:
             acq2 = sample_acquisition(img_rng, task.site, plan.view, plan.supine)
-            images.append((plan.view, render_frontal(layers, plan.findings, acq2, plan.inspiration, img_rng)))
+            images.append(
+                (plan.view, render_frontal(layers, plan.findings, acq2, plan.inspiration, img_rng))
+            )
         if plan.lateral:
             lat_acq = sample_acquisition(img_rng, task.site, "LATERAL", False)
             view = "LL" if img_rng.random() < 0.2 else "LATERAL"
@@ -217,25 +280,48 @@ def _render_patient(task: _PatientTask) -> _PatientRows:
             study_id = task.study_ids[plan.index]
             subject = task.patient_id
             when = first + timedelta(days=plan.day)
-            hh, mm, ss_ = (int(v) for v in (id_rng.integers(0, 24), id_rng.integers(0, 60), id_rng.integers(0, 60)))
+            hh, mm, ss_ = (
+                int(v)
+                for v in (id_rng.integers(0, 24), id_rng.integers(0, 60), id_rng.integers(0, 60))
+            )
             frac = int(id_rng.integers(0, 1000))
-            study_time = f"{hh * 10000 + mm * 100 + ss_}.{frac:03d}" if id_rng.random() < 0.7 else f"{hh * 10000 + mm * 100 + ss_}.0"
+            study_time = (
+                f"{hh * 10000 + mm * 100 + ss_}.{frac:03d}"
+                if id_rng.random() < 0.7
+                else f"{hh * 10000 + mm * 100 + ss_}.0"
+            )
             exam = report.sections.get("examination", "CHEST (PA AND LAT)")
             orientation = "Recumbent" if plan.supine else ("Erect" if id_rng.random() < 0.9 else "")
             layouts.write_text(root, layouts.mimic_report_path(subject, study_id), report.text)
             for view, pixels in images:
                 dicom = layouts.dicom_id(id_rng)
-                layouts.write_image(root, layouts.mimic_image_path(subject, study_id, dicom), pixels, fmt="JPEG")
-                out.metadata.append({
-                    "dicom_id": dicom, "subject_id": subject, "study_id": study_id,
-                    "PerformedProcedureStepDescription": exam, "ViewPosition": view,
-                    "Rows": size, "Columns": size, "StudyDate": int(when.strftime("%Y%m%d")),
-                    "StudyTime": study_time, "ProcedureCodeSequence_CodeMeaning": exam,
-                    "ViewCodeSequence_CodeMeaning": layouts.VIEW_MEANING[view],
-                    "PatientOrientationCodeSequence_CodeMeaning": orientation,
-                })
-                out.splits.append({"dicom_id": dicom, "study_id": study_id, "subject_id": subject,
-                                   "split": task.split})
+                layouts.write_image(
+                    root, layouts.mimic_image_path(subject, study_id, dicom), pixels, fmt="JPEG"
+                )
+                out.metadata.append(
+                    {
+                        "dicom_id": dicom,
+                        "subject_id": subject,
+                        "study_id": study_id,
+                        "PerformedProcedureStepDescription": exam,
+                        "ViewPosition": view,
+                        "Rows": size,
+                        "Columns": size,
+                        "StudyDate": int(when.strftime("%Y%m%d")),
+                        "StudyTime": study_time,
+                        "ProcedureCodeSequence_CodeMeaning": exam,
+                        "ViewCodeSequence_CodeMeaning": layouts.VIEW_MEANING[view],
+                        "PatientOrientationCodeSequence_CodeMeaning": orientation,
+                    }
+                )
+                out.splits.append(
+                    {
+                        "dicom_id": dicom,
+                        "study_id": study_id,
+                        "subject_id": subject,
+                        "split": task.split,
+                    }
+                )
             row = {"subject_id": subject, "study_id": study_id}
             row.update({k: (np.nan if v is None else v) for k, v in report.labels.items()})
             out.labels.append(row)
@@ -244,23 +330,43 @@ def _render_patient(task: _PatientTask) -> _PatientRows:
             for n_view, (view, pixels) in enumerate(images, 1):
                 frontal = view in ("PA", "AP")
                 frontal_n += frontal
-                path = layouts.chexpert_plus_path(task.split, task.patient_id, plan.index + 1, n_view, frontal)
+                path = layouts.chexpert_plus_path(
+                    task.split, task.patient_id, plan.index + 1, n_view, frontal
+                )
                 layouts.write_image(root, layouts.png_for(path), pixels, fmt="PNG")
                 s = report.sections
-                out.rows.append({
-                    "path_to_image": path, "path_to_dcm": path[: -len(".jpg")] + ".dcm",
-                    "frontal_lateral": "Frontal" if frontal else "Lateral",
-                    "ap_pa": view if frontal else "",
-                    "deid_patient_id": f"patient{task.patient_id:05d}",
-                    "patient_report_date_order": plan.index + 1,
-                    "report": report.text,
-                    **{f"section_{k}": s.get(k, "") for k in (
-                        "narrative", "clinical_history", "history", "comparison", "technique",
-                        "procedure_comments", "findings", "impression", "end_of_impression",
-                        "summary", "accession_number")},
-                    "age": age + plan.day // 365, "sex": "Female" if sex == "F" else "Male",
-                    **social, "recent_bmi": bmi, "split": task.split,
-                })
+                out.rows.append(
+                    {
+                        "path_to_image": path,
+                        "path_to_dcm": path[: -len(".jpg")] + ".dcm",
+                        "frontal_lateral": "Frontal" if frontal else "Lateral",
+                        "ap_pa": view if frontal else "",
+                        "deid_patient_id": f"patient{task.patient_id:05d}",
+                        "patient_report_date_order": plan.index + 1,
+                        "report": report.text,
+                        **{
+                            f"section_{k}": s.get(k, "")
+                            for k in (
+                                "narrative",
+                                "clinical_history",
+                                "history",
+                                "comparison",
+                                "technique",
+                                "procedure_comments",
+                                "findings",
+                                "impression",
+                                "end_of_impression",
+                                "summary",
+                                "accession_number",
+                            )
+                        },
+                        "age": age + plan.day // 365,
+                        "sex": "Female" if sex == "F" else "Male",
+                        **social,
+                        "recent_bmi": bmi,
+                        "split": task.split,
+                    }
+                )
                 out.labels.append({"path_to_image": path, **report.labels})
     return out
 
@@ -273,9 +379,14 @@ def _prepare_out(out: Path) -> None:
         entries = list(out.iterdir())
         if entries:
             readme = out / "README.txt"
-            if not (readme.is_file() and readme.read_text(errors="replace").startswith("SYNTHETIC (PHANTOM) DATA")):
-                raise ConfigError(f"--out {out}: folder is not empty and holds no phantom cohort; "
-                                  "choose an empty or new folder")
+            if not (
+                readme.is_file()
+                and readme.read_text(errors="replace").startswith("SYNTHETIC (PHANTOM) DATA")
+            ):
+                raise ConfigError(
+                    f"--out {out}: folder is not empty and holds no phantom cohort; "
+                    "choose an empty or new folder"
+                )
             for entry in entries:
                 if entry.is_dir():
                     shutil.rmtree(entry)
@@ -288,8 +399,9 @@ def _workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def generate_cohort(config: SynthConfig, out: Path, *, progress: Progress | None = None,
-                    workers: int | None = None) -> SynthSummary:
+def generate_cohort(
+    config: SynthConfig, out: Path, *, progress: Progress | None = None, workers: int | None = None
+) -> SynthSummary:
     """Write a phantom cohort of ``config.patients`` patients for ``config.site`` to ``out``.
 
     Site A uses the MIMIC-CXR-JPG layout, site B the CheXpert Plus layout (`layouts`). The same
@@ -332,13 +444,32 @@ def generate_cohort(config: SynthConfig, out: Path, *, progress: Progress | None
         layouts.write_site_a_tables(out, metadata, labels, splits)
     else:
         layouts.write_site_b_tables(out, rows, labels)
-    layouts.write_readme(out, site=config.site, seed=config.seed, patients=config.patients,
-                         image_size=config.image_size, version=GENERATOR_VERSION,
-                         n_studies=n_studies, n_images=n_images)
-    log.info("phantom site %s: %d patients, %d studies, %d images -> %s",
-             config.site, config.patients, n_studies, n_images, out)
-    return SynthSummary(n_patients=config.patients, n_studies=n_studies, n_images=n_images,
-                        out=out, site=config.site, seed=config.seed)
+    layouts.write_readme(
+        out,
+        site=config.site,
+        seed=config.seed,
+        patients=config.patients,
+        image_size=config.image_size,
+        version=GENERATOR_VERSION,
+        n_studies=n_studies,
+        n_images=n_images,
+    )
+    log.info(
+        "phantom site %s: %d patients, %d studies, %d images -> %s",
+        config.site,
+        config.patients,
+        n_studies,
+        n_images,
+        out,
+    )
+    return SynthSummary(
+        n_patients=config.patients,
+        n_studies=n_studies,
+        n_images=n_images,
+        out=out,
+        site=config.site,
+        seed=config.seed,
+    )
 
 
 __all__ = ["GENERATOR_VERSION", "SynthSummary", "generate_cohort", "plan_reports"]

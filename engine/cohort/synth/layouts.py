@@ -42,24 +42,62 @@ from engine.labels import CHEXPERT_LABELS
 MIMIC_LABELS: tuple[str, ...] = tuple(sorted(CHEXPERT_LABELS))
 """The 14 labels in the order of ``mimic-cxr-2.0.0-chexpert.csv.gz`` (alphabetical)."""
 MIMIC_METADATA_COLUMNS: tuple[str, ...] = (
-    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition",
-    "Rows", "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",
-    "ViewCodeSequence_CodeMeaning", "PatientOrientationCodeSequence_CodeMeaning",
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
 )
 MIMIC_SPLIT_COLUMNS: tuple[str, ...] = ("dicom_id", "study_id", "subject_id", "split")
 CHEXPERT_PLUS_COLUMNS: tuple[str, ...] = (
-    "path_to_image", "path_to_dcm", "frontal_lateral", "ap_pa", "deid_patient_id",
-    "patient_report_date_order", "report", "section_narrative", "section_clinical_history",
-    "section_history", "section_comparison", "section_technique", "section_procedure_comments",
-    "section_findings", "section_impression", "section_end_of_impression", "section_summary",
-    "section_accession_number", "age", "sex", "race", "ethnicity", "interpreter_needed",
-    "insurance_type", "recent_bmi", "deceased", "split",
+    "path_to_image",
+    "path_to_dcm",
+    "frontal_lateral",
+    "ap_pa",
+    "deid_patient_id",
+    "patient_report_date_order",
+    "report",
+    "section_narrative",
+    "section_clinical_history",
+    "section_history",
+    "section_comparison",
+    "section_technique",
+    "section_procedure_comments",
+    "section_findings",
+    "section_impression",
+    "section_end_of_impression",
+    "section_summary",
+    "section_accession_number",
+    "age",
+    "sex",
+    "race",
+    "ethnicity",
+    "interpreter_needed",
+    "insurance_type",
+    "recent_bmi",
+    "deceased",
+    "split",
 )
-MIMIC_FILES = ("mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-chexpert.csv.gz",
-               "mimic-cxr-2.0.0-split.csv.gz", "IMAGE_FILENAMES")
+MIMIC_FILES = (
+    "mimic-cxr-2.0.0-metadata.csv.gz",
+    "mimic-cxr-2.0.0-chexpert.csv.gz",
+    "mimic-cxr-2.0.0-split.csv.gz",
+    "IMAGE_FILENAMES",
+)
 CHEXPERT_PLUS_FILES = ("df_chexpert_plus_240401.csv", "report_fixed.json")
-VIEW_MEANING = {"PA": "postero-anterior", "AP": "antero-posterior", "LATERAL": "lateral",
-                "LL": "left lateral"}
+VIEW_MEANING = {
+    "PA": "postero-anterior",
+    "AP": "antero-posterior",
+    "LATERAL": "lateral",
+    "LL": "left lateral",
+}
 
 
 # --------------------------------------------------------------------------- ids and paths
@@ -125,7 +163,9 @@ def write_csv_gz(path: Path, frame: pd.DataFrame) -> None:
         gz.write(_csv_bytes(frame))
 
 
-def write_site_a_tables(root: Path, metadata: list[dict], labels: list[dict], splits: list[dict]) -> None:
+def write_site_a_tables(
+    root: Path, metadata: list[dict], labels: list[dict], splits: list[dict]
+) -> None:
     """The MIMIC-CXR-JPG tables (see the module docstring), rows sorted by ids."""
     meta = pd.DataFrame(metadata, columns=list(MIMIC_METADATA_COLUMNS))
     meta = meta.sort_values(["subject_id", "study_id", "dicom_id"], kind="stable")
@@ -138,7 +178,10 @@ def write_site_a_tables(root: Path, metadata: list[dict], labels: list[dict], sp
     split = pd.DataFrame(splits, columns=list(MIMIC_SPLIT_COLUMNS))
     split = split.sort_values(["subject_id", "study_id", "dicom_id"], kind="stable")
     write_csv_gz(root / "mimic-cxr-2.0.0-split.csv.gz", split)
-    paths = [mimic_image_path(r["subject_id"], r["study_id"], r["dicom_id"]) for r in meta.to_dict("records")]
+    paths = [
+        mimic_image_path(r["subject_id"], r["study_id"], r["dicom_id"])
+        for r in meta.to_dict("records")
+    ]
     (root / "IMAGE_FILENAMES").write_bytes(("\n".join(paths) + "\n").encode())
 
 
@@ -164,13 +207,28 @@ def _natural_key(col: pd.Series) -> pd.Series:
     return col.str.replace(r"study(\d+)", lambda m: f"study{int(m.group(1)):04d}", regex=True)
 
 
-def write_readme(root: Path, *, site: str, seed: int, patients: int, image_size: int,
-                 version: str, n_studies: int, n_images: int) -> None:
-    layout = ("MIMIC-CXR-JPG v2.0.0 + MIMIC-CXR reports" if site == "A"
-              else "CHEXPERT PLUS (df_chexpert_plus_240401.csv + report_fixed.json, images as PNG)")
-    splits = ("train / validate / test, patient-disjoint, about 70 / 5 / 25 % of patients" if site == "A"
-              else "train / valid, patient-disjoint, about 75 / 25 % of patients (unlike the real "
-                   "release, where nearly everything is train)")
+def write_readme(
+    root: Path,
+    *,
+    site: str,
+    seed: int,
+    patients: int,
+    image_size: int,
+    version: str,
+    n_studies: int,
+    n_images: int,
+) -> None:
+    layout = (
+        "MIMIC-CXR-JPG v2.0.0 + MIMIC-CXR reports"
+        if site == "A"
+        else "CHEXPERT PLUS (df_chexpert_plus_240401.csv + report_fixed.json, images as PNG)"
+    )
+    splits = (
+        "train / validate / test, patient-disjoint, about 70 / 5 / 25 % of patients"
+        if site == "A"
+        else "train / valid, patient-disjoint, about 75 / 25 % of patients (unlike the real "
+        "release, where nearly everything is train)"
+    )
     text = f"""SYNTHETIC (PHANTOM) DATA - NOT REAL PATIENTS
 
 This folder was written by the re-linkage audit's phantom cohort generator

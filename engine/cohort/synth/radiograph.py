@@ -13,7 +13,12 @@ import numpy as np
 
 from engine.cohort.synth.acquisition import Acquisition, expose, sample_acquisition
 from engine.cohort.synth.anatomy import (
-    SIDES, Anatomy, Chest, PatientLayers, Pose, lateral_density,
+    SIDES,
+    Anatomy,
+    Chest,
+    PatientLayers,
+    Pose,
+    lateral_density,
 )
 from engine.cohort.synth.devices import render_devices
 from engine.cohort.synth.findings import Finding, fractures_of, paint_findings, severity_of
@@ -27,7 +32,7 @@ def pose_for(findings: tuple[Finding, ...], acq: Acquisition, inspiration: float
     loss = {side: 0.0 for side in SIDES}
     for f in findings:
         if f.kind == "atelectasis" and f.severity >= 2:
-            for side in (SIDES if f.side == "bilateral" else (f.side,)):
+            for side in SIDES if f.side == "bilateral" else (f.side,):
                 loss[side] = max(loss[side], 0.025 * f.severity)
     return Pose(
         ap=acq.view == "AP",
@@ -39,8 +44,13 @@ def pose_for(findings: tuple[Finding, ...], acq: Acquisition, inspiration: float
     )
 
 
-def render_frontal(layers: PatientLayers, findings: tuple[Finding, ...], acq: Acquisition,
-                   inspiration: float, rng: np.random.Generator) -> np.ndarray:
+def render_frontal(
+    layers: PatientLayers,
+    findings: tuple[Finding, ...],
+    acq: Acquisition,
+    inspiration: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """The PA or AP image of a study; ``uint8 (S, S)``."""
     chest = Chest(layers, pose_for(findings, acq, inspiration))
     tissue, air = chest.base_density(fractures=fractures_of(findings))
@@ -52,25 +62,54 @@ def render_frontal(layers: PatientLayers, findings: tuple[Finding, ...], acq: Ac
     return expose(density, acq, rng)
 
 
-def render_lateral(layers: PatientLayers, findings: tuple[Finding, ...], acq: Acquisition,
-                   rng: np.random.Generator) -> np.ndarray:
+def render_lateral(
+    layers: PatientLayers, findings: tuple[Finding, ...], acq: Acquisition, rng: np.random.Generator
+) -> np.ndarray:
     """The lateral image of a study (simpler anatomy); ``uint8 (S, S)``."""
     effusion = tuple(
-        max((f.severity for f in findings if f.kind == "effusion" and f.side in (side, "bilateral")), default=0)
+        max(
+            (
+                f.severity
+                for f in findings
+                if f.kind == "effusion" and f.side in (side, "bilateral")
+            ),
+            default=0,
+        )
         for side in SIDES
     )
     kinds = {f.kind for f in findings}
-    devices = [name for kind, name in (("ett", "ett"), ("enteric_tube", "ng"), ("pacemaker", "pacer"),
-                                       ("sternotomy", "wires")) if kind in kinds]
-    density = lateral_density(layers, heart_scale=HEART_SCALE[severity_of(findings, "cardiomegaly")],
-                              effusion=effusion, devices=devices)
+    devices = [
+        name
+        for kind, name in (
+            ("ett", "ett"),
+            ("enteric_tube", "ng"),
+            ("pacemaker", "pacer"),
+            ("sternotomy", "wires"),
+        )
+        if kind in kinds
+    ]
+    density = lateral_density(
+        layers,
+        heart_scale=HEART_SCALE[severity_of(findings, "cardiomegaly")],
+        effusion=effusion,
+        devices=devices,
+    )
     return expose(density, acq, rng)
 
 
-def draw_study(anatomy: Anatomy, findings: tuple[Finding, ...] | list[Finding], *,
-               view: str = "PA", supine: bool = False, inspiration: float = 0.0,
-               lateral: bool = False, site: str = "A", image_size: int = 256, seed: int = 0,
-               layers: PatientLayers | None = None) -> list[np.ndarray]:
+def draw_study(
+    anatomy: Anatomy,
+    findings: tuple[Finding, ...] | list[Finding],
+    *,
+    view: str = "PA",
+    supine: bool = False,
+    inspiration: float = 0.0,
+    lateral: bool = False,
+    site: str = "A",
+    image_size: int = 256,
+    seed: int = 0,
+    layers: PatientLayers | None = None,
+) -> list[np.ndarray]:
     """Draw one study: its frontal image and, with ``lateral``, its lateral image.
 
     Args:
@@ -104,6 +143,7 @@ def draw_study(anatomy: Anatomy, findings: tuple[Finding, ...] | list[Finding], 
     acq = sample_acquisition(rng, site, view, supine and view == "AP")
     images = [render_frontal(layers, findings, acq, inspiration, rng)]
     if lateral:
-        images.append(render_lateral(layers, findings, sample_acquisition(rng, site, "LATERAL",
-                                                                          False), rng))
+        images.append(
+            render_lateral(layers, findings, sample_acquisition(rng, site, "LATERAL", False), rng)
+        )
     return images

@@ -57,11 +57,25 @@ class _Sentence:
     group: str = ""  # lines, lungs, pleura, heart, bones (for structured site-B findings)
 
 
-_GROUP_OF_LABEL = {"Pneumothorax": "pleura", "Pleural Effusion": "pleura", "Pleural Other": "pleura",
-                   "Consolidation": "lungs", "Edema": "lungs", "Lung Opacity": "lungs", "Pneumonia": "lungs",
-                   "Cardiomegaly": "heart", "Enlarged Cardiomediastinum": "heart", "Fracture": "bones"}
-_STRUCTURED_HEADS = (("lines", "LINES/TUBES"), ("lungs", "LUNGS"), ("pleura", "PLEURA"),
-                     ("heart", "HEART AND MEDIASTINUM"), ("bones", "BONES"))
+_GROUP_OF_LABEL = {
+    "Pneumothorax": "pleura",
+    "Pleural Effusion": "pleura",
+    "Pleural Other": "pleura",
+    "Consolidation": "lungs",
+    "Edema": "lungs",
+    "Lung Opacity": "lungs",
+    "Pneumonia": "lungs",
+    "Cardiomegaly": "heart",
+    "Enlarged Cardiomediastinum": "heart",
+    "Fracture": "bones",
+}
+_STRUCTURED_HEADS = (
+    ("lines", "LINES/TUBES"),
+    ("lungs", "LUNGS"),
+    ("pleura", "PLEURA"),
+    ("heart", "HEART AND MEDIASTINUM"),
+    ("bones", "BONES"),
+)
 
 
 def _group_of(sentence: _Sentence) -> str:
@@ -136,15 +150,25 @@ class _Reader:
     def location(self, side: str, zone: str, show_side: bool) -> str:
         s = self.side_word(side, show_side)
         if side == "bilateral":
-            return self.pick(["bibasilar", "bilateral basilar", "both lung bases"]) if zone in ("base", "lower") else "bilateral"
+            return (
+                self.pick(["bibasilar", "bilateral basilar", "both lung bases"])
+                if zone in ("base", "lower")
+                else "bilateral"
+            )
         if zone == "middle":
-            return self.pick(["right middle lobe", "right middle lobe", "right mid lung"]) if show_side else "middle lobe"
+            return (
+                self.pick(["right middle lobe", "right middle lobe", "right mid lung"])
+                if show_side
+                else "middle lobe"
+            )
         if zone == "lingula":
             return self.pick(["lingula", "lingular", "left mid lung"]) if show_side else "lingula"
         if zone == "retrocardiac":
             return self.pick(["left retrocardiac", "retrocardiac"])
         if zone == "lower":
-            return _tidy(self.pick([f"{s} lower lobe", f"{s} base", f"{s} lung base", f"{s} lower lung"]))
+            return _tidy(
+                self.pick([f"{s} lower lobe", f"{s} base", f"{s} lung base", f"{s} lower lung"])
+            )
         if zone == "upper":
             return _tidy(self.pick([f"{s} upper lobe", f"{s} upper lung", f"{s} upper zone"]))
         if zone == "base":
@@ -157,20 +181,26 @@ class _Reader:
 
     def hedge(self, what: str) -> str:
         """An uncertain sentence about ``what`` (a noun phrase)."""
-        return self.pick([
-            f"{what} cannot be excluded.",
-            f"possible {what}.",
-            f"{what} is not excluded.",
-            f"findings may represent {what}.",
-            f"a subtle {what} is questioned.",
-        ])
+        return self.pick(
+            [
+                f"{what} cannot be excluded.",
+                f"possible {what}.",
+                f"{what} is not excluded.",
+                f"findings may represent {what}.",
+                f"a subtle {what} is questioned.",
+            ]
+        )
 
     # devices ------------------------------------------------------------------
     def tip(self, zone: str) -> str:
         return {
             "svc": self.pick(["the mid SVC", "the SVC", "the superior vena cava", "the lower SVC"]),
-            "cavoatrial": self.pick(["the cavoatrial junction", "the cavoatrial junction", "the cavo-atrial junction"]),
-            "right_atrium": self.pick(["the right atrium", "the proximal right atrium", "the right atrium"]),
+            "cavoatrial": self.pick(
+                ["the cavoatrial junction", "the cavoatrial junction", "the cavo-atrial junction"]
+            ),
+            "right_atrium": self.pick(
+                ["the right atrium", "the proximal right atrium", "the right atrium"]
+            ),
         }.get(zone, "the SVC")
 
     def device(self, f: Finding, prior: Finding | None, show_side: bool) -> _Mention:
@@ -183,29 +213,44 @@ class _Reader:
             cm = f.detail[0]
             cm_s = f"{cm:g}"
             if cm < 2.0:
-                text = self.pick([
-                    f"Endotracheal tube tip is {cm_s} cm above the carina; recommend withdrawal by 2 cm.",
-                    f"The endotracheal tube terminates low, {cm_s} cm above the carina.",
-                ])
+                text = self.pick(
+                    [
+                        f"Endotracheal tube tip is {cm_s} cm above the carina; recommend withdrawal by 2 cm.",
+                        f"The endotracheal tube terminates low, {cm_s} cm above the carina.",
+                    ]
+                )
                 imp = f"Low endotracheal tube, {cm_s} cm above the carina."
                 prio = 1
             else:
-                text = self.pick([
-                    f"Endotracheal tube terminates {cm_s} cm above the carina.",
-                    f"The ET tube tip is {cm_s} cm above the carina.",
-                    "Endotracheal tube is in standard position.",
-                    f"ETT in place with tip {cm_s} cm from the carina.",
-                ], [3, 2, 2, 1])
+                text = self.pick(
+                    [
+                        f"Endotracheal tube terminates {cm_s} cm above the carina.",
+                        f"The ET tube tip is {cm_s} cm above the carina.",
+                        "Endotracheal tube is in standard position.",
+                        f"ETT in place with tip {cm_s} cm from the carina.",
+                    ],
+                    [3, 2, 2, 1],
+                )
                 if prior is not None and prior.detail != f.detail and self.p(0.6):
                     verb = "advanced" if prior.detail[0] > cm else "withdrawn"
                     text = f"The endotracheal tube has been {verb} and now terminates {cm_s} cm above the carina."
-                imp = self.pick(["Endotracheal tube in appropriate position.", f"ETT {cm_s} cm above the carina."])
+                imp = self.pick(
+                    [
+                        "Endotracheal tube in appropriate position.",
+                        f"ETT {cm_s} cm above the carina.",
+                    ]
+                )
                 prio = 5
             if placed:
-                text = f"Interval placement of an endotracheal tube, tip {cm_s} cm above the carina."
+                text = (
+                    f"Interval placement of an endotracheal tube, tip {cm_s} cm above the carina."
+                )
             return _Mention(_Sentence(text, sd), _Sentence(imp, sd), prio, "lines")
         if k == "enteric_tube":
-            name = self.pick(["enteric tube", "nasogastric tube", "orogastric tube", "feeding tube"], [3, 3, 1, 1])
+            name = self.pick(
+                ["enteric tube", "nasogastric tube", "orogastric tube", "feeding tube"],
+                [3, 3, 1, 1],
+            )
             if f.zone == "esophagus":
                 text = f"The {name} tip is in the distal esophagus; recommend advancing by at least 10 cm."
                 imp = f"{_cap(name)} tip in the distal esophagus, should be advanced."
@@ -215,11 +260,13 @@ class _Reader:
                 imp = f"{_cap(name)} tip in the duodenum."
                 prio = 6
             else:
-                text = self.pick([
-                    f"{pre}{name} courses below the diaphragm with tip in the stomach.",
-                    f"{pre}{name} terminates in the stomach.",
-                    f"{pre}{name} is seen coursing into the stomach, side port beyond the GE junction.",
-                ])
+                text = self.pick(
+                    [
+                        f"{pre}{name} courses below the diaphragm with tip in the stomach.",
+                        f"{pre}{name} terminates in the stomach.",
+                        f"{pre}{name} is seen coursing into the stomach, side port beyond the GE junction.",
+                    ]
+                )
                 imp = f"{_cap(name)} in the stomach."
                 prio = 6
             return _Mention(_Sentence(_cap(text), sd), _Sentence(imp, sd), prio, "lines")
@@ -227,50 +274,107 @@ class _Reader:
             tip = self.tip(f.zone)
             if k == "central_line":
                 vein = f.detail[0] if f.detail else "internal jugular"
-                name = self.pick([f"{side} {vein} central venous catheter", f"{side} {vein} line",
-                                  f"{side}-sided central line"] if side else ["central venous catheter", "central line"])
+                name = self.pick(
+                    [
+                        f"{side} {vein} central venous catheter",
+                        f"{side} {vein} line",
+                        f"{side}-sided central line",
+                    ]
+                    if side
+                    else ["central venous catheter", "central line"]
+                )
             elif k == "picc":
-                name = self.pick([f"{side} PICC", f"{side} upper extremity PICC line", f"{side}-sided PICC"]
-                                 if side else ["PICC line", "PICC"])
+                name = self.pick(
+                    [f"{side} PICC", f"{side} upper extremity PICC line", f"{side}-sided PICC"]
+                    if side
+                    else ["PICC line", "PICC"]
+                )
             else:
-                name = self.pick([f"{side} chest wall port", f"{side}-sided Port-A-Cath",
-                                  f"{side} chest port"] if side else ["chest port", "Port-A-Cath"])
+                name = self.pick(
+                    [f"{side} chest wall port", f"{side}-sided Port-A-Cath", f"{side} chest port"]
+                    if side
+                    else ["chest port", "Port-A-Cath"]
+                )
             name = _tidy(name)
             if prior is not None and prior.zone != f.zone and self.p(0.6):
                 text = f"The {name} has been repositioned, now terminating in {tip}."
             else:
-                text = self.pick([f"{pre}{name} terminates in {tip}.", f"{pre}{name} with tip in {tip}.",
-                                  f"{pre}{name} tip projects over {tip}."])
+                text = self.pick(
+                    [
+                        f"{pre}{name} terminates in {tip}.",
+                        f"{pre}{name} with tip in {tip}.",
+                        f"{pre}{name} tip projects over {tip}.",
+                    ]
+                )
             prio = 3 if f.zone == "right_atrium" else 6
             imp = f"{_cap(name)} tip in {tip}."
-            return _Mention(_Sentence(_cap(_tidy(text)), sd), _Sentence(_tidy(imp), sd), prio, "lines")
+            return _Mention(
+                _Sentence(_cap(_tidy(text)), sd), _Sentence(_tidy(imp), sd), prio, "lines"
+            )
         if k == "pacemaker":
             leads, icd = (f.detail + (2, False))[:2] if f.detail else (2, False)
             dev = "ICD" if icd and self.p(0.7) else "pacemaker"
             chambers = "dual-chamber " if leads == 2 and self.p(0.5) else ""
-            lead_text = ("leads in the right atrium and right ventricle" if leads == 2
-                         else "a single lead in the right ventricle")
-            text = self.pick([
-                f"{side}-sided {chambers}{dev} with {lead_text}.",
-                f"{side} chest wall {chambers}{dev} is unchanged, {lead_text}.",
-                f"{chambers}{dev} device in place with {lead_text}.",
-            ] if side else [f"{chambers}{dev} with {lead_text}.", f"{chambers}{dev} device in place."])
-            return _Mention(_Sentence(_cap(_tidy(text)), sd), _Sentence(_cap(_tidy(f"{side} {dev} in place.")), sd), 8, "lines")
+            lead_text = (
+                "leads in the right atrium and right ventricle"
+                if leads == 2
+                else "a single lead in the right ventricle"
+            )
+            text = self.pick(
+                [
+                    f"{side}-sided {chambers}{dev} with {lead_text}.",
+                    f"{side} chest wall {chambers}{dev} is unchanged, {lead_text}.",
+                    f"{chambers}{dev} device in place with {lead_text}.",
+                ]
+                if side
+                else [f"{chambers}{dev} with {lead_text}.", f"{chambers}{dev} device in place."]
+            )
+            return _Mention(
+                _Sentence(_cap(_tidy(text)), sd),
+                _Sentence(_cap(_tidy(f"{side} {dev} in place.")), sd),
+                8,
+                "lines",
+            )
         if k == "sternotomy":
-            text = self.pick(["Median sternotomy wires are intact.", "The patient is status post median sternotomy.",
-                              "Sternotomy wires are noted.", "Intact median sternotomy wires and mediastinal clips."])
-            return _Mention(_Sentence(text, sd), _Sentence("Status post median sternotomy.", sd), 9, "lines")
+            text = self.pick(
+                [
+                    "Median sternotomy wires are intact.",
+                    "The patient is status post median sternotomy.",
+                    "Sternotomy wires are noted.",
+                    "Intact median sternotomy wires and mediastinal clips.",
+                ]
+            )
+            return _Mention(
+                _Sentence(text, sd), _Sentence("Status post median sternotomy.", sd), 9, "lines"
+            )
         if k == "chest_tube":
             where = "apex" if f.zone == "apex" else "base"
-            text = self.pick([f"{pre}{side} chest tube with tip at the {side} {where}.",
-                              f"{side}-sided chest tube in place, tip near the {where}.",
-                              f"{pre}{side} pigtail catheter projects over the {side} {where}."])
-            return _Mention(_Sentence(_cap(_tidy(text)), sd), _Sentence(_cap(_tidy(f"{side} chest tube in place.")), sd), 4, "lines")
+            text = self.pick(
+                [
+                    f"{pre}{side} chest tube with tip at the {side} {where}.",
+                    f"{side}-sided chest tube in place, tip near the {where}.",
+                    f"{pre}{side} pigtail catheter projects over the {side} {where}.",
+                ]
+            )
+            return _Mention(
+                _Sentence(_cap(_tidy(text)), sd),
+                _Sentence(_cap(_tidy(f"{side} chest tube in place.")), sd),
+                4,
+                "lines",
+            )
         raise ValueError(k)
 
     # findings -------------------------------------------------------------------
-    def finding(self, f: Finding, prior: Finding | None, *, certain: bool, show_side: bool,
-                show_size: bool, show_loc: bool) -> _Mention:
+    def finding(
+        self,
+        f: Finding,
+        prior: Finding | None,
+        *,
+        certain: bool,
+        show_side: bool,
+        show_size: bool,
+        show_loc: bool,
+    ) -> _Mention:
         k = f.kind
         side = self.side_word(f.side, show_side)
         size = SEVERITY_WORD.get(f.severity, "") if show_size else ""
@@ -286,25 +390,57 @@ class _Reader:
             lab = {"Pleural Effusion": POS if certain else UNC}
             noun = _tidy(f"{size} {side} pleural effusion")
             if not certain:
-                text = self.pick([
-                    f"Blunting of the {side} costophrenic angle may reflect a small pleural effusion.",
-                    f"Possible small {side} pleural effusion.",
-                    f"A small {side} pleural effusion cannot be excluded.",
-                ])
-                return _Mention(_Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(f"possible small {side} effusion.")), lab), 5, "pleura")
+                text = self.pick(
+                    [
+                        f"Blunting of the {side} costophrenic angle may reflect a small pleural effusion.",
+                        f"Possible small {side} pleural effusion.",
+                        f"A small {side} pleural effusion cannot be excluded.",
+                    ]
+                )
+                return _Mention(
+                    _Sentence(_cap(_tidy(text)), lab),
+                    _Sentence(_cap(_tidy(f"possible small {side} effusion.")), lab),
+                    5,
+                    "pleura",
+                )
             if change == "unchanged":
-                text = self.pick([f"Unchanged {noun}.", f"Stable {noun}.", f"The {noun} is unchanged."])
+                text = self.pick(
+                    [f"Unchanged {noun}.", f"Stable {noun}.", f"The {noun} is unchanged."]
+                )
             elif change:
-                text = self.pick([f"The {side} pleural effusion has {change}, now {SEVERITY_WORD[f.severity]}.",
-                                  f"Interval {'increase' if change == 'increased' else 'decrease'} in the {side} pleural effusion."])
+                text = self.pick(
+                    [
+                        f"The {side} pleural effusion has {change}, now {SEVERITY_WORD[f.severity]}.",
+                        f"Interval {'increase' if change == 'increased' else 'decrease'} in the {side} pleural effusion.",
+                    ]
+                )
             else:
-                text = self.pick([f"There is a {noun}.", f"{_cap(noun)}.", f"{_cap(noun)} is present.",
-                                  f"{_cap(noun)} with adjacent atelectasis." if f.severity >= 2 and self.p(0.2) else f"{_cap(noun)}."])
-            imp = noun if not change else (f"{'increasing' if change == 'increased' else 'decreasing' if change == 'decreased' else 'stable'} {noun}")
+                text = self.pick(
+                    [
+                        f"There is a {noun}.",
+                        f"{_cap(noun)}.",
+                        f"{_cap(noun)} is present.",
+                        f"{_cap(noun)} with adjacent atelectasis."
+                        if f.severity >= 2 and self.p(0.2)
+                        else f"{_cap(noun)}.",
+                    ]
+                )
+            imp = (
+                noun
+                if not change
+                else (
+                    f"{'increasing' if change == 'increased' else 'decreasing' if change == 'decreased' else 'stable'} {noun}"
+                )
+            )
             labels = dict(lab)
             if "atelectasis" in text:
                 labels["Atelectasis"] = POS
-            return _Mention(_Sentence(_cap(_tidy(text)), labels), _Sentence(_cap(_tidy(imp)) + ".", lab), 3 if f.severity >= 2 else 5, "pleura")
+            return _Mention(
+                _Sentence(_cap(_tidy(text)), labels),
+                _Sentence(_cap(_tidy(imp)) + ".", lab),
+                3 if f.severity >= 2 else 5,
+                "pleura",
+            )
 
         if k == "pneumothorax":
             where = {"apex": "apical", "lateral": "lateral"}.get(f.zone, "") if show_loc else ""
@@ -313,32 +449,59 @@ class _Reader:
             noun = _tidy(f"{size} {side} {where} pneumothorax")
             if not certain:
                 lab = {"Pneumothorax": UNC}
-                text = self.pick([f"Subtle lucency at the {side} apex may represent a small pneumothorax.",
-                                  f"Possible tiny {side} apical pneumothorax.",
-                                  f"A small {side} pneumothorax cannot be excluded."])
-                return _Mention(_Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(f"possible small {side} pneumothorax.")), lab), 2, "pleura")
+                text = self.pick(
+                    [
+                        f"Subtle lucency at the {side} apex may represent a small pneumothorax.",
+                        f"Possible tiny {side} apical pneumothorax.",
+                        f"A small {side} pneumothorax cannot be excluded.",
+                    ]
+                )
+                return _Mention(
+                    _Sentence(_cap(_tidy(text)), lab),
+                    _Sentence(_cap(_tidy(f"possible small {side} pneumothorax.")), lab),
+                    2,
+                    "pleura",
+                )
             lab = {"Pneumothorax": POS}
             if change == "decreased":
                 text = f"The {side} pneumothorax has decreased in size, now {size or 'small'}."
             elif change == "unchanged":
                 text = f"Unchanged {noun}."
             else:
-                text = self.pick([f"There is a {noun}.", f"{_cap(noun)}.",
-                                  f"{_cap(noun)}, with the pleural line visible along the {side} {'apex' if f.zone == 'apex' else 'lateral chest wall'}."])
+                text = self.pick(
+                    [
+                        f"There is a {noun}.",
+                        f"{_cap(noun)}.",
+                        f"{_cap(noun)}, with the pleural line visible along the {side} {'apex' if f.zone == 'apex' else 'lateral chest wall'}.",
+                    ]
+                )
             imp = self.pick([f"{noun}.", f"{noun}. No evidence of tension."])
-            return _Mention(_Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(imp)), lab), 0, "pleura")
+            return _Mention(
+                _Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(imp)), lab), 0, "pleura"
+            )
 
         if k in ("consolidation", "pneumonia", "opacity"):
             loc = self.location(f.side, f.zone, show_side) if show_loc else _tidy(f"{side}")
             if k == "consolidation":
                 lab = {"Consolidation": POS if certain else UNC}
-                bronch = " with air bronchograms" if "bronchograms" in f.detail and self.p(0.6) else ""
+                bronch = (
+                    " with air bronchograms" if "bronchograms" in f.detail and self.p(0.6) else ""
+                )
                 if certain:
-                    text = self.pick([f"Consolidation in the {loc}{bronch}.", f"Dense {loc} consolidation{bronch}.",
-                                      f"There is focal consolidation at the {loc}{bronch}."])
+                    text = self.pick(
+                        [
+                            f"Consolidation in the {loc}{bronch}.",
+                            f"Dense {loc} consolidation{bronch}.",
+                            f"There is focal consolidation at the {loc}{bronch}.",
+                        ]
+                    )
                 else:
-                    text = self.pick([f"Possible consolidation in the {loc}.",
-                                      f"Increased density at the {loc}, consolidation cannot be excluded."])
+                    text = self.pick(
+                        [
+                            f"Possible consolidation in the {loc}.",
+                            f"Increased density at the {loc}, consolidation cannot be excluded.",
+                        ]
+                    )
                 if change == "decreased" and certain:
                     text = f"Improving {loc} consolidation."
                 imp_lab = dict(lab)
@@ -347,14 +510,25 @@ class _Reader:
                     imp_lab["Pneumonia"] = UNC
                 else:
                     imp = f"{loc} consolidation." if certain else f"possible {loc} consolidation."
-                return _Mention(_Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(imp)), imp_lab), 1, "lungs")
+                return _Mention(
+                    _Sentence(_cap(_tidy(text)), lab),
+                    _Sentence(_cap(_tidy(imp)), imp_lab),
+                    1,
+                    "lungs",
+                )
             if k == "pneumonia":
                 if certain:
                     lab = {"Pneumonia": POS, "Lung Opacity": POS}
-                    text = self.pick([f"Airspace opacity in the {loc} compatible with pneumonia.",
-                                      f"Patchy opacities in the {loc} consistent with pneumonia.",
-                                      f"{_cap(loc)} opacity, consistent with pneumonia."])
-                    imp = self.pick([f"{loc} pneumonia.", f"findings consistent with {loc} pneumonia."])
+                    text = self.pick(
+                        [
+                            f"Airspace opacity in the {loc} compatible with pneumonia.",
+                            f"Patchy opacities in the {loc} consistent with pneumonia.",
+                            f"{_cap(loc)} opacity, consistent with pneumonia.",
+                        ]
+                    )
+                    imp = self.pick(
+                        [f"{loc} pneumonia.", f"findings consistent with {loc} pneumonia."]
+                    )
                     if change == "decreased":
                         text = f"Improving {loc} opacity compatible with resolving pneumonia."
                         imp = f"improving {loc} pneumonia."
@@ -363,89 +537,174 @@ class _Reader:
                         imp = f"worsening {loc} pneumonia."
                 else:
                     lab = {"Pneumonia": UNC, "Lung Opacity": POS}
-                    text = self.pick([f"{_cap(loc)} opacity concerning for pneumonia.",
-                                      f"Patchy {loc} opacity, possibly early pneumonia.",
-                                      f"Opacity at the {loc} may represent atelectasis, though infection cannot be excluded."])
+                    text = self.pick(
+                        [
+                            f"{_cap(loc)} opacity concerning for pneumonia.",
+                            f"Patchy {loc} opacity, possibly early pneumonia.",
+                            f"Opacity at the {loc} may represent atelectasis, though infection cannot be excluded.",
+                        ]
+                    )
                     if "atelectasis" in text:
                         lab["Atelectasis"] = UNC
-                    imp = self.pick([f"{loc} opacity, concerning for pneumonia.", f"pneumonia cannot be excluded at the {loc}."])
-                return _Mention(_Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(imp)), lab), 1, "lungs")
+                    imp = self.pick(
+                        [
+                            f"{loc} opacity, concerning for pneumonia.",
+                            f"pneumonia cannot be excluded at the {loc}.",
+                        ]
+                    )
+                return _Mention(
+                    _Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(imp)), lab), 1, "lungs"
+                )
             lab = {"Lung Opacity": POS}
-            text = self.pick([f"Patchy opacity in the {loc}.", f"Hazy {loc} opacity.", f"Ill-defined opacity at the {loc}."])
+            text = self.pick(
+                [
+                    f"Patchy opacity in the {loc}.",
+                    f"Hazy {loc} opacity.",
+                    f"Ill-defined opacity at the {loc}.",
+                ]
+            )
             if not certain:
                 text = f"Hazy {loc} opacity may reflect atelectasis or aspiration."
                 lab = {"Lung Opacity": POS, "Atelectasis": UNC}
-            return _Mention(_Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(f"{loc} opacity.")), lab), 3, "lungs")
+            return _Mention(
+                _Sentence(_cap(_tidy(text)), lab),
+                _Sentence(_cap(_tidy(f"{loc} opacity.")), lab),
+                3,
+                "lungs",
+            )
 
         if k == "atelectasis":
             loc = self.location(f.side, f.zone, show_side) if show_loc else ""
             if f.zone == "retrocardiac":
-                lab = {"Lung Opacity": POS, "Atelectasis": UNC if not certain or self.p(0.5) else POS}
-                text = self.pick(["Left retrocardiac opacity, likely atelectasis.",
-                                  "Retrocardiac opacity likely reflects atelectasis."]) if lab["Atelectasis"] == UNC else \
-                    "Left retrocardiac atelectasis."
+                lab = {
+                    "Lung Opacity": POS,
+                    "Atelectasis": UNC if not certain or self.p(0.5) else POS,
+                }
+                text = (
+                    self.pick(
+                        [
+                            "Left retrocardiac opacity, likely atelectasis.",
+                            "Retrocardiac opacity likely reflects atelectasis.",
+                        ]
+                    )
+                    if lab["Atelectasis"] == UNC
+                    else "Left retrocardiac atelectasis."
+                )
                 return _Mention(_Sentence(text, lab), _Sentence(text, lab), 6, "lungs")
-            kind = self.pick(["", "linear ", "plate-like ", "subsegmental "]) if f.severity == 1 else self.pick(["", "", "moderate "])
+            kind = (
+                self.pick(["", "linear ", "plate-like ", "subsegmental "])
+                if f.severity == 1
+                else self.pick(["", "", "moderate "])
+            )
             if certain:
                 lab = {"Atelectasis": POS}
-                text = self.pick([f"{kind}{loc} atelectasis.", f"{kind}atelectasis at the {loc}.",
-                                  f"Streaky {loc} opacities likely reflect atelectasis."])
+                text = self.pick(
+                    [
+                        f"{kind}{loc} atelectasis.",
+                        f"{kind}atelectasis at the {loc}.",
+                        f"Streaky {loc} opacities likely reflect atelectasis.",
+                    ]
+                )
                 if "likely" in text:
                     lab = {"Atelectasis": UNC, "Lung Opacity": POS}
             else:
                 lab = {"Atelectasis": UNC}
-                text = self.pick([f"Minimal {loc} atelectasis is possible.", f"{loc} opacity may represent atelectasis."])
+                text = self.pick(
+                    [
+                        f"Minimal {loc} atelectasis is possible.",
+                        f"{loc} opacity may represent atelectasis.",
+                    ]
+                )
                 if "opacity" in text:
                     lab["Lung Opacity"] = POS
             if f.severity >= 2 and self.p(0.4):
                 text = text[:-1] + " with associated volume loss."
-            return _Mention(_Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(text)), lab), 6, "lungs")
+            return _Mention(
+                _Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(text)), lab), 6, "lungs"
+            )
 
         if k == "edema":
             if f.severity == 1:
                 if self.p(0.5):
                     lab = {"Edema": UNC}
-                    text = self.pick(["Mild pulmonary vascular congestion.", "Mild vascular engorgement, possibly early edema."])
+                    text = self.pick(
+                        [
+                            "Mild pulmonary vascular congestion.",
+                            "Mild vascular engorgement, possibly early edema.",
+                        ]
+                    )
                 else:
                     lab = {"Edema": POS}
-                    text = self.pick(["Mild interstitial pulmonary edema.", "Mild pulmonary edema."])
+                    text = self.pick(
+                        ["Mild interstitial pulmonary edema.", "Mild pulmonary edema."]
+                    )
             else:
                 lab = {"Edema": POS if certain else UNC}
                 word = "moderate" if f.severity == 2 else self.pick(["severe", "marked"])
                 if certain:
-                    text = self.pick([f"{_cap(word)} pulmonary edema.",
-                                      f"Perihilar haziness and vascular indistinctness consistent with {word} pulmonary edema.",
-                                      f"Bilateral perihilar opacities consistent with {word} pulmonary edema."])
+                    text = self.pick(
+                        [
+                            f"{_cap(word)} pulmonary edema.",
+                            f"Perihilar haziness and vascular indistinctness consistent with {word} pulmonary edema.",
+                            f"Bilateral perihilar opacities consistent with {word} pulmonary edema.",
+                        ]
+                    )
                     if "opacities" in text:
                         lab["Lung Opacity"] = POS
                 else:
                     text = "Perihilar haziness may represent pulmonary edema."
             if change and change != "unchanged" and lab["Edema"] == POS:
-                text = f"Pulmonary edema has {'worsened' if change == 'increased' else 'improved'}. " + text
-            return _Mention(_Sentence(_tidy(text), lab), _Sentence(_tidy(text.split(". ")[-1]), lab), 2, "lungs")
+                text = (
+                    f"Pulmonary edema has {'worsened' if change == 'increased' else 'improved'}. "
+                    + text
+                )
+            return _Mention(
+                _Sentence(_tidy(text), lab), _Sentence(_tidy(text.split(". ")[-1]), lab), 2, "lungs"
+            )
 
         if k == "cardiomegaly":
             lab = {"Cardiomegaly": POS}
             if f.severity == 1:
-                opts = ["Mild cardiomegaly.", "The heart is mildly enlarged.", "Heart size is mildly enlarged."]
+                opts = [
+                    "Mild cardiomegaly.",
+                    "The heart is mildly enlarged.",
+                    "Heart size is mildly enlarged.",
+                ]
                 if not certain:
                     opts = ["Heart size is borderline enlarged.", "Possible mild cardiomegaly."]
                     lab = {"Cardiomegaly": UNC}
             elif f.severity == 2:
-                opts = ["Moderate cardiomegaly.", "The heart is moderately enlarged.", "Moderate enlargement of the cardiac silhouette."]
+                opts = [
+                    "Moderate cardiomegaly.",
+                    "The heart is moderately enlarged.",
+                    "Moderate enlargement of the cardiac silhouette.",
+                ]
             else:
-                opts = ["Severe cardiomegaly.", "The heart is markedly enlarged.", "Massive enlargement of the cardiac silhouette."]
+                opts = [
+                    "Severe cardiomegaly.",
+                    "The heart is markedly enlarged.",
+                    "Massive enlargement of the cardiac silhouette.",
+                ]
             text = self.pick(opts)
             if change == "unchanged" and certain:
-                text = "Stable " + text[0].lower() + text[1:] if text.startswith(("Mild", "Moderate", "Severe")) else text
+                text = (
+                    "Stable " + text[0].lower() + text[1:]
+                    if text.startswith(("Mild", "Moderate", "Severe"))
+                    else text
+                )
             return _Mention(_Sentence(text, lab), _Sentence(text, lab), 7, "heart")
 
         if k == "widened_mediastinum":
             if certain:
                 lab = {"Enlarged Cardiomediastinum": POS}
-                text = self.pick(["The mediastinum is widened.", "Widened mediastinum.",
-                                  "Mediastinal widening, which may reflect lymphadenopathy.",
-                                  "The cardiomediastinal silhouette is enlarged."])
+                text = self.pick(
+                    [
+                        "The mediastinum is widened.",
+                        "Widened mediastinum.",
+                        "Mediastinal widening, which may reflect lymphadenopathy.",
+                        "The cardiomediastinal silhouette is enlarged.",
+                    ]
+                )
             else:
                 lab = {"Enlarged Cardiomediastinum": UNC}
                 text = "Apparent widening of the mediastinum may be due to technique."
@@ -457,38 +716,65 @@ class _Reader:
             sz = f"{size_cm:.1f} cm " if show_size else ""
             lab = {"Lung Lesion": POS if certain else UNC}
             if k == "mass":
-                text = self.pick([f"{sz}mass in the {loc}.", f"Lobulated {sz}{loc} mass.",
-                                  f"There is a {sz}{loc} mass, concerning for malignancy."])
+                text = self.pick(
+                    [
+                        f"{sz}mass in the {loc}.",
+                        f"Lobulated {sz}{loc} mass.",
+                        f"There is a {sz}{loc} mass, concerning for malignancy.",
+                    ]
+                )
                 if change == "increased" or (prior is not None and prior.detail[2] < size_cm - 0.3):
                     text = f"The {loc} mass has increased in size, now {size_cm:.1f} cm."
                 imp = f"{loc} mass."
                 prio = 1
             else:
                 if certain:
-                    text = self.pick([f"{sz}nodule in the {loc}.", f"A {sz}nodular opacity projects over the {loc}.",
-                                      f"Round {sz}{loc} nodule."])
+                    text = self.pick(
+                        [
+                            f"{sz}nodule in the {loc}.",
+                            f"A {sz}nodular opacity projects over the {loc}.",
+                            f"Round {sz}{loc} nodule.",
+                        ]
+                    )
                     if "opacity" in text:
                         lab["Lung Opacity"] = POS
                     if prior is not None and self.p(0.5):
                         text = f"Unchanged {sz}{loc} nodule."
                 else:
-                    text = self.pick([f"Possible {loc} nodule; recommend CT for further evaluation.",
-                                      f"A {loc} nodular density may represent a nipple shadow; a nodule cannot be excluded."])
+                    text = self.pick(
+                        [
+                            f"Possible {loc} nodule; recommend CT for further evaluation.",
+                            f"A {loc} nodular density may represent a nipple shadow; a nodule cannot be excluded.",
+                        ]
+                    )
                 imp = f"{loc} nodule." if certain else f"possible {loc} nodule, CT recommended."
                 prio = 4
-            return _Mention(_Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(imp)), lab), prio, "lungs")
+            return _Mention(
+                _Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(imp)), lab), prio, "lungs"
+            )
 
         if k in ("pleural_thickening", "pleural_plaques"):
             lab = {"Pleural Other": POS if certain else UNC}
             where = "apical" if f.zone == "apex" else "lateral"
             if k == "pleural_plaques":
-                text = self.pick([f"{'Bilateral' if f.side == 'bilateral' else _cap(side)} calcified pleural plaques, consistent with prior asbestos exposure.",
-                                  f"Calcified pleural plaques {'bilaterally' if f.side == 'bilateral' else 'on the ' + (side or 'one') + ' side'}."])
+                text = self.pick(
+                    [
+                        f"{'Bilateral' if f.side == 'bilateral' else _cap(side)} calcified pleural plaques, consistent with prior asbestos exposure.",
+                        f"Calcified pleural plaques {'bilaterally' if f.side == 'bilateral' else 'on the ' + (side or 'one') + ' side'}.",
+                    ]
+                )
             elif certain:
-                text = self.pick([f"{side} {where} pleural thickening.", f"Pleural thickening along the {side} {where} chest wall."])
+                text = self.pick(
+                    [
+                        f"{side} {where} pleural thickening.",
+                        f"Pleural thickening along the {side} {where} chest wall.",
+                    ]
+                )
             else:
                 text = f"Blunting of the {side} costophrenic angle may reflect pleural thickening."
-            return _Mention(_Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(text)), lab), 8, "pleura")
+            return _Mention(
+                _Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(text)), lab), 8, "pleura"
+            )
 
         if k == "rib_fracture":
             rib, _s, healed = f.detail
@@ -497,39 +783,82 @@ class _Reader:
             lab = {"Fracture": POS if certain else UNC}
             if healed:
                 lab = {"Fracture": POS}
-                text = self.pick([f"Old healed {side} rib fracture.", f"Healed {side} {ordinal} rib fracture deformity.",
-                                  f"Chronic-appearing {side} {where} rib fracture."])
+                text = self.pick(
+                    [
+                        f"Old healed {side} rib fracture.",
+                        f"Healed {side} {ordinal} rib fracture deformity.",
+                        f"Chronic-appearing {side} {where} rib fracture.",
+                    ]
+                )
                 prio = 9
             elif certain:
-                text = self.pick([f"Acute fracture of the {side} {where} {ordinal} rib.",
-                                  f"Displaced fracture of the {side} {ordinal} rib.", f"{side} {ordinal} rib fracture."])
+                text = self.pick(
+                    [
+                        f"Acute fracture of the {side} {where} {ordinal} rib.",
+                        f"Displaced fracture of the {side} {ordinal} rib.",
+                        f"{side} {ordinal} rib fracture.",
+                    ]
+                )
                 prio = 2
             else:
                 text = f"Possible nondisplaced fracture of the {side} {ordinal} rib."
                 prio = 3
-            return _Mention(_Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(text)), lab), prio, "bones")
+            return _Mention(
+                _Sentence(_cap(_tidy(text)), lab), _Sentence(_cap(_tidy(text)), lab), prio, "bones"
+            )
         raise ValueError(k)
 
 
 # --------------------------------------------------------------------------- policy
 
 _P_MENTION = {
-    "ett": 0.9, "enteric_tube": 0.8, "central_line": 0.85, "picc": 0.8, "port": 0.7,
-    "pacemaker": 0.8, "sternotomy": 0.55, "chest_tube": 0.9,
-    "pneumothorax": 0.97, "consolidation": 0.9, "pneumonia": 0.92, "opacity": 0.8,
-    "atelectasis": 0.7, "edema": 0.88, "cardiomegaly": 0.8, "widened_mediastinum": 0.75,
-    "nodule": 0.7, "mass": 0.95, "pleural_thickening": 0.55, "pleural_plaques": 0.7,
-    "rib_fracture": 0.75, "effusion": 0.85,
+    "ett": 0.9,
+    "enteric_tube": 0.8,
+    "central_line": 0.85,
+    "picc": 0.8,
+    "port": 0.7,
+    "pacemaker": 0.8,
+    "sternotomy": 0.55,
+    "chest_tube": 0.9,
+    "pneumothorax": 0.97,
+    "consolidation": 0.9,
+    "pneumonia": 0.92,
+    "opacity": 0.8,
+    "atelectasis": 0.7,
+    "edema": 0.88,
+    "cardiomegaly": 0.8,
+    "widened_mediastinum": 0.75,
+    "nodule": 0.7,
+    "mass": 0.95,
+    "pleural_thickening": 0.55,
+    "pleural_plaques": 0.7,
+    "rib_fracture": 0.75,
+    "effusion": 0.85,
 }
 _P_HEDGE = {
-    "pneumothorax": 0.12, "consolidation": 0.15, "pneumonia": 0.45, "opacity": 0.15,
-    "atelectasis": 0.25, "edema": 0.12, "cardiomegaly": 0.15, "widened_mediastinum": 0.25,
-    "nodule": 0.2, "mass": 0.0, "pleural_thickening": 0.25, "pleural_plaques": 0.0,
-    "rib_fracture": 0.15, "effusion": 0.2,
+    "pneumothorax": 0.12,
+    "consolidation": 0.15,
+    "pneumonia": 0.45,
+    "opacity": 0.15,
+    "atelectasis": 0.25,
+    "edema": 0.12,
+    "cardiomegaly": 0.15,
+    "widened_mediastinum": 0.25,
+    "nodule": 0.2,
+    "mass": 0.0,
+    "pleural_thickening": 0.25,
+    "pleural_plaques": 0.0,
+    "rib_fracture": 0.15,
+    "effusion": 0.2,
 }
 _DEVICE_NAMES = {
-    "ett": "endotracheal tube", "enteric_tube": "enteric tube", "central_line": "central venous catheter",
-    "picc": "PICC line", "port": "chest port", "pacemaker": "pacemaker", "chest_tube": "chest tube",
+    "ett": "endotracheal tube",
+    "enteric_tube": "enteric tube",
+    "central_line": "central venous catheter",
+    "picc": "PICC line",
+    "port": "chest port",
+    "pacemaker": "pacemaker",
+    "chest_tube": "chest tube",
 }
 
 
@@ -544,22 +873,47 @@ def _mention_probability(f: Finding) -> float:
 
 # normal-study sentences: (text, labels); sentences that negate a truly present finding are dropped
 _NORMAL_FINDINGS_A = (
-    (3, ("The lungs are clear without focal consolidation.", {"Consolidation": NEG}),
-        ("No pleural effusion or pneumothorax is seen.", {"Pleural Effusion": NEG, "Pneumothorax": NEG}),
-        ("The cardiac and mediastinal silhouettes are unremarkable.", {"Cardiomegaly": NEG, "Enlarged Cardiomediastinum": NEG})),
-    (3, ("{views} of the chest provided.", {}),
-        ("There is no focal consolidation, effusion, or pneumothorax.", {"Consolidation": NEG, "Pleural Effusion": NEG, "Pneumothorax": NEG}),
+    (
+        3,
+        ("The lungs are clear without focal consolidation.", {"Consolidation": NEG}),
+        (
+            "No pleural effusion or pneumothorax is seen.",
+            {"Pleural Effusion": NEG, "Pneumothorax": NEG},
+        ),
+        (
+            "The cardiac and mediastinal silhouettes are unremarkable.",
+            {"Cardiomegaly": NEG, "Enlarged Cardiomediastinum": NEG},
+        ),
+    ),
+    (
+        3,
+        ("{views} of the chest provided.", {}),
+        (
+            "There is no focal consolidation, effusion, or pneumothorax.",
+            {"Consolidation": NEG, "Pleural Effusion": NEG, "Pneumothorax": NEG},
+        ),
         ("The cardiomediastinal silhouette is normal.", {"Enlarged Cardiomediastinum": NEG}),
         ("Imaged osseous structures are intact.", {"Fracture": NEG}),
-        ("No free air below the right hemidiaphragm is seen.", {})),
-    (2, ("Heart size is normal.", {"Cardiomegaly": NEG}),
+        ("No free air below the right hemidiaphragm is seen.", {}),
+    ),
+    (
+        2,
+        ("Heart size is normal.", {"Cardiomegaly": NEG}),
         ("The mediastinal and hilar contours are normal.", {"Enlarged Cardiomediastinum": NEG}),
         ("The pulmonary vasculature is normal.", {"Edema": NEG}),
         ("Lungs are clear.", {}),
-        ("No pleural effusion or pneumothorax is seen.", {"Pleural Effusion": NEG, "Pneumothorax": NEG}),
-        ("There are no acute osseous abnormalities.", {"Fracture": NEG})),
-    (1, ("Lungs are clear.", {}), ("Heart size normal.", {"Cardiomegaly": NEG}),
-        ("No effusion or pneumothorax.", {"Pleural Effusion": NEG, "Pneumothorax": NEG})),
+        (
+            "No pleural effusion or pneumothorax is seen.",
+            {"Pleural Effusion": NEG, "Pneumothorax": NEG},
+        ),
+        ("There are no acute osseous abnormalities.", {"Fracture": NEG}),
+    ),
+    (
+        1,
+        ("Lungs are clear.", {}),
+        ("Heart size normal.", {"Cardiomegaly": NEG}),
+        ("No effusion or pneumothorax.", {"Pleural Effusion": NEG, "Pneumothorax": NEG}),
+    ),
 )
 _NORMAL_IMPRESSION_A = (
     (9, "No acute cardiopulmonary process.", {}),
@@ -569,11 +923,26 @@ _NORMAL_IMPRESSION_A = (
     (1, "No evidence of pneumonia.", {"Pneumonia": NEG}),
 )
 _NORMAL_FINDINGS_B = (
-    (3, ("The lungs are clear.", {}), ("No pleural effusion or pneumothorax.", {"Pleural Effusion": NEG, "Pneumothorax": NEG}),
-        ("The cardiomediastinal silhouette is within normal limits.", {"Enlarged Cardiomediastinum": NEG})),
-    (2, ("LINES/TUBES: None.", {}), ("LUNGS: Clear.", {}), ("PLEURA: No effusion or pneumothorax.", {"Pleural Effusion": NEG, "Pneumothorax": NEG}),
-        ("HEART AND MEDIASTINUM: Normal cardiac size and mediastinal contours.", {"Cardiomegaly": NEG, "Enlarged Cardiomediastinum": NEG}),
-        ("BONES: Intact.", {"Fracture": NEG})),
+    (
+        3,
+        ("The lungs are clear.", {}),
+        ("No pleural effusion or pneumothorax.", {"Pleural Effusion": NEG, "Pneumothorax": NEG}),
+        (
+            "The cardiomediastinal silhouette is within normal limits.",
+            {"Enlarged Cardiomediastinum": NEG},
+        ),
+    ),
+    (
+        2,
+        ("LINES/TUBES: None.", {}),
+        ("LUNGS: Clear.", {}),
+        ("PLEURA: No effusion or pneumothorax.", {"Pleural Effusion": NEG, "Pneumothorax": NEG}),
+        (
+            "HEART AND MEDIASTINUM: Normal cardiac size and mediastinal contours.",
+            {"Cardiomegaly": NEG, "Enlarged Cardiomediastinum": NEG},
+        ),
+        ("BONES: Intact.", {"Fracture": NEG}),
+    ),
 )
 _NORMAL_IMPRESSION_B = (
     (6, "No acute cardiopulmonary abnormality.", {}),
@@ -608,8 +977,15 @@ def _wrap_mimic(text: str) -> str:
     return "\n".join(" " + line for line in textwrap.wrap(text, 76)) if text else ""
 
 
-def write_report(study: StudyPlan, prior: StudyPlan | None, *, sex: str, age: int, site: str,
-                 rng: np.random.Generator) -> Report:
+def write_report(
+    study: StudyPlan,
+    prior: StudyPlan | None,
+    *,
+    sex: str,
+    age: int,
+    site: str,
+    rng: np.random.Generator,
+) -> Report:
     """Write the report of ``study`` (with ``prior`` the patient's previous study, if any)."""
     reader = _Reader(rng, site)
     truth = study.findings
@@ -618,7 +994,11 @@ def write_report(study: StudyPlan, prior: StudyPlan | None, *, sex: str, age: in
     mentions: list[_Mention] = []
 
     for f in truth:
-        if f.kind == "effusion" and f.side == "left" and any(g.kind == "effusion" and g.side == "right" for g in truth):
+        if (
+            f.kind == "effusion"
+            and f.side == "left"
+            and any(g.kind == "effusion" and g.side == "right" for g in truth)
+        ):
             continue  # both sides are described together below
         if not reader.p(_mention_probability(f)):
             continue
@@ -627,13 +1007,23 @@ def write_report(study: StudyPlan, prior: StudyPlan | None, *, sex: str, age: in
             mentions.append(reader.device(f, prior_by_key.get(f.key), show_side))
             continue
         certain = not reader.p(_P_HEDGE[f.kind])
-        if f.kind == "effusion" and f.side == "right" and any(g.kind == "effusion" and g.side == "left" for g in truth):
+        if (
+            f.kind == "effusion"
+            and f.side == "right"
+            and any(g.kind == "effusion" and g.side == "left" for g in truth)
+        ):
             mentions.append(_bilateral_effusions(reader, truth, certain))
             continue
-        mentions.append(reader.finding(
-            f, prior_by_key.get(f.key), certain=certain, show_side=show_side,
-            show_size=reader.p(0.7), show_loc=reader.p(0.8),
-        ))
+        mentions.append(
+            reader.finding(
+                f,
+                prior_by_key.get(f.key),
+                certain=certain,
+                show_side=show_side,
+                show_size=reader.p(0.7),
+                show_loc=reader.p(0.8),
+            )
+        )
 
     # comparisons: what went away since the prior
     extra: list[_Sentence] = []
@@ -645,19 +1035,46 @@ def write_report(study: StudyPlan, prior: StudyPlan | None, *, sex: str, age: in
             if f.kind in _DEVICE_NAMES:
                 extra.append(_Sentence(f"Interval removal of the {_DEVICE_NAMES[f.kind]}."))
             elif f.kind in ("effusion", "pneumothorax", "pneumonia", "consolidation", "edema"):
-                what = {"effusion": "pleural effusion", "pneumothorax": "pneumothorax", "pneumonia": "opacity",
-                        "consolidation": "consolidation", "edema": "pulmonary edema"}[f.kind]
-                label = {"effusion": "Pleural Effusion", "pneumothorax": "Pneumothorax", "pneumonia": "Lung Opacity",
-                         "consolidation": "Consolidation", "edema": "Edema"}[f.kind]
+                what = {
+                    "effusion": "pleural effusion",
+                    "pneumothorax": "pneumothorax",
+                    "pneumonia": "opacity",
+                    "consolidation": "consolidation",
+                    "edema": "pulmonary edema",
+                }[f.kind]
+                label = {
+                    "effusion": "Pleural Effusion",
+                    "pneumothorax": "Pneumothorax",
+                    "pneumonia": "Lung Opacity",
+                    "consolidation": "Consolidation",
+                    "edema": "Edema",
+                }[f.kind]
                 side = f.side if f.side in ("right", "left") else ""
-                extra.append(_Sentence(_tidy(f"Interval resolution of the previously seen {side} {what}."), {label: NEG}))
+                extra.append(
+                    _Sentence(
+                        _tidy(f"Interval resolution of the previously seen {side} {what}."),
+                        {label: NEG},
+                    )
+                )
 
     # reader uncertainty with nothing behind it
-    if not present & {"Pneumonia", "Consolidation", "Lung Opacity", "Atelectasis"} and reader.p(0.02):
+    if not present & {"Pneumonia", "Consolidation", "Lung Opacity", "Atelectasis"} and reader.p(
+        0.02
+    ):
         side = reader.pick(["right", "left"])
         lab = {"Lung Opacity": POS, "Atelectasis": UNC, "Pneumonia": UNC}
-        s = _Sentence(f"Streaky opacity at the {side} base, likely atelectasis; early pneumonia cannot be excluded.", lab)
-        mentions.append(_Mention(s, _Sentence(f"Possible early pneumonia at the {side} base.", {"Pneumonia": UNC}), 3, "lungs"))
+        s = _Sentence(
+            f"Streaky opacity at the {side} base, likely atelectasis; early pneumonia cannot be excluded.",
+            lab,
+        )
+        mentions.append(
+            _Mention(
+                s,
+                _Sentence(f"Possible early pneumonia at the {side} base.", {"Pneumonia": UNC}),
+                3,
+                "lungs",
+            )
+        )
     elif "Pleural Effusion" not in present and reader.p(0.01):
         side = reader.pick(["right", "left"])
         s = _Sentence(f"Possible trace {side} pleural effusion.", {"Pleural Effusion": UNC})
@@ -667,8 +1084,11 @@ def write_report(study: StudyPlan, prior: StudyPlan | None, *, sex: str, age: in
     devices = [m for m in mentions if m.group == "lines"]
     findings_sents: list[_Sentence] = []
     impression_sents: list[_Sentence] = []
-    views = ("PA and lateral views" if study.lateral else
-             ("Portable AP view" if study.view == "AP" else "PA view"))
+    views = (
+        "PA and lateral views"
+        if study.lateral
+        else ("Portable AP view" if study.view == "AP" else "PA view")
+    )
 
     # instance detail the image shows and no label carries: depth of inspiration, projection
     volume = _volume_sentence(reader, study)
@@ -703,24 +1123,48 @@ def write_report(study: StudyPlan, prior: StudyPlan | None, *, sex: str, age: in
             findings_sents.append(volume)
         findings_sents += [m.finding for m in body] + extra
         for prob, text, labels in _NEGATIVES:
-            if _compatible(labels, present) and not any(set(labels) & set(s.labels) for s in findings_sents) and reader.p(prob):
+            if (
+                _compatible(labels, present)
+                and not any(set(labels) & set(s.labels) for s in findings_sents)
+                and reader.p(prob)
+            ):
                 findings_sents.append(_Sentence(text, dict(labels)))
         ranked = sorted([m for m in mentions], key=lambda m: m.priority)
         k = int(reader.pick([1, 2, 3, 4], [3, 4, 3, 1]))
         top = [m for m in ranked if m.group != "lines" or m.priority <= 3][:k]
         dev_top = [m for m in ranked if m.group == "lines" and m.priority > 3]
         if dev_top and reader.p(0.45):
-            top.append(dev_top[0] if reader.p(0.6) else _Mention(
-                _Sentence(""), _Sentence(reader.pick(["Lines and tubes in standard position.", "Support devices as above."]),
-                                         {"Support Devices": POS}), 9, "lines"))
+            top.append(
+                dev_top[0]
+                if reader.p(0.6)
+                else _Mention(
+                    _Sentence(""),
+                    _Sentence(
+                        reader.pick(
+                            ["Lines and tubes in standard position.", "Support devices as above."]
+                        ),
+                        {"Support Devices": POS},
+                    ),
+                    9,
+                    "lines",
+                )
+            )
         if all(m.priority >= 7 for m in top if m.group != "lines"):
             impression_sents.append(_Sentence("No acute cardiopulmonary process."))
         impression_sents += [m.impression for m in top]
         if not top and extra:
             impression_sents += extra[:1]
 
-    return _assemble(reader, study, prior, sex=sex, age=age, site=site,
-                     findings=findings_sents, impression=impression_sents)
+    return _assemble(
+        reader,
+        study,
+        prior,
+        sex=sex,
+        age=age,
+        site=site,
+        findings=findings_sents,
+        impression=impression_sents,
+    )
 
 
 def _volume_sentence(reader: _Reader, study: StudyPlan) -> _Sentence | None:
@@ -730,14 +1174,31 @@ def _volume_sentence(reader: _Reader, study: StudyPlan) -> _Sentence | None:
     AP projection, so these words are detail both the image and the report carry.
     """
     if study.inspiration < -0.35 and reader.p(0.75):
-        return _Sentence(reader.pick(["Low lung volumes.", "Lung volumes are low.",
-                                      "Low lung volumes with bronchovascular crowding."]))
+        return _Sentence(
+            reader.pick(
+                [
+                    "Low lung volumes.",
+                    "Lung volumes are low.",
+                    "Low lung volumes with bronchovascular crowding.",
+                ]
+            )
+        )
     if study.inspiration > 0.55 and reader.p(0.6):
-        return _Sentence(reader.pick(["The lungs are well expanded.", "Lungs are well inflated.",
-                                      "The lungs are hyperexpanded."]))
+        return _Sentence(
+            reader.pick(
+                [
+                    "The lungs are well expanded.",
+                    "Lungs are well inflated.",
+                    "The lungs are hyperexpanded.",
+                ]
+            )
+        )
     if study.view == "AP" and reader.p(0.5):
-        return _Sentence("Supine portable AP view." if study.supine else
-                         reader.pick(["Portable upright AP view.", "Single portable AP view."]))
+        return _Sentence(
+            "Supine portable AP view."
+            if study.supine
+            else reader.pick(["Portable upright AP view.", "Single portable AP view."])
+        )
     return None
 
 
@@ -748,18 +1209,36 @@ def _bilateral_effusions(reader: _Reader, truth: tuple[Finding, ...], certain: b
         s = _Sentence("Possible small bilateral pleural effusions.", lab)
         return _Mention(s, s, 5, "pleura")
     if sev["right"] == sev["left"]:
-        text = reader.pick([f"{_cap(SEVERITY_WORD[sev['right']])} bilateral pleural effusions.",
-                            "Bilateral pleural effusions.", f"{_cap(SEVERITY_WORD[sev['right']])} bilateral effusions."])
+        text = reader.pick(
+            [
+                f"{_cap(SEVERITY_WORD[sev['right']])} bilateral pleural effusions.",
+                "Bilateral pleural effusions.",
+                f"{_cap(SEVERITY_WORD[sev['right']])} bilateral effusions.",
+            ]
+        )
     else:
         big = "right" if sev["right"] > sev["left"] else "left"
-        text = reader.pick([f"Bilateral pleural effusions, larger on the {big}.",
-                            f"{_cap(SEVERITY_WORD[sev['right']])} right and {SEVERITY_WORD[sev['left']]} left pleural effusions."])
+        text = reader.pick(
+            [
+                f"Bilateral pleural effusions, larger on the {big}.",
+                f"{_cap(SEVERITY_WORD[sev['right']])} right and {SEVERITY_WORD[sev['left']]} left pleural effusions.",
+            ]
+        )
     s = _Sentence(text, lab)
     return _Mention(s, _Sentence(_cap(text), lab), 3, "pleura")
 
 
-def _assemble(reader: _Reader, study: StudyPlan, prior: StudyPlan | None, *, sex: str, age: int,
-              site: str, findings: list[_Sentence], impression: list[_Sentence]) -> Report:
+def _assemble(
+    reader: _Reader,
+    study: StudyPlan,
+    prior: StudyPlan | None,
+    *,
+    sex: str,
+    age: int,
+    site: str,
+    findings: list[_Sentence],
+    impression: list[_Sentence],
+) -> Report:
     if site == "B":
         return _assemble_b(reader, study, prior, sex, age, findings, impression)
     return _assemble_a(reader, study, prior, sex, findings, impression)
@@ -772,20 +1251,46 @@ def _text(sentences: list[_Sentence]) -> str:
 def _assemble_a(reader, study, prior, sex, findings, impression) -> Report:
     find_text, imp_text = _text(findings), _text(impression)
     woman = sex == "F"
-    who = reader.pick([f"___ year old {'woman' if woman else 'man'}", f"___{'F' if woman else 'M'}",
-                       f"___-year-old {'female' if woman else 'male'}"])
-    indication = reader.pick([f"{who} with {study.indication}", f"{who} with {study.indication}  // ?{study.indication}",
-                              f"History: {who} with {study.indication}"], [4, 1, 1])
+    who = reader.pick(
+        [
+            f"___ year old {'woman' if woman else 'man'}",
+            f"___{'F' if woman else 'M'}",
+            f"___-year-old {'female' if woman else 'male'}",
+        ]
+    )
+    indication = reader.pick(
+        [
+            f"{who} with {study.indication}",
+            f"{who} with {study.indication}  // ?{study.indication}",
+            f"History: {who} with {study.indication}",
+        ],
+        [4, 1, 1],
+    )
     if study.view == "AP":
         exam = "CHEST (PORTABLE AP)"
-        technique = reader.pick(["Portable AP chest radiograph.", "Single frontal view of the chest.",
-                                 "AP portable upright view of the chest." if not study.supine else "Supine AP view of the chest."])
+        technique = reader.pick(
+            [
+                "Portable AP chest radiograph.",
+                "Single frontal view of the chest.",
+                "AP portable upright view of the chest."
+                if not study.supine
+                else "Supine AP view of the chest.",
+            ]
+        )
     else:
         exam = "CHEST (PA AND LAT)" if study.lateral else "CHEST (PA)"
         technique = "Chest PA and lateral" if study.lateral else "Chest PA"
-    comparison = (reader.pick(["___", "___.", "Chest radiograph from ___", "Prior study from ___."]) if prior is not None
-                  else reader.pick(["None.", "None available.", "None"]))
-    sections = {"examination": exam, "indication": indication, "technique": technique, "comparison": comparison}
+    comparison = (
+        reader.pick(["___", "___.", "Chest radiograph from ___", "Prior study from ___."])
+        if prior is not None
+        else reader.pick(["None.", "None available.", "None"])
+    )
+    sections = {
+        "examination": exam,
+        "indication": indication,
+        "technique": technique,
+        "comparison": comparison,
+    }
     include_findings = bool(find_text) and reader.p(0.9)
     include_impression = bool(imp_text) and (reader.p(0.95) or not include_findings)
     if not include_findings and not include_impression:
@@ -798,8 +1303,12 @@ def _assemble_a(reader, study, prior, sex, findings, impression) -> Report:
         sections["impression"] = imp_text
         written += impression
     lines = ["                                 FINAL REPORT"]
-    for key, label in (("examination", "EXAMINATION"), ("indication", "INDICATION"), ("technique", "TECHNIQUE"),
-                       ("comparison", "COMPARISON")):
+    for key, label in (
+        ("examination", "EXAMINATION"),
+        ("indication", "INDICATION"),
+        ("technique", "TECHNIQUE"),
+        ("comparison", "COMPARISON"),
+    ):
         lines += [f" {label}:  {sections[key]}", " "]
     for key, label in (("findings", "FINDINGS"), ("impression", "IMPRESSION")):
         if key in sections:
@@ -828,19 +1337,39 @@ def _assemble_b(reader, study, prior, sex, age, findings, impression) -> Report:
         imp_text = " ".join(numbered)
     gender = "female" if sex == "F" else "male"
     if study.view == "AP":
-        narrative = reader.pick(["PORTABLE CHEST, 1 VIEW", "XR CHEST 1 VIEW AP PORTABLE", "CHEST, SINGLE VIEW PORTABLE"])
+        narrative = reader.pick(
+            ["PORTABLE CHEST, 1 VIEW", "XR CHEST 1 VIEW AP PORTABLE", "CHEST, SINGLE VIEW PORTABLE"]
+        )
     else:
         narrative = "XR CHEST 2 VIEWS PA AND LATERAL" if study.lateral else "XR CHEST 1 VIEW PA"
     sections: dict[str, str] = {"narrative": narrative}
     history_key = "clinical_history" if reader.p(0.6) else "history"
     sections[history_key] = f"{age}-year-old {gender} with {study.indication}."
-    sections["comparison"] = (reader.pick(["Prior chest radiograph.", "Chest radiograph from prior visit.", "Multiple prior radiographs."])
-                              if prior is not None else reader.pick(["None.", "No prior studies available."]))
+    sections["comparison"] = (
+        reader.pick(
+            [
+                "Prior chest radiograph.",
+                "Chest radiograph from prior visit.",
+                "Multiple prior radiographs.",
+            ]
+        )
+        if prior is not None
+        else reader.pick(["None.", "No prior studies available."])
+    )
     if reader.p(0.4):
-        sections["technique"] = "Single portable AP view of the chest." if study.view == "AP" else (
-            "PA and lateral views of the chest." if study.lateral else "Single PA view of the chest.")
+        sections["technique"] = (
+            "Single portable AP view of the chest."
+            if study.view == "AP"
+            else (
+                "PA and lateral views of the chest."
+                if study.lateral
+                else "Single PA view of the chest."
+            )
+        )
     if reader.p(0.1):
-        sections["procedure_comments"] = "Exam performed at bedside." if study.view == "AP" else "Exam performed in department."
+        sections["procedure_comments"] = (
+            "Exam performed at bedside." if study.view == "AP" else "Exam performed in department."
+        )
     # CheXpert Plus is impression-heavy: most reports have no FINDINGS section
     written = list(impression)
     if find_text and reader.p(0.45):
@@ -849,14 +1378,31 @@ def _assemble_b(reader, study, prior, sex, age, findings, impression) -> Report:
     sections["impression"] = imp_text
     labels = aggregate_labels(written)
     if reader.p(0.5):
-        sections["end_of_impression"] = "I have personally reviewed the images for this examination and agreed with the report transcribed above."
+        sections["end_of_impression"] = (
+            "I have personally reviewed the images for this examination and agreed with the report transcribed above."
+        )
     normal = labels["No Finding"] == POS
-    sections["summary"] = reader.pick(["1-NORMAL"] if normal else
-                                      ["2-ABNORMAL, NOT IMPORTANT", "3-ABNORMAL, PREVIOUSLY REPORTED", "4-POSSIBLE SIGNIFICANT ABNORMALITY"])
-    heads = (("narrative", "NARRATIVE"), ("clinical_history", "CLINICAL HISTORY"), ("history", "HISTORY"),
-             ("comparison", "COMPARISON"), ("technique", "TECHNIQUE"), ("procedure_comments", "PROCEDURE COMMENTS"),
-             ("findings", "FINDINGS"), ("impression", "IMPRESSION"), ("end_of_impression", "END OF IMPRESSION"),
-             ("summary", "SUMMARY"))
+    sections["summary"] = reader.pick(
+        ["1-NORMAL"]
+        if normal
+        else [
+            "2-ABNORMAL, NOT IMPORTANT",
+            "3-ABNORMAL, PREVIOUSLY REPORTED",
+            "4-POSSIBLE SIGNIFICANT ABNORMALITY",
+        ]
+    )
+    heads = (
+        ("narrative", "NARRATIVE"),
+        ("clinical_history", "CLINICAL HISTORY"),
+        ("history", "HISTORY"),
+        ("comparison", "COMPARISON"),
+        ("technique", "TECHNIQUE"),
+        ("procedure_comments", "PROCEDURE COMMENTS"),
+        ("findings", "FINDINGS"),
+        ("impression", "IMPRESSION"),
+        ("end_of_impression", "END OF IMPRESSION"),
+        ("summary", "SUMMARY"),
+    )
     parts = []
     for key, head in heads:
         if key in sections:
