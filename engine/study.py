@@ -57,6 +57,8 @@ class StudyConfig:
         context_length: Text tokens per report (open_clip BPE; PadChest reports are short).
         pool_sizes: Attack pool sizes besides the full database.
         epsilons: DP grid (group level); inf is always included.
+        validation_fraction: Share of training patients the DP hyper-parameter selection holds
+            out for validation (`engine.dp.selection.Selection`).
         umap_points: Points per joint-space map (sampled).
         report_formats: Formats of the audit reports.
         workers: Render processes (default: up to 2).
@@ -73,6 +75,7 @@ class StudyConfig:
     context_length: int = 64
     pool_sizes: tuple[int, ...] = (10, 100, 1000, 10000)
     epsilons: tuple[float, ...] = (0.34, 1.0, 2.0, 4.0, 8.0, float("inf"))
+    validation_fraction: float = 0.2
     umap_points: int = 20000
     report_formats: tuple[str, ...] = ("html", "pdf", "json")
     workers: int | None = None
@@ -427,7 +430,7 @@ def _dp(db: Path, cache: Path, model: str, config: StudyConfig, progress_factory
         # hyper-parameters chosen per epsilon on a validation split of the training patients
         res = audit.dp(db, cache, inputs, epsilons=tuple(config.epsilons),
                        attack_config=_attack_config(config), progress=bar,
-                       selection=Selection())
+                       selection=Selection(validation_fraction=config.validation_fraction))
     return ("reused" if res.reused else "trained") + f": heads {', '.join(res.heads)}"
 
 

@@ -70,6 +70,7 @@ def tiny_study(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("study")
     config = StudyConfig(max_patients=48, seed=0, rung_epochs=(0, 1, 2, 3),
                          external_from="20160601", pool_sizes=(10,), epsilons=(1.0, float("inf")),
+                         validation_fraction=0.8,  # 6 training patients at this size
                          umap_points=32, report_formats=("json",), release_path=table)
     lines: list[str] = []
     result = run_study(workdir / "relink.duckdb", workdir, config, echo=lines.append)
