@@ -287,6 +287,9 @@ def embed_cohort(
     chunk_dir.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     done = {i for i in range(n_chunks) if _chunk_path(chunk_dir, i).exists()}
+    # Every rank must share out the same list: none may write a chunk before all have listed
+    # the finished ones (a chunk listed as done by one rank and as todo by another is lost).
+    distributed.barrier("listing the finished chunks")
     todo = world.share([i for i in range(n_chunks) if i not in done])
     if progress is not None and hasattr(progress, "total"):
         progress.total = sum(
