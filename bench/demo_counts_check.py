@@ -34,19 +34,23 @@ def main() -> int:
     parser.add_argument("--db", type=Path, default=ROOT / "cache" / "relink.duckdb")
     parser.add_argument("--cache", type=Path, default=ROOT / "cache")
     args = parser.parse_args()
-    pairs = store.read_df(args.db, "SELECT DISTINCT model, cohort FROM shown_relink_metrics "
-                                   "ORDER BY 1, 2")
+    # The pools the attack ranked: the splits stored for the original heads, with their sizes (an
+    # external cohort is one held-out pool of all its pairs, `audit.evaluation_items`).
+    stored = store.read_df(args.db, "SELECT model, cohort, split, max(n_queries) AS n "
+                                    "FROM shown_relink_metrics WHERE heads = 'original' "
+                                    "AND negatives = 'random' GROUP BY ALL ORDER BY 1, 2, 3")
     total = differing = 0
-    for model, cohort in pairs.itertuples(index=False):
+    for (model, cohort), splits in stored.groupby(["model", "cohort"], sort=True):
         inputs = audit.load_inputs(args.db, args.cache, model, cohort)
-        items = inputs.items
+        items = audit.evaluation_items(inputs.items, external="train" not in set(splits["split"]))
         img = np.asarray(inputs.embeddings.image_embeddings, np.float32)
         txt = np.asarray(inputs.embeddings.text_embeddings, np.float32)
         keys = label_keys(items)
-        for split in ("test", "train"):
+        for split, n_stored in splits[["split", "n"]].itertuples(index=False):
             mask = (items["split"] == split).to_numpy()
-            if mask.sum() < 2:
-                continue
+            if mask.sum() != n_stored:
+                raise SystemExit(f"{model} / {cohort} / {split}: {mask.sum()} pairs here, "
+                                 f"{n_stored} queries stored: not the pool the attack ranked")
             pats = items.loc[mask, "patient_id"].to_numpy(dtype=object)
             for name, q, c in (("image_to_report", img[mask], txt[mask]),
                                ("report_to_image", txt[mask], img[mask])):
