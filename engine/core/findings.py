@@ -259,8 +259,17 @@ def _dp(metrics, utility, model: str, external=None, external_cohort: str | None
     elif significant:
         verdict, why = PARTLY, "Recall@1 falls, but the probe loses more than 1 AUROC point"
     else:
-        verdict, why = NOT_REPRODUCED, (f"Recall@1 falls by less than {MIN_CUT:.0%} or within "
-                                        "its interval")
+        why = f"Recall@1 falls by less than {MIN_CUT:.0%} or within its interval"
+        within = [p is not None and orig.ci_low <= p.recall <= orig.ci_high for p in (dp, inf)]
+        if all(within):
+            # Neither the private nor the non-private retraining leaves the original heads'
+            # interval: the heads barely move at this budget, so no noise level has anything
+            # to cut; the measurement cannot tell privacy from retraining.
+            why += (f"; the eps=inf heads ({percent(inf.recall)}) also stay within the original "
+                    f"heads' interval ({percent(orig.ci_low)[:-1]}-{percent(orig.ci_high)}): "
+                    "retraining the heads on this cohort does not move re-linkage, with or "
+                    "without noise")
+        verdict = NOT_REPRODUCED
     return FindingResult(4, title, study, measured, verdict, why)
 
 
