@@ -101,3 +101,37 @@ def test_transfer_table_lists_the_heads_applied_to_the_external_cohort(seeded, t
         assert f"| {short} |" in table and f"{r.lift:.1f} ({r.lo:.1f}–{r.hi:.1f})" in table
     # without an external cohort (or with one that has no results) there is no transfer table
     assert "**Transfer**" not in results_markdown(db, cohort=seeded.cohort, external="nowhere")
+
+
+def test_named_block_leaves_the_other_blocks_alone(seeded, tmp_path):
+    path = tmp_path / "README.md"
+    text = README + "\n<!-- study-results:begin -->\nstudy figures\n<!-- study-results:end -->\n"
+    path.write_text(text, encoding="utf-8")
+    assert _run(seeded, path, "--block", "study-results") == 0
+    out = path.read_text(encoding="utf-8")
+    assert "old figures" in out and "study figures" not in out and "| model | epochs |" in out
+    assert _run(seeded, path, "--block", "study-results", "--check") == 0
+    assert _run(seeded, path, "--block", "Bad Name") == 2
+
+
+def test_dp_table_is_at_the_studys_pool_size_when_stored(seeded, monkeypatch):
+    import engine.readme as readme
+
+    text = results_markdown(seeded.db, cohort=seeded.cohort, external=None)
+    assert "N = 10,000 is not stored" in text and "61.8% lower" in text
+    sizes = store.read_df(seeded.db, "SELECT DISTINCT pool_size FROM relink_metrics "
+                                     "WHERE cohort = ? ORDER BY 1", [seeded.cohort])["pool_size"]
+    n = int(sizes.iloc[0])  # the smallest stored N stands in for 10,000
+    monkeypatch.setattr(readme, "DP_N", n)
+    text = results_markdown(seeded.db, cohort=seeded.cohort, external=None)
+    assert f"k = 1) at N = {n:,}" in text and f"R@1 N={n:,} (95% CI)" in text
+    r = store.read_df(seeded.db, (
+        "SELECT heads, recall, ci_low, ci_high FROM relink_metrics WHERE cohort = ? AND "
+        "model = ? AND split = 'test' AND direction = 'image_to_report' AND negatives = 'random' "
+        "AND k = 1 AND pool_size = ?"), [seeded.cohort, seeded.specialist, n]).set_index("heads")
+    ref = r.loc["original", "recall"]
+    cut = (ref - r.loc["1", "recall"]) / ref
+    low, high = (-100 * (ref - r.loc["1", c]) / ref for c in ("ci_low", "ci_high"))
+    row = next(line for line in text.splitlines() if line.startswith("| ε=1 |"))
+    assert f"({low:+.0f}% to {high:+.0f}%)" in row
+    assert ("lower" if cut > 0 else "higher") in row or "no change" in row

@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cohort", default="site-a", help="cohort the models were audited on")
     p.add_argument("--external", default="site-b",
                    help="cohort the DP heads were transferred to ('' for none)")
+    p.add_argument("--block", default="results",
+                   help="name of the README block: <!-- NAME:begin --> ... <!-- NAME:end --> "
+                        "(default results; the study's: study-results)")
     p.set_defaults(handler="engine.cli.readme:readme", writes=("db_read",))
 
     p = sub.add_parser("demo", help="every stage on the phantom cohorts, then the dashboard")
