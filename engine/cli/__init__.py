@@ -47,8 +47,10 @@ def _add_model_cohort(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command-line interface."""
+    # `relink-audit` is the console script of an installed copy (pyproject.toml)
+    command = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     parser = Parser(
-        prog="python -m engine",
+        prog="relink-audit" if command == "relink-audit" else "python -m engine",
         description="Re-linkage privacy audit for clinical vision-language models.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -166,8 +166,15 @@ def serve(db: Path) -> int:
     The address is 127.0.0.1 unless ``STREAMLIT_SERVER_ADDRESS`` says otherwise (the container
     sets 0.0.0.0 inside its own network namespace).
     """
-    app = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+    import dashboard
+
+    app = Path(dashboard.__file__).resolve().parent / "app.py"
     os.environ["RELINK_DB"] = str(Path(db).resolve())
+    # the folder holding `engine` and `dashboard` (a checkout or site-packages) goes first on
+    # the server's import path; the working directory stays the user's (relative cohort roots)
+    home = str(app.parent.parent)
+    paths = [home] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     cmd = [sys.executable, "-m", "streamlit", "run", str(app)]
     if not os.environ.get("STREAMLIT_SERVER_ADDRESS"):
         cmd += ["--server.address", "127.0.0.1"]
@@ -176,7 +183,6 @@ def serve(db: Path) -> int:
     print(f"[demo] dashboard at http://{address}:{port} (Ctrl-C to stop)", flush=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.chdir(app.parent.parent)
     os.execv(sys.executable, cmd)
     return 1  # only reached when exec is mocked
 
