@@ -8,7 +8,7 @@ README says what the code measured and nothing else. The text depends only on th
 figures, not the current checkout or clock), so rewriting the README from the same database
 changes nothing, and ``--check`` can tell whether the README still matches.
 
-Four tables, for the cohort the models were audited on and, when there is one, the external
+The tables, for the cohort the models were audited on and, when there is one, the external
 cohort its DP heads were transferred to:
 
 * **the study's four findings**, each recomputed from the rows with a verdict
@@ -20,7 +20,9 @@ cohort its DP heads were transferred to:
   Recall@1 and lift at N = 10,000 (the study's DP pool size; the largest stored N when it is
   not stored), the change against the original and the epsilon = inf heads with intervals, lift
   at the headline N, probe macro AUROC and the membership signal, and the study's figures;
-* **transfer**: the same heads applied unchanged to the external cohort.
+* **transfer**: the same heads applied unchanged to the external cohort;
+* **the stages of a study run** (`engine.study`), when the database holds one: per stage what it
+  did, wall and CPU seconds and peak memory.
 
 Rows are read through the ``shown_*`` views (docs/storage.md: the rows of the run shown for
 each model, cohort and heads) when the database has them, else from the tables themselves.
@@ -28,6 +30,8 @@ each model, cohort and heads) when the database has them, else from the tables t
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,6 +344,40 @@ def _findings(con, src: _Source, cohort: str, external: str | None) -> str:
             f"`{ladder[-1]}`:\n\n" + _table(header, body))
 
 
+def _study_stages(con) -> tuple[str, list[str]]:
+    """The stages of the latest `engine study` run (wall time, CPU time, peak memory)."""
+    runs = _frame(con, "SELECT run_id, config_json, message, finished_at FROM runs "
+                       "WHERE stage = 'study' ORDER BY finished_at, run_id", [])
+    if runs.empty:
+        return "", []
+    configs = [json.loads(c) for c in runs["config_json"]]
+    latest = configs[-1].get("settings")
+    keep = [i for i, c in enumerate(configs) if c.get("settings") == latest]
+
+    def figure(msg: dict, key: str) -> str:
+        value = msg.get(key)
+        return f"{value:,.0f}" if isinstance(value, int | float) and math.isfinite(value) else "–"
+
+    rows, totals = [], {"seconds": 0.0, "cpu_seconds": 0.0}
+    peak = 0.0
+    for i in keep:
+        try:
+            msg = json.loads(runs["message"].iloc[i] or "{}")
+        except json.JSONDecodeError:
+            msg = {}
+        for key in totals:
+            totals[key] += float(msg.get(key) or 0.0)
+        peak = max(peak, float(msg.get("peak_mb") or 0.0))
+        rows.append([_cell(configs[i].get("study_stage", "?")), _cell(msg.get("what", "")),
+                     figure(msg, "seconds"), figure(msg, "cpu_seconds"), figure(msg, "peak_mb")])
+    rows.append(["**all**", f"{len(keep)} stages", f"{totals['seconds']:,.0f}",
+                 f"{totals['cpu_seconds']:,.0f}", f"{peak:,.0f}"])
+    text = ("**Stages of the study run** (`engine study`: wall time, CPU time of the process and "
+            "its finished children, peak resident memory of the process tree, sampled):\n\n"
+            + _table(["stage", "what", "wall s", "CPU s", "peak MB"], rows))
+    return text, [str(runs["run_id"].iloc[i]) for i in keep]
+
+
 def _provenance(con, run_ids: list[str], db_name: str) -> str:
     if not run_ids:
         return ""
@@ -385,6 +423,10 @@ def results_markdown(db: Path, *, cohort: str = "site-a", external: str | None =
                 if text:
                     parts.append(text)
                     run_ids += ids
+        text, ids = _study_stages(con)
+        if text:
+            parts.append(text)
+            run_ids += ids
         parts.append(_provenance(con, sorted(set(run_ids)), Path(db).name))
     finally:
         con.close()

@@ -135,3 +135,28 @@ def test_dp_table_is_at_the_studys_pool_size_when_stored(seeded, monkeypatch):
     row = next(line for line in text.splitlines() if line.startswith("| ε=1 |"))
     assert f"({low:+.0f}% to {high:+.0f}%)" in row
     assert ("lower" if cut > 0 else "higher") in row or "no change" in row
+
+
+def test_study_stage_timings_come_from_the_study_runs(seeded, tmp_path):
+    import json
+
+    from engine.runs import Run, record_run
+    from report_fixtures import copy_db
+
+    db = copy_db(seeded.db, tmp_path)
+    assert "Stages of the study run" not in results_markdown(db, cohort=seeded.cohort,
+                                                             external=None)
+    old = {"max_patients": 10}
+    new = {"max_patients": None}
+    for settings, stages in ((old, [("render", 5.0)]),
+                             (new, [("render", 574.3), ("ladder", 1773.9)])):
+        for name, seconds in stages:
+            record_run(db, Run("study", None, seeded.cohort, {"study_stage": name,
+                                                              "settings": settings}),
+                       message=json.dumps({"seconds": seconds, "cpu_seconds": seconds * 1.5,
+                                           "peak_mb": 1886.0, "what": f"{name} done"}))
+    text = results_markdown(db, cohort=seeded.cohort, external=None)
+    table = text.split("**Stages of the study run**", 1)[1]
+    assert "| render | render done | 574 | 861 | 1,886 |" in table
+    assert "| ladder | ladder done | 1,774 | 2,661 | 1,886 |" in table
+    assert "| **all** | 2 stages | 2,348 | 3,522 | 1,886 |" in table  # the latest settings only
