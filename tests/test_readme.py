@@ -160,3 +160,11 @@ def test_study_stage_timings_come_from_the_study_runs(seeded, tmp_path):
     assert "| render | render done | 574 | 861 | 1,886 |" in table
     assert "| ladder | ladder done | 1,774 | 2,661 | 1,886 |" in table
     assert "| **all** | 2 stages | 2,348 | 3,522 | 1,886 |" in table  # the latest settings only
+
+
+def test_the_repositorys_readme_has_each_block_once():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for block in ("results", "study-results"):
+        assert "new figures" in replace_block(text, "new figures", name=block)
