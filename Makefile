@@ -21,10 +21,12 @@ study: $(STAMP)
 
 venv: $(STAMP)
 
+# --no-compile: pip would byte-compile all ~18,700 modules of the requirements (about 60 CPU s
+# here); Python compiles the few thousand that a run imports on first use and caches them.
 $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements-dev.txt
-	$(PY) -m pip install -q --no-deps -r requirements-data.txt
+	$(PY) -m pip install -q --no-compile -r requirements-dev.txt
+	$(PY) -m pip install -q --no-compile --no-deps -r requirements-data.txt
 	touch $(STAMP)
 
 clean-cache:

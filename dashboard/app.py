@@ -9,14 +9,18 @@ friendly notice instead of a traceback.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+try:
+    # installed (`pip install .`), or on the path: `engine demo` puts the folder holding the
+    # packages on PYTHONPATH, and `python -m streamlit` run in a checkout has it on sys.path
+    from dashboard import data, logic, ui
+except ModuleNotFoundError:  # `streamlit run dashboard/app.py` in a checkout, not installed
+    import sys
+    from pathlib import Path
 
-from dashboard import data, logic, ui  # noqa: E402
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from dashboard import data, logic, ui
 
 st.set_page_config(page_title="Re-linkage audit", page_icon="🩻", layout="wide")
 

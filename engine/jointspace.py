@@ -34,6 +34,9 @@ class UmapConfig:
         n_neighbors: UMAP neighbourhood size.
         min_dist: UMAP minimum distance.
         n_epochs: UMAP optimisation epochs (None: UMAP's default for the size).
+        aligned_epochs: Epochs of the maps that start from the original map's coordinates (every
+            set of heads but the original); None: `n_epochs`. Such a map starts from a converged
+            layout of nearly the same neighbourhood graph, so it needs far fewer epochs.
         seed: Seeds the item sample and UMAP itself (single-threaded, reproducible).
     """
 
@@ -42,6 +45,7 @@ class UmapConfig:
     n_neighbors: int = 15
     min_dist: float = 0.1
     n_epochs: int | None = None
+    aligned_epochs: int | None = None
     seed: int = 0
 
 
@@ -71,11 +75,14 @@ def fit_map(points: np.ndarray, config: UmapConfig, init: np.ndarray | None = No
     import umap
 
     n = len(points)
+    epochs = config.n_epochs
+    if init is not None and config.aligned_epochs is not None:
+        epochs = config.aligned_epochs
     reducer = umap.UMAP(
         n_neighbors=min(config.n_neighbors, max(n - 1, 2)),
         min_dist=config.min_dist,
         metric="cosine",
-        n_epochs=config.n_epochs,
+        n_epochs=epochs,
         random_state=config.seed,
         init=init if init is not None else ("spectral" if n > config.n_neighbors + 1 else "random"),
         n_jobs=1,

@@ -1,13 +1,14 @@
 """The README's results tables, written from a results database (``python -m engine readme``).
 
 The README's measured figures live between two markers, ``<!-- results:begin -->`` and
-``<!-- results:end -->``; `write_readme` replaces what is between them by tables built here from
-the database, so the README says what the code measured and nothing else. The text depends only
-on the database (the commit and date it states are those recorded by the runs that produced the
+``<!-- results:end -->`` (other blocks, such as the study's, have their own name: ``--block``);
+`write_readme` replaces what is between them by tables built here from the database, so the
+README says what the code measured and nothing else. The text depends only on the database
+(the commit and date it states are those recorded by the runs that produced the
 figures, not the current checkout or clock), so rewriting the README from the same database
 changes nothing, and ``--check`` can tell whether the README still matches.
 
-Four tables, for the cohort the models were audited on and, when there is one, the external
+The tables, for the cohort the models were audited on and, when there is one, the external
 cohort its DP heads were transferred to:
 
 * **the study's four findings**, each recomputed from the rows with a verdict
@@ -16,9 +17,12 @@ cohort its DP heads were transferred to:
   image -> report, k = 1): lift at every stored N with its 95% interval, matched-negative lift and
   the members' lift at the headline N;
 * **DP on the projection heads** of the model with DP runs: per set of heads the DP parameters,
-  Recall@1 and lift at the largest N, the reduction against the original and the epsilon = inf
-  heads, lift at the headline N, probe macro AUROC and the membership signal;
-* **transfer**: the same heads applied unchanged to the external cohort.
+  Recall@1 and lift at N = 10,000 (the study's DP pool size; the largest stored N when it is
+  not stored), the change against the original and the epsilon = inf heads with intervals, lift
+  at the headline N, probe macro AUROC and the membership signal, and the study's figures;
+* **transfer**: the same heads applied unchanged to the external cohort;
+* **the stages of a study run** (`engine.study`), when the database holds one: per stage what it
+  did, wall and CPU seconds and peak memory.
 
 Rows are read through the ``shown_*`` views (docs/storage.md: the rows of the run shown for
 each model, cohort and heads) when the database has them, else from the tables themselves.
@@ -26,6 +30,8 @@ each model, cohort and heads) when the database has them, else from the tables t
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +46,16 @@ from engine.errors import ConfigError
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
 HEADLINE_N = 100  # the study's headline pool size
+DP_N = 10_000  # the pool size of the study's DP figure (-61.8% Recall@1 at epsilon 0.34)
+STUDY_DP = ("The study, for comparison: Recall@1 at N = 10,000 61.8% lower at ε = 0.34 than with "
+            "the original heads; macro AUROC 79.63% -> 79.43%.")
+
+
+def markers(block: str = "results") -> tuple[str, str]:
+    """The begin and end markers of a named block (``results``: the demo's tables)."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", block):
+        raise ConfigError(f"--block {block!r}: expected lower-case letters, digits and '-'")
+    return f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
 
 _EPOCHS = re.compile(r"\[(\d+) epochs? on cohort ")
 
@@ -179,8 +195,10 @@ def _dp(con, src: _Source, cohort: str, model: str) -> tuple[str, list[str]]:
                               "WHERE cohort = ? AND model = ?", [cohort, model]))
     if metrics.empty:
         return "", []
-    n_full = int(metrics["pool_size"].max())
-    n_h = _headline_n(metrics["pool_size"].unique())
+    stored = {int(n) for n in metrics["pool_size"].unique()}
+    # The reductions at the study's N = 10,000 when stored, else at the largest stored N.
+    n_full = DP_N if DP_N in stored else max(stored)
+    n_h = _headline_n(stored)
     at_full = metrics[metrics["pool_size"] == n_full].drop_duplicates("heads").set_index("heads")
     at_h = metrics[metrics["pool_size"] == n_h].drop_duplicates("heads").set_index("heads")
     macro = utility.drop_duplicates("heads").set_index("heads")["auroc"]
@@ -189,11 +207,20 @@ def _dp(con, src: _Source, cohort: str, model: str) -> tuple[str, list[str]]:
     heads = [h for h in names.sort_heads([*dp_rows.index, "original"])
              if h != names.BACKBONE and h in at_full.index]
 
-    def recall(h):
-        return at_full["recall"].get(h)
+    def recall(h, column="recall"):
+        return at_full[column].get(h)
 
-    header = ["heads", "group ε", "patient ε (δ)", "σ", f"R@1 N={n_full:,}",
-              f"lift N={n_full:,} (95% CI)", "vs original", "vs ε = ∞"]
+    def versus(h, reference) -> str:
+        # the heads' Recall@1 interval expressed against the reference's point estimate
+        cut = fmt.relative_reduction(recall(h), recall(reference))
+        low = fmt.relative_reduction(recall(h, "ci_high"), recall(reference))
+        high = fmt.relative_reduction(recall(h, "ci_low"), recall(reference))
+        if not fmt.finite(cut):
+            return fmt.NA
+        return f"{fmt.reduction(cut)} ({-100 * high:+.0f}% to {-100 * low:+.0f}%)"
+
+    header = ["heads", "group ε", "patient ε (δ)", "σ", f"R@1 N={n_full:,} (95% CI)",
+              f"lift N={n_full:,} (95% CI)", "vs original (CI)", "vs ε = ∞ (CI)"]
     header += [f"lift N={n_h:,} (95% CI)"] if n_h != n_full else []
     header += ["probe macro AUROC", "membership AUROC"]
     rows = []
@@ -207,20 +234,23 @@ def _dp(con, src: _Source, cohort: str, model: str) -> tuple[str, list[str]]:
             group = fmt.general(d["epsilon"])
             patient = f"{fmt.general(d['patient_epsilon'])} ({fmt.general(d['patient_delta'], 2)})"
             sigma = fmt.general(d["noise_multiplier"])
-        vs_original = ("–" if h == names.ORIGINAL
-                       else fmt.reduction(fmt.relative_reduction(recall(h), recall("original"))))
-        vs_inf = ("–" if h in (names.ORIGINAL, names.NO_DP) else
-                  fmt.reduction(fmt.relative_reduction(recall(h), recall(names.NO_DP))))
-        row = [names.heads_short(h), group, patient, sigma, fmt.percent(recall(h)),
+        vs_original = "–" if h == names.ORIGINAL else versus(h, names.ORIGINAL)
+        vs_inf = ("–" if h in (names.ORIGINAL, names.NO_DP) or names.NO_DP not in at_full.index
+                  else versus(h, names.NO_DP))
+        r_ci = (f"{fmt.percent(recall(h))} ({fmt.percent(recall(h, 'ci_low'))[:-1]}–"
+                f"{fmt.percent(recall(h, 'ci_high'))})")
+        row = [names.heads_short(h), group, patient, sigma, r_ci,
                _lift_ci(at_full.loc[h]), vs_original, vs_inf]
         if n_h != n_full:
             row.append(_lift_ci(at_h.loc[h] if h in at_h.index else None))
         rows.append(row + [fmt.auroc(macro.get(h)), fmt.auroc(signal.get(h))])
+    where = (f"N = {n_full:,}" if n_full == DP_N
+             else f"the largest stored N ({n_full:,}; N = {DP_N:,} is not stored)")
     parts = [f"**DP on the projection heads** of `{model}` (trained on `{cohort}`'s train split), "
-             "attacked on held-out pairs (image → report, random negatives, k = 1) at the "
-             f"largest stored N ({n_full:,})"
+             f"attacked on held-out pairs (image → report, random negatives, k = 1) at {where}"
              + (f" and at N = {n_h:,}" if n_h != n_full else "")
-             + "; reductions are of Recall@1.",
+             + "; changes are of Recall@1, their intervals the heads' Recall@1 interval against "
+               "the reference's point estimate. " + STUDY_DP,
              "", _table(header, rows)]
     trained = dp_rows[[names.heads_epsilon(h) not in (None, float("inf")) for h in dp_rows.index]]
     if len(trained):
@@ -314,6 +344,40 @@ def _findings(con, src: _Source, cohort: str, external: str | None) -> str:
             f"`{ladder[-1]}`:\n\n" + _table(header, body))
 
 
+def _study_stages(con) -> tuple[str, list[str]]:
+    """The stages of the latest `engine study` run (wall time, CPU time, peak memory)."""
+    runs = _frame(con, "SELECT run_id, config_json, message, finished_at FROM runs "
+                       "WHERE stage = 'study' ORDER BY finished_at, run_id", [])
+    if runs.empty:
+        return "", []
+    configs = [json.loads(c) for c in runs["config_json"]]
+    latest = configs[-1].get("settings")
+    keep = [i for i, c in enumerate(configs) if c.get("settings") == latest]
+
+    def figure(msg: dict, key: str) -> str:
+        value = msg.get(key)
+        return f"{value:,.0f}" if isinstance(value, int | float) and math.isfinite(value) else "–"
+
+    rows, totals = [], {"seconds": 0.0, "cpu_seconds": 0.0}
+    peak = 0.0
+    for i in keep:
+        try:
+            msg = json.loads(runs["message"].iloc[i] or "{}")
+        except json.JSONDecodeError:
+            msg = {}
+        for key in totals:
+            totals[key] += float(msg.get(key) or 0.0)
+        peak = max(peak, float(msg.get("peak_mb") or 0.0))
+        rows.append([_cell(configs[i].get("study_stage", "?")), _cell(msg.get("what", "")),
+                     figure(msg, "seconds"), figure(msg, "cpu_seconds"), figure(msg, "peak_mb")])
+    rows.append(["**all**", f"{len(keep)} stages", f"{totals['seconds']:,.0f}",
+                 f"{totals['cpu_seconds']:,.0f}", f"{peak:,.0f}"])
+    text = ("**Stages of the study run** (`engine study`: wall time, CPU time of the process and "
+            "its finished children, peak resident memory of the process tree, sampled):\n\n"
+            + _table(["stage", "what", "wall s", "CPU s", "peak MB"], rows))
+    return text, [str(runs["run_id"].iloc[i]) for i in keep]
+
+
 def _provenance(con, run_ids: list[str], db_name: str) -> str:
     if not run_ids:
         return ""
@@ -359,30 +423,35 @@ def results_markdown(db: Path, *, cohort: str = "site-a", external: str | None =
                 if text:
                     parts.append(text)
                     run_ids += ids
+        text, ids = _study_stages(con)
+        if text:
+            parts.append(text)
+            run_ids += ids
         parts.append(_provenance(con, sorted(set(run_ids)), Path(db).name))
     finally:
         con.close()
     return "\n\n".join(p for p in parts if p)
 
 
-def replace_block(text: str, block: str, *, where: str = "README") -> str:
-    """`text` with what lies between the results markers replaced by `block`.
+def replace_block(text: str, block: str, *, where: str = "README", name: str = "results") -> str:
+    """`text` with what lies between the markers of block `name` replaced by `block`.
 
     Raises:
         ConfigError: the markers are missing, repeated or out of order.
     """
-    starts, ends = text.count(BEGIN), text.count(END)
-    if starts != 1 or ends != 1 or text.index(BEGIN) > text.index(END):
-        raise ConfigError(f"{where}: expected one {BEGIN} line followed by one {END} line "
+    begin, end = markers(name)
+    starts, ends = text.count(begin), text.count(end)
+    if starts != 1 or ends != 1 or text.index(begin) > text.index(end):
+        raise ConfigError(f"{where}: expected one {begin} line followed by one {end} line "
                           f"(found {starts} and {ends})")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{block.strip()}\n{END}{tail}"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{block.strip()}\n{end}{tail}"
 
 
 def write_readme(db: Path, readme: Path, *, check: bool = False, cohort: str = "site-a",
-                 external: str | None = "site-b") -> bool:
-    """Rewrite the README's results block from `db`; with `check`, only compare.
+                 external: str | None = "site-b", block: str = "results") -> bool:
+    """Rewrite the README's block `block` (default ``results``) from `db`; with `check`, compare.
 
     Returns:
         True when the README differs from what the database gives (and, unless `check`, was
@@ -397,7 +466,7 @@ def write_readme(db: Path, readme: Path, *, check: bool = False, cohort: str = "
     except OSError as exc:
         raise ConfigError(f"--readme {readme}: cannot read ({exc.strerror or exc})") from exc
     wanted = replace_block(current, results_markdown(db, cohort=cohort, external=external),
-                           where=str(readme))
+                           where=str(readme), name=block)
     if wanted == current:
         return False
     if not check:

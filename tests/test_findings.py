@@ -78,6 +78,25 @@ def test_dp_cut_explained_by_inf_is_not_a_dp_effect():
     assert "eps=inf" in results[3].why
 
 
+def test_dp_heads_that_do_not_move_say_retraining_does_not_move_re_linkage():
+    # DP and inf heads both within the original's interval (0.8x-1.2x of its Recall@1)
+    results = summarize_findings(_metrics(dp=0.98, inf=1.05), _utility(), ladder=LADDER)
+    assert results[3].verdict == NOT_REPRODUCED
+    assert "also stay within the original heads' interval" in results[3].why
+    # an inf row outside the interval: only the plain statement
+    results = summarize_findings(_metrics(dp=0.98, inf=1.6), _utility(), ladder=LADDER)
+    assert results[3].verdict == NOT_REPRODUCED
+    assert "stay within" not in results[3].why
+
+
+def test_dp_below_inf_but_not_below_original_names_both_effects():
+    # retraining raises Recall@1 by 30%; the noise takes 25% of that back: net -2.5%
+    results = summarize_findings(_metrics(dp=0.975, inf=1.3), _utility(), ladder=LADDER)
+    assert results[3].verdict == NOT_REPRODUCED
+    why = results[3].why
+    assert "against the eps=inf heads it is -25.0%" in why and "+30.0%" in why
+
+
 def test_dp_cut_with_lost_utility_is_partly():
     results = summarize_findings(_metrics(), _utility(a1=0.75), ladder=LADDER)
     assert results[3].verdict == PARTLY

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from engine import store
-from engine.jointspace import UmapConfig, align_to, run_umap, sample_items
+from engine.jointspace import UmapConfig, align_to, fit_map, run_umap, sample_items
 
 
 def test_alignment_undoes_a_similarity_transform():
@@ -18,6 +18,29 @@ def test_alignment_undoes_a_similarity_transform():
     moved = (ref @ rot) * 3.0 + np.array([5.0, -2.0])
     moved[:, 0] *= -1  # a reflection too
     np.testing.assert_allclose(align_to(ref, moved), ref, atol=1e-9)
+
+
+def test_maps_started_from_the_original_use_the_aligned_epochs(monkeypatch):
+    import sys
+    import types
+
+    seen = []
+
+    class FakeUMAP:
+        def __init__(self, **kwargs):
+            seen.append(kwargs)
+
+        def fit_transform(self, points):
+            return np.zeros((len(points), 2))
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    points = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    config = UmapConfig(n_epochs=200, aligned_epochs=50)
+    fit_map(points, config)
+    fit_map(points, config, init=np.zeros((40, 2)))
+    fit_map(points, UmapConfig(n_epochs=200), init=np.zeros((40, 2)))
+    assert [k["n_epochs"] for k in seen] == [200, 50, 200]
+    assert isinstance(seen[0]["init"], str) and isinstance(seen[1]["init"], np.ndarray)
 
 
 def test_sample_is_reproducible_and_bounded():

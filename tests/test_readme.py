@@ -101,3 +101,70 @@ def test_transfer_table_lists_the_heads_applied_to_the_external_cohort(seeded, t
         assert f"| {short} |" in table and f"{r.lift:.1f} ({r.lo:.1f}–{r.hi:.1f})" in table
     # without an external cohort (or with one that has no results) there is no transfer table
     assert "**Transfer**" not in results_markdown(db, cohort=seeded.cohort, external="nowhere")
+
+
+def test_named_block_leaves_the_other_blocks_alone(seeded, tmp_path):
+    path = tmp_path / "README.md"
+    text = README + "\n<!-- study-results:begin -->\nstudy figures\n<!-- study-results:end -->\n"
+    path.write_text(text, encoding="utf-8")
+    assert _run(seeded, path, "--block", "study-results") == 0
+    out = path.read_text(encoding="utf-8")
+    assert "old figures" in out and "study figures" not in out and "| model | epochs |" in out
+    assert _run(seeded, path, "--block", "study-results", "--check") == 0
+    assert _run(seeded, path, "--block", "Bad Name") == 2
+
+
+def test_dp_table_is_at_the_studys_pool_size_when_stored(seeded, monkeypatch):
+    import engine.readme as readme
+
+    text = results_markdown(seeded.db, cohort=seeded.cohort, external=None)
+    assert "N = 10,000 is not stored" in text and "61.8% lower" in text
+    sizes = store.read_df(seeded.db, "SELECT DISTINCT pool_size FROM relink_metrics "
+                                     "WHERE cohort = ? ORDER BY 1", [seeded.cohort])["pool_size"]
+    n = int(sizes.iloc[0])  # the smallest stored N stands in for 10,000
+    monkeypatch.setattr(readme, "DP_N", n)
+    text = results_markdown(seeded.db, cohort=seeded.cohort, external=None)
+    assert f"k = 1) at N = {n:,}" in text and f"R@1 N={n:,} (95% CI)" in text
+    r = store.read_df(seeded.db, (
+        "SELECT heads, recall, ci_low, ci_high FROM relink_metrics WHERE cohort = ? AND "
+        "model = ? AND split = 'test' AND direction = 'image_to_report' AND negatives = 'random' "
+        "AND k = 1 AND pool_size = ?"), [seeded.cohort, seeded.specialist, n]).set_index("heads")
+    ref = r.loc["original", "recall"]
+    cut = (ref - r.loc["1", "recall"]) / ref
+    low, high = (-100 * (ref - r.loc["1", c]) / ref for c in ("ci_low", "ci_high"))
+    row = next(line for line in text.splitlines() if line.startswith("| ε=1 |"))
+    assert f"({low:+.0f}% to {high:+.0f}%)" in row
+    assert ("lower" if cut > 0 else "higher") in row or "no change" in row
+
+
+def test_study_stage_timings_come_from_the_study_runs(seeded, tmp_path):
+    import json
+
+    from engine.runs import Run, record_run
+    from report_fixtures import copy_db
+
+    db = copy_db(seeded.db, tmp_path)
+    assert "Stages of the study run" not in results_markdown(db, cohort=seeded.cohort,
+                                                             external=None)
+    old = {"max_patients": 10}
+    new = {"max_patients": None}
+    for settings, stages in ((old, [("render", 5.0)]),
+                             (new, [("render", 574.3), ("ladder", 1773.9)])):
+        for name, seconds in stages:
+            record_run(db, Run("study", None, seeded.cohort, {"study_stage": name,
+                                                              "settings": settings}),
+                       message=json.dumps({"seconds": seconds, "cpu_seconds": seconds * 1.5,
+                                           "peak_mb": 1886.0, "what": f"{name} done"}))
+    text = results_markdown(db, cohort=seeded.cohort, external=None)
+    table = text.split("**Stages of the study run**", 1)[1]
+    assert "| render | render done | 574 | 861 | 1,886 |" in table
+    assert "| ladder | ladder done | 1,774 | 2,661 | 1,886 |" in table
+    assert "| **all** | 2 stages | 2,348 | 3,522 | 1,886 |" in table  # the latest settings only
+
+
+def test_the_repositorys_readme_has_each_block_once():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for block in ("results", "study-results"):
+        assert "new figures" in replace_block(text, "new figures", name=block)

@@ -47,8 +47,10 @@ def _add_model_cohort(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command-line interface."""
+    # `relink-audit` is the console script of an installed copy (pyproject.toml)
+    command = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     parser = Parser(
-        prog="python -m engine",
+        prog="relink-audit" if command == "relink-audit" else "python -m engine",
         description="Re-linkage privacy audit for clinical vision-language models.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -182,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cohort", default="site-a", help="cohort the models were audited on")
     p.add_argument("--external", default="site-b",
                    help="cohort the DP heads were transferred to ('' for none)")
+    p.add_argument("--block", default="results",
+                   help="name of the README block: <!-- NAME:begin --> ... <!-- NAME:end --> "
+                        "(default results; the study's: study-results)")
     p.set_defaults(handler="engine.cli.readme:readme", writes=("db_read",))
 
     p = sub.add_parser("demo", help="every stage on the phantom cohorts, then the dashboard")

@@ -25,8 +25,10 @@ DEMO_SITES = {"A": ("site-a", "mimic-cxr-jpg", 1400, 0, 0.45),
 # DP on the demo's ~1,600 training pairs: groups of 8 (about 4 pairs each) give ~400 privacy
 # units instead of ~100, and 10 epochs give the noisy steps room to move the heads.
 DEMO_DP = dict(group_size=8, epochs=10)
-# Two UMAP maps per set of heads on ~3,000 points each; 200 epochs instead of UMAP's 500.
+# One UMAP map per cohort and set of heads (7 per cohort, ~3,000 points on site A): the original
+# heads' map with 200 epochs instead of UMAP's 500, every other map starting from it with 50.
 DEMO_UMAP_EPOCHS = 200
+DEMO_UMAP_ALIGNED_EPOCHS = 50
 
 
 def _stage(name: str, fn: Callable[[], str]) -> None:
@@ -126,8 +128,9 @@ def _umap(db: Path, cache: Path, model: str, cohort: str) -> str:
 
     external = cohort == "site-b"
     inputs = audit.load_inputs(db, cache, model, cohort)
-    _, reused = audit.umap(db, cache, inputs, config=UmapConfig(n_epochs=DEMO_UMAP_EPOCHS),
-                           external=external, heads_cohort="site-a")
+    config = UmapConfig(n_epochs=DEMO_UMAP_EPOCHS, aligned_epochs=DEMO_UMAP_ALIGNED_EPOCHS)
+    _, reused = audit.umap(db, cache, inputs, config=config, external=external,
+                           heads_cohort="site-a")
     return "reused" if reused else "fitted"
 
 
@@ -163,8 +166,15 @@ def serve(db: Path) -> int:
     The address is 127.0.0.1 unless ``STREAMLIT_SERVER_ADDRESS`` says otherwise (the container
     sets 0.0.0.0 inside its own network namespace).
     """
-    app = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+    import dashboard
+
+    app = Path(dashboard.__file__).resolve().parent / "app.py"
     os.environ["RELINK_DB"] = str(Path(db).resolve())
+    # the folder holding `engine` and `dashboard` (a checkout or site-packages) goes first on
+    # the server's import path; the working directory stays the user's (relative cohort roots)
+    home = str(app.parent.parent)
+    paths = [home] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     cmd = [sys.executable, "-m", "streamlit", "run", str(app)]
     if not os.environ.get("STREAMLIT_SERVER_ADDRESS"):
         cmd += ["--server.address", "127.0.0.1"]
@@ -173,7 +183,6 @@ def serve(db: Path) -> int:
     print(f"[demo] dashboard at http://{address}:{port} (Ctrl-C to stop)", flush=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.chdir(app.parent.parent)
     os.execv(sys.executable, cmd)
     return 1  # only reached when exec is mocked
 

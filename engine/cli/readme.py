@@ -14,11 +14,12 @@ def readme(args: argparse.Namespace) -> int:
                           "point --db at one)")
     external = args.external or None
     changed = write_readme(args.db, args.readme, check=args.check, cohort=args.cohort,
-                           external=external)
+                           external=external, block=args.block)
     if args.check:
         if changed:
             print(f"{args.readme}: results tables differ from {args.db}; run "
-                  f"`python -m engine --db {args.db} readme --readme {args.readme}`")
+                  f"`python -m engine --db {args.db} readme --readme {args.readme}"
+                  + (f" --block {args.block}" if args.block != "results" else "") + "`")
             return 1
         print(f"{args.readme}: results tables match {args.db}")
         return 0

@@ -259,8 +259,24 @@ def _dp(metrics, utility, model: str, external=None, external_cohort: str | None
     elif significant:
         verdict, why = PARTLY, "Recall@1 falls, but the probe loses more than 1 AUROC point"
     else:
-        verdict, why = NOT_REPRODUCED, (f"Recall@1 falls by less than {MIN_CUT:.0%} or within "
-                                        "its interval")
+        why = f"Recall@1 falls by less than {MIN_CUT:.0%} or within its interval"
+        within = [p is not None and orig.ci_low <= p.recall <= orig.ci_high for p in (dp, inf)]
+        if inf is not None and inf.recall > 0 and dp.ci_high < inf.recall:
+            # the noise does lower re-linkage against the same retraining without it, but the
+            # retraining itself raised it: against the original heads little or nothing is left
+            why += (f"; against the eps=inf heads it is {_change(-vs_inf)} with its interval "
+                    f"below them (the effect of the noise), but retraining without noise "
+                    f"changes Recall@1 by {_change(inf.recall / orig.recall - 1)} (the effect of "
+                    "retraining), so against the original heads little is left")
+        elif all(within):
+            # Neither the private nor the non-private retraining leaves the original heads'
+            # interval: the heads barely move at this budget, so no noise level has anything
+            # to cut; the measurement cannot tell privacy from retraining.
+            why += (f"; the eps=inf heads ({percent(inf.recall)}) also stay within the original "
+                    f"heads' interval ({percent(orig.ci_low)[:-1]}-{percent(orig.ci_high)}): "
+                    "retraining the heads on this cohort does not move re-linkage, with or "
+                    "without noise")
+        verdict = NOT_REPRODUCED
     return FindingResult(4, title, study, measured, verdict, why)
 
 
