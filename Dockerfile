@@ -29,13 +29,18 @@ ARG EXTRA_INDEX_URL=""
 RUN --mount=type=secret,id=ca,required=false \
     set --; for url in $EXTRA_INDEX_URL; do set -- "$@" --extra-index-url "$url"; done; \
     if [ -s /run/secrets/ca ]; then set -- "$@" --cert /run/secrets/ca; fi; \
-    pip install "$@" -r requirements.txt
+    pip install "$@" -r requirements.txt "setuptools>=68"
 
-COPY engine ./engine
-COPY dashboard ./dashboard
+# The package itself, as `pip install .` gives it to any user (the `relink-audit` command, the
+# engine and the dashboard with their data files), built offline from a copy that is then removed:
+# nothing in /app can shadow the installed package.
+COPY pyproject.toml README.md requirements.txt /tmp/src/
+COPY engine /tmp/src/engine
+COPY dashboard /tmp/src/dashboard
+RUN pip install --no-deps --no-build-isolation --no-index /tmp/src && rm -rf /tmp/src
+
 COPY .streamlit ./.streamlit
 COPY cache/README.md ./cache/README.md
-COPY pyproject.toml README.md ./
 RUN chown -R audit:audit /app
 USER audit
 
@@ -49,5 +54,6 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=30m \
   CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('STREAMLIT_SERVER_PORT', '8501') + '/_stcore/health')"
 
 # The demo builds everything into the cache volume (reused on the next start), then hands its
-# process over to the dashboard server (exec), so the engine's memory is released.
-CMD ["python", "-m", "engine", "demo"]
+# process over to the dashboard server (exec), so the engine's memory is released. `relink-audit`
+# is the installed package's command (the same as `python -m engine` in a checkout).
+CMD ["relink-audit", "demo"]

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of the container: build the image, run the demo in it, wait until the health check
-# passes, fetch the dashboard's page, stop the container. Exits non-zero on any failure.
+# passes, fetch the dashboard's page, stop the container, then run the installed `relink-audit`
+# (--help, demo --no-serve on the kept results) in a second container with no network. Exits
+# non-zero on any failure.
 #
 #   docker/smoke.sh                       # defaults: public python:3.11-slim base, bridge network
 #   BASE=local/python:3.11 NETWORK=host CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt docker/smoke.sh
@@ -82,4 +84,14 @@ curl -fsS "http://127.0.0.1:$PORT/_stcore/health" | grep -q ok
 "$DOCKER" logs "$NAME" 2>&1 | grep -q "all stages done" || { echo "demo did not finish" >&2; exit 1; }
 log "page fetched; stopping"
 "$DOCKER" stop -t 10 "$NAME" > /dev/null
+
+# The installed package's command in a second container without any network: its help, then
+# `relink-audit demo --no-serve` on the same results volume (every stage reuses its results).
+"$DOCKER" run --rm --network none "$IMAGE" relink-audit --help | grep -q "^usage: relink-audit" \
+  || { echo "relink-audit --help failed" >&2; exit 1; }
+again=$("$DOCKER" run --rm --network none -v "$VOLUME:/app/cache" "$IMAGE" \
+  relink-audit demo --no-serve 2>&1) || { tail -30 <<< "$again" >&2; exit 1; }
+grep -q "all stages done" <<< "$again" || { echo "relink-audit demo --no-serve did not finish" >&2; exit 1; }
+t3=$(now)
+log "relink-audit --help and relink-audit demo --no-serve (results reused) in $((t3 - t2)) s"
 log "passed: build $((t1 - t0)) s, demo to healthy $((t2 - t1)) s, image $((size / 1000000)) MB"

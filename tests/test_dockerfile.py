@@ -51,7 +51,7 @@ def test_user_port_volume_and_health():
 
 def test_runs_the_demo_which_hands_over_to_the_dashboard_on_all_container_interfaces():
     cmd = next(line for line in LINES if line.startswith("CMD "))
-    assert cmd == 'CMD ["python", "-m", "engine", "demo"]'
+    assert cmd == 'CMD ["relink-audit", "demo"]'
     assert "STREAMLIT_SERVER_ADDRESS=0.0.0.0" in TEXT and "STREAMLIT_SERVER_PORT=8501" in TEXT
 
 
@@ -59,3 +59,17 @@ def test_smoke_script_publishes_on_loopback_only():
     assert '-p "127.0.0.1:$PORT:8501"' in SMOKE
     assert "STREAMLIT_SERVER_ADDRESS=127.0.0.1" in SMOKE  # host network: loopback only
     assert "--secret" in SMOKE and "_stcore/health" in SMOKE and "stop -t" in SMOKE
+
+
+def test_image_runs_the_installed_package_not_a_copy_of_the_checkout():
+    install = [line for line in LINES if line.startswith("RUN ") and "/tmp/src" in line]
+    assert install and "pip install --no-deps" in install[0] and "rm -rf /tmp/src" in install[0]
+    # nothing copied into the working directory could shadow the installed engine or dashboard
+    copied = [shlex.split(line)[-1] for line in LINES if line.startswith("COPY ")]
+    assert not any(dest.rstrip("/") in ("./engine", "./dashboard", "engine", "dashboard")
+                   for dest in copied)
+
+
+def test_smoke_script_runs_the_installed_command_offline():
+    assert "relink-audit --help" in SMOKE and "relink-audit demo --no-serve" in SMOKE
+    assert SMOKE.count("--network none") >= 2
