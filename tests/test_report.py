@@ -339,3 +339,40 @@ def test_report_modules_stay_light():
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True, cwd=Path(__file__).resolve().parents[1]).stdout.strip()
     assert out == "[]"
+
+
+def test_dp_at_the_study_pool_size_beside_the_study(seeded, dp_stage_db):
+    """At N = 10,000 the report shows both changes with intervals, membership and AUROC."""
+    import pandas as pd
+
+    from engine.core import decompose
+    from engine.report import outline
+    from engine.report.html import render_html
+
+    doc = build_document(dp_stage_db, model=seeded.specialist, cohort=seeded.cohort)
+    # the seeded database stores no N = 10,000: no such table
+    assert not any("study's pool size" in b.caption
+                   for b in outline.blocks_of(doc) if isinstance(b, outline.Table))
+    # hand-made rows at N = 10,000: original 1.0%, inf 1.3%, eps 1 0.975% (0.90-1.05%)
+    metrics = pd.DataFrame([
+        {"heads": h, "split": "test", "direction": "image_to_report", "negatives": "random",
+         "k": 1, "pool_size": 10_000, "recall": r, "ci_low": lo, "ci_high": hi, "chance": 1e-4}
+        for h, r, lo, hi in (("original", 0.01, 0.009, 0.011), ("inf", 0.013, 0.012, 0.014),
+                             ("1", 0.00975, 0.009, 0.0105))])
+    membership = pd.DataFrame([{"heads": "1", "auroc": 0.505, "tpr_at_fpr": 0.011}])
+    utility = pd.DataFrame([{"heads": h, "label": "macro", "auroc": a}
+                            for h, a in (("original", 0.80), ("inf", 0.80), ("1", 0.79))])
+    rows = decompose.decompose(metrics, membership=membership, utility=utility)
+    doc["privacy"]["decomposition"] = clean(rows.to_dict("records"))
+    tables = [b for b in outline.blocks_of(doc) if isinstance(b, outline.Table)
+              and "study's pool size, N = 10,000" in b.caption]
+    assert len(tables) == 1
+    t = tables[0]
+    assert "61.8% lower at ε = 0.34" in t.caption and "79.63% -> 79.43%" in t.caption
+    by = {r[0]: r for r in t.rows}
+    eps = next(r for name, r in by.items() if name not in (t.rows[0][0], t.rows[1][0]))
+    assert eps[2] == "−2.5% (−10% to +5%)"  # vs original: 0.975 / 1.0, interval 0.90-1.05
+    assert eps[3] == "−25.0% (−31% to −19%)"  # vs inf: 0.975 / 1.3, interval 0.90-1.05
+    assert eps[4] == "50.50%" and eps[5] == "79.00%"
+    assert t.rows[0][2] == "reference" and t.rows[1][3] == "reference"
+    assert "At the study&#x27;s pool size, N = 10,000" in render_html(doc)

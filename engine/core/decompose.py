@@ -11,11 +11,12 @@ Recall@1, the relative drop splits additively into two parts, in points of the o
 
 `decompose` gives one row per (heads, N) with these, the intervals of each Recall@1 (the
 bootstrap interval of the stored metric; the drop's interval is that interval expressed against
-the original's point estimate), the lift, the membership signal (AUROC and TPR at the stored FPR,
-members vs held-out), the probe's macro AUROC on projected embeddings and the frozen-backbone
-probe (the sanity line). `drop_sentence` writes the one sentence the report and the dashboard
-show. For a transfer, pass the external cohort's rows and ``source`` (the training cohort):
-the DP heads there are named ``<epsilon>@<source>``.
+the original's point estimate, and likewise against the inf heads' one), the lift, the
+membership signal (AUROC and TPR at the stored FPR, members vs held-out), the probe's macro
+AUROC on projected embeddings and the frozen-backbone probe (the sanity line). `drop_sentence`
+writes the one sentence the report and the dashboard show. For a transfer, pass the external
+cohort's rows and ``source`` (the training cohort): the DP heads there are named
+``<epsilon>@<source>``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,22 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from engine.core.findings import STUDY_AUROC, STUDY_DP_EPSILON, STUDY_DP_POOL, STUDY_DP_REDUCTION
 from engine.core.names import epsilon_label
 
 POOLS: tuple[int | None, ...] = (100, 10_000, None)  # None: the whole held-out set
 
+# The reference study's DP figure (engine.core.findings holds its numbers): the sentence the
+# README and the report put beside this project's figures at its pool size.
+STUDY_POOL = STUDY_DP_POOL
+STUDY_DP = (f"The study, for comparison: Recall@1 at N = {STUDY_DP_POOL:,} "
+            f"{STUDY_DP_REDUCTION:.1%} lower at ε = {STUDY_DP_EPSILON} than with the original "
+            f"heads; macro AUROC {STUDY_AUROC[0]:.2%} -> {STUDY_AUROC[1]:.2%}.")
+
 COLUMNS = ["heads", "epsilon", "pool", "pool_size", "recall", "ci_low", "ci_high", "lift",
            "lift_low", "lift_high", "recall_original", "recall_inf", "drop_vs_original",
-           "drop_low", "drop_high", "drop_vs_inf", "retraining_points", "privacy_points",
+           "drop_low", "drop_high", "drop_vs_inf", "inf_drop_low", "inf_drop_high",
+           "retraining_points", "privacy_points",
            "membership_auroc", "membership_tpr", "membership_fpr", "macro_auroc",
            "macro_change_vs_original", "backbone_auroc"]
 
@@ -131,6 +141,7 @@ def decompose(metrics: pd.DataFrame, *, membership: pd.DataFrame | None = None,
             lift = _num(row.get("lift")) if "lift" in row else r / chance
             mem = member.get(lab, {})
             dp = lab not in ("original",)
+            vs_inf = lab not in ("original", "inf")
             rows.append({
                 "heads": lab, "epsilon": _epsilon(lab), "pool": pool_name(pool),
                 "pool_size": size, "recall": r, "ci_low": lo, "ci_high": hi, "lift": lift,
@@ -141,8 +152,10 @@ def decompose(metrics: pd.DataFrame, *, membership: pd.DataFrame | None = None,
                 # the eps heads' interval against the original's point estimate
                 "drop_low": _share(r_o, hi, r_o) if dp else math.nan,
                 "drop_high": _share(r_o, lo, r_o) if dp else math.nan,
-                "drop_vs_inf": _share(r_inf, r, r_inf) if lab not in ("original", "inf")
-                else math.nan,
+                "drop_vs_inf": _share(r_inf, r, r_inf) if vs_inf else math.nan,
+                # and against the inf heads' point estimate
+                "inf_drop_low": _share(r_inf, hi, r_inf) if vs_inf else math.nan,
+                "inf_drop_high": _share(r_inf, lo, r_inf) if vs_inf else math.nan,
                 "retraining_points": _share(r_o, r_inf, r_o) if dp else math.nan,
                 "privacy_points": _share(r_inf, r, r_o) if dp else math.nan,
                 "membership_auroc": _num(mem.get("auroc")),
