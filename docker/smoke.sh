@@ -11,7 +11,8 @@
 # BuildKit secret, never stored in the image), EXTRA_INDEX_URL (extra package indexes), NETWORK
 # (`host` builds and runs on the host's network; the dashboard then listens on 127.0.0.1 only),
 # PORT (host port, published on 127.0.0.1), TIMEOUT (seconds to wait for the health check),
-# KEEP_VOLUME=1 (keep the results volume for a faster second run), DOCKER (the client; it
+# KEEP_VOLUME=1 (keep the results volume for a faster second run), RUN_ARGS (extra `docker run`
+# arguments for the demo's container, e.g. `--cpus 1` on a shared machine), DOCKER (the client; it
 # needs BuildKit: Docker >= 23 with buildx, or the 20.10 client with DOCKER_BUILDKIT=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,8 @@ size=$("$DOCKER" image inspect "$IMAGE" --format '{{.Size}}')
 log "built in $((t1 - t0)) s; image size $((size / 1000000)) MB"
 
 run=("$DOCKER" run -d --name "$NAME" -v "$VOLUME:/app/cache")
+# shellcheck disable=SC2206 # RUN_ARGS is a list of words on purpose
+[ -n "${RUN_ARGS:-}" ] && run+=($RUN_ARGS)
 if [ "$NETWORK" = host ]; then
   # no port mapping on the host network: bind the dashboard to loopback only
   run+=(--network host -e STREAMLIT_SERVER_ADDRESS=127.0.0.1 -e "STREAMLIT_SERVER_PORT=$PORT")
