@@ -163,8 +163,12 @@ class Driver:
 
     def select(self, label: str, option: str):
         def act():
-            self.page.get_by_test_id("stSelectbox").filter(has_text=label).first.click()
-            self.page.get_by_role("option", name=option).first.click()
+            # Streamlit's selectbox is a combo box: a mouse click on it does not always open its
+            # list (it only focuses the text field); the keyboard always does
+            box = self.page.get_by_test_id("stSelectbox").filter(has_text=label).first
+            box.locator("input").first.focus()
+            self.page.keyboard.press("ArrowDown")
+            self.page.get_by_role("option", name=option, exact=True).first.click()
         return act
 
     def button(self, group_label: str, text: str):
