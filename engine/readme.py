@@ -41,13 +41,14 @@ import pandas as pd
 from engine import store
 from engine.core import format as fmt
 from engine.core import names
-from engine.core.decompose import STUDY_DP, STUDY_POOL
+from engine.core.decompose import STUDY_DP
+from engine.core.findings import STUDY_DP_POOL
 from engine.errors import ConfigError
 
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
 HEADLINE_N = 100  # the study's headline pool size
-DP_N = STUDY_POOL  # the pool size of the study's DP figure (-61.8% Recall@1 at epsilon 0.34)
+DP_N = STUDY_DP_POOL  # the pool size of the study's DP figure (-61.8% Recall@1 at epsilon 0.34)
 
 
 def markers(block: str = "results") -> tuple[str, str]:

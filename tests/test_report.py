@@ -369,10 +369,9 @@ def test_dp_at_the_study_pool_size_beside_the_study(seeded, dp_stage_db):
     assert len(tables) == 1
     t = tables[0]
     assert "61.8% lower at ε = 0.34" in t.caption and "79.63% -> 79.43%" in t.caption
-    by = {r[0]: r for r in t.rows}
-    eps = next(r for name, r in by.items() if name not in (t.rows[0][0], t.rows[1][0]))
+    original, inf, eps = t.rows  # in heads order: original, inf, then epsilon descending
     assert eps[2] == "−2.5% (−10% to +5%)"  # vs original: 0.975 / 1.0, interval 0.90-1.05
     assert eps[3] == "−25.0% (−31% to −19%)"  # vs inf: 0.975 / 1.3, interval 0.90-1.05
     assert eps[4] == "50.50%" and eps[5] == "79.00%"
-    assert t.rows[0][2] == "reference" and t.rows[1][3] == "reference"
+    assert original[2] == "reference" and inf[3] == "reference" and original[3] == "—"
     assert "At the study&#x27;s pool size, N = 10,000" in render_html(doc)

@@ -33,7 +33,6 @@ POOLS: tuple[int | None, ...] = (100, 10_000, None)  # None: the whole held-out 
 
 # The reference study's DP figure (engine.core.findings holds its numbers): the sentence the
 # README and the report put beside this project's figures at its pool size.
-STUDY_POOL = STUDY_DP_POOL
 STUDY_DP = (f"The study, for comparison: Recall@1 at N = {STUDY_DP_POOL:,} "
             f"{STUDY_DP_REDUCTION:.1%} lower at ε = {STUDY_DP_EPSILON} than with the original "
             f"heads; macro AUROC {STUDY_AUROC[0]:.2%} -> {STUDY_AUROC[1]:.2%}.")

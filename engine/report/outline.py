@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from engine.core.decompose import STUDY_DP, STUDY_POOL
+from engine.core.decompose import STUDY_DP
+from engine.core.findings import STUDY_DP_POOL
 from engine.report import text as fmt
 from engine.report.figures import figure_specs
 
@@ -482,13 +483,15 @@ class _Builder:
     def _study_pool_table(self, p: dict) -> None:
         """Recall@1 at the study's N = 10,000 against both references, beside the study."""
         rows = [r for r in p.get("decomposition") or []
-                if r.get("pool") == f"{STUDY_POOL:,}" and r.get("heads") != "backbone"]
+                if r.get("pool") == f"{STUDY_DP_POOL:,}" and r.get("heads") != "backbone"]
         if not rows:
             return
 
-        def change(row, point, low, high, reference) -> str:
-            if row["heads"] in reference or not fmt.finite(row.get(point)):
-                return "reference" if row["heads"] == reference[-1] else DASH
+        def change(row, point, low, high, reference: str) -> str:
+            if row["heads"] == reference:
+                return "reference"
+            if not fmt.finite(row.get(point)):  # e.g. the original heads against inf
+                return DASH
             # points of a reduction, shown as the change of Recall@1 with its interval
             text = f"{-row[point]:+.1f}%"
             if fmt.finite(row.get(low)) and fmt.finite(row.get(high)):
@@ -496,12 +499,12 @@ class _Builder:
             return text.replace("-", "−")
 
         table = [(fmt.heads_name(r["heads"]), _recall_ci(r),
-                  change(r, "drop_vs_original", "drop_low", "drop_high", ("original",)),
-                  change(r, "drop_vs_inf", "inf_drop_low", "inf_drop_high", ("original", "inf")),
+                  change(r, "drop_vs_original", "drop_low", "drop_high", "original"),
+                  change(r, "drop_vs_inf", "inf_drop_low", "inf_drop_high", "inf"),
                   fmt.auroc(r.get("membership_auroc")), fmt.auroc(r.get("macro_auroc")))
                  for r in rows]
         self.table(
-            f"At the study's pool size, N = {STUDY_POOL:,}: change of Recall@1 against the "
+            f"At the study's pool size, N = {STUDY_DP_POOL:,}: change of Recall@1 against the "
             "original heads and against the heads retrained without noise (ε = ∞); the "
             "interval is the heads' Recall@1 interval against the reference's point estimate. "
             "Membership AUROC: the true pair's similarity as a score separating training pairs "
