@@ -64,15 +64,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(db: Path, port: int) -> subprocess.Popen:
-    """``streamlit run`` on `db`, headless, without a file watcher (edits elsewhere never rerun)."""
+def start_server(db: Path, port: int, log: Path) -> subprocess.Popen:
+    """The dashboard on `db` as `make demo` starts it (``python -m dashboard.serve``: imports and
+    the default page's caches warmed at start), headless, without a file watcher."""
     return subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true",
+        [sys.executable, "-m", "dashboard.serve", "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.port", str(port),
          "--server.fileWatcherType", "none", "--server.runOnSave", "false",
          "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env={**os.environ, "RELINK_DB": str(db)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def wait_warm(log: Path, proc: subprocess.Popen, timeout: float = 120.0) -> str:
+    """The launcher's ``[dashboard] warm: ...`` line, once it is printed."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline and proc.poll() is None:
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("[dashboard] warm"):
+                return line
+        time.sleep(0.1)
+    raise RuntimeError(f"the dashboard did not report its warm-up: {log.read_text()[-500:]}")
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> float:
@@ -91,6 +103,27 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> flo
         time.sleep(0.1)
 
 
+# The page has settled: no running indicator or skeleton, `content` (a test id) visible, every
+# plotly chart drawn (its SVG layer exists) and every Vega-Lite chart drawn (a canvas or SVG).
+SETTLED = """(content) => {
+  const q = (sel) => document.querySelectorAll(sel);
+  if (q('[data-testid="stStatusWidget"]').length || q('[data-testid="stSkeleton"]').length) {
+    return false;
+  }
+  if (content) {
+    const el = document.querySelector(`[data-testid="${content}"]`);
+    if (!el || !el.getClientRects().length) return false;
+  }
+  for (const el of q('[data-testid="stPlotlyChart"]')) {
+    if (!el.querySelector('.main-svg')) return false;
+  }
+  for (const el of q('[data-testid="stVegaLiteChart"]')) {
+    if (!el.querySelector('canvas, svg')) return false;
+  }
+  return true;
+}"""
+
+
 class Driver:
     """A Playwright page on the app that times actions up to the settled page.
 
@@ -105,6 +138,7 @@ class Driver:
         self.page, self.url, self._msg = page, url, ForwardMsg
         self.finished = 0
         self.server_s = float("nan")
+        self.drag_s = float("nan")
         page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
 
     def _frame(self, payload) -> None:
@@ -125,19 +159,24 @@ class Driver:
             self.page.wait_for_timeout(5)  # lets Playwright deliver the frames
 
     def settle(self, content: str | None = None, timeout: float = 60_000) -> None:
-        """Wait for no running indicator, no skeleton and `content` (a test id) visible."""
-        from playwright.sync_api import expect
+        """Wait for no running indicator, no skeleton, `content` (a test id) visible and every
+        chart drawn.
 
-        expect(self.page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=timeout)
-        expect(self.page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=timeout)
-        if content:
-            expect(self.page.get_by_test_id(content).first).to_be_visible(timeout=timeout)
+        One predicate checked in the page on every animation frame (Playwright's own assertions
+        poll at 100 ms to 1 s intervals, which would add up to a second to a step).
+        """
+        self.page.wait_for_function(SETTLED, arg=content, polling="raf", timeout=timeout)
 
     def timed(self, action, content: str | None = None) -> float:
         """Seconds from `action()` to the end of the run it caused and the page settled.
 
-        `server_s` keeps the part up to the server's ``script_finished`` message.
+        `action` may be a pair ``(prepare, act)``: `prepare` runs untimed first (a drag's press
+        and moves; the step is timed from the release). `server_s` keeps the part up to the
+        server's ``script_finished`` message.
         """
+        if isinstance(action, tuple):
+            prepare, action = action
+            prepare()
         before = self.finished
         start = time.perf_counter()
         action()
@@ -168,7 +207,14 @@ class Driver:
             box = self.page.get_by_test_id("stSelectbox").filter(has_text=label).first
             box.locator("input").first.focus()
             self.page.keyboard.press("ArrowDown")
-            self.page.get_by_role("option", name=option, exact=True).first.click()
+            choice = self.page.get_by_role("option", name=option, exact=True).first
+            try:
+                choice.wait_for(state="visible", timeout=5_000)
+            except Exception as exc:  # noqa: BLE001 - say what the list offered instead
+                shown = self.page.get_by_role("option").all_inner_texts()
+                raise RuntimeError(f"no option {option!r} in {label!r}; listed: {shown[:8]}") \
+                    from exc
+            choice.click()
         return act
 
     def button(self, group_label: str, text: str):
@@ -199,19 +245,24 @@ class Driver:
         return act
 
     def drag_box(self, chart: int = 0, share: float = 0.3):
-        """Box-select by dragging over the middle of plotly chart `chart` (a drag selects)."""
-        def act():
+        """Box-select by dragging over the middle of plotly chart `chart` (a drag selects).
+
+        Returns ``(press and move, release)``: the step is timed from the release, when the
+        selection is made; the time the box took to follow the mouse is kept in `drag_s`.
+        """
+        def prepare():
             plot = self.page.get_by_test_id("stPlotlyChart").nth(chart)
             area = plot.locator(".nsewdrag").first
             box = area.bounding_box()
             cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
             dx, dy = box["width"] * share / 2, box["height"] * share / 2
+            start = time.perf_counter()
             self.page.mouse.move(cx - dx, cy - dy)
             self.page.mouse.down()
             self.page.mouse.move(cx, cy, steps=5)
             self.page.mouse.move(cx + dx, cy + dy, steps=5)
-            self.page.mouse.up()
-        return act
+            self.drag_s = time.perf_counter() - start
+        return prepare, self.page.mouse.up
 
 
 def run_browser(db: Path) -> list[tuple[str, float, str]]:
@@ -220,7 +271,9 @@ def run_browser(db: Path) -> list[tuple[str, float, str]]:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_server(db, port)
+    log = db.parent / "bench-server.log"
+    started = time.perf_counter()
+    proc = start_server(db, port, log)
     rows: list[tuple[str, float, str]] = []
 
     def failed(name, exc):
@@ -238,6 +291,9 @@ def run_browser(db: Path) -> list[tuple[str, float, str]]:
 
     try:
         print(f"server healthy after {wait_healthy(url, proc):.1f} s", flush=True)
+        warm = wait_warm(log, proc)
+        print(f"{warm}; {time.perf_counter() - started:.1f} s after the server was started",
+              flush=True)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
@@ -292,7 +348,9 @@ def run_browser(db: Path) -> list[tuple[str, float, str]]:
             twice("joint space: colour by label", d.button("Colour by", "label"),
                   d.button("Colour by", "modality"), "stPlotlyChart")
             try:
-                record("joint space: box select (drag)", d.timed(d.drag_box(), "stDataFrame"))
+                record("joint space: box select (release)", d.timed(d.drag_box(), "stDataFrame"))
+                print(f"  {'  (the box followed 10 mouse moves in':<48} "
+                      f"{d.drag_s * 1000:7.0f} ms)")
             except Exception as exc:  # noqa: BLE001
                 failed("joint space: box select (drag)", exc)
             twice("joint space: compare with ε = 1", d.select("Compare with", "DP heads, ε = 1"),

@@ -1,5 +1,8 @@
-"""Plotly figures of the dashboard, built from plain frames (no Streamlit, no storage).
+"""Figures of the dashboard, built from plain frames (no Streamlit, no storage).
 
+The overview's two line charts are Vega-Lite (Altair): they are on the first page a visitor
+opens, and Streamlit's Vega component loads and draws several times faster than its Plotly one
+(docs/dashboard.md, "Latency"). The other figures are Plotly.
 Scatter plots with many points use WebGL (`go.Scattergl`); every point of the UMAP carries its
 row position as ``customdata`` so a selection maps back to rows (`logic.selected_points`).
 """
@@ -85,47 +88,96 @@ def _dash(negatives: str) -> str:
     return "solid" if negatives == "random" else "dash" if negatives == "matched" else "dashdot"
 
 
-def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None) -> go.Figure:
-    """Lift over chance vs N per model; random negatives solid, matched dashed (log x)."""
-    fig = go.Figure()
-    palette = colours(curves["model"]) if len(curves) else {}
-    for (model, negatives), g in curves.groupby(["model", "negatives"], sort=False):
-        g = g.sort_values("pool_size")
-        fig.add_trace(go.Scatter(
-            x=g["pool_size"], y=g["lift"], mode="lines+markers",
-            name=plain(f"{model} · {negatives}"), legendgroup=plain(model),
-            line=dict(color=palette[model], dash=_dash(negatives),
-                      width=3.5 if model == highlight else 2),
-            customdata=np.stack([g["recall"], g["n_queries"], g["n_excluded"]], axis=1),
-            # the trace's (escaped) name, not the model string, inside the template
-            hovertemplate=("<b>%{fullData.name}</b><br>N=%{x:,}<br>lift %{y:.1f}×"
-                           "<br>Recall@1 %{customdata[0]:.2%}<br>queries %{customdata[1]:,}"
-                           " (excluded %{customdata[2]:,})<extra></extra>"),
-        ))
-    fig.add_hline(y=1.0, line=dict(color="#999", dash="dot", width=1),
-                  annotation_text="chance", annotation_position="bottom right")
-    return _layout(fig, x="pool size N (log)", y="lift = Recall@1 / (1/N)", log_x=True)
+def _log_axis(title: str, values, *, percent: bool = False):
+    """A log axis ticked exactly at `values` (pool sizes as 10,000; probabilities as 0.05%)."""
+    import altair as alt
+
+    return alt.Axis(title=title, values=[float(v) for v in values],
+                    format="~%" if percent else ",.0f", grid=True)
 
 
-def members_vs_heldout(curves: pd.DataFrame) -> go.Figure:
-    """Recall@1 vs N with 95% intervals for members and held-out pairs (random negatives)."""
-    fig = go.Figure()
-    rnd = curves[curves["negatives"] == "random"]
-    for split, g in rnd.groupby("split", sort=True):
-        g = g.sort_values("pool_size")
-        fig.add_trace(go.Scatter(
-            x=g["pool_size"], y=g["recall"], mode="lines+markers",
-            name=logic.SPLIT_NAMES.get(split, split),
-            line=dict(color=SPLIT_COLOURS.get(split, "#444")),
-            error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["recall"],
-                         arrayminus=g["recall"] - g["ci_low"], thickness=1),
-            hovertemplate="N=%{x:,}<br>Recall@1 %{y:.2%}<extra></extra>",
-        ))
-    if len(rnd):
-        sizes = np.sort(rnd["pool_size"].unique())
-        fig.add_trace(go.Scatter(x=sizes, y=1.0 / sizes, mode="lines", name="chance (1/N)",
-                                 line=dict(color="#999", dash="dot")))
-    return _layout(fig, x="pool size N (log)", y="Recall@1 (log)", log_x=True, log_y=True)
+def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None):
+    """Lift over chance vs N per model (log x): random negatives solid, matched dashed.
+
+    A Vega-Lite chart (Altair): the overview, the first page a visitor sees, draws in a fraction
+    of the time a Plotly figure takes to load in the browser. Database strings travel only as
+    data values (legend entries and tooltips are text), never inside an expression.
+    """
+    import altair as alt
+
+    frame = pd.DataFrame({
+        "model": curves["model"].astype(str) if len(curves) else pd.Series(dtype=str),
+        "negatives": curves["negatives"].astype(str) if len(curves) else pd.Series(dtype=str),
+    })
+    for column in ("pool_size", "lift", "recall", "n_queries", "n_excluded"):
+        frame[column] = pd.to_numeric(curves[column], errors="coerce") if len(curves) else []
+    frame["highlighted"] = frame["model"] == highlight if highlight is not None else False
+    models = list(dict.fromkeys(frame["model"]))
+    palette = colours(models)
+    kinds = list(dict.fromkeys(frame["negatives"]))
+    dashes = {"solid": [1, 0], "dash": [6, 4], "dashdot": [8, 3, 2, 3]}
+    sizes = sorted(frame["pool_size"].dropna().unique())
+    x = alt.X("pool_size:Q", scale=alt.Scale(type="log"),
+              axis=_log_axis("pool size N (log)", sizes))
+    lines = alt.Chart(frame).mark_line(point=True).encode(
+        x=x,
+        y=alt.Y("lift:Q", title="lift = Recall@1 / (1/N)"),
+        color=alt.Color("model:N", scale=alt.Scale(domain=models,
+                                                   range=[palette[m] for m in models]),
+                        legend=alt.Legend(orient="top", title=None)),
+        strokeDash=alt.StrokeDash("negatives:N", scale=alt.Scale(
+            domain=kinds, range=[dashes[_dash(k)] for k in kinds]),
+            legend=alt.Legend(orient="top", title=None, symbolType="stroke",
+                              symbolStrokeColor="#444", symbolStrokeWidth=2)),
+        strokeWidth=alt.StrokeWidth("highlighted:N", scale=alt.Scale(domain=[False, True],
+                                                                     range=[2, 3.5]),
+                                    legend=None),
+        detail="negatives:N",
+        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("negatives:N"),
+                 alt.Tooltip("pool_size:Q", title="N", format=","),
+                 alt.Tooltip("lift:Q", format=".1f"), alt.Tooltip("recall:Q", title="Recall@1",
+                                                                  format=".2%"),
+                 alt.Tooltip("n_queries:Q", title="queries", format=","),
+                 alt.Tooltip("n_excluded:Q", title="excluded", format=",")],
+    )
+    chance = alt.Chart(pd.DataFrame({"chance": [1.0]})).mark_rule(
+        color="#999", strokeDash=[2, 3]).encode(y="chance:Q")
+    return (lines + chance).properties(height=380)
+
+
+def members_vs_heldout(curves: pd.DataFrame):
+    """Recall@1 vs N with 95% intervals for members and held-out pairs (random negatives, log-log).
+
+    A Vega-Lite chart, as `lift_vs_n`. The chance line 1/N is drawn dotted.
+    """
+    import altair as alt
+
+    rnd = curves[curves["negatives"] == "random"] if len(curves) else curves
+    frame = pd.DataFrame({"pairs": [logic.SPLIT_NAMES.get(s, s) for s in rnd.get("split", [])]})
+    for column in ("pool_size", "recall", "ci_low", "ci_high"):
+        frame[column] = pd.to_numeric(rnd[column], errors="coerce").to_numpy() if len(rnd) else []
+    sizes = sorted(frame["pool_size"].dropna().unique())
+    chance = pd.DataFrame({"pool_size": sizes, "recall": [1.0 / s for s in sizes],
+                           "pairs": "chance (1/N)"})
+    values = pd.concat([frame[["recall", "ci_low", "ci_high"]].stack(), chance["recall"]])
+    low, high = (float(values.min()), float(values.max())) if len(values) else (1e-3, 1.0)
+    ticks = [t for t in LOG_TICKS if low / 1.5 <= t <= high * 1.5] or LOG_TICKS
+    names = list(dict.fromkeys(frame["pairs"])) + ["chance (1/N)"]
+    split_colour = {logic.SPLIT_NAMES.get(k, k): v for k, v in SPLIT_COLOURS.items()}
+    colour = alt.Color("pairs:N", title=None, legend=alt.Legend(orient="top"),
+                       scale=alt.Scale(domain=names, range=[split_colour.get(n, "#444")
+                                                            for n in names[:-1]] + ["#999"]))
+    x = alt.X("pool_size:Q", scale=alt.Scale(type="log"),
+              axis=_log_axis("pool size N (log)", sizes))
+    y = alt.Y("recall:Q", scale=alt.Scale(type="log"),
+              axis=_log_axis("Recall@1 (log)", ticks, percent=True))
+    tooltip = [alt.Tooltip("pairs:N"), alt.Tooltip("pool_size:Q", title="N", format=","),
+               alt.Tooltip("recall:Q", title="Recall@1", format=".2%")]
+    base = alt.Chart(frame)
+    lines = base.mark_line(point=True).encode(x=x, y=y, color=colour, tooltip=tooltip)
+    bars = base.mark_rule().encode(x=x, y="ci_low:Q", y2="ci_high:Q", color=colour)
+    dotted = alt.Chart(chance).mark_line(strokeDash=[2, 3]).encode(x=x, y=y, color=colour)
+    return (bars + lines + dotted).properties(height=380)
 
 
 def random_vs_matched(curves: pd.DataFrame) -> go.Figure:

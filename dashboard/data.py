@@ -454,9 +454,12 @@ def umap_heads(db: str, token: str, cohort: str, model: str) -> list[str]:
                           "WHERE cohort = ? AND model = ? ORDER BY 1", [cohort, model])["heads"])
 
 
-@st.cache_data(**_CACHE)
+@st.cache_resource(max_entries=8, show_spinner=False)
 def umap_points(db: str, token: str, cohort: str, model: str, heads: str) -> pd.DataFrame:
     """UMAP points of one map, each with its item's ids, split, labels and expected rank.
+
+    Shared, not copied (a map of 20,000 items is 40,000 rows, and every rerun of the joint space
+    reads it): callers never modify it.
 
     ``item_id`` is matched to the item's image id; a report point whose id is a study id is
     matched through the study. ``expected_rank`` is the image -> report rank of the item in its

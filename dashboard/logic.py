@@ -452,6 +452,74 @@ def selected_points(state) -> list[int]:
     return list(dict.fromkeys(out))
 
 
+def selection_regions(state) -> tuple[list[tuple[float, float, float, float]], list[np.ndarray]]:
+    """The boxes ``(x0, x1, y0, y1)`` and lasso polygons (``(n, 2)`` vertices) of a selection.
+
+    Streamlit's plotly selection state carries them as ``box: [{"x": [x0, x1], "y": [y0, y1]}]``
+    and ``lasso: [{"x": [...], "y": [...]}]`` beside the selected points. Malformed entries are
+    skipped.
+    """
+    try:
+        selection = state["selection"]
+    except (KeyError, TypeError):
+        return [], []
+    boxes, lassos = [], []
+    for box in _entries(selection, "box"):
+        try:
+            (x0, x1), (y0, y1) = (sorted(float(v) for v in box["x"]),
+                                  sorted(float(v) for v in box["y"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if all(math.isfinite(v) for v in (x0, x1, y0, y1)):
+            boxes.append((x0, x1, y0, y1))
+    for lasso in _entries(selection, "lasso"):
+        try:
+            poly = np.column_stack([np.asarray(lasso["x"], dtype=float),
+                                    np.asarray(lasso["y"], dtype=float)])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if len(poly) >= 3 and np.isfinite(poly).all():
+            lassos.append(poly)
+    return boxes, lassos
+
+
+def _entries(selection, name: str) -> list:
+    try:
+        entries = selection[name]
+    except (KeyError, TypeError):
+        return []
+    return [e for e in (entries or []) if isinstance(e, Mapping)]
+
+
+def in_regions(x, y, boxes, lassos) -> np.ndarray:
+    """Whether each point (x, y) lies in any of the boxes or lasso polygons (edges included for
+    boxes; a lasso follows matplotlib's even-odd rule)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    inside = np.zeros(len(x), dtype=bool)
+    for x0, x1, y0, y1 in boxes:
+        inside |= (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+    if lassos:
+        from matplotlib.path import Path
+
+        xy = np.column_stack([x, y])
+        for poly in lassos:
+            inside |= Path(poly).contains_points(xy)
+    return inside
+
+
+def selected_rows(points: pd.DataFrame, state) -> list:
+    """Index labels of `points` a plotly selection covers.
+
+    A box or lasso selects by its region over *every* point of `points`, drawn or not (a map
+    draws a sample, `sample_items`); a click (no region) selects the clicked points
+    (`selected_points`).
+    """
+    boxes, lassos = selection_regions(state)
+    if boxes or lassos:
+        return list(points.index[in_regions(points["x"], points["y"], boxes, lassos)])
+    return selected_points(state)
+
+
 def sample_items(points: pd.DataFrame, max_items: int, seed: int = 0) -> pd.DataFrame:
     """At most `max_items` items' points (both modalities of each kept item), index preserved."""
     codes, items = pd.factorize(points["image_id"].fillna(points["item_id"]))
@@ -465,15 +533,17 @@ def sample_items(points: pd.DataFrame, max_items: int, seed: int = 0) -> pd.Data
 def pairs_of(points: pd.DataFrame, rows: Sequence[int]) -> pd.DataFrame:
     """The items behind selected UMAP points (``rows`` are index labels of `points`).
 
-    One row per item, with both of its points and the distance between them.
+    One row per item, with both of its points and the distance between them. Vectorised on
+    integer item codes: a box over a dense map of 20,000 items selects thousands.
     """
     if not len(rows) or points.empty:
         return pd.DataFrame(columns=["image_id", "study_id", "split", "label group",
-                                     "expected_rank", "image_xy", "report_xy", "gap"])
-    rows = [r for r in rows if r in points.index]
-    chosen = points.loc[rows, "image_id"].dropna().unique()
-    sub = points[points["image_id"].isin(chosen)]
-    # vectorised: a box over a dense map selects thousands of items
+                                     "expected_rank", "image_x", "image_y", "report_x",
+                                     "report_y", "gap"])
+    at = points.index.get_indexer(list(rows))
+    codes, _ = pd.factorize(points["image_id"])  # -1: a point without an image id
+    chosen = np.unique(codes[at[at >= 0]])
+    sub = points[np.isin(codes, chosen[chosen >= 0])]
     first = sub.drop_duplicates("image_id").set_index("image_id")
     img = sub[sub["modality"] == "image"].drop_duplicates("image_id").set_index("image_id")
     rep = sub[sub["modality"] == "report"].drop_duplicates("image_id").set_index("image_id")
@@ -484,14 +554,9 @@ def pairs_of(points: pd.DataFrame, rows: Sequence[int]) -> pd.DataFrame:
         "split": first["split"].to_numpy(),
         "label group": label_groups(first).to_numpy(),
         "expected_rank": first["expected_rank"].to_numpy(),
-        "image_xy": [_xy(None if np.isnan(a).any() else a) for a in ix],
-        "report_xy": [_xy(None if np.isnan(b).any() else b) for b in rx],
+        "image_x": ix[:, 0], "image_y": ix[:, 1], "report_x": rx[:, 0], "report_y": rx[:, 1],
         "gap": np.hypot(ix[:, 0] - rx[:, 0], ix[:, 1] - rx[:, 1]),
     })
-
-
-def _xy(p):
-    return "" if p is None else f"({p[0]:.2f}, {p[1]:.2f})"
 
 
 # ------------------------------------------------------------------------------ privacy / utility

@@ -6,7 +6,7 @@ empty state when nothing has been computed yet.
 
 Database strings are data. This module is the one place where they reach the page: `esc` turns
 any value into literal Markdown text (no links, emphasis, HTML, maths or Streamlit directives),
-`command` puts one into a code span, and `report_text` shows long text with `st.code`. Pages
+`command` puts one into a code span, and `report_text` shows long text with `st.text`. Pages
 interpolate values into Markdown-rendering calls (`st.markdown`, `st.caption`, `st.info`, widget
 labels, ...) only through these or through number formatting; `tests/test_dashboard.py` reads
 every page's source and fails on anything else.
@@ -206,14 +206,60 @@ def table(frame: pd.DataFrame, name: str, *, key: str | None = None, select: boo
     kwargs.setdefault("placeholder", "—")  # a missing value reads as a dash, not "None"
     event = st.dataframe(frame, hide_index=True, width="stretch", height=height,
                          column_config=column_config, **kwargs)
-    st.download_button(
-        f"Download {esc(name)} (CSV)", frame.to_csv(index=False).encode("utf-8"),
-        file_name=f"{_slug(name)}.csv", mime="text/csv", key=f"download-{key}",
-        icon=":material/download:",
-    )
+    download(frame, name, key=key)
     return event
 
 
+def download(frame: pd.DataFrame, name: str, *, key: str | None = None) -> None:
+    """A button that downloads `frame` as ``<name>.csv``.
+
+    The CSV is written when the button is clicked, not on every run (a table of thousands of
+    rows took a third of a second per rerun to serialise).
+    """
+    key = key or _slug(name)
+    st.download_button(
+        f"Download {esc(name)} (CSV)", lambda: frame.to_csv(index=False).encode("utf-8"),
+        file_name=f"{_slug(name)}.csv", mime="text/csv", key=f"download-{key}",
+        icon=":material/download:",
+    )
+
+
+def _cell(value, fmt=None) -> str:
+    """One cell of a static table as literal Markdown text: `fmt` for a number, "—" for none."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    try:
+        if pd.isna(value):
+            return "—"
+    except (TypeError, ValueError):
+        pass
+    if fmt is not None and not isinstance(value, str):
+        value = fmt(value)
+    return esc(value)
+
+
+def static_table(frame: pd.DataFrame, name: str, *, formats: dict | None = None,
+                 key: str | None = None) -> None:
+    """A short table drawn as static text, with a CSV download of the values under it.
+
+    `st.table` draws in a fraction of the time `st.dataframe`'s grid takes to load in the
+    browser (docs/dashboard.md, "Latency"), so the overview uses it for its short tables. It
+    renders Markdown in every cell and header, so each goes through `esc` (after `formats`, a
+    column -> number formatter mapping); a missing value reads as a dash.
+    """
+    formats = formats or {}
+    shown = pd.DataFrame({esc(c): [_cell(v, formats.get(c)) for v in frame[c]]
+                          for c in frame.columns})
+    st.table(shown, hide_index=True)
+    download(frame, name, key=key)
+
+
 def report_text(text: str | None, *, height: int | None = None) -> None:
-    """A report, always as plain text (never Markdown or HTML)."""
-    st.code(text or "(empty report)", language=None, wrap_lines=True, height=height)
+    """A report, always as plain text (`st.text`: no Markdown, no HTML), in a bordered box that
+    scrolls past `height` pixels.
+
+    Not `st.code`: its syntax highlighter is a 1.5 MB script the browser loads and runs the first
+    time a page shows one (0.3 s of a box selection's 1.3 s on the reference machine).
+    """
+    box = st.container(height=height, border=True) if height else st.container(border=True)
+    box.text(text or "(empty report)", width="stretch")

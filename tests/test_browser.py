@@ -81,7 +81,8 @@ def server(browser_db):
     port = _free_port()
     env = {**os.environ, "RELINK_DB": str(browser_db)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
+        # the launcher `make demo` uses (dashboard/serve.py: warm imports and caches)
+        [sys.executable, "-m", "dashboard.serve",
          "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
          "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -59,7 +59,7 @@ def test_dashboard_modules_load_no_heavy_library():
 # Calls whose string arguments Streamlit renders as Markdown (all positional arguments), and
 # widgets whose label (first argument) and help do.
 MARKDOWN_CALLS = {"markdown", "caption", "subheader", "header", "title", "info", "warning",
-                  "error", "success", "toast", "write", "metric", "empty", "expander"}
+                  "error", "success", "toast", "write", "metric", "empty", "expander", "table"}
 WIDGET_CALLS = {"selectbox", "radio", "text_input", "toggle", "select_slider",
                 "segmented_control", "button", "download_button", "checkbox", "slider",
                 "number_input", "multiselect", "pills"}
@@ -128,6 +128,9 @@ def _markdown_offenders(path: Path) -> list[str]:
         if isinstance(f, ast.Attribute) and getattr(f.value, "id", "") == "ui" \
                 and name == "caption":
             continue  # ui.caption(ctx) escapes the context's names itself
+        if name == "table" and not (isinstance(f, ast.Attribute)
+                                    and getattr(f.value, "id", "") == "st"):
+            continue  # ui.table is st.dataframe (cells as text); st.table renders Markdown
         if name in MARKDOWN_CALLS:
             checked = list(node.args)
         elif name in WIDGET_CALLS:
@@ -153,12 +156,13 @@ def test_the_markdown_check_catches_an_interpolated_database_value(tmp_path):
     page = tmp_path / "page.py"
     page.write_text("import streamlit as st\nrow = load()\nst.caption(f'Study {row.study_id}')\n"
                     "st.markdown('**' + name + '**')\nst.metric(f'N = {n}', 1)\n"
+                    "st.table(frame)\nui.table(frame, 'rows')\n"
                     "st.caption(f'Study {ui.esc(row.study_id)}, {n:,} rows, {x:.2f}')\n")
-    assert len(_markdown_offenders(page)) == 3
+    assert len(_markdown_offenders(page)) == 4
 
 
 def test_dashboard_never_renders_report_text_as_markdown_or_html():
-    """Reports are untrusted text: `ui.report_text` (st.code) or tables only."""
+    """Reports are untrusted text: `ui.report_text` (st.text) or tables only."""
     for path in (ROOT / "dashboard").rglob("*.py"):
         source = path.read_text()
         assert "unsafe_allow_html" not in source, path
@@ -194,7 +198,8 @@ def _ok(at: AppTest, allowed: str | None = None) -> None:
 
 
 def _charts(at: AppTest) -> int:
-    return len(at.get("plotly_chart"))
+    """Plotly and Vega-Lite (Altair) charts on the page."""
+    return len(at.get("plotly_chart")) + len(at.get("vega_lite_chart"))
 
 
 def _infos(at: AppTest) -> str:
@@ -269,7 +274,13 @@ def test_overview_headline_sentence_and_charts(seeded, monkeypatch):
     assert sentence in _infos(at)
     assert "95% CI" in _infos(at)
     assert _charts(at) == 2  # lift vs N for every model, members vs held-out
-    assert len(at.dataframe) == 3  # four findings, ranking summary, all pool metrics
+    assert len(at.get("vega_lite_chart")) == 2  # Vega-Lite: the first page loads fast
+    assert len(at.table) == 2 and len(at.dataframe) == 0  # four findings, ranking summary
+    # the full pool-metrics grid is drawn on request (its CSV is always offered)
+    assert any(b.label.startswith("Download pool metrics") for b in at.get("download_button"))
+    at.toggle(key="overview_all_metrics").set_value(True).run()
+    _ok(at)
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) > 10
     assert at.selectbox(key="overview_n").options == [
         "5", "10", f"{seeded.n_test} (full held-out set)"]
 
@@ -308,7 +319,7 @@ def test_explorer_lists_queries_by_risk_and_shows_the_riskiest(seeded, monkeypat
     assert list(candidates["rank"]) == sorted(candidates["rank"])
     assert {"score", "is_true", "is_matched", "report"} <= set(candidates.columns)
     assert any(s.value.startswith("True report vs") for s in at.subheader)
-    assert at.code, "reports are shown as plain text"
+    assert at.text, "reports are shown as plain text"
 
 
 def test_explorer_pick_by_selection_and_missing_image(seeded, monkeypatch):
@@ -394,6 +405,53 @@ def test_database_strings_reach_the_page_as_text(seeded, tmp_path, monkeypatch):
     assert "\\*\\*big\\*\\* \\[x\\](y) \\<i\\>i\\</i\\> \\:red\\[z\\] \\$m\\$ \\`tick\\`" in about
 
 
+def test_static_tables_show_database_strings_as_text():
+    def page():
+        import pandas as pd
+
+        from dashboard import ui
+
+        ui.static_table(pd.DataFrame({
+            "model **x**": ["**big** [x](y) <b>b</b> :red[z]", "ok", None],
+            "n": [1234.5, float("nan"), 2.0]}), "hostile", formats={"n": "{:,.1f}".format})
+
+    at = AppTest.from_function(page).run()
+    assert not at.exception
+    cells = at.table[0].value
+    assert list(cells.columns) == ["model \\*\\*x\\*\\*", "n"]
+    assert cells.iloc[0, 0] == "\\*\\*big\\*\\* \\[x\\](y) \\<b\\>b\\</b\\> \\:red\\[z\\]"
+    # "2.0" could open an ordered list at the start of a cell: escaped, it reads the same
+    assert list(cells["n"]) == ["1,234.5", "—", "2\\.0"] and cells.iloc[2, 0] == "—"
+    # the download holds the values themselves, not their escaped display
+    assert at.get("download_button")[0].label == "Download hostile (CSV)"
+
+
+def test_the_launcher_warms_what_the_first_page_reads(seeded, monkeypatch):
+    """After `dashboard.serve.warm`, the first visit of the overview reads nothing itself."""
+    import streamlit as st
+
+    from dashboard import data, serve
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    monkeypatch.setenv("RELINK_DB", str(seeded.db))
+    assert serve.warm() == (f"risk overview and joint space of {seeded.specialist} on "
+                            f"{seeded.cohort}")
+    reads = []
+    real = data.query
+    monkeypatch.setattr(data, "query", lambda *a, **k: reads.append(a[1]) or real(*a, **k))
+    at = _app(seeded.db, monkeypatch).run()
+    _ok(at)
+    assert at.metric[0].label == "Recall@1"
+    assert reads == []
+    _page(at, "joint_space")
+    _ok(at)
+    assert len(at.get("plotly_chart")) == 1
+    assert not [r for r in reads if "umap_points" in r]  # the map's points came warm too
+    monkeypatch.setenv("RELINK_DB", str(seeded.db.parent / "nothing-here.duckdb"))
+    assert serve.warm().startswith("no results database at ")
+
+
 def test_esc_and_command():
     from dashboard import ui
 
@@ -441,7 +499,7 @@ def test_joint_space_colours_selection_and_comparison(seeded, monkeypatch):
     at.run()
     _ok(at)
     pairs = at.dataframe[0].value
-    assert len(pairs) == 2 and {"image_xy", "report_xy", "gap"} <= set(pairs.columns)
+    assert len(pairs) == 2 and {"image_x", "report_y", "gap"} <= set(pairs.columns)
     at.selectbox(key="umap_compare").set_value("1").run()
     _ok(at)
     assert _charts(at) == 2

@@ -124,6 +124,41 @@ def test_selections():
     assert logic.selected_points(browser) == [15, 3]
 
 
+def _inside_naive(px, py, poly) -> bool:
+    """Even-odd ray casting, one point at a time (the reference for `logic.in_regions`)."""
+    inside = False
+    for (x0, y0), (x1, y1) in zip(poly, list(poly[1:]) + [poly[0]]):
+        if (y0 > py) != (y1 > py) and px < x0 + (py - y0) * (x1 - x0) / (y1 - y0):
+            inside = not inside
+    return inside
+
+
+def test_box_and_lasso_select_every_point_of_the_full_map_inside_them():
+    rng = np.random.default_rng(3)
+    points = pd.DataFrame({"x": rng.uniform(-5, 5, 3000), "y": rng.uniform(-5, 5, 3000)},
+                          index=rng.permutation(3000) + 10)
+    lasso = [(-3.0, -3.0), (2.0, -4.0), (4.0, 1.0), (0.5, 0.0), (-1.0, 4.0)]  # not convex
+    state = {"selection": {
+        "points": [{"customdata": {"0": 11}}],  # what the browser drew: ignored for a region
+        "box": [{"xref": "x", "yref": "y", "x": [1.5, -1.0], "y": [-2.0, 0.5]}],
+        "lasso": [{"xref": "x", "yref": "y", "x": [p[0] for p in lasso],
+                   "y": [p[1] for p in lasso]}]}}
+    boxes, lassos = logic.selection_regions(state)
+    assert boxes == [(-1.0, 1.5, -2.0, 0.5)] and len(lassos) == 1
+    expected = [i for i, x, y in zip(points.index, points["x"], points["y"])
+                if (-1.0 <= x <= 1.5 and -2.0 <= y <= 0.5) or _inside_naive(x, y, lasso)]
+    assert sorted(logic.selected_rows(points, state)) == sorted(expected)
+    assert 100 < len(expected) < 3000
+    # a click has no region: the clicked points, as sent
+    assert logic.selected_rows(points, {"selection": {"points": [{"customdata": {"0": 11}}],
+                                                      "box": [], "lasso": []}}) == [11]
+    # malformed regions are skipped, not raised
+    bad = {"selection": {"box": [{"x": ["a", 1]}, "junk", {"y": [1, 2]}],
+                         "lasso": [{"x": [0, 1], "y": [0, 1]}, {"x": [0, 1, "nan"]}]}}
+    assert logic.selection_regions(bad) == ([], [])
+    assert logic.selection_regions(None) == ([], [])
+
+
 def test_pairs_of_selected_points():
     points = pd.DataFrame({
         "item_id": ["a", "a", "b", "b"], "modality": ["image", "report"] * 2,
@@ -293,9 +328,17 @@ def test_every_chart_has_distinct_tick_labels():
                                 n_queries=10, n_excluded=0)
                            for s in ("test", "train") for n, r in ((10, 0.3), (100, 0.05),
                                                                    (611, 0.02))])
-    fig = charts.members_vs_heldout(curves)
-    for axis in (fig.layout.xaxis, fig.layout.yaxis):
-        assert len(set(axis.ticktext)) == len(axis.ticktext)
+    spec = charts.members_vs_heldout(curves).to_dict()
+    axes = [layer["encoding"][c]["axis"] for layer in spec["layer"] for c in ("x", "y")
+            if isinstance(layer["encoding"].get(c, {}).get("axis"), dict)]
+    assert axes
+    for axis in axes:
+        values = axis["values"]
+        assert len(set(values)) == len(values) >= 3
+        # Vega's d3 formats: "~%" prints 100 v with up to 6 decimals, trailing zeros trimmed
+        labels = ([f"{100 * v:.6f}".rstrip("0").rstrip(".") + "%" for v in values]
+                  if axis["format"] == "~%" else [f"{v:,.0f}" for v in values])
+        assert len(set(labels)) == len(labels), labels
     front = pd.DataFrame({"heads": ["original", "1", "inf"], "recall": [0.0213, 0.0151, 0.0086],
                           "lift": [13.0, 9.3, 5.2], "auroc": [0.8409, 0.8400, 0.8403]})
     fig = charts.frontier_plot(front)
@@ -307,9 +350,24 @@ def test_chart_text_escapes_database_strings():
 
     curves = pd.DataFrame([dict(model='<a href="http://x">m</a>', negatives="random",
                                 pool_size=10, lift=2.0, recall=0.2, n_queries=5, n_excluded=0)])
-    fig = charts.lift_vs_n(curves)
-    assert "<a" not in fig.data[0].name and "&lt;a" in fig.data[0].name
-    assert "<a" not in fig.data[0].hovertemplate
+    spec = charts.lift_vs_n(curves, highlight='<a href="http://x">m</a>').to_dict()
+
+    def places(node, path=()):
+        """Where the model string occurs in the Vega-Lite spec (dict keys joined by dots)."""
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from places(v, path + (k,))
+        elif isinstance(node, list):
+            for v in node:
+                yield from places(v, path)
+        elif isinstance(node, str) and "<a" in node:
+            yield ".".join(p for p in path)
+
+    found = set(places(spec))
+    # only as a data value and a colour-scale domain entry: never in an expression, a title or
+    # a format, where Vega would interpret it
+    assert found and all(p.startswith("datasets.") or p.endswith("scale.domain")
+                         for p in found), found
 
 
 def test_best_wrong():

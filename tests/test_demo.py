@@ -29,14 +29,14 @@ def test_demo_site_a_has_n_1000_and_matched_pools_at_n_100_for_most_queries():
     assert len(counts) > 20
 
 
-def test_serve_hands_the_process_over_to_streamlit_on_loopback(monkeypatch, tmp_path):
+def test_serve_hands_the_process_over_to_the_warm_launcher_on_loopback(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(os, "execv", lambda path, argv: calls.append((path, argv)))
     monkeypatch.setattr(os, "chdir", lambda path: None)
     monkeypatch.delenv("STREAMLIT_SERVER_ADDRESS", raising=False)
     demo.serve(tmp_path / "r.duckdb")
     path, argv = calls[-1]
-    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4].endswith("dashboard/app.py")
+    assert argv[1:3] == ["-m", "dashboard.serve"]
     assert argv[-2:] == ["--server.address", "127.0.0.1"]
     assert os.environ["RELINK_DB"] == str((tmp_path / "r.duckdb").resolve())
     # a container sets its own address (all of its interfaces); the flag must not override it

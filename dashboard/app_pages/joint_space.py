@@ -4,21 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, data, logic, ui
-
-# Items drawn per map (2 points each); a fixed random sample beyond that. 4,000 items keep a
-# colour switch or a selection under a second in the browser on a 2-core machine; every item
-# still counts in the selection table, which reads the full map.
-MAX_ITEMS = 4_000
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _figure(db: str, token: str, cohort: str, model: str, heads: str, colour_by: str):
-    """The map of one heads in one colouring, built once per database version (not copied)."""
-    points = data.umap_points(db, token, cohort, model, heads)
-    drawn = logic.sample_items(points, MAX_ITEMS)
-    return charts.umap_scatter(drawn, colour_by), len(drawn) < len(points)
-
+from dashboard import charts, data, logic, ui, views
+from dashboard.views import MAX_ITEMS
 
 ctx = ui.context()
 st.title("Joint space")
@@ -61,14 +48,17 @@ for heads, col in zip(maps, cols):
                      f"{ui.command(ui.engine_command('umap', ctx.model, ctx.cohort))}.")
             continue
         key = f"umap_select_{heads}"
-        figure, sampled = _figure(ctx.db, ctx.token, ctx.cohort, ctx.model, heads, colour_by)
+        figure, sampled = views.umap_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, heads,
+                                            colour_by)
         st.markdown(f"**{ui.esc(logic.heads_name(heads))}**")
-        st.plotly_chart(figure, key=key, on_select="rerun",
-                        selection_mode=("points", "box", "lasso"))
+        event = st.plotly_chart(figure, key=key, on_select="rerun",
+                                selection_mode=("points", "box", "lasso"))
         if sampled:
             st.caption(f"Drawing a fixed random sample of {MAX_ITEMS:,} of "
-                       f"{points['image_id'].nunique():,} items (both points of each).")
-        rows = logic.selected_points(st.session_state.get(key))
+                       f"{points['image_id'].nunique():,} items (both points of each); a box or "
+                       "lasso selects every item inside it, drawn or not.")
+        # a box or lasso selects by its region over the whole map, a click by its point
+        rows = logic.selected_rows(points, event)
         if rows:
             selected.append((heads, logic.pairs_of(points, rows)))
 
@@ -80,6 +70,8 @@ for heads, pairs in selected:
     ui.table(pairs, f"umap selection {heads}", column_config={
         "expected_rank": st.column_config.NumberColumn("expected rank", format="%.1f"),
         "gap": st.column_config.NumberColumn("image-report distance", format="%.2f"),
+        **{c: st.column_config.NumberColumn(c.replace("_", " "), format="%.2f")
+           for c in ("image_x", "image_y", "report_x", "report_y")},
     })
     if len(pairs):
         first = pairs.iloc[0]

@@ -2,44 +2,9 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
-from dashboard import data, logic, ui
-from dashboard.charts import lift_vs_n, members_vs_heldout
-from engine.core.findings import findings_rows, summarize_findings
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def _findings(db: str, token: str, cohort: str) -> pd.DataFrame:
-    """The four-findings table of a cohort, computed once per database version."""
-    ladder = list(data.models(db, token, cohort)["model"])
-    found = summarize_findings(
-        data.pool_metrics(db, token, cohort, None, None, 1),
-        data.utility(db, token, cohort, ladder[-1]) if ladder else None, ladder=ladder)
-    return pd.DataFrame(findings_rows(found))
-
-
-@st.cache_resource(show_spinner=False, max_entries=64)
-def _lift_figure(db: str, token: str, cohort: str, model: str, direction: str):
-    """Lift vs N for every model, highlighting `model` (built once per database version)."""
-    everyone = data.pool_metrics(db, token, cohort, None, "original", 1)
-    curves = logic.lift_curves(everyone[everyone["split"] == "test"], direction=direction)
-    return lift_vs_n(curves, highlight=model)
-
-
-@st.cache_resource(show_spinner=False, max_entries=64)
-def _members_figure(db: str, token: str, cohort: str, model: str, direction: str):
-    """Members vs held-out Recall@1 of `model` (built once per database version)."""
-    metrics = data.pool_metrics(db, token, cohort, model, "original", None)
-    return members_vs_heldout(logic.lift_curves(metrics[metrics["k"] == 1], direction=direction))
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _summary(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
-    """The ranking summary table of `model` (original heads)."""
-    return logic.summary_table(data.summary(db, token, cohort, model, "original"))
-
+from dashboard import data, logic, ui, views
 
 ctx = ui.context()
 st.title("Re-linkage risk overview")
@@ -94,7 +59,7 @@ headline_block(ctx.model, direction, sizes)
 st.subheader("Lift over chance vs pool size, every model")
 st.caption("Held-out pairs, original heads, Recall@1. Solid: random negatives; dashed: "
            "pathology-matched negatives (distractors with the same 14 labels).")
-st.plotly_chart(_lift_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, direction),
+st.altair_chart(views.lift_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, direction),
                 key="overview_lift")
 
 a, b = st.columns(2)
@@ -102,11 +67,11 @@ with a:
     st.subheader("Members vs held-out")
     st.caption(f"{ui.esc(ctx.model)}: Recall@1 vs N for training pairs (members) and held-out "
                "pairs. The gap is memorisation, the part DP bounds.")
-    st.plotly_chart(_members_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, direction),
+    st.altair_chart(views.members_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, direction),
                     key="overview_members")
 with b:
     st.subheader("Ranking summary (full database)")
-    summ = _summary(ctx.db, ctx.token, ctx.cohort, ctx.model)
+    summ = views.summary(ctx.db, ctx.token, ctx.cohort, ctx.model)
     if summ.empty:
         ui.empty("No summary metrics stored for this model (rerun the attack stage).")
     else:
@@ -121,23 +86,27 @@ with b:
             m3.metric("Patient-level top-1", logic.percent(r["patient top-1"]),
                       help="Probability that the top-ranked candidate belongs to the query's "
                            "patient (any of their studies).")
-        ui.table(summ, "ranking summary", column_config={
-            "MRR": st.column_config.NumberColumn(format="%.4f"),
-            "median rank": st.column_config.NumberColumn(format="%.1f"),
-            "patient top-1": st.column_config.NumberColumn(format="percent"),
-            "chance top-1": st.column_config.NumberColumn(format="percent"),
-        })
+        ui.static_table(summ, "ranking summary", formats={
+            "MRR": "{:.4f}".format, "median rank": "{:,.1f}".format,
+            "patient top-1": logic.percent, "chance top-1": logic.percent,
+            "queries": "{:,}".format})
 
 st.subheader("The study's four findings on this cohort")
 st.caption("Each finding of the reference study recomputed from this cohort's results: held-out "
            "pairs, image → report, Recall@1 with 95% intervals; the models from least to most "
            "specialised, findings 2-4 on the most specialised. Where a finding does not "
            "reproduce, the verdict says so and why.")
-ui.table(_findings(ctx.db, ctx.token, ctx.cohort), "four findings")
+ui.static_table(views.findings(ctx.db, ctx.token, ctx.cohort), "four findings")
 
 st.subheader("All pool metrics of this model")
-ui.table(metrics.drop(columns=["run_id"]), f"pool metrics {ctx.model}", column_config={
-    **{c: st.column_config.NumberColumn(format="percent")
-       for c in ("recall", "ci_low", "ci_high", "chance")},
-    "lift": st.column_config.NumberColumn(format="%.2f"),
-}, height=300)
+# Drawn on request: the full table is for researchers, and the grid is the heaviest element a
+# first visit would otherwise load (docs/dashboard.md, "Latency").
+if st.toggle(f"Show all {len(metrics):,} rows (every split, direction, negatives, N and k)",
+             key="overview_all_metrics"):
+    ui.table(metrics.drop(columns=["run_id"]), f"pool metrics {ctx.model}", column_config={
+        **{c: st.column_config.NumberColumn(format="percent")
+           for c in ("recall", "ci_low", "ci_high", "chance")},
+        "lift": st.column_config.NumberColumn(format="%.2f"),
+    }, height=300)
+else:
+    ui.download(metrics.drop(columns=["run_id"]), f"pool metrics {ctx.model}")

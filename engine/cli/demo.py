@@ -175,7 +175,8 @@ def serve(db: Path) -> int:
     home = str(app.parent.parent)
     paths = [home] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app)]
+    # the warm launcher: imports the pages' libraries and fills the default page's caches at start
+    cmd = [sys.executable, "-m", "dashboard.serve"]
     if not os.environ.get("STREAMLIT_SERVER_ADDRESS"):
         cmd += ["--server.address", "127.0.0.1"]
     address = os.environ.get("STREAMLIT_SERVER_ADDRESS", "127.0.0.1")

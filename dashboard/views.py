@@ -1,0 +1,101 @@
+"""Cached views the pages show: figures and tables derived from `data.py`'s reads.
+
+They live in a module, not in the page scripts, so that the server can compute them before the
+first visitor arrives (`dashboard.serve` warms the default page) and every session shares them.
+Keys are plain arguments ``(db, token, ...)`` as in `data.py`: a new database state is a new key.
+Figures are cached as resources (shared, never copied: Streamlit serialises them per run and
+never changes them); tables as data (each caller gets its own copy).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, logic
+from engine.core.findings import findings_rows, summarize_findings
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def findings(db: str, token: str, cohort: str) -> pd.DataFrame:
+    """The four-findings table of a cohort."""
+    ladder = list(data.models(db, token, cohort)["model"])
+    found = summarize_findings(
+        data.pool_metrics(db, token, cohort, None, None, 1),
+        data.utility(db, token, cohort, ladder[-1]) if ladder else None, ladder=ladder)
+    return pd.DataFrame(findings_rows(found))
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def lift_figure(db: str, token: str, cohort: str, model: str, direction: str):
+    """Lift vs N for every model of the cohort, `model` highlighted."""
+    everyone = data.pool_metrics(db, token, cohort, None, "original", 1)
+    curves = logic.lift_curves(everyone[everyone["split"] == "test"], direction=direction)
+    return charts.lift_vs_n(curves, highlight=model)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def members_figure(db: str, token: str, cohort: str, model: str, direction: str):
+    """Members vs held-out Recall@1 of `model`."""
+    metrics = data.pool_metrics(db, token, cohort, model, "original", None)
+    return charts.members_vs_heldout(
+        logic.lift_curves(metrics[metrics["k"] == 1], direction=direction))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def summary(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
+    """The ranking summary table of `model` (original heads)."""
+    return logic.summary_table(data.summary(db, token, cohort, model, "original"))
+
+
+# Items drawn per map (2 points each), a fixed random sample beyond that. The browser draws and
+# selects in software WebGL on the 2-core reference machine, and a selection sends every selected
+# drawn point back to the server, so both scale with this; 1,500 items keep a colour switch or a
+# box selection under a second there (docs/dashboard.md, "Latency"). A box or lasso still
+# selects every item of the full map inside it (`logic.selected_rows`).
+MAX_ITEMS = 1_500
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def umap_figure(db: str, token: str, cohort: str, model: str, heads: str, colour_by: str):
+    """The joint-space map of one heads in one colouring, and whether it draws a sample."""
+    points = data.umap_points(db, token, cohort, model, heads)
+    drawn = logic.sample_items(points, MAX_ITEMS)
+    return charts.umap_scatter(drawn, colour_by), len(drawn) < len(points)
+
+
+def default_choice(db: str, token: str) -> tuple[str | None, str | None]:
+    """The cohort and model the sidebar shows first: the first cohort, its most specialised model.
+
+    `app.sidebar` opens on the same choice (first cohort listed; last model, the ladder's top).
+    """
+    cohorts = data.cohorts(db, token)
+    if cohorts.empty:
+        return None, None
+    cohort = str(cohorts["cohort"].iloc[0])
+    models = data.models(db, token, cohort)
+    return cohort, (str(models["model"].iloc[-1]) if len(models) else None)
+
+
+def warm_overview(db: str, token: str, cohort: str, model: str,
+                  direction: str = "image_to_report") -> None:
+    """Everything the risk overview reads and draws for (cohort, model), in its default state."""
+    data.heads(db, token, cohort, model)
+    data.pool_metrics(db, token, cohort, model, "original", None)
+    findings(db, token, cohort)
+    lift_figure(db, token, cohort, model, direction)
+    members_figure(db, token, cohort, model, direction)
+    summary(db, token, cohort, model)
+
+
+def warm_joint_space(db: str, token: str, cohort: str, model: str) -> None:
+    """The joint space of (cohort, model): every map in the default colouring (the page and its
+    "compare with" picker), the original heads' map in every colouring, and the cohort's items
+    (the report of a selection, the explorer's candidates)."""
+    maps = sorted(data.umap_heads(db, token, cohort, model), key=lambda h: h != "original")
+    for heads in maps:
+        umap_figure(db, token, cohort, model, heads, "modality")
+    data.item(db, token, cohort, "")  # any id: the first call reads all the cohort's items
+    if "original" in maps:
+        for colour_by in charts.COLOUR_BY:
+            umap_figure(db, token, cohort, model, "original", colour_by)
