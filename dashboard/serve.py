@@ -6,9 +6,9 @@ overview's queries (about 3 s on 2 cores, docs/dashboard.md). This launcher does
 anyone asks: it imports the libraries the pages use before the server starts, and once the server
 is up it computes, in a background thread, what the default page shows (the first cohort and its
 most specialised model: the reads, the findings table and both figures), then the joint space's
-default map, into the caches every session shares. It prints ``[dashboard] warm: ...`` with the
-time taken. A visitor who comes earlier waits for the same computation (Streamlit computes a
-cached value once).
+maps and the explorer's queries, into the caches every session shares. It prints
+``[dashboard] warm: ...`` with the time taken. A visitor who comes earlier waits for the same
+computation (Streamlit computes a cached value once).
 
 Options after the module name go to ``streamlit run`` unchanged (``--server.port 8502``, ...);
 ``RELINK_DB`` names the results database as for the app itself.
@@ -16,6 +16,7 @@ Options after the module name go to ``streamlit run`` unchanged (``--server.port
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -66,9 +67,22 @@ def warm(db: str | None = None) -> str:
     if cohort is None or model is None:
         return "no attack results yet"
     views.warm_overview(state.path, state.token, cohort, model)
-    # then the heaviest first visit: the joint space's map (points, sample, figure)
+    # then the heaviest first visits and changes: the joint space's maps, the explorer's queries
     views.warm_joint_space(state.path, state.token, cohort, model)
-    return f"risk overview and joint space of {model} on {cohort}"
+    views.warm_explorer(state.path, state.token, cohort, model)
+    return f"risk overview, joint space and explorer of {model} on {cohort}"
+
+
+def _streamlit_first_run_costs() -> None:
+    """What Streamlit itself does once per process on the first script run, done now: the page
+    icon's emoji check compiles a regular expression of every emoji (0.3 s here), and the first
+    element checks whether it runs in a REPL by walking the stack with `inspect` (0.1 s)."""
+    from streamlit import delta_generator, string_util
+
+    string_util.is_emoji("🩻")
+    check = getattr(delta_generator, "_maybe_print_use_warning", None)
+    if check is not None:  # private: present in streamlit 1.67 (requirements.txt pins it)
+        check()
 
 
 def _warm_when_up(timeout_s: float = 60.0) -> None:
@@ -81,9 +95,14 @@ def _warm_when_up(timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
     start = time.perf_counter()
     try:
+        _streamlit_first_run_costs()
         what = warm()
     except Exception as exc:  # noqa: BLE001 - a failed warm-up must never stop the server
         what = f"skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+    # What is cached now lives as long as the server: keep the collector from walking it on
+    # every full collection (0.1 s or more each, at random moments of a visitor's run).
+    gc.collect()
+    gc.freeze()
     print(f"[dashboard] warm: {what} ({time.perf_counter() - start:.1f} s)", file=sys.stderr,
           flush=True)
 

@@ -235,22 +235,28 @@ def _cell(value, fmt=None) -> str:
         pass
     if fmt is not None and not isinstance(value, str):
         value = fmt(value)
-    return esc(value)
+    text = esc(value)
+    # a pipe ends a table cell, even inside a code span, unless escaped (GFM tables)
+    return text.replace("|", "\\|") if text.startswith("`") else text
 
 
 def static_table(frame: pd.DataFrame, name: str, *, formats: dict | None = None,
                  key: str | None = None) -> None:
-    """A short table drawn as static text, with a CSV download of the values under it.
+    """A short table drawn as one block of static text, with a CSV download of its values.
 
-    `st.table` draws in a fraction of the time `st.dataframe`'s grid takes to load in the
-    browser (docs/dashboard.md, "Latency"), so the overview uses it for its short tables. It
-    renders Markdown in every cell and header, so each goes through `esc` (after `formats`, a
-    column -> number formatter mapping); a missing value reads as a dash.
+    A Markdown table: the browser draws it in a fraction of the time `st.dataframe`'s grid
+    takes to load, and as one element rather than one per cell as `st.table` does
+    (docs/dashboard.md, "Latency"). Every header and cell goes through `esc` (after `formats`,
+    a column -> number formatter mapping), so a value is text, never Markdown; a missing value
+    reads as a dash.
     """
     formats = formats or {}
-    shown = pd.DataFrame({esc(c): [_cell(v, formats.get(c)) for v in frame[c]]
-                          for c in frame.columns})
-    st.table(shown, hide_index=True)
+    header = [_cell(c) for c in frame.columns]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for values in frame.itertuples(index=False):
+        rows.append("| " + " | ".join(_cell(v, formats.get(c))
+                                      for c, v in zip(frame.columns, values)) + " |")
+    st.markdown("\n".join(rows))
     download(frame, name, key=key)
 
 

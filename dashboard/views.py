@@ -27,19 +27,23 @@ def findings(db: str, token: str, cohort: str) -> pd.DataFrame:
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def lift_figure(db: str, token: str, cohort: str, model: str, direction: str):
-    """Lift vs N for every model of the cohort, `model` highlighted."""
+def lift_figure(db: str, token: str, cohort: str, model: str, direction: str) -> dict:
+    """Lift vs N for every model of the cohort, `model` highlighted (a Vega-Lite spec).
+
+    Kept as the validated spec dict, for `st.vega_lite_chart`: `st.altair_chart` would validate
+    the chart against the Vega-Lite schema again on every run (about 50 ms each).
+    """
     everyone = data.pool_metrics(db, token, cohort, None, "original", 1)
     curves = logic.lift_curves(everyone[everyone["split"] == "test"], direction=direction)
-    return charts.lift_vs_n(curves, highlight=model)
+    return charts.lift_vs_n(curves, highlight=model).to_dict()
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def members_figure(db: str, token: str, cohort: str, model: str, direction: str):
-    """Members vs held-out Recall@1 of `model`."""
+def members_figure(db: str, token: str, cohort: str, model: str, direction: str) -> dict:
+    """Members vs held-out Recall@1 of `model` (a Vega-Lite spec, as `lift_figure`)."""
     metrics = data.pool_metrics(db, token, cohort, model, "original", None)
     return charts.members_vs_heldout(
-        logic.lift_curves(metrics[metrics["k"] == 1], direction=direction))
+        logic.lift_curves(metrics[metrics["k"] == 1], direction=direction)).to_dict()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -90,12 +94,22 @@ def warm_overview(db: str, token: str, cohort: str, model: str,
 
 def warm_joint_space(db: str, token: str, cohort: str, model: str) -> None:
     """The joint space of (cohort, model): every map in the default colouring (the page and its
-    "compare with" picker), the original heads' map in every colouring, and the cohort's items
-    (the report of a selection, the explorer's candidates)."""
+    "compare with" picker), then in every other colouring, and the cohort's items (the report
+    of a selection, the explorer's candidates)."""
     maps = sorted(data.umap_heads(db, token, cohort, model), key=lambda h: h != "original")
     for heads in maps:
         umap_figure(db, token, cohort, model, heads, "modality")
     data.item(db, token, cohort, "")  # any id: the first call reads all the cohort's items
-    if "original" in maps:
-        for colour_by in charts.COLOUR_BY:
-            umap_figure(db, token, cohort, model, "original", colour_by)
+    for colour_by in charts.COLOUR_BY:
+        for heads in maps:
+            umap_figure(db, token, cohort, model, heads, colour_by)
+
+
+def warm_explorer(db: str, token: str, cohort: str, model: str) -> None:
+    """The explorer and hard negatives of (cohort, model): the held-out queries of every heads
+    (the heads picker), and the original heads' top-k lists (the first pick)."""
+    heads = sorted(data.heads(db, token, cohort, model), key=lambda h: h != "original")
+    for h in heads:
+        data.query_ranks(db, token, cohort, model, h, "test")
+    if "original" in heads:
+        data.candidates(db, token, cohort, model, "original", "test", "image_to_report", "")

@@ -275,7 +275,8 @@ def test_overview_headline_sentence_and_charts(seeded, monkeypatch):
     assert "95% CI" in _infos(at)
     assert _charts(at) == 2  # lift vs N for every model, members vs held-out
     assert len(at.get("vega_lite_chart")) == 2  # Vega-Lite: the first page loads fast
-    assert len(at.table) == 2 and len(at.dataframe) == 0  # four findings, ranking summary
+    # four findings, ranking summary: static Markdown tables (ui.static_table), no grid
+    assert sum(m.value.startswith("| ") for m in at.markdown) == 2 and len(at.dataframe) == 0
     # the full pool-metrics grid is drawn on request (its CSV is always offered)
     assert any(b.label.startswith("Download pool metrics") for b in at.get("download_button"))
     at.toggle(key="overview_all_metrics").set_value(True).run()
@@ -417,11 +418,12 @@ def test_static_tables_show_database_strings_as_text():
 
     at = AppTest.from_function(page).run()
     assert not at.exception
-    cells = at.table[0].value
-    assert list(cells.columns) == ["model \\*\\*x\\*\\*", "n"]
-    assert cells.iloc[0, 0] == "\\*\\*big\\*\\* \\[x\\](y) \\<b\\>b\\</b\\> \\:red\\[z\\]"
+    table = at.markdown[0].value.splitlines()
+    assert table[0] == "| model \\*\\*x\\*\\* | n |" and table[1] == "|---|---|"
+    assert table[2] == ("| \\*\\*big\\*\\* \\[x\\](y) \\<b\\>b\\</b\\> \\:red\\[z\\] | "
+                        "1,234.5 |")
     # "2.0" could open an ordered list at the start of a cell: escaped, it reads the same
-    assert list(cells["n"]) == ["1,234.5", "—", "2\\.0"] and cells.iloc[2, 0] == "—"
+    assert table[3:] == ["| ok | — |", "| — | 2\\.0 |"]
     # the download holds the values themselves, not their escaped display
     assert at.get("download_button")[0].label == "Download hostile (CSV)"
 
@@ -435,7 +437,7 @@ def test_the_launcher_warms_what_the_first_page_reads(seeded, monkeypatch):
     st.cache_data.clear()
     st.cache_resource.clear()
     monkeypatch.setenv("RELINK_DB", str(seeded.db))
-    assert serve.warm() == (f"risk overview and joint space of {seeded.specialist} on "
+    assert serve.warm() == (f"risk overview, joint space and explorer of {seeded.specialist} on "
                             f"{seeded.cohort}")
     reads = []
     real = data.query

@@ -59,7 +59,7 @@ headline_block(ctx.model, direction, sizes)
 st.subheader("Lift over chance vs pool size, every model")
 st.caption("Held-out pairs, original heads, Recall@1. Solid: random negatives; dashed: "
            "pathology-matched negatives (distractors with the same 14 labels).")
-st.altair_chart(views.lift_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, direction),
+st.vega_lite_chart(views.lift_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, direction),
                 key="overview_lift")
 
 a, b = st.columns(2)
@@ -67,7 +67,7 @@ with a:
     st.subheader("Members vs held-out")
     st.caption(f"{ui.esc(ctx.model)}: Recall@1 vs N for training pairs (members) and held-out "
                "pairs. The gap is memorisation, the part DP bounds.")
-    st.altair_chart(views.members_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, direction),
+    st.vega_lite_chart(views.members_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, direction),
                     key="overview_members")
 with b:
     st.subheader("Ranking summary (full database)")
