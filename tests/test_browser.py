@@ -175,8 +175,21 @@ def test_every_page_renders_and_the_epsilon_slider_moves(server, browser, tmp_pa
         assert page.get_by_test_id("stException").count() == 0, name
         if name in ("overview", "privacy"):
             expect(page.get_by_test_id("stMetric").first).to_be_visible()
-        if name in ("overview", "joint_space", "privacy", "hard_negatives"):
+        if name in ("joint_space", "privacy", "hard_negatives"):
             expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible()
+        if name == "overview":  # Vega-Lite charts, drawn; a CSV written on click; the full grid
+            expect(page.get_by_test_id("stVegaLiteChart")).to_have_count(2)
+            expect(page.get_by_test_id("stVegaLiteChart").first.locator("canvas, svg").first
+                   ).to_be_visible()
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download ranking summary (CSV)").click()
+            csv = Path(download.value.path()).read_text()
+            assert csv.splitlines()[0].startswith("split,direction,")
+            assert len(csv.splitlines()) == 5  # members and held-out, both directions
+            assert page.get_by_test_id("stDataFrame").count() == 0
+            page.get_by_text("Show all", exact=False).first.click()
+            _settle(page)
+            expect(page.get_by_test_id("stDataFrame")).to_have_count(1)
         if name in ("explorer", "runs", "hard_negatives"):
             expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
         if name == "joint_space":  # colour by finding, and the DP map beside the original
