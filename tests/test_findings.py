@@ -133,13 +133,21 @@ def test_overview_page_shows_the_four_findings_from_the_database(seeded, monkeyp
     at = AppTest.from_file(app, default_timeout=60).run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(h.value == "The study's four findings on this cohort" for h in at.subheader)
-    shown = next(df.value for df in at.dataframe if "verdict" in df.value.columns)
-    assert list(shown["finding"].str[:2]) == ["1.", "2.", "3.", "4."]
+    # a static Markdown table (ui.static_table): header, rule, one row per finding, each cell
+    # escaped with ui.esc
+    from dashboard.ui import esc
+
+    table = next(m.value for m in at.markdown if m.value.startswith("| ") and "verdict" in m.value)
+    header, _, *rows = table.splitlines()
+    columns = [c.strip() for c in header.strip("|").split(" | ")]
+    cells = [[c.strip() for c in row.strip("|").split(" | ")] for row in rows]
+    shown = {name: [r[i] for r in cells] for i, name in enumerate(columns)}
+    assert [f[:3] for f in shown["finding"]] == ["1\\.", "2\\.", "3\\.", "4\\."]
     # the same verdicts as computed directly from the stored rows
     metrics = store.read_df(seeded.db, "SELECT * FROM relink_metrics WHERE cohort = ? AND k = 1",
                             [seeded.cohort])
     utility = store.read_df(seeded.db, "SELECT * FROM utility WHERE cohort = ? AND model = ?",
                             [seeded.cohort, seeded.specialist])
     direct = summarize_findings(metrics, utility, ladder=list(seeded.models))
-    assert list(shown["verdict"]) == [r.verdict for r in direct]
+    assert shown["verdict"] == [esc(r.verdict) for r in direct]
     assert direct[0].verdict != NOT_MEASURABLE
