@@ -23,6 +23,8 @@ PALETTE = ("#1f5f8b", "#d1495b", "#2e933c", "#edae49", "#7b4b94", "#00798c", "#8
            "#e377c2", "#7f7f7f", "#bcbd22")
 MODALITY_COLOURS = {"image": "#1f5f8b", "report": "#d1495b"}
 SPLIT_COLOURS = {"test": "#1f5f8b", "train": "#edae49", "validate": "#7f7f7f"}
+# the same colours keyed by the names the pages show ("held-out", "members", ...)
+SPLIT_NAME_COLOURS = {logic.SPLIT_NAMES.get(k, k): v for k, v in SPLIT_COLOURS.items()}
 
 
 def _layout(fig: go.Figure, *, x: str, y: str, height: int = 380, log_x: bool = False,
@@ -163,9 +165,8 @@ def members_vs_heldout(curves: pd.DataFrame):
     low, high = (float(values.min()), float(values.max())) if len(values) else (1e-3, 1.0)
     ticks = [t for t in LOG_TICKS if low / 1.5 <= t <= high * 1.5] or LOG_TICKS
     names = list(dict.fromkeys(frame["pairs"])) + ["chance (1/N)"]
-    split_colour = {logic.SPLIT_NAMES.get(k, k): v for k, v in SPLIT_COLOURS.items()}
     colour = alt.Color("pairs:N", title=None, legend=alt.Legend(orient="top"),
-                       scale=alt.Scale(domain=names, range=[split_colour.get(n, "#444")
+                       scale=alt.Scale(domain=names, range=[SPLIT_NAME_COLOURS.get(n, "#444")
                                                             for n in names[:-1]] + ["#999"]))
     x = alt.X("pool_size:Q", scale=alt.Scale(type="log"),
               axis=_log_axis("pool size N (log)", sizes))
@@ -239,7 +240,7 @@ def umap_scatter(points: pd.DataFrame, colour_by: str, *, title: str = "",
         keys, palette = p["modality"].fillna("?"), MODALITY_COLOURS
     elif colour_by == "split":
         keys = p["split"].fillna("?").map(lambda s: logic.SPLIT_NAMES.get(s, s))
-        palette = {logic.SPLIT_NAMES.get(k, k): v for k, v in SPLIT_COLOURS.items()}
+        palette = SPLIT_NAME_COLOURS
     else:
         keys = logic.main_labels(p)
         palette = colours(keys.value_counts().index)

@@ -226,13 +226,8 @@ def download(frame: pd.DataFrame, name: str, *, key: str | None = None) -> None:
 
 def _cell(value, fmt=None) -> str:
     """One cell of a static table as literal Markdown text: `fmt` for a number, "—" for none."""
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
         return "—"
-    try:
-        if pd.isna(value):
-            return "—"
-    except (TypeError, ValueError):
-        pass
     if fmt is not None and not isinstance(value, str):
         value = fmt(value)
     text = esc(value)
