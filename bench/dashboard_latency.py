@@ -259,15 +259,14 @@ class Driver:
         return act
 
     def drag_box(self, chart: int = 0, share: float = 0.3):
-        """Box-select by dragging over the middle of plotly chart `chart` (a drag selects).
+        """Box-select by dragging over the middle of Vega-Lite chart `chart` (a drag selects).
 
         Returns ``(press and move, release)``: the step is timed from the release, when the
         selection is made; the time the box took to follow the mouse is kept in `drag_s`.
         """
         def prepare():
-            plot = self.page.get_by_test_id("stPlotlyChart").nth(chart)
-            area = plot.locator(".nsewdrag").first
-            box = area.bounding_box()
+            plot = self.page.get_by_test_id("stVegaLiteChart").nth(chart)
+            box = plot.locator("canvas").bounding_box()
             cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
             dx, dy = box["width"] * share / 2, box["height"] * share / 2
             start = time.perf_counter()
@@ -337,14 +336,14 @@ def run_browser(db: Path) -> list[tuple[str, float, str]]:
             d.timed(d.select("Model", models[1]), "stMetric")  # back to the specialist
 
             for title, content in (("Re-linkage explorer", "stDataFrame"),
-                                   ("Joint space", "stPlotlyChart"),
+                                   ("Joint space", "stVegaLiteChart"),
                                    ("Privacy / utility", "stMetric"),
                                    ("Hard negatives", "stDataFrame"),
                                    ("Audit report", None), ("Runs", "stDataFrame"),
                                    ("Risk overview", "stMetric")):
                 record(f"first visit: {title}", d.timed(d.nav(title), content), "load")
             for title, content in (("Re-linkage explorer", "stDataFrame"),
-                                   ("Joint space", "stPlotlyChart"),
+                                   ("Joint space", "stVegaLiteChart"),
                                    ("Privacy / utility", "stMetric"),
                                    ("Hard negatives", "stDataFrame")):
                 record(f"page switch (again): {title}", d.timed(d.nav(title), content))
@@ -363,9 +362,9 @@ def run_browser(db: Path) -> list[tuple[str, float, str]]:
                   d.select("Heads", "original heads"), "stDataFrame")
             d.timed(d.select("Heads", "original heads"), "stDataFrame")  # the next pages' heads
 
-            d.timed(d.nav("Joint space"), "stPlotlyChart")
+            d.timed(d.nav("Joint space"), "stVegaLiteChart")
             twice("joint space: colour by label", d.button("Colour by", "label"),
-                  d.button("Colour by", "modality"), "stPlotlyChart")
+                  d.button("Colour by", "modality"), "stVegaLiteChart")
             try:
                 record("joint space: box select (release)", d.timed(d.drag_box(), "stDataFrame"))
                 print(f"  {'  (the box followed 10 mouse moves in':<48} "
@@ -373,7 +372,7 @@ def run_browser(db: Path) -> list[tuple[str, float, str]]:
             except Exception as exc:  # noqa: BLE001
                 failed("joint space: box select (drag)", exc)
             twice("joint space: compare with ε = 1", d.select("Compare with", "DP heads, ε = 1"),
-                  d.select("Compare with", "(none)"), "stPlotlyChart")
+                  d.select("Compare with", "(none)"), "stVegaLiteChart")
 
             d.timed(d.nav("Privacy / utility"), "stMetric")
             twice("privacy: move epsilon", d.key("slider", "ArrowRight"),

@@ -207,60 +207,60 @@ def random_vs_matched(curves: pd.DataFrame) -> go.Figure:
 COLOUR_BY = ("modality", "label", "split", "rank")
 
 
-def umap_scatter(points: pd.DataFrame, colour_by: str, *, title: str = "",
-                 height: int = 520) -> go.Figure:
-    """The joint space as a WebGL scatter: images as circles, reports as diamonds.
+# The joint space's selection parameters (`logic.selected_rows` reads them back): a drag draws a
+# box over the map's coordinates, a click picks one point by its row label.
+BOX, PICK = "box", "pick"
 
-    Each point's ``customdata`` is its index label in `points`, so a selection maps back to rows.
-    One trace per (colour, modality): per-point symbol arrays would cost seconds to validate.
+
+def umap_scatter(points: pd.DataFrame, colour_by: str, *, height: int = 520):
+    """The joint space as a Vega-Lite scatter on a canvas: images as circles, reports as diamonds.
+
+    Each point carries its index label in `points` (``row``), so a click maps back to a row; a
+    drag makes an interval selection over ``x`` and ``y`` whose bounds select over the whole map.
+    Database strings travel only as data values (tooltips and legend entries are text).
     """
-    fig = go.Figure()
+    import altair as alt
+
     p = points
-    text = (_plain_all(p["modality"].fillna("?")) + " · "
-            + _plain_all(p["image_id"].fillna(p["item_id"]))
-            + "<br>" + _plain_all(p["split"].fillna("?")))
-    symbols = {"image": "circle", "report": "diamond"}
+    frame = pd.DataFrame({
+        "x": p["x"].astype(float).to_numpy(), "y": p["y"].astype(float).to_numpy(),
+        "row": p.index.to_numpy(),
+        "modality": p["modality"].fillna("?").astype(str).to_numpy(),
+        "item": p["image_id"].fillna(p["item_id"]).astype(str).to_numpy(),
+        "split": p["split"].fillna("?").map(lambda s: logic.SPLIT_NAMES.get(s, s)).to_numpy(),
+    })
+    tooltip = [alt.Tooltip("modality:N"), alt.Tooltip("item:N", title="id"),
+               alt.Tooltip("split:N")]
     if colour_by == "rank":
-        rank = np.log10(p["expected_rank"].astype(float).clip(lower=1.0))
-        for modality, symbol in symbols.items():
-            mask = (p["modality"] == modality).to_numpy()
-            fig.add_trace(go.Scattergl(
-                x=p["x"][mask], y=p["y"][mask], mode="markers", name=modality,
-                customdata=p.index.to_numpy()[mask][:, None], text=text[mask],
-                hovertemplate="%{text}<br>log10 rank %{marker.color:.2f}<extra></extra>",
-                marker=dict(size=5, opacity=0.75, symbol=symbol, color=rank[mask],
-                            coloraxis="coloraxis"),
-            ))
-        fig.update_layout(coloraxis=dict(colorscale="Viridis_r", cmin=0,
-                                         colorbar=dict(title="log10 expected rank",
-                                                       thickness=12)))
-        return _layout(fig, x="UMAP 1", y="UMAP 2", height=height).update_layout(
-            title=plain(title), dragmode="select")
-    if colour_by == "modality":
-        keys, palette = p["modality"].fillna("?"), MODALITY_COLOURS
-    elif colour_by == "split":
-        keys = p["split"].fillna("?").map(lambda s: logic.SPLIT_NAMES.get(s, s))
-        palette = SPLIT_NAME_COLOURS
+        frame["rank"] = np.log10(p["expected_rank"].astype(float).clip(lower=1.0)).to_numpy()
+        colour = alt.Color("rank:Q", title="log10 expected rank",
+                           scale=alt.Scale(scheme="viridis", reverse=True, domainMin=0))
+        tooltip.append(alt.Tooltip("rank:Q", title="log10 rank", format=".2f"))
     else:
-        keys = logic.main_labels(p)
-        palette = colours(keys.value_counts().index)
-    for key in keys.value_counts().index:
-        shown = False
-        for modality, symbol in symbols.items():
-            mask = ((keys == key) & (p["modality"] == modality)).to_numpy()
-            if not mask.any():
-                continue
-            fig.add_trace(go.Scattergl(
-                x=p["x"][mask], y=p["y"][mask], mode="markers", name=plain(key),
-                legendgroup=plain(key), showlegend=not shown, text=text[mask],
-                customdata=p.index.to_numpy()[mask][:, None],
-                hovertemplate="%{text}<extra></extra>",
-                marker=dict(size=5, opacity=0.75, color=palette.get(key, "#888"), symbol=symbol),
-            ))
-            shown = True
-    # a drag box-selects (the caption's first suggestion); zoom stays in the mode bar
-    return _layout(fig, x="UMAP 1", y="UMAP 2", height=height).update_layout(
-        title=plain(title), dragmode="select")
+        if colour_by == "modality":
+            frame["colour"], palette = frame["modality"], MODALITY_COLOURS
+        elif colour_by == "split":
+            frame["colour"], palette = frame["split"], SPLIT_NAME_COLOURS
+        else:
+            frame["colour"] = logic.main_labels(p).to_numpy()
+            palette = colours(frame["colour"].value_counts().index)
+        names = list(frame["colour"].value_counts().index)
+        colour = alt.Color("colour:N", title=colour_by, legend=alt.Legend(orient="top"),
+                           scale=alt.Scale(domain=names,
+                                           range=[palette.get(n, "#888") for n in names]))
+        if colour_by == "label":
+            tooltip.append(alt.Tooltip("colour:N", title="main finding"))
+    box = alt.selection_interval(name=BOX, encodings=["x", "y"])
+    pick = alt.selection_point(name=PICK, fields=["row"], on="click", clear="dblclick")
+    shape = alt.Shape("modality:N", title=None,  # the colours name the modalities already
+                      legend=None if colour_by == "modality" else alt.Legend(orient="top"),
+                      scale=alt.Scale(domain=["image", "report"], range=["circle", "diamond"]))
+    return alt.Chart(frame).mark_point(filled=True, size=22, opacity=0.75).encode(
+        x=alt.X("x:Q", title="UMAP 1", scale=alt.Scale(zero=False)),
+        y=alt.Y("y:Q", title="UMAP 2", scale=alt.Scale(zero=False)),
+        color=colour, shape=shape, tooltip=tooltip,
+    ).add_params(box, pick).properties(
+        height=height, usermeta={"embedOptions": {"renderer": "canvas"}})
 
 
 def frontier_plot(frame: pd.DataFrame, *, x: str = "recall",

@@ -429,95 +429,64 @@ def selected_row(state) -> int | None:
     return int(rows[0]) if rows else None
 
 
-def selected_points(state) -> list[int]:
-    """Row positions (the points' ``customdata``) selected in a ``st.plotly_chart`` state."""
+def _selection(state, name: str):
+    """Entry `name` of a chart selection state (``state["selection"][name]``), or None."""
     try:
-        points = state["selection"]["points"]
+        return state["selection"][name]
     except (KeyError, TypeError):
-        return []
+        return None
+
+
+def selected_points(state, name: str = "pick") -> list[int]:
+    """Row labels of the points a click selection holds (``[{"row": 15}, ...]``), in order.
+
+    A Vega-Lite point selection over the field ``row`` (`charts.umap_scatter`); entries that are
+    not a mapping or hold no integer row are skipped.
+    """
     out = []
-    for p in points or []:
-        data = p.get("customdata") if isinstance(p, Mapping) else None
-        # A browser sends a Scattergl point's customdata row as {"0": 15} (Streamlit 1.67),
-        # AppTest and SVG traces as [15]; a scalar is taken as is.
-        if isinstance(data, Mapping):
-            data = data.get("0", data.get(0)) if data else None
-        elif isinstance(data, (list, tuple)):
-            data = data[0] if data else None
-        if data is not None:
-            try:
-                out.append(int(data))
-            except (TypeError, ValueError):
-                continue
+    for p in _selection(state, name) or []:
+        value = p.get("row") if isinstance(p, Mapping) else None
+        try:
+            out.append(int(value))
+        except (TypeError, ValueError):
+            continue
     return list(dict.fromkeys(out))
 
 
-def selection_regions(state) -> tuple[list[tuple[float, float, float, float]], list[np.ndarray]]:
-    """The boxes ``(x0, x1, y0, y1)`` and lasso polygons (``(n, 2)`` vertices) of a selection.
+def selection_box(state, name: str = "box") -> tuple[float, float, float, float] | None:
+    """The box ``(x0, x1, y0, y1)`` of an interval selection over ``x`` and ``y``, or None.
 
-    Streamlit's plotly selection state carries them as ``box: [{"x": [x0, x1], "y": [y0, y1]}]``
-    and ``lasso: [{"x": [...], "y": [...]}]`` beside the selected points. Malformed entries are
-    skipped.
+    Streamlit passes a Vega-Lite interval selection as ``{"x": [x0, x1], "y": [y0, y1]}`` (in
+    data coordinates, either order; ``{}`` once cleared). A malformed or non-finite box is None.
     """
+    box = _selection(state, name)
     try:
-        selection = state["selection"]
-    except (KeyError, TypeError):
-        return [], []
-    boxes, lassos = [], []
-    for box in _entries(selection, "box"):
-        try:
-            (x0, x1), (y0, y1) = (sorted(float(v) for v in box["x"]),
-                                  sorted(float(v) for v in box["y"]))
-        except (KeyError, TypeError, ValueError):
-            continue
-        if all(math.isfinite(v) for v in (x0, x1, y0, y1)):
-            boxes.append((x0, x1, y0, y1))
-    for lasso in _entries(selection, "lasso"):
-        try:
-            poly = np.column_stack([np.asarray(lasso["x"], dtype=float),
-                                    np.asarray(lasso["y"], dtype=float)])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if len(poly) >= 3 and np.isfinite(poly).all():
-            lassos.append(poly)
-    return boxes, lassos
+        (x0, x1), (y0, y1) = (sorted(float(v) for v in box["x"]),
+                              sorted(float(v) for v in box["y"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not all(math.isfinite(v) for v in (x0, x1, y0, y1)):
+        return None
+    return x0, x1, y0, y1
 
 
-def _entries(selection, name: str) -> list:
-    try:
-        entries = selection[name]
-    except (KeyError, TypeError):
-        return []
-    return [e for e in (entries or []) if isinstance(e, Mapping)]
-
-
-def in_regions(x, y, boxes, lassos) -> np.ndarray:
-    """Whether each point (x, y) lies in any of the boxes or lasso polygons (edges included for
-    boxes; a lasso follows matplotlib's even-odd rule)."""
+def in_box(x, y, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Whether each point (x, y) lies in the box ``(x0, x1, y0, y1)``, edges included."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    inside = np.zeros(len(x), dtype=bool)
-    for x0, x1, y0, y1 in boxes:
-        inside |= (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
-    if lassos:
-        from matplotlib.path import Path
-
-        xy = np.column_stack([x, y])
-        for poly in lassos:
-            inside |= Path(poly).contains_points(xy)
-    return inside
+    x0, x1, y0, y1 = box
+    return (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
 
 
 def selected_rows(points: pd.DataFrame, state) -> list:
-    """Index labels of `points` a plotly selection covers.
+    """Index labels of `points` a joint-space selection covers.
 
-    A box or lasso selects by its region over *every* point of `points`, drawn or not (a map
-    draws a sample, `sample_items`); a click (no region) selects the clicked points
-    (`selected_points`).
+    A box selects by its bounds over *every* point of `points`, drawn or not (a map draws a
+    sample, `sample_items`); without a box, a click selects the clicked points that exist.
     """
-    boxes, lassos = selection_regions(state)
-    if boxes or lassos:
-        return list(points.index[in_regions(points["x"], points["y"], boxes, lassos)])
-    return selected_points(state)
+    box = selection_box(state)
+    if box is not None:
+        return list(points.index[in_box(points["x"], points["y"], box)])
+    return [r for r in selected_points(state) if r in points.index]
 
 
 def sample_items(points: pd.DataFrame, max_items: int, seed: int = 0) -> pd.DataFrame:

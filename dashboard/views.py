@@ -52,20 +52,20 @@ def summary(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
     return logic.summary_table(data.summary(db, token, cohort, model, "original"))
 
 
-# Items drawn per map (2 points each), a fixed random sample beyond that. The browser draws and
-# selects in software WebGL on the 2-core reference machine, and a selection sends every selected
-# drawn point back to the server, so both scale with this; 1,500 items keep a colour switch or a
-# box selection under a second there (docs/dashboard.md, "Latency"). A box or lasso still
-# selects every item of the full map inside it (`logic.selected_rows`).
+# Items drawn per map (2 points each), a fixed random sample beyond that: the browser draws every
+# point on a canvas, and the spec carries each; a box still selects every item of the full map
+# inside it (`logic.selected_rows`), and only its bounds travel back (docs/dashboard.md,
+# "Latency").
 MAX_ITEMS = 1_500
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def umap_figure(db: str, token: str, cohort: str, model: str, heads: str, colour_by: str):
-    """The joint-space map of one heads in one colouring, and whether it draws a sample."""
+    """The joint-space map of one heads in one colouring (a Vega-Lite spec, as `lift_figure`),
+    and whether it draws a sample."""
     points = data.umap_points(db, token, cohort, model, heads)
     drawn = logic.sample_items(points, MAX_ITEMS)
-    return charts.umap_scatter(drawn, colour_by), len(drawn) < len(points)
+    return charts.umap_scatter(drawn, colour_by).to_dict(), len(drawn) < len(points)
 
 
 def default_choice(db: str, token: str) -> tuple[str | None, str | None]:

@@ -448,7 +448,7 @@ def test_the_launcher_warms_what_the_first_page_reads(seeded, monkeypatch):
     assert reads == []
     _page(at, "joint_space")
     _ok(at)
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("vega_lite_chart")) == 1
     assert not [r for r in reads if "umap_points" in r]  # the map's points came warm too
     monkeypatch.setenv("RELINK_DB", str(seeded.db.parent / "nothing-here.duckdb"))
     assert serve.warm().startswith("no results database at ")
@@ -496,8 +496,7 @@ def test_joint_space_colours_selection_and_comparison(seeded, monkeypatch):
         at.segmented_control(key="umap_colour").set_value(colour).run()
         _ok(at)
     at.session_state["umap_select_original"] = {"selection": {
-        "points": [{"customdata": [0]}, {"customdata": [5]}], "point_indices": [0, 5],
-        "box": [], "lasso": []}}
+        "pick": [{"row": 0}, {"row": 5}], "box": {}}}
     at.run()
     _ok(at)
     pairs = at.dataframe[0].value

@@ -114,49 +114,37 @@ def test_selections():
     assert logic.selected_row({"selection": {"rows": [3], "columns": []}}) == 3
     assert logic.selected_row({"selection": {"rows": []}}) is None
     assert logic.selected_row(None) is None
-    state = {"selection": {"points": [{"customdata": [4]}, {"customdata": 2}, {"x": 1},
-                                      {"customdata": [4]}]}}
+    # a Vega-Lite point selection over the field "row", as Streamlit passes it back
+    state = {"selection": {"pick": [{"row": 4}, {"row": "2"}, {"x": 1}, "junk", {"row": 4},
+                                    {"row": None}]}}
     assert logic.selected_points(state) == [4, 2]
-    assert logic.selected_points({}) == []
-    # what Streamlit 1.67 sends from a browser for a Scattergl point: customdata as a dict
-    browser = {"selection": {"points": [{"customdata": {"0": 15}}, {"customdata": {"0": 3}},
-                                        {"customdata": {}}, {"customdata": {"0": 15}}]}}
-    assert logic.selected_points(browser) == [15, 3]
+    assert logic.selected_points({}) == [] and logic.selected_points(None) == []
+    assert logic.selected_points({"selection": {"pick": {}}}) == []
 
 
-def _inside_naive(px, py, poly) -> bool:
-    """Even-odd ray casting, one point at a time (the reference for `logic.in_regions`)."""
-    inside = False
-    for (x0, y0), (x1, y1) in zip(poly, list(poly[1:]) + [poly[0]]):
-        if (y0 > py) != (y1 > py) and px < x0 + (py - y0) * (x1 - x0) / (y1 - y0):
-            inside = not inside
-    return inside
-
-
-def test_box_and_lasso_select_every_point_of_the_full_map_inside_them():
+def test_a_box_selects_every_point_of_the_full_map_inside_it():
     rng = np.random.default_rng(3)
     points = pd.DataFrame({"x": rng.uniform(-5, 5, 3000), "y": rng.uniform(-5, 5, 3000)},
                           index=rng.permutation(3000) + 10)
-    lasso = [(-3.0, -3.0), (2.0, -4.0), (4.0, 1.0), (0.5, 0.0), (-1.0, 4.0)]  # not convex
-    state = {"selection": {
-        "points": [{"customdata": {"0": 11}}],  # what the browser drew: ignored for a region
-        "box": [{"xref": "x", "yref": "y", "x": [1.5, -1.0], "y": [-2.0, 0.5]}],
-        "lasso": [{"xref": "x", "yref": "y", "x": [p[0] for p in lasso],
-                   "y": [p[1] for p in lasso]}]}}
-    boxes, lassos = logic.selection_regions(state)
-    assert boxes == [(-1.0, 1.5, -2.0, 0.5)] and len(lassos) == 1
+    # what the browser sends for a drag: the interval's bounds, in the order dragged
+    state = {"selection": {"box": {"x": [1.5, -1.0], "y": [-2.0, 0.5]},
+                           "pick": [{"row": 11}]}}  # a click before: ignored beside a box
+    assert logic.selection_box(state) == (-1.0, 1.5, -2.0, 0.5)
     expected = [i for i, x, y in zip(points.index, points["x"], points["y"])
-                if (-1.0 <= x <= 1.5 and -2.0 <= y <= 0.5) or _inside_naive(x, y, lasso)]
+                if -1.0 <= x <= 1.5 and -2.0 <= y <= 0.5]  # one point at a time
     assert sorted(logic.selected_rows(points, state)) == sorted(expected)
     assert 100 < len(expected) < 3000
-    # a click has no region: the clicked points, as sent
-    assert logic.selected_rows(points, {"selection": {"points": [{"customdata": {"0": 11}}],
-                                                      "box": [], "lasso": []}}) == [11]
-    # malformed regions are skipped, not raised
-    bad = {"selection": {"box": [{"x": ["a", 1]}, "junk", {"y": [1, 2]}],
-                         "lasso": [{"x": [0, 1], "y": [0, 1]}, {"x": [0, 1, "nan"]}]}}
-    assert logic.selection_regions(bad) == ([], [])
-    assert logic.selection_regions(None) == ([], [])
+    # edges are inside
+    edge = pd.DataFrame({"x": [0.0, 1.0, 1.0 + 1e-9], "y": [0.0, 1.0, 0.5]})
+    assert logic.selected_rows(edge, {"selection": {"box": {"x": [0, 1], "y": [0, 1]}}}) == [0, 1]
+    # a cleared box: the clicked points that exist in the map, as sent
+    click = {"selection": {"box": {}, "pick": [{"row": 11}, {"row": 99_999}]}}
+    assert logic.selected_rows(points, click) == [11]
+    # malformed boxes are no box, not an error
+    for bad in ({"x": ["a", 1], "y": [0, 1]}, {"y": [1, 2]}, {"x": [0, 1], "y": [0, "nan"]},
+                {"x": [0], "y": [0, 1]}, "junk", None, []):
+        assert logic.selection_box({"selection": {"box": bad}}) is None, bad
+    assert logic.selection_box(None) is None
 
 
 def test_pairs_of_selected_points():

@@ -27,8 +27,8 @@ others = [h for h in grid if h != ctx.heads]
 compare = c2.selectbox("Compare with", ["(none)"] + others, key="umap_compare",
                        format_func=lambda h: h if h == "(none)" else logic.heads_name(h),
                        help="Show a second map side by side, e.g. the heads retrained with DP.")
-st.caption("Circles are images, diamonds reports. Box- or lasso-select points (or click one) to "
-           "list the image/report pairs behind them.")
+st.caption("Circles are images, diamonds reports. Drag a box over the map (or click a point) "
+           "to list the image/report pairs behind it; double-click clears the selection.")
 st.caption("How to read distance: contrastive models place all images in one region and all "
            "reports in another (the *modality gap*), so the map often shows two clouds and an "
            "image is seldom next to its own report. What matters is the position *within* each "
@@ -51,20 +51,20 @@ for heads, col in zip(maps, cols):
         figure, sampled = views.umap_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, heads,
                                             colour_by)
         st.markdown(f"**{ui.esc(logic.heads_name(heads))}**")
-        event = st.plotly_chart(figure, key=key, on_select="rerun",
-                                selection_mode=("points", "box", "lasso"))
+        event = st.vega_lite_chart(figure, key=key, on_select="rerun",
+                                   selection_mode=(charts.BOX, charts.PICK))
         if sampled:
             st.caption(f"Drawing a fixed random sample of {MAX_ITEMS:,} of "
-                       f"{points['image_id'].nunique():,} items (both points of each); a box or "
-                       "lasso selects every item inside it, drawn or not.")
-        # a box or lasso selects by its region over the whole map, a click by its point
+                       f"{points['image_id'].nunique():,} items (both points of each); a box "
+                       "selects every item inside it, drawn or not.")
+        # a box selects by its bounds over the whole map, a click by its point
         rows = logic.selected_rows(points, event)
         if rows:
             selected.append((heads, logic.pairs_of(points, rows)))
 
 st.subheader("Selected pairs")
 if not selected:
-    ui.empty("Nothing selected yet: drag a box or lasso over the map, or click a point.")
+    ui.empty("Nothing selected yet: drag a box over the map, or click a point.")
 for heads, pairs in selected:
     st.markdown(f"**{ui.esc(logic.heads_name(heads))}**: {len(pairs):,} items")
     ui.table(pairs, f"umap selection {heads}", column_config={
