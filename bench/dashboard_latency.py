@@ -110,8 +110,8 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> flo
         time.sleep(0.1)
 
 
-# The page has settled: no running indicator or skeleton, `content` (a test id) visible, every
-# plotly chart drawn (its SVG layer exists) and every Vega-Lite chart drawn (a canvas or SVG).
+# The page has settled: no running indicator or skeleton, `content` (a test id) visible and every
+# Vega-Lite chart drawn (a canvas or SVG).
 SETTLED = """(content) => {
   const q = (sel) => document.querySelectorAll(sel);
   if (q('[data-testid="stStatusWidget"]').length || q('[data-testid="stSkeleton"]').length) {
@@ -120,9 +120,6 @@ SETTLED = """(content) => {
   if (content) {
     const el = document.querySelector(`[data-testid="${content}"]`);
     if (!el || !el.getClientRects().length) return false;
-  }
-  for (const el of q('[data-testid="stPlotlyChart"]')) {
-    if (!el.querySelector('.main-svg')) return false;
   }
   for (const el of q('[data-testid="stVegaLiteChart"]')) {
     if (!el.querySelector('canvas, svg')) return false;

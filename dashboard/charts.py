@@ -1,20 +1,19 @@
 """Figures of the dashboard, built from plain frames (no Streamlit, no storage).
 
-The overview's two line charts are Vega-Lite (Altair): they are on the first page a visitor
-opens, and Streamlit's Vega component loads and draws several times faster than its Plotly one
-(docs/dashboard.md, "Latency"). The other figures are Plotly.
-Scatter plots with many points use WebGL (`go.Scattergl`); every point of the UMAP carries its
-row position as ``customdata`` so a selection maps back to rows (`logic.selected_points`).
+Every figure is a Vega-Lite chart (Altair) that the pages cache as its spec dict and draw with
+`st.vega_lite_chart`: Streamlit's Vega component loads and draws several times faster than its
+Plotly one in a browser without GPU (docs/dashboard.md, "Latency"), and one chart library keeps
+one set of rules. Database strings travel only as data values (legend entries, tooltips and
+text marks are text), never inside an expression, a title or a format. The joint space's points
+carry their row label (``row``), so a click maps back to a row (`logic.selected_points`).
 """
 
 from __future__ import annotations
 
-import html
 import math
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 
 from dashboard import logic
 from engine.core.names import heads_short
@@ -27,27 +26,7 @@ SPLIT_COLOURS = {"test": "#1f5f8b", "train": "#edae49", "validate": "#7f7f7f"}
 SPLIT_NAME_COLOURS = {logic.SPLIT_NAMES.get(k, k): v for k, v in SPLIT_COLOURS.items()}
 
 
-def _layout(fig: go.Figure, *, x: str, y: str, height: int = 380, log_x: bool = False,
-            log_y: bool = False, legend: bool = True) -> go.Figure:
-    fig.update_layout(
-        height=height, margin=dict(l=10, r=10, t=30, b=10), xaxis_title=x, yaxis_title=y,
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0) if legend else None,
-        showlegend=legend, hovermode="closest",
-    )
-    if log_x:
-        fig.update_xaxes(type="log")
-        sizes = sorted({float(v) for t in fig.data if t.x is not None for v in t.x})
-        if sizes:  # tick exactly at the stored pool sizes
-            fig.update_xaxes(tickvals=sizes, ticktext=[f"{v:,.0f}" for v in sizes])
-    if log_y:
-        # Each tick labelled with its own shortest form (0.05%, 0.1%, 0.2%): a fixed number of
-        # decimals would print 0.05% and 0.1% alike.
-        fig.update_yaxes(type="log", tickvals=LOG_TICKS,
-                         ticktext=[f"{100 * v:.6g}%" for v in LOG_TICKS])
-    return fig
-
-
-# 1-2-5 ticks for log axes of probabilities (plotly's own minor labels crowd a short range)
+# 1-2-5 ticks for log axes of probabilities (a log axis's own labels crowd a short range)
 LOG_TICKS = [m * 10.0 ** e for e in range(-6, 1) for m in (1, 2, 5) if m * 10.0 ** e <= 1.0]
 
 
@@ -69,20 +48,13 @@ def percent_ticks(low: float, high: float, *, count: int = 5) -> tuple[list[floa
     return values, [f"{100 * v:.{decimals}f}%" for v in values]
 
 
-def plain(value) -> str:
-    """A database string as plotly text: plotly renders <b>, <a href>, <br> in names and hovers."""
-    return html.escape("" if value is None else str(value), quote=False)
-
-
-def _plain_all(values: pd.Series) -> pd.Series:
-    """`plain` of every value of a column (vectorised: a map spends seconds on 40k points)."""
-    text = values.astype(str)
-    return text.str.replace("&", "&amp;").str.replace("<", "&lt;").str.replace(">", "&gt;")
-
-
 def colours(names) -> dict[str, str]:
     """A stable colour per name (in the given order)."""
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(dict.fromkeys(names))}
+
+
+# Vega-Lite stroke dash arrays of `_dash`'s names
+DASHES = {"solid": [1, 0], "dash": [6, 4], "dashdot": [8, 3, 2, 3]}
 
 
 def _dash(negatives: str) -> str:
@@ -96,6 +68,28 @@ def _log_axis(title: str, values, *, percent: bool = False):
 
     return alt.Axis(title=title, values=[float(v) for v in values],
                     format="~%" if percent else ",.0f", grid=True)
+
+
+def _log_recall(values: pd.Series):
+    """A log y encoding of ``recall`` over the positive `values` (rates and interval ends).
+
+    Ticked on the 1-2-5 `LOG_TICKS` within the values' range; an interval end of 0 (no success
+    at all) has no place on a log axis, so the domain covers the positive values and marks below
+    are clamped to its floor instead of stretching the axis.
+    """
+    import altair as alt
+
+    v = pd.to_numeric(values, errors="coerce")
+    v = v[v > 0]
+    low, high = (float(v.min()), float(v.max())) if len(v) else (1e-3, 1.0)
+    ticks = [t for t in LOG_TICKS if low / 1.5 <= t <= high * 1.5]
+    if len(ticks) < 2:  # a narrow range: the 1-2-5 ticks just around it
+        ticks = ([t for t in LOG_TICKS if t <= low][-1:] + ticks
+                 + [t for t in LOG_TICKS if t >= high][:1])
+        ticks = sorted(set(ticks))
+    domain = [min(low / 1.2, ticks[0]), min(max(high * 1.2, ticks[-1]), 1.0)]
+    return alt.Y("recall:Q", scale=alt.Scale(type="log", domain=domain, clamp=True, nice=False),
+                 axis=_log_axis("Recall@1 (log)", ticks, percent=True))
 
 
 def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None):
@@ -117,7 +111,6 @@ def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None):
     models = list(dict.fromkeys(frame["model"]))
     palette = colours(models)
     kinds = list(dict.fromkeys(frame["negatives"]))
-    dashes = {"solid": [1, 0], "dash": [6, 4], "dashdot": [8, 3, 2, 3]}
     sizes = sorted(frame["pool_size"].dropna().unique())
     x = alt.X("pool_size:Q", scale=alt.Scale(type="log"),
               axis=_log_axis("pool size N (log)", sizes))
@@ -128,7 +121,7 @@ def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None):
                                                    range=[palette[m] for m in models]),
                         legend=alt.Legend(orient="top", title=None)),
         strokeDash=alt.StrokeDash("negatives:N", scale=alt.Scale(
-            domain=kinds, range=[dashes[_dash(k)] for k in kinds]),
+            domain=kinds, range=[DASHES[_dash(k)] for k in kinds]),
             legend=alt.Legend(orient="top", title=None, symbolType="stroke",
                               symbolStrokeColor="#444", symbolStrokeWidth=2)),
         strokeWidth=alt.StrokeWidth("highlighted:N", scale=alt.Scale(domain=[False, True],
@@ -161,17 +154,14 @@ def members_vs_heldout(curves: pd.DataFrame):
     sizes = sorted(frame["pool_size"].dropna().unique())
     chance = pd.DataFrame({"pool_size": sizes, "recall": [1.0 / s for s in sizes],
                            "pairs": "chance (1/N)"})
-    values = pd.concat([frame[["recall", "ci_low", "ci_high"]].stack(), chance["recall"]])
-    low, high = (float(values.min()), float(values.max())) if len(values) else (1e-3, 1.0)
-    ticks = [t for t in LOG_TICKS if low / 1.5 <= t <= high * 1.5] or LOG_TICKS
     names = list(dict.fromkeys(frame["pairs"])) + ["chance (1/N)"]
     colour = alt.Color("pairs:N", title=None, legend=alt.Legend(orient="top"),
                        scale=alt.Scale(domain=names, range=[SPLIT_NAME_COLOURS.get(n, "#444")
                                                             for n in names[:-1]] + ["#999"]))
     x = alt.X("pool_size:Q", scale=alt.Scale(type="log"),
               axis=_log_axis("pool size N (log)", sizes))
-    y = alt.Y("recall:Q", scale=alt.Scale(type="log"),
-              axis=_log_axis("Recall@1 (log)", ticks, percent=True))
+    y = _log_recall(pd.concat([frame[["recall", "ci_low", "ci_high"]].stack(),
+                               chance["recall"]]))
     tooltip = [alt.Tooltip("pairs:N"), alt.Tooltip("pool_size:Q", title="N", format=","),
                alt.Tooltip("recall:Q", title="Recall@1", format=".2%")]
     base = alt.Chart(frame)
@@ -181,27 +171,44 @@ def members_vs_heldout(curves: pd.DataFrame):
     return (bars + lines + dotted).properties(height=380)
 
 
-def random_vs_matched(curves: pd.DataFrame) -> go.Figure:
-    """Recall@1 vs N for random and matched negatives (held-out), with 95% intervals."""
-    fig = go.Figure()
-    for negatives, g in curves.groupby("negatives", sort=False):
-        g = g.sort_values("pool_size")
-        fig.add_trace(go.Scatter(
-            x=g["pool_size"], y=g["recall"], mode="lines+markers", name=f"{negatives} negatives",
-            line=dict(color=PALETTE[0] if negatives == "random" else
-                      PALETTE[1] if negatives == "matched" else PALETTE[2],
-                      dash=_dash(negatives)),
-            error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["recall"],
-                         arrayminus=g["recall"] - g["ci_low"], thickness=1),
-            customdata=g[["n_queries", "n_excluded"]].to_numpy(),
-            hovertemplate=("N=%{x:,}<br>Recall@1 %{y:.2%}<br>queries %{customdata[0]:,} "
-                           "(excluded %{customdata[1]:,})<extra></extra>"),
-        ))
-    if len(curves):
-        sizes = np.sort(curves["pool_size"].unique())
-        fig.add_trace(go.Scatter(x=sizes, y=1.0 / sizes, mode="lines", name="chance (1/N)",
-                                 line=dict(color="#999", dash="dot")))
-    return _layout(fig, x="pool size N (log)", y="Recall@1 (log)", log_x=True, log_y=True)
+def random_vs_matched(curves: pd.DataFrame):
+    """Recall@1 vs N for random and matched negatives (held-out), with 95% intervals (log-log).
+
+    A Vega-Lite chart: random negatives solid, 14-label matched dashed, a finer policy dash-dot
+    (`_dash`); the chance line 1/N dotted.
+    """
+    import altair as alt
+
+    frame = pd.DataFrame({"negatives": [f"{n} negatives" for n in curves.get("negatives", [])]})
+    for column in ("pool_size", "recall", "ci_low", "ci_high", "n_queries", "n_excluded"):
+        frame[column] = (pd.to_numeric(curves[column], errors="coerce").to_numpy()
+                         if len(curves) else [])
+    sizes = sorted(frame["pool_size"].dropna().unique())
+    chance = pd.DataFrame({"pool_size": sizes, "recall": [1.0 / s for s in sizes],
+                           "negatives": "chance (1/N)"})
+    kinds = list(dict.fromkeys(frame["negatives"]))
+    names = kinds + ["chance (1/N)"]
+    palette = {"random negatives": PALETTE[0], "matched negatives": PALETTE[1]}
+    colour = alt.Color("negatives:N", title=None, legend=alt.Legend(orient="top"),
+                       scale=alt.Scale(domain=names, range=[palette.get(k, PALETTE[2])
+                                                            for k in kinds] + ["#999"]))
+    dash = alt.StrokeDash("negatives:N", legend=None, scale=alt.Scale(
+        domain=names, range=[DASHES[_dash(k.removesuffix(" negatives"))] for k in kinds]
+        + [[2, 3]]))
+    x = alt.X("pool_size:Q", scale=alt.Scale(type="log"),
+              axis=_log_axis("pool size N (log)", sizes))
+    y = _log_recall(pd.concat([frame[["recall", "ci_low", "ci_high"]].stack(),
+                               chance["recall"]]))
+    tooltip = [alt.Tooltip("negatives:N"), alt.Tooltip("pool_size:Q", title="N", format=","),
+               alt.Tooltip("recall:Q", title="Recall@1", format=".2%"),
+               alt.Tooltip("n_queries:Q", title="queries", format=","),
+               alt.Tooltip("n_excluded:Q", title="excluded", format=",")]
+    base = alt.Chart(frame)
+    lines = base.mark_line(point=True).encode(x=x, y=y, color=colour, strokeDash=dash,
+                                              tooltip=tooltip)
+    bars = base.mark_rule().encode(x=x, y="ci_low:Q", y2="ci_high:Q", color=colour)
+    dotted = alt.Chart(chance).mark_line().encode(x=x, y=y, color=colour, strokeDash=dash)
+    return (bars + lines + dotted).properties(height=380)
 
 
 COLOUR_BY = ("modality", "label", "split", "rank")
@@ -263,44 +270,62 @@ def umap_scatter(points: pd.DataFrame, colour_by: str, *, height: int = 520):
         height=height, usermeta={"embedOptions": {"renderer": "canvas"}})
 
 
-def frontier_plot(frame: pd.DataFrame, *, x: str = "recall",
-                  chosen: str | None = None) -> go.Figure:
-    """Privacy/utility frontier: one point per heads (x Recall@1 or lift, y macro AUROC)."""
-    fig = go.Figure()
-    dp = frame[frame["heads"] != "original"]
-    fig.add_trace(go.Scatter(
-        x=dp[x], y=dp["auroc"], mode="lines+markers+text", name="retrained heads",
-        text=[plain(heads_short(h)) for h in dp["heads"]],
-        textposition="middle right",
-        line=dict(color=PALETTE[0]), marker=dict(size=9),
-        hovertemplate="%{text}<br>%{x:.3g}<br>macro AUROC %{y:.2%}<extra></extra>",
-    ))
-    orig = frame[frame["heads"] == "original"]
-    fig.add_trace(go.Scatter(
-        x=orig[x], y=orig["auroc"], mode="markers+text", name="original heads",
-        text=["original"] * len(orig), textposition="middle left",
-        marker=dict(size=12, symbol="star", color=PALETTE[1]),
-        hovertemplate="original<br>%{x:.3g}<br>macro AUROC %{y:.2%}<extra></extra>",
-    ))
-    sel = frame[frame["heads"] == chosen]
-    if len(sel):
-        fig.add_trace(go.Scatter(
-            x=sel[x], y=sel["auroc"], mode="markers", name="selected",
-            marker=dict(size=20, color="rgba(0,0,0,0)", line=dict(color="#1b2430", width=2)),
-            hoverinfo="skip"))
+def frontier_plot(frame: pd.DataFrame, *, x: str = "recall", chosen: str | None = None):
+    """Privacy/utility frontier: one point per heads (x Recall@1 or lift, y macro AUROC).
+
+    A Vega-Lite chart: the retrained heads joined in the epsilon grid's order and labelled, the
+    original heads as a diamond, the chosen heads ringed. Percent axes are ticked by
+    `percent_ticks`, so no two ticks read alike.
+    """
+    import altair as alt
+
+    f = pd.DataFrame({"heads": frame["heads"].astype(str).to_numpy(),
+                      "x": pd.to_numeric(frame[x], errors="coerce").to_numpy(),
+                      "auroc": pd.to_numeric(frame["auroc"], errors="coerce").to_numpy()})
+    f["label"] = [heads_short(h) if h != "original" else "original" for h in f["heads"]]
+    f["kind"] = np.where(f["heads"] == "original", "original heads", "retrained heads")
+    f["order"] = np.arange(len(f))
     label = "Recall@1 (attack success)" if x == "recall" else "lift over chance"
-    y_range = _padded(frame["auroc"], 0.25)
-    x_range = _padded(frame[x], 0.15)
-    if y_range:
-        values, text = percent_ticks(*y_range)
-        fig.update_yaxes(range=y_range, tickvals=values, ticktext=text)
-    if x_range and x == "recall":
-        values, text = percent_ticks(*x_range)
-        fig.update_xaxes(range=x_range, tickvals=values, ticktext=text)
-    else:
-        fig.update_xaxes(range=x_range)
-    return _layout(fig, x=f"{label} → more re-linkage", y="probe macro AUROC → more utility",
-                   height=420)
+    x_range, y_range = _padded(f["x"], 0.15), _padded(f["auroc"], 0.25)
+    x_axis = (_percent_axis(f"{label} → more re-linkage", x_range) if x == "recall"
+              else alt.Axis(title=f"{label} → more re-linkage", format=".1f"))
+    enc_x = alt.X("x:Q", axis=x_axis, scale=alt.Scale(domain=x_range, zero=False, nice=False)
+                  if x_range else alt.Scale(zero=False))
+    enc_y = alt.Y("auroc:Q", axis=_percent_axis("probe macro AUROC → more utility", y_range),
+                  scale=alt.Scale(domain=y_range, zero=False, nice=False)
+                  if y_range else alt.Scale(zero=False))
+    colour = alt.Color("kind:N", title=None, legend=alt.Legend(orient="top"),
+                       scale=alt.Scale(domain=["retrained heads", "original heads"],
+                                       range=[PALETTE[0], PALETTE[1]]))
+    shape = alt.Shape("kind:N", legend=None, scale=alt.Scale(
+        domain=["retrained heads", "original heads"], range=["circle", "diamond"]))
+    tooltip = [alt.Tooltip("label:N", title="heads"),
+               alt.Tooltip("x:Q", title=label, format=".2%" if x == "recall" else ".1f"),
+               alt.Tooltip("auroc:Q", title="macro AUROC", format=".2%")]
+    base = alt.Chart(f)
+    line = base.transform_filter(alt.datum.kind == "retrained heads").mark_line(
+        color=PALETTE[0]).encode(x=enc_x, y=enc_y, order="order:Q")
+    points = base.mark_point(filled=True, size=110, opacity=1).encode(
+        x=enc_x, y=enc_y, color=colour, shape=shape, tooltip=tooltip)
+    text = base.mark_text(align="left", dx=9, fontSize=11).encode(
+        x=enc_x, y=enc_y, text="label:N")
+    layers = [line, points, text]
+    ring = f[f["heads"] == str(chosen)] if chosen is not None else f.iloc[:0]
+    if len(ring):
+        layers.append(alt.Chart(ring).mark_point(size=420, strokeWidth=2, color="#1b2430")
+                      .encode(x=enc_x, y=enc_y))
+    return alt.layer(*layers).properties(height=420)
+
+
+def _percent_axis(title: str, domain):
+    """A percent axis ticked by `percent_ticks` over `domain` (labels that all differ)."""
+    import altair as alt
+
+    if not domain:
+        return alt.Axis(title=title, format=".2%")
+    values, text = percent_ticks(*domain)
+    decimals = len(text[0].rstrip("%").partition(".")[2]) if text else 2
+    return alt.Axis(title=title, values=values, format=f".{decimals}%")
 
 
 def _padded(values: pd.Series, share: float) -> list[float] | None:
@@ -313,18 +338,27 @@ def _padded(values: pd.Series, share: float) -> list[float] | None:
     return [lo - pad, hi + pad]
 
 
-def per_label_auroc(utility: pd.DataFrame, heads: list[str]) -> go.Figure:
-    """Per-label probe AUROC, grouped bars for the given heads."""
-    fig = go.Figure()
+def per_label_auroc(utility: pd.DataFrame, heads: list[str]):
+    """Per-label probe AUROC, grouped horizontal bars for the given heads (a Vega-Lite chart)."""
+    import altair as alt
+
     per = utility[(utility["label"] != "macro") & utility["heads"].isin(heads)]
-    order = [label for label in logic.LABELS if label in set(per["label"])][::-1]
-    for i, h in enumerate(heads):
-        g = per[per["heads"] == h].set_index("label").reindex(order)
-        fig.add_trace(go.Bar(y=order, x=g["auroc"], name=plain(logic.heads_name(h)),
-                             orientation="h",
-                             marker_color=PALETTE[i % len(PALETTE)],
-                             hovertemplate="%{y}<br>AUROC %{x:.2%}<extra></extra>"))
-    fig.update_layout(barmode="group", bargap=0.25)
-    low = float(per["auroc"].min()) if len(per) else 0.5
-    fig.update_xaxes(tickformat=".0%", range=[min(0.5, low - 0.02), 1.0])
-    return _layout(fig, x="probe AUROC (0.5 = chance)", y="", height=40 + 30 * max(len(order), 4))
+    order = [label for label in logic.LABELS if label in set(per["label"])]
+    names = [logic.heads_name(h) for h in heads]
+    frame = pd.DataFrame({"label": per["label"].astype(str).to_numpy(),
+                          "heads": per["heads"].map(logic.heads_name).to_numpy(),
+                          "auroc": pd.to_numeric(per["auroc"], errors="coerce").to_numpy()})
+    low = float(frame["auroc"].min()) if len(frame) else 0.5
+    return alt.Chart(frame).mark_bar(clip=True).encode(
+        y=alt.Y("label:N", sort=order, title=None),
+        yOffset=alt.YOffset("heads:N", sort=names),
+        x=alt.X("auroc:Q", title="probe AUROC (0.5 = chance)",
+                scale=alt.Scale(domain=[min(0.5, low - 0.02), 1.0], nice=False),
+                axis=alt.Axis(format=".0%")),
+        color=alt.Color("heads:N", title=None, legend=alt.Legend(orient="top"),
+                        scale=alt.Scale(domain=names,
+                                        range=[PALETTE[i % len(PALETTE)]
+                                               for i in range(len(names))])),
+        tooltip=[alt.Tooltip("label:N", title="finding"), alt.Tooltip("heads:N"),
+                 alt.Tooltip("auroc:Q", title="AUROC", format=".2%")],
+    ).properties(height=40 + 30 * max(len(order), 4))

@@ -1,7 +1,7 @@
 """Start the dashboard server warm: ``python -m dashboard.serve [streamlit options]``.
 
 ``streamlit run dashboard/app.py`` imports a page's libraries and fills its caches when the first
-visitor arrives, so the first page of a fresh server waits for pandas, plotly, DuckDB and the
+visitor arrives, so the first page of a fresh server waits for pandas, Altair, DuckDB and the
 overview's queries (about 3 s on 2 cores, docs/dashboard.md). This launcher does that work before
 anyone asks: it imports the libraries the pages use before the server starts, and once the server
 is up it computes, in a background thread, what the default page shows (the first cohort and its
@@ -38,8 +38,6 @@ def preload() -> float:
     import duckdb  # noqa: F401
     import pandas  # noqa: F401
     import PIL.Image  # noqa: F401
-    import plotly.graph_objects  # noqa: F401
-    import streamlit.elements.plotly_chart  # noqa: F401
     import streamlit.elements.vega_charts  # noqa: F401
 
     import engine.core.decompose  # noqa: F401

@@ -52,6 +52,29 @@ def summary(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
     return logic.summary_table(data.summary(db, token, cohort, model, "original"))
 
 
+@st.cache_resource(show_spinner=False, max_entries=32)
+def curves_figure(db: str, token: str, cohort: str, model: str, heads: str) -> dict:
+    """Random vs matched negatives, held-out Recall@1 vs N (hard negatives; a Vega-Lite spec)."""
+    metrics = data.pool_metrics(db, token, cohort, model, heads, 1)
+    return charts.random_vs_matched(logic.lift_curves(metrics[metrics["split"] == "test"])
+                                    ).to_dict()
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def frontier_figure(db: str, token: str, cohort: str, model: str, pool_size: int, x: str,
+                    chosen: str) -> dict:
+    """The privacy/utility frontier at N = `pool_size`, `chosen` ringed (a Vega-Lite spec)."""
+    front = logic.frontier(data.pool_metrics(db, token, cohort, model, None, 1),
+                           data.utility(db, token, cohort, model), pool_size=pool_size)
+    return charts.frontier_plot(front, x=x, chosen=chosen).to_dict()
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def per_label_figure(db: str, token: str, cohort: str, model: str, heads: tuple[str, ...]) -> dict:
+    """Per-label probe AUROC of `heads` side by side (a Vega-Lite spec)."""
+    return charts.per_label_auroc(data.utility(db, token, cohort, model), list(heads)).to_dict()
+
+
 # Items drawn per map (2 points each), a fixed random sample beyond that: the browser draws every
 # point on a canvas, and the spec carries each; a box still selects every item of the full map
 # inside it (`logic.selected_rows`), and only its bounds travel back (docs/dashboard.md,

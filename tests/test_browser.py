@@ -129,7 +129,7 @@ def _settle(page) -> None:
     expect(page.get_by_test_id("stApp")).to_be_visible(timeout=30_000)
     expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=30_000)
     expect(page.get_by_test_id("stSkeleton")).to_have_count(0, timeout=30_000)
-    page.wait_for_timeout(400)  # plotly draws after the run ends
+    page.wait_for_timeout(400)  # Vega draws after the run ends
     expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=30_000)
 
 
@@ -176,7 +176,8 @@ def test_every_page_renders_and_the_epsilon_slider_moves(server, browser, tmp_pa
         if name in ("overview", "privacy"):
             expect(page.get_by_test_id("stMetric").first).to_be_visible()
         if name in ("privacy", "hard_negatives"):
-            expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible()
+            expect(page.get_by_test_id("stVegaLiteChart").first.locator("canvas, svg").first
+                   ).to_be_visible()
         if name == "joint_space":
             expect(page.get_by_test_id("stVegaLiteChart").locator("canvas")).to_be_visible()
         if name == "overview":  # Vega-Lite charts, drawn; a CSV written on click; the full grid

@@ -198,8 +198,9 @@ def _ok(at: AppTest, allowed: str | None = None) -> None:
 
 
 def _charts(at: AppTest) -> int:
-    """Plotly and Vega-Lite (Altair) charts on the page."""
-    return len(at.get("plotly_chart")) + len(at.get("vega_lite_chart"))
+    """Charts on the page (all Vega-Lite)."""
+    assert not at.get("plotly_chart")  # one chart library: Vega-Lite
+    return len(at.get("vega_lite_chart"))
 
 
 def _infos(at: AppTest) -> str:

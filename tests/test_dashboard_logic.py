@@ -308,40 +308,85 @@ def test_percent_ticks_never_repeat_a_label():
     assert len(set(log_text)) == len(log_text)
 
 
-def test_every_chart_has_distinct_tick_labels():
+def _d3(value: float, fmt: str) -> str:
+    """A tick label as Vega's d3-format prints it, for the formats the charts use."""
+    if fmt == "~%":  # 100 v with up to 6 decimals, trailing zeros trimmed
+        return f"{100 * value:.6f}".rstrip("0").rstrip(".") + "%"
+    if fmt.endswith("%"):
+        return f"{100 * value:{fmt[:-1]}f}%"
+    return f"{value:{fmt}}"
+
+
+def _axes(node):
+    """Every axis with fixed tick values in a Vega-Lite spec."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "axis" and isinstance(v, dict) and "values" in v:
+                yield v
+            else:
+                yield from _axes(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _axes(v)
+
+
+def _specs(hostile: str = "m"):
+    """One spec of every chart of the dashboard, `hostile` wherever a database string goes."""
     from dashboard import charts
 
-    curves = pd.DataFrame([dict(model="m", split=s, negatives="random", pool_size=n,
+    curves = pd.DataFrame([dict(model=hostile, split=s, negatives=neg, pool_size=n,
                                 recall=r, ci_low=r * 0.8, ci_high=r * 1.2, lift=r * n,
                                 n_queries=10, n_excluded=0)
-                           for s in ("test", "train") for n, r in ((10, 0.3), (100, 0.05),
-                                                                   (611, 0.02))])
-    spec = charts.members_vs_heldout(curves).to_dict()
-    axes = [layer["encoding"][c]["axis"] for layer in spec["layer"] for c in ("x", "y")
-            if isinstance(layer["encoding"].get(c, {}).get("axis"), dict)]
-    assert axes
-    for axis in axes:
-        values = axis["values"]
-        assert len(set(values)) == len(values) >= 3
-        # Vega's d3 formats: "~%" prints 100 v with up to 6 decimals, trailing zeros trimmed
-        labels = ([f"{100 * v:.6f}".rstrip("0").rstrip(".") + "%" for v in values]
-                  if axis["format"] == "~%" else [f"{v:,.0f}" for v in values])
-        assert len(set(labels)) == len(labels), labels
+                           for s in ("test", "train") for neg in ("random", f"matched:{hostile}")
+                           for n, r in ((10, 0.3), (100, 0.05), (611, 0.02))])
+    front = pd.DataFrame({"heads": ["original", "1", hostile],
+                          "recall": [0.0213, 0.0151, 0.0086], "lift": [13.0, 9.3, 5.2],
+                          "auroc": [0.8409, 0.8400, 0.8403]})
+    util = pd.DataFrame({"heads": ["original", hostile] * 2, "label": ["Edema"] * 2 + ["macro"] * 2,
+                         "auroc": [0.8, 0.7, 0.81, 0.71]})
+    points = pd.DataFrame({
+        "item_id": [hostile, hostile, "b", "b"], "image_id": [hostile, hostile, "b", "b"],
+        "modality": ["image", "report"] * 2, "x": [0.0, 1.0, 2.0, 3.0], "y": [0.0, 1.0, 0.5, 2.0],
+        "split": ["test", "test", hostile, hostile], "study_id": ["s"] * 4,
+        "expected_rank": [1.0, 1.0, 40.0, 40.0], "Edema": [1.0, 1.0, 0.0, 0.0]})
+    test = curves[(curves["split"] == "test")]
+    yield "lift_vs_n", charts.lift_vs_n(test, highlight=hostile)
+    rnd = curves[curves["negatives"] == "random"]
+    yield "members_vs_heldout", charts.members_vs_heldout(  # a third, hostile split name
+        pd.concat([rnd, rnd[rnd["split"] == "train"].assign(split=hostile)]))
+    yield "random_vs_matched", charts.random_vs_matched(test)
+    for x in ("recall", "lift"):
+        yield f"frontier_plot {x}", charts.frontier_plot(front, x=x, chosen=hostile)
+    yield "per_label_auroc", charts.per_label_auroc(util, ["original", hostile])
+    for colour in charts.COLOUR_BY:
+        yield f"umap_scatter {colour}", charts.umap_scatter(points, colour)
+
+
+def test_every_chart_has_distinct_tick_labels():
+    checked = 0
+    for name, chart in _specs():
+        for axis in _axes(chart.to_dict()):  # to_dict validates against Vega-Lite's schema
+            values = axis["values"]
+            labels = [_d3(v, axis.get("format", ",.0f")) for v in values]
+            assert len(set(values)) == len(values) >= 2, (name, values)
+            assert len(set(labels)) == len(labels), (name, labels)
+            checked += 1
+    assert checked >= 8
+    # the frontier's percent axes over a 0.1-point range: no "84.0%" five times
     front = pd.DataFrame({"heads": ["original", "1", "inf"], "recall": [0.0213, 0.0151, 0.0086],
                           "lift": [13.0, 9.3, 5.2], "auroc": [0.8409, 0.8400, 0.8403]})
-    fig = charts.frontier_plot(front)
-    assert len(set(fig.layout.yaxis.ticktext)) == len(fig.layout.yaxis.ticktext) >= 2
+    from dashboard import charts
+
+    y = charts.frontier_plot(front).to_dict()["layer"][0]["encoding"]["y"]["axis"]
+    labels = [_d3(v, y["format"]) for v in y["values"]]
+    assert len(set(labels)) == len(labels) >= 2 and labels[0].startswith("84.0"), labels
 
 
 def test_chart_text_escapes_database_strings():
-    from dashboard import charts
-
-    curves = pd.DataFrame([dict(model='<a href="http://x">m</a>', negatives="random",
-                                pool_size=10, lift=2.0, recall=0.2, n_queries=5, n_excluded=0)])
-    spec = charts.lift_vs_n(curves, highlight='<a href="http://x">m</a>').to_dict()
+    hostile = '<a href="http://x">m</a>'
 
     def places(node, path=()):
-        """Where the model string occurs in the Vega-Lite spec (dict keys joined by dots)."""
+        """Where the hostile string occurs in the Vega-Lite spec (dict keys joined by dots)."""
         if isinstance(node, dict):
             for k, v in node.items():
                 yield from places(v, path + (k,))
@@ -351,11 +396,12 @@ def test_chart_text_escapes_database_strings():
         elif isinstance(node, str) and "<a" in node:
             yield ".".join(p for p in path)
 
-    found = set(places(spec))
-    # only as a data value and a colour-scale domain entry: never in an expression, a title or
-    # a format, where Vega would interpret it
-    assert found and all(p.startswith("datasets.") or p.endswith("scale.domain")
-                         for p in found), found
+    for name, chart in _specs(hostile):
+        found = set(places(chart.to_dict()))
+        # only as a data value, a scale domain or a sort order entry (lists of values): never in
+        # an expression, a title or a format, where Vega would interpret it
+        assert found and all(p.startswith("datasets.") or p.endswith(("scale.domain", ".sort"))
+                             for p in found), (name, found)
 
 
 def test_best_wrong():

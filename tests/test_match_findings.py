@@ -237,6 +237,12 @@ def test_dashboard_curves_leave_out_every_matched_full_row_and_draw_finer_dash_d
     curves = logic.lift_curves(pd.DataFrame(rows))
     kept = set(zip(curves["negatives"], curves["pool_size"]))
     assert kept == {("random", 10), ("random", 40), ("matched", 10), ("matched:findings", 10)}
-    dashes = {t.name: t.line.dash for t in charts.random_vs_matched(curves).data}
-    assert dashes["matched:findings negatives"] == "dashdot"
-    assert dashes["matched negatives"] == "dash" and dashes["random negatives"] == "solid"
+    spec = charts.random_vs_matched(curves).to_dict()
+    scale = spec["layer"][1]["encoding"]["strokeDash"]["scale"]  # the lines' dash per kind
+    dashes = dict(zip(scale["domain"], scale["range"]))
+    assert dashes["matched:findings negatives"] == charts.DASHES["dashdot"]
+    assert dashes["matched negatives"] == charts.DASHES["dash"]
+    assert dashes["random negatives"] == charts.DASHES["solid"]
+    # the chart draws no matched row of the full pool: every drawn N is a stored pool size
+    drawn = {(v["negatives"], v["pool_size"]) for v in next(iter(spec["datasets"].values()))}
+    assert drawn == {(f"{n} negatives", s) for n, s in kept}

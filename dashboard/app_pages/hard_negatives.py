@@ -8,17 +8,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, logic, ui
+from dashboard import data, logic, ui, views
 
 
-# Derived tables and the chart, computed once per database version and choice (a widget change
-# elsewhere on the page then costs no pandas work).
-@st.cache_resource(show_spinner=False, max_entries=32)
-def _curves_figure(db: str, token: str, cohort: str, model: str, heads: str):
-    metrics = data.pool_metrics(db, token, cohort, model, heads, 1)
-    return charts.random_vs_matched(logic.lift_curves(metrics[metrics["split"] == "test"]))
-
-
+# Derived tables, computed once per database version and choice (a widget change elsewhere on
+# the page then costs no pandas work); the chart is `views.curves_figure`.
 @st.cache_data(show_spinner=False, max_entries=64)
 def _groups(db: str, token: str, cohort: str, model: str, heads: str, n: int) -> pd.DataFrame:
     return logic.group_table(data.query_ranks(db, token, cohort, model, heads, "test"), n)
@@ -47,8 +41,8 @@ if matched.empty:
     st.stop()
 
 st.subheader("Random vs matched negatives (held-out)")
-st.plotly_chart(_curves_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, ctx.heads),
-                key="hard_curves")
+st.vega_lite_chart(views.curves_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, ctx.heads),
+                   key="hard_curves")
 st.caption("Queries with fewer than N-1 matched distractors are left out of that N. The last "
            "row is the full held-out set: with random negatives every query's pool is all the "
            "other reports; with matched negatives it is all of that query's own matched "

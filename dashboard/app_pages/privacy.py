@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, data, logic, ui
+from dashboard import data, logic, ui, views
 from engine.core import decompose
 from engine.core.names import sort_heads
 
@@ -78,14 +78,16 @@ with left:
     if front.empty:
         ui.empty("The frontier needs both attack results and utility per heads.")
     else:
-        st.plotly_chart(charts.frontier_plot(front, x=axis, chosen=chosen), key="frontier")
+        st.vega_lite_chart(views.frontier_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, n,
+                                                 axis, chosen), key="frontier")
 with right:
     st.subheader("Per-label probe AUROC")
     shown = [h for h in dict.fromkeys(["original", chosen]) if h in set(util["heads"])]
     if not shown:
         ui.empty("No per-label utility stored for these heads.")
     else:
-        st.plotly_chart(charts.per_label_auroc(util, shown), key="per_label")
+        st.vega_lite_chart(views.per_label_figure(ctx.db, ctx.token, ctx.cohort, ctx.model,
+                                                  tuple(shown)), key="per_label")
 
 st.subheader("Every heads at a glance")
 if len(front):
