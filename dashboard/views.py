@@ -129,10 +129,10 @@ def warm_joint_space(db: str, token: str, cohort: str, model: str) -> None:
 
 
 def warm_explorer(db: str, token: str, cohort: str, model: str) -> None:
-    """The explorer and hard negatives of (cohort, model): the held-out queries of every heads
-    (the heads picker), and the original heads' top-k lists (the first pick)."""
+    """The explorer and hard negatives of (cohort, model): the held-out queries and top-k lists of
+    every heads (the heads picker; any query id: the first call reads the heads' whole list)."""
     heads = sorted(data.heads(db, token, cohort, model), key=lambda h: h != "original")
     for h in heads:
         data.query_ranks(db, token, cohort, model, h, "test")
-    if "original" in heads:
-        data.candidates(db, token, cohort, model, "original", "test", "image_to_report", "")
+    for h in heads:
+        data.candidates(db, token, cohort, model, h, "test", "image_to_report", "")
