@@ -259,8 +259,9 @@ def umap_scatter(points: pd.DataFrame, colour_by: str, *, height: int = 520):
             tooltip.append(alt.Tooltip("colour:N", title="main finding"))
     box = alt.selection_interval(name=BOX, encodings=["x", "y"])
     pick = alt.selection_point(name=PICK, fields=["row"], on="click", clear="dblclick")
-    shape = alt.Shape("modality:N", title=None,  # the colours name the modalities already
-                      legend=None if colour_by == "modality" else alt.Legend(orient="top"),
+    # no shape legend: the page's caption says circles are images, diamonds reports (a second
+    # top legend overflows a half-width map)
+    shape = alt.Shape("modality:N", legend=None,
                       scale=alt.Scale(domain=["image", "report"], range=["circle", "diamond"]))
     return alt.Chart(frame).mark_point(filled=True, size=22, opacity=0.75).encode(
         x=alt.X("x:Q", title="UMAP 1", scale=alt.Scale(zero=False)),
