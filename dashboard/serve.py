@@ -72,15 +72,25 @@ def warm(db: str | None = None) -> str:
 
 
 def _streamlit_first_run_costs() -> None:
-    """What Streamlit itself does once per process on the first script run, done now: the page
-    icon's emoji check compiles a regular expression of every emoji (0.3 s here), and the first
-    element checks whether it runs in a REPL by walking the stack with `inspect` (0.1 s)."""
+    """What Streamlit itself does once per process on the first session and script run, done
+    now: the page icon's emoji check compiles a regular expression of every emoji (0.3 s here),
+    the pages' icons load the Material icon names, the first element checks whether it runs in
+    a REPL by walking the stack with `inspect` (0.1 s), and the first session's message imports
+    the agent-skills module and looks for installed skills on disk (cached after)."""
     from streamlit import delta_generator, string_util
 
     string_util.is_emoji("🩻")
+    string_util.is_material_icon("shield")
     check = getattr(delta_generator, "_maybe_print_use_warning", None)
     if check is not None:  # private: present in streamlit 1.67 (requirements.txt pins it)
         check()
+    try:  # private as well, and only a hint of Streamlit's: never let it stop the warm-up
+        import streamlit.runtime.backend_operation_handler  # noqa: F401
+        from streamlit.web import skills
+
+        skills.nudge_suppression_reason(str(APP.parent))
+    except Exception:  # noqa: BLE001, S110
+        pass
 
 
 def _warm_when_up(timeout_s: float = 60.0) -> None:
