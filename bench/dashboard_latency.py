@@ -110,8 +110,8 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> flo
         time.sleep(0.1)
 
 
-# The page has settled: no running indicator or skeleton, `content` (a test id) visible and every
-# Vega-Lite chart drawn (a canvas or SVG).
+# The page has settled: no running indicator or skeleton, `content` (a test id) visible, every
+# Vega-Lite chart drawn (a canvas or SVG) and every image decoded (the overview's charts).
 SETTLED = """(content) => {
   const q = (sel) => document.querySelectorAll(sel);
   if (q('[data-testid="stStatusWidget"]').length || q('[data-testid="stSkeleton"]').length) {
@@ -123,6 +123,9 @@ SETTLED = """(content) => {
   }
   for (const el of q('[data-testid="stVegaLiteChart"]')) {
     if (!el.querySelector('canvas, svg')) return false;
+  }
+  for (const img of q('[data-testid="stImage"] img')) {
+    if (!img.complete || !img.naturalWidth) return false;
   }
   return true;
 }"""

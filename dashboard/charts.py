@@ -1,9 +1,11 @@
 """Figures of the dashboard, built from plain frames (no Streamlit, no storage).
 
-Every figure is a Vega-Lite chart (Altair) that the pages cache as its spec dict and draw with
-`st.vega_lite_chart`: Streamlit's Vega component loads and draws several times faster than its
-Plotly one in a browser without GPU (docs/dashboard.md, "Latency"), and one chart library keeps
-one set of rules. Database strings travel only as data values (legend entries, tooltips and
+Every figure is a Vega-Lite chart (Altair). The pages cache it as its spec dict and draw it with
+`st.vega_lite_chart` (Streamlit's Vega component loads and draws several times faster than its
+Plotly one in a browser without GPU), except the first page's two charts, which are drawn here
+as SVG (`svg`, by the Vega project's own converter) and shown as images, so that the first page
+loads no chart component at all (docs/dashboard.md, "Latency"). One chart library, one set of
+rules. Database strings travel only as data values (legend entries, tooltips and
 text marks are text), never inside an expression, a title or a format. The joint space's points
 carry their row label (``row``), so a click maps back to a row (`logic.selected_points`).
 """
@@ -48,6 +50,26 @@ def percent_ticks(low: float, high: float, *, count: int = 5) -> tuple[list[floa
     return values, [f"{100 * v:.{decimals}f}%" for v in values]
 
 
+# Drawn width of a server-drawn chart, in CSS pixels: about the page's main column at a common
+# laptop width, so its text reads at the size of the page's own (the image scales down beyond).
+FULL_WIDTH, HALF_WIDTH = 1080, 520
+
+
+def svg(chart, *, width: int) -> str:
+    """`chart` drawn as an SVG document `width` pixels wide (Vega's own renderer, in-process).
+
+    Text stays text, escaped by the renderer (a database string is never markup); the document
+    is shown in an ``<img>``, which runs no script and loads nothing. Interaction (tooltips,
+    selections) is given up: this is for charts that only show.
+    """
+    import vl_convert
+
+    spec = chart.properties(width=width).to_dict()
+    # "https://vega.github.io/schema/vega-lite/v6.4.1.json" -> "6.4", the converter's name for it
+    version = ".".join(spec["$schema"].rsplit("/v", 1)[1].split(".")[:2])
+    return vl_convert.vegalite_to_svg(spec, vl_version=version)
+
+
 def colours(names) -> dict[str, str]:
     """A stable colour per name (in the given order)."""
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(dict.fromkeys(names))}
@@ -68,6 +90,15 @@ def _log_axis(title: str, values, *, percent: bool = False):
 
     return alt.Axis(title=title, values=[float(v) for v in values],
                     format="~%" if percent else ",.0f", grid=True)
+
+
+def _pool_x(sizes):
+    """The pool-size x encoding: log scale over exactly the stored sizes, ticked at each (a
+    "nice" log domain would run on to the next power of ten), a little room at both ends."""
+    import altair as alt
+
+    return alt.X("pool_size:Q", scale=alt.Scale(type="log", nice=False, padding=10),
+                 axis=_log_axis("pool size N (log)", sizes))
 
 
 def _log_recall(values: pd.Series):
@@ -112,8 +143,7 @@ def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None):
     palette = colours(models)
     kinds = list(dict.fromkeys(frame["negatives"]))
     sizes = sorted(frame["pool_size"].dropna().unique())
-    x = alt.X("pool_size:Q", scale=alt.Scale(type="log"),
-              axis=_log_axis("pool size N (log)", sizes))
+    x = _pool_x(sizes)
     lines = alt.Chart(frame).mark_line(point=True).encode(
         x=x,
         y=alt.Y("lift:Q", title="lift = Recall@1 / (1/N)"),
@@ -122,8 +152,9 @@ def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None):
                         legend=alt.Legend(orient="top", title=None)),
         strokeDash=alt.StrokeDash("negatives:N", scale=alt.Scale(
             domain=kinds, range=[DASHES[_dash(k)] for k in kinds]),
-            legend=alt.Legend(orient="top", title=None, symbolType="stroke",
-                              symbolStrokeColor="#444", symbolStrokeWidth=2)),
+            legend=alt.Legend(orient="top", title=None, symbolType="stroke", symbolSize=300,
+                              symbolStrokeColor="#444", symbolStrokeWidth=2,
+                              symbolFillColor="#444")),
         strokeWidth=alt.StrokeWidth("highlighted:N", scale=alt.Scale(domain=[False, True],
                                                                      range=[2, 3.5]),
                                     legend=None),
@@ -158,8 +189,7 @@ def members_vs_heldout(curves: pd.DataFrame):
     colour = alt.Color("pairs:N", title=None, legend=alt.Legend(orient="top"),
                        scale=alt.Scale(domain=names, range=[SPLIT_NAME_COLOURS.get(n, "#444")
                                                             for n in names[:-1]] + ["#999"]))
-    x = alt.X("pool_size:Q", scale=alt.Scale(type="log"),
-              axis=_log_axis("pool size N (log)", sizes))
+    x = _pool_x(sizes)
     y = _log_recall(pd.concat([frame[["recall", "ci_low", "ci_high"]].stack(),
                                chance["recall"]]))
     tooltip = [alt.Tooltip("pairs:N"), alt.Tooltip("pool_size:Q", title="N", format=","),
@@ -195,8 +225,7 @@ def random_vs_matched(curves: pd.DataFrame):
     dash = alt.StrokeDash("negatives:N", legend=None, scale=alt.Scale(
         domain=names, range=[DASHES[_dash(k.removesuffix(" negatives"))] for k in kinds]
         + [[2, 3]]))
-    x = alt.X("pool_size:Q", scale=alt.Scale(type="log"),
-              axis=_log_axis("pool size N (log)", sizes))
+    x = _pool_x(sizes)
     y = _log_recall(pd.concat([frame[["recall", "ci_low", "ci_high"]].stack(),
                                chance["recall"]]))
     tooltip = [alt.Tooltip("negatives:N"), alt.Tooltip("pool_size:Q", title="N", format=","),

@@ -39,6 +39,7 @@ def preload() -> float:
     import pandas  # noqa: F401
     import PIL.Image  # noqa: F401
     import streamlit.elements.vega_charts  # noqa: F401
+    import vl_convert  # noqa: F401
 
     import engine.core.decompose  # noqa: F401
     import engine.core.findings  # noqa: F401
@@ -68,6 +69,7 @@ def warm(db: str | None = None) -> str:
     # then the heaviest first visits and changes: the joint space's maps, the explorer's queries
     views.warm_joint_space(state.path, state.token, cohort, model)
     views.warm_explorer(state.path, state.token, cohort, model)
+    views.warm_overview_choices(state.path, state.token, cohort)
     return f"risk overview, joint space and explorer of {model} on {cohort}"
 
 

@@ -26,24 +26,25 @@ def findings(db: str, token: str, cohort: str) -> pd.DataFrame:
     return pd.DataFrame(findings_rows(found))
 
 
+# The overview's two charts are SVG documents drawn here (`charts.svg`), shown as images: the
+# first page then loads no chart component. The other pages' figures are kept as validated
+# Vega-Lite spec dicts for `st.vega_lite_chart` (`st.altair_chart` would validate the chart
+# against the schema again on every run, about 50 ms each).
 @st.cache_resource(show_spinner=False, max_entries=64)
-def lift_figure(db: str, token: str, cohort: str, model: str, direction: str) -> dict:
-    """Lift vs N for every model of the cohort, `model` highlighted (a Vega-Lite spec).
-
-    Kept as the validated spec dict, for `st.vega_lite_chart`: `st.altair_chart` would validate
-    the chart against the Vega-Lite schema again on every run (about 50 ms each).
-    """
+def lift_figure(db: str, token: str, cohort: str, model: str, direction: str) -> str:
+    """Lift vs N for every model of the cohort, `model` highlighted (an SVG document)."""
     everyone = data.pool_metrics(db, token, cohort, None, "original", 1)
     curves = logic.lift_curves(everyone[everyone["split"] == "test"], direction=direction)
-    return charts.lift_vs_n(curves, highlight=model).to_dict()
+    return charts.svg(charts.lift_vs_n(curves, highlight=model), width=charts.FULL_WIDTH)
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def members_figure(db: str, token: str, cohort: str, model: str, direction: str) -> dict:
-    """Members vs held-out Recall@1 of `model` (a Vega-Lite spec, as `lift_figure`)."""
+def members_figure(db: str, token: str, cohort: str, model: str, direction: str) -> str:
+    """Members vs held-out Recall@1 of `model` (an SVG document, as `lift_figure`)."""
     metrics = data.pool_metrics(db, token, cohort, model, "original", None)
-    return charts.members_vs_heldout(
-        logic.lift_curves(metrics[metrics["k"] == 1], direction=direction)).to_dict()
+    return charts.svg(charts.members_vs_heldout(
+        logic.lift_curves(metrics[metrics["k"] == 1], direction=direction)),
+        width=charts.HALF_WIDTH)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -113,6 +114,16 @@ def warm_overview(db: str, token: str, cohort: str, model: str,
     lift_figure(db, token, cohort, model, direction)
     members_figure(db, token, cohort, model, direction)
     summary(db, token, cohort, model)
+
+
+def warm_overview_choices(db: str, token: str, cohort: str) -> None:
+    """The overview's charts for every model of the cohort in both directions (its pickers):
+    each is drawn on the server, about 0.1 s a chart here."""
+    for model in reversed(list(data.models(db, token, cohort)["model"])):
+        for direction in logic.DIRECTION_NAMES:
+            lift_figure(db, token, cohort, model, direction)
+            members_figure(db, token, cohort, model, direction)
+            data.pool_metrics(db, token, cohort, model, "original", None)
 
 
 def warm_joint_space(db: str, token: str, cohort: str, model: str) -> None:

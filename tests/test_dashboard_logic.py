@@ -551,3 +551,16 @@ def test_reads_release_the_file_at_once_and_take_turns_across_threads(seeded, tm
                             capture_output=True, text=True, timeout=60)
     assert writer.stdout.strip() == "ok", writer.stderr
     assert len(data.query(db, "SELECT * FROM cohorts")) == 1  # and reads go on afterwards
+
+
+def test_server_drawn_charts_are_svg_with_database_strings_as_escaped_text():
+    from dashboard import charts
+
+    hostile = '<a href="http://x">m</a><script>alert(1)</script>'
+    curves = pd.DataFrame([dict(model=hostile, negatives="random", pool_size=n, lift=n / 4,
+                                recall=0.25, n_queries=5, n_excluded=0) for n in (10, 100)])
+    svg = charts.svg(charts.lift_vs_n(curves, highlight=hostile), width=charts.HALF_WIDTH)
+    assert svg.startswith("<svg ") and svg.rstrip().endswith("</svg>")
+    assert 'width="' in svg and "<script" not in svg and "<a " not in svg
+    assert "&lt;a href=" in svg  # the name is there, as text
+    assert ">100<" in svg  # a pool-size tick

@@ -59,16 +59,15 @@ headline_block(ctx.model, direction, sizes)
 st.subheader("Lift over chance vs pool size, every model")
 st.caption("Held-out pairs, original heads, Recall@1. Solid: random negatives; dashed: "
            "pathology-matched negatives (distractors with the same 14 labels).")
-st.vega_lite_chart(views.lift_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, direction),
-                key="overview_lift")
+# drawn on the server (views.lift_figure): the first page loads no chart component
+st.image(views.lift_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, direction))
 
 a, b = st.columns(2)
 with a:
     st.subheader("Members vs held-out")
     st.caption(f"{ui.esc(ctx.model)}: Recall@1 vs N for training pairs (members) and held-out "
                "pairs. The gap is memorisation, the part DP bounds.")
-    st.vega_lite_chart(views.members_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, direction),
-                    key="overview_members")
+    st.image(views.members_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, direction))
 with b:
     st.subheader("Ranking summary (full database)")
     summ = views.summary(ctx.db, ctx.token, ctx.cohort, ctx.model)
