@@ -50,9 +50,9 @@ def percent_ticks(low: float, high: float, *, count: int = 5) -> tuple[list[floa
     return values, [f"{100 * v:.{decimals}f}%" for v in values]
 
 
-# Drawn width of a server-drawn chart, in CSS pixels: about the page's main column at a common
-# laptop width, so its text reads at the size of the page's own (the image scales down beyond).
-FULL_WIDTH, HALF_WIDTH = 1080, 520
+# Drawn width of a server-drawn chart, in CSS pixels: about the page's main column (full, half)
+# beside the sidebar at a common laptop width, so its text reads near the page's own size.
+FULL_WIDTH, HALF_WIDTH = 880, 420
 
 
 def svg(chart, *, width: int) -> str:
@@ -64,7 +64,12 @@ def svg(chart, *, width: int) -> str:
     """
     import vl_convert
 
-    spec = chart.properties(width=width).to_dict()
+    # the look Streamlit's theme gives the browser-drawn charts: light grid, grey text, no frame
+    spec = chart.properties(width=width).configure(font="sans-serif").configure_axis(
+        labelFontSize=12, titleFontSize=12, titleFontWeight="normal", labelColor="#31333f",
+        titleColor="#31333f", gridColor="#e6eaf1", domainColor="#d5dae4", tickColor="#d5dae4",
+    ).configure_legend(labelFontSize=12, labelColor="#31333f").configure_view(
+        strokeWidth=0).to_dict()
     # "https://vega.github.io/schema/vega-lite/v6.4.1.json" -> "6.4", the converter's name for it
     version = ".".join(spec["$schema"].rsplit("/v", 1)[1].split(".")[:2])
     return vl_convert.vegalite_to_svg(spec, vl_version=version)
