@@ -131,9 +131,8 @@ def _log_recall(values: pd.Series):
 def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None):
     """Lift over chance vs N per model (log x): random negatives solid, matched dashed.
 
-    A Vega-Lite chart (Altair): the overview, the first page a visitor sees, draws in a fraction
-    of the time a Plotly figure takes to load in the browser. Database strings travel only as
-    data values (legend entries and tooltips are text), never inside an expression.
+    The overview draws it on the server (`svg`); database strings travel only as data values
+    (legend entries and tooltips are text), never inside an expression.
     """
     import altair as alt
 
