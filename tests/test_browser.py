@@ -220,29 +220,55 @@ def test_every_page_renders_and_the_epsilon_slider_moves(server, browser, tmp_pa
     page.close()
 
 
-def test_joint_space_box_select_by_mouse_drag_lists_the_pairs(server, browser):
+def _sent_box(frames: list) -> dict | None:
+    """The last joint-space box the browser sent on the app's websocket (its JSON payload)."""
+    import json
+    import re
+
+    found = None
+    for frame in frames:
+        text = frame.decode("utf-8", "replace") if isinstance(frame, bytes) else frame
+        for m in re.finditer(r'\{"selection":\{"box":\{"x":\[[^\]]*\],"y":\[[^\]]*\]\}', text):
+            found = json.loads(m.group(0) + "}}")["selection"]["box"]
+    return found
+
+
+def test_joint_space_box_select_by_mouse_drag_lists_the_pairs(server, browser, browser_db,
+                                                              seeded):
     from playwright.sync_api import expect
 
+    from dashboard import data, logic
+
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    frames: list = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda f: frames.append(f)))
     page.goto(f"{server}/joint-space")
     _settle(page)
     expect(page.get_by_text("Nothing selected yet")).to_be_visible()
     chart = page.get_by_test_id("stVegaLiteChart").first
     chart.scroll_into_view_if_needed()
     box = chart.locator("canvas").bounding_box()
-    # drag a box over most of the plotting area (it starts below the legend, right of the y
-    # axis): the points inside it are selected by its bounds in the map's coordinates
-    page.mouse.move(box["x"] + 0.15 * box["width"], box["y"] + 0.25 * box["height"])
+    # drag a box over the middle of the plotting area (below the legend, right of the y axis):
+    # the points inside it are selected by its bounds in the map's coordinates
+    page.mouse.move(box["x"] + 0.3 * box["width"], box["y"] + 0.3 * box["height"])
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=8)
-    page.mouse.move(box["x"] + 0.95 * box["width"], box["y"] + 0.85 * box["height"], steps=8)
+    page.mouse.move(box["x"] + 0.75 * box["width"], box["y"] + 0.8 * box["height"], steps=8)
     page.mouse.up()
     _settle(page)
     expect(page.get_by_text("Nothing selected yet")).to_have_count(0)
     heading = page.get_by_text("original heads:", exact=False).filter(has_text="items")
     expect(heading.first).to_be_visible()
     shown = int(heading.first.inner_text().split(":")[1].split()[0].replace(",", ""))
-    assert shown > 0  # the box's bounds, as the browser sent them, select items
+    # what the page lists is every item of the whole map inside the bounds the browser sent
+    bounds = _sent_box(frames)
+    assert bounds is not None, "no box selection sent"
+    state = data.db_state(browser_db)
+    points = data.umap_points(state.path, state.token, seeded.cohort, seeded.specialist,
+                              "original")
+    inside = logic.pairs_of(points, logic.selected_rows(points, {"selection": {"box": bounds}}))
+    assert shown == len(inside) > 0
+    assert shown < points["image_id"].nunique()  # the box covered part of the map, not all
     expect(page.get_by_text("(first selected):", exact=False)).to_be_visible()
     assert page.get_by_test_id("stException").count() == 0
     page.close()
