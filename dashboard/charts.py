@@ -175,34 +175,56 @@ def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None):
     return (lines + chance).properties(height=380)
 
 
+CHANCE = "chance (1/N)"
+
+
+def _recall_vs_n(curves: pd.DataFrame, by: str, names, colour_of, dash_of,
+                 counts: dict[str, str] | None = None):
+    """Recall@1 vs N per series (log-log) with 95% interval bars and the chance line 1/N dotted.
+
+    Column `by` names each row's series (`names`, one per row of `curves`); `colour_of` and
+    `dash_of` give each series its colour and Vega-Lite dash array; `counts` (column: title)
+    adds count columns of `curves` to the lines' tooltips.
+    The layers are the interval bars, the lines, the chance line, in that order.
+    """
+    import altair as alt
+
+    frame = pd.DataFrame({by: list(names)})
+    counts = counts or {}
+    for column in ("pool_size", "recall", "ci_low", "ci_high", *counts):
+        frame[column] = (pd.to_numeric(curves[column], errors="coerce").to_numpy()
+                         if len(curves) else [])
+    sizes = sorted(frame["pool_size"].dropna().unique())
+    chance = pd.DataFrame({"pool_size": sizes, "recall": [1.0 / s for s in sizes], by: CHANCE})
+    series = list(dict.fromkeys(frame[by]))
+    domain = series + [CHANCE]
+    colour = alt.Color(f"{by}:N", title=None, legend=alt.Legend(orient="top"),
+                       scale=alt.Scale(domain=domain,
+                                       range=[colour_of(n) for n in series] + ["#999"]))
+    dash = alt.StrokeDash(f"{by}:N", legend=None, scale=alt.Scale(
+        domain=series, range=[dash_of(n) for n in series]))
+    x = _pool_x(sizes)
+    y = _log_recall(pd.concat([frame[["recall", "ci_low", "ci_high"]].stack(),
+                               chance["recall"]]))
+    tooltip = [alt.Tooltip(f"{by}:N"), alt.Tooltip("pool_size:Q", title="N", format=","),
+               alt.Tooltip("recall:Q", title="Recall@1", format=".2%"),
+               *(alt.Tooltip(f"{c}:Q", title=t, format=",") for c, t in counts.items())]
+    base = alt.Chart(frame)
+    bars = base.mark_rule().encode(x=x, y="ci_low:Q", y2="ci_high:Q", color=colour)
+    lines = base.mark_line(point=True).encode(x=x, y=y, color=colour, strokeDash=dash,
+                                              tooltip=tooltip)
+    dotted = alt.Chart(chance).mark_line(strokeDash=[2, 3]).encode(x=x, y=y, color=colour)
+    return (bars + lines + dotted).properties(height=380)
+
+
 def members_vs_heldout(curves: pd.DataFrame):
     """Recall@1 vs N with 95% intervals for members and held-out pairs (random negatives, log-log).
 
     A Vega-Lite chart, as `lift_vs_n`. The chance line 1/N is drawn dotted.
     """
-    import altair as alt
-
     rnd = curves[curves["negatives"] == "random"] if len(curves) else curves
-    frame = pd.DataFrame({"pairs": [logic.SPLIT_NAMES.get(s, s) for s in rnd.get("split", [])]})
-    for column in ("pool_size", "recall", "ci_low", "ci_high"):
-        frame[column] = pd.to_numeric(rnd[column], errors="coerce").to_numpy() if len(rnd) else []
-    sizes = sorted(frame["pool_size"].dropna().unique())
-    chance = pd.DataFrame({"pool_size": sizes, "recall": [1.0 / s for s in sizes],
-                           "pairs": "chance (1/N)"})
-    names = list(dict.fromkeys(frame["pairs"])) + ["chance (1/N)"]
-    colour = alt.Color("pairs:N", title=None, legend=alt.Legend(orient="top"),
-                       scale=alt.Scale(domain=names, range=[SPLIT_NAME_COLOURS.get(n, "#444")
-                                                            for n in names[:-1]] + ["#999"]))
-    x = _pool_x(sizes)
-    y = _log_recall(pd.concat([frame[["recall", "ci_low", "ci_high"]].stack(),
-                               chance["recall"]]))
-    tooltip = [alt.Tooltip("pairs:N"), alt.Tooltip("pool_size:Q", title="N", format=","),
-               alt.Tooltip("recall:Q", title="Recall@1", format=".2%")]
-    base = alt.Chart(frame)
-    lines = base.mark_line(point=True).encode(x=x, y=y, color=colour, tooltip=tooltip)
-    bars = base.mark_rule().encode(x=x, y="ci_low:Q", y2="ci_high:Q", color=colour)
-    dotted = alt.Chart(chance).mark_line(strokeDash=[2, 3]).encode(x=x, y=y, color=colour)
-    return (bars + lines + dotted).properties(height=380)
+    return _recall_vs_n(rnd, "pairs", [logic.SPLIT_NAMES.get(s, s) for s in rnd.get("split", [])],
+                        lambda n: SPLIT_NAME_COLOURS.get(n, "#444"), lambda n: DASHES["solid"])
 
 
 def random_vs_matched(curves: pd.DataFrame):
@@ -211,37 +233,12 @@ def random_vs_matched(curves: pd.DataFrame):
     A Vega-Lite chart: random negatives solid, 14-label matched dashed, a finer policy dash-dot
     (`_dash`); the chance line 1/N dotted.
     """
-    import altair as alt
-
-    frame = pd.DataFrame({"negatives": [f"{n} negatives" for n in curves.get("negatives", [])]})
-    for column in ("pool_size", "recall", "ci_low", "ci_high", "n_queries", "n_excluded"):
-        frame[column] = (pd.to_numeric(curves[column], errors="coerce").to_numpy()
-                         if len(curves) else [])
-    sizes = sorted(frame["pool_size"].dropna().unique())
-    chance = pd.DataFrame({"pool_size": sizes, "recall": [1.0 / s for s in sizes],
-                           "negatives": "chance (1/N)"})
-    kinds = list(dict.fromkeys(frame["negatives"]))
-    names = kinds + ["chance (1/N)"]
     palette = {"random negatives": PALETTE[0], "matched negatives": PALETTE[1]}
-    colour = alt.Color("negatives:N", title=None, legend=alt.Legend(orient="top"),
-                       scale=alt.Scale(domain=names, range=[palette.get(k, PALETTE[2])
-                                                            for k in kinds] + ["#999"]))
-    dash = alt.StrokeDash("negatives:N", legend=None, scale=alt.Scale(
-        domain=names, range=[DASHES[_dash(k.removesuffix(" negatives"))] for k in kinds]
-        + [[2, 3]]))
-    x = _pool_x(sizes)
-    y = _log_recall(pd.concat([frame[["recall", "ci_low", "ci_high"]].stack(),
-                               chance["recall"]]))
-    tooltip = [alt.Tooltip("negatives:N"), alt.Tooltip("pool_size:Q", title="N", format=","),
-               alt.Tooltip("recall:Q", title="Recall@1", format=".2%"),
-               alt.Tooltip("n_queries:Q", title="queries", format=","),
-               alt.Tooltip("n_excluded:Q", title="excluded", format=",")]
-    base = alt.Chart(frame)
-    lines = base.mark_line(point=True).encode(x=x, y=y, color=colour, strokeDash=dash,
-                                              tooltip=tooltip)
-    bars = base.mark_rule().encode(x=x, y="ci_low:Q", y2="ci_high:Q", color=colour)
-    dotted = alt.Chart(chance).mark_line().encode(x=x, y=y, color=colour, strokeDash=dash)
-    return (bars + lines + dotted).properties(height=380)
+    return _recall_vs_n(
+        curves, "negatives", [f"{n} negatives" for n in curves.get("negatives", [])],
+        lambda n: palette.get(n, PALETTE[2]),
+        lambda n: DASHES[_dash(n.removesuffix(" negatives"))],
+        counts={"n_queries": "queries", "n_excluded": "excluded"})
 
 
 COLOUR_BY = ("modality", "label", "split", "rank")

@@ -85,8 +85,8 @@ MAX_ITEMS = 1_500
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def umap_figure(db: str, token: str, cohort: str, model: str, heads: str, colour_by: str):
-    """The joint-space map of one heads in one colouring (a Vega-Lite spec, as `lift_figure`),
-    and whether it draws a sample."""
+    """The joint-space map of one heads in one colouring (a Vega-Lite spec dict), and whether it
+    draws a sample."""
     points = data.umap_points(db, token, cohort, model, heads)
     drawn = logic.sample_items(points, MAX_ITEMS)
     return charts.umap_scatter(drawn, colour_by).to_dict(), len(drawn) < len(points)
@@ -120,10 +120,10 @@ def warm_overview_choices(db: str, token: str, cohort: str) -> None:
     """The overview's charts for every model of the cohort in both directions (its pickers):
     each is drawn on the server, about 0.1 s a chart here."""
     for model in reversed(list(data.models(db, token, cohort)["model"])):
+        data.pool_metrics(db, token, cohort, model, "original", None)  # the page reads it too
         for direction in logic.DIRECTION_NAMES:
             lift_figure(db, token, cohort, model, direction)
             members_figure(db, token, cohort, model, direction)
-            data.pool_metrics(db, token, cohort, model, "original", None)
 
 
 def warm_joint_space(db: str, token: str, cohort: str, model: str) -> None:
