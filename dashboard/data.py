@@ -391,17 +391,18 @@ def thumbnail(path: str, mtime_ns: int, max_side: int = 512) -> bytes | None:
     """
     from PIL import Image, UnidentifiedImageError
 
+    from engine.files import InputFileError, open_regular
     from engine.images import HIGH_BIT_MODES, to_8bit
 
     try:
-        with Image.open(path) as img:
+        with open_regular(path, what="image") as fh, Image.open(fh) as img:
             gray = img.mode in ("1", "L", "LA") or img.mode in HIGH_BIT_MODES
             small = to_8bit(img, "L" if gray else "RGB")
             small.thumbnail((max_side, max_side))
             out = io.BytesIO()
             small.save(out, "PNG")
             return out.getvalue()
-    except (OSError, UnidentifiedImageError, ValueError):
+    except (OSError, UnidentifiedImageError, ValueError, InputFileError):
         return None
 
 

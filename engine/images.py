@@ -8,6 +8,8 @@ hold everywhere:
   the folder holding the CSV file when ``--root`` names the file). Absolute paths are refused,
   and so is any path that resolves outside the root, through ``..`` or a symbolic link. A
   refused path is never opened.
+* **Regular files only.** Images are opened through `engine.files.open_regular`: a FIFO or
+  a device in an image's place is refused (never waited on or read without end).
 * **Size.** Images whose shorter side is under `MIN_SIDE` pixels are refused: no model can see
   anything in them, and they are almost always icons or placeholders copied by mistake.
 * **Bit depth.** Grayscale files with more than 8 bits per pixel (16-bit PNGs as PadChest and NIH
@@ -33,6 +35,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from engine import files
 from engine.errors import EngineError
 
 # Shorter side, in pixels, below which an image is refused.
@@ -140,17 +143,22 @@ def inspect_image(path: Path, *, min_side: int = MIN_SIDE) -> ImageInfo:
     if size == 0:
         return ImageInfo("corrupt", "is empty (0 bytes)")
     try:
-        with path.open("rb") as fh:
+        # Opened non-blocking and checked again on the descriptor: a FIFO swapped in after the
+        # stat above is refused, never waited on.
+        with files.open_regular(path, what="image") as fh:
             head = fh.read(16)
             fh.seek(max(0, size - 1024))
             tail = fh.read()
-        if head.startswith(_JPEG_MAGIC) and b"\xff\xd9" not in tail:
-            return ImageInfo("corrupt", "is truncated (no JPEG end-of-image marker)")
-        if head.startswith(_PNG_MAGIC) and b"IEND" not in tail:
-            return ImageInfo("corrupt", "is truncated (no PNG IEND chunk)")
-        with Image.open(path) as img:
-            width, height = img.size
-            mode = img.mode
+            if head.startswith(_JPEG_MAGIC) and b"\xff\xd9" not in tail:
+                return ImageInfo("corrupt", "is truncated (no JPEG end-of-image marker)")
+            if head.startswith(_PNG_MAGIC) and b"IEND" not in tail:
+                return ImageInfo("corrupt", "is truncated (no PNG IEND chunk)")
+            fh.seek(0)
+            with Image.open(fh) as img:
+                width, height = img.size
+                mode = img.mode
+    except files.InputFileError:
+        return ImageInfo("corrupt", "is not a regular file")
     except UnidentifiedImageError:
         return ImageInfo("corrupt", "is not an image Pillow can read (unknown or damaged header)")
     except Exception as exc:  # noqa: BLE001 - any decoder failure means "unreadable"
@@ -216,7 +224,7 @@ def load_image(path: Path, mode: str = "RGB", *, min_side: int = MIN_SIDE,
         ImageReadError: the file is missing, cannot be decoded, or is smaller than `min_side`.
     """
     try:
-        with Image.open(path) as img:
+        with files.open_regular(path, what="image") as fh, Image.open(fh) as img:
             if min(img.size) < min_side:
                 raise ImageReadError(
                     f"image {path} is {img.width}x{img.height} pixels, smaller than the minimum "
@@ -226,6 +234,8 @@ def load_image(path: Path, mode: str = "RGB", *, min_side: int = MIN_SIDE,
             return to_8bit(img, mode, bits=bits)
     except ImageReadError:
         raise
+    except files.InputFileError as exc:
+        raise ImageReadError(str(exc)) from None
     except FileNotFoundError:
         raise ImageReadError(f"image {path} not found") from None
     except UnidentifiedImageError:

@@ -3,6 +3,7 @@ root, patients in two splits, non-DuckDB result files. Used by test_hostile_inpu
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,49 @@ def write_text_db(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("this is a text file, not a database\n" * 4)
     return path
+
+
+# ------------------------------------------------------ second round: files a format reads
+
+
+def mimic_reports(root: Path) -> list[Path]:
+    """The report files of a `make_mimic` tree, in study order."""
+    from cohort_fixtures import MIMIC_IMAGES, mimic_report_rel
+
+    studies = sorted({(s[0], s[1]) for s in MIMIC_IMAGES})
+    return [root / mimic_report_rel(subject, study) for subject, study in studies]
+
+
+def make_mimic_with_hostile_report(root: Path, kind: str, outside: Path | None = None) -> Path:
+    """MIMIC tree whose first report is replaced by `kind`: ``link_out`` (a symbolic link to
+    `outside`, a readable text file), ``dev_zero`` (a link to /dev/zero), ``fifo`` (a named pipe
+    no one writes to) or ``huge`` (a regular file over the report size cap). Returns that path."""
+    from engine.files import MAX_REPORT_BYTES
+
+    make_mimic(root)
+    report = mimic_reports(root)[0]
+    report.unlink()
+    if kind == "link_out":
+        assert outside is not None
+        outside.write_text("root:x:0:0:root:/root:/bin/bash\nFINDINGS: secret. IMPRESSION: x.\n")
+        report.symlink_to(outside)
+    elif kind == "dev_zero":
+        report.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(report)
+    elif kind == "huge":
+        report.write_text("FINDINGS: " + "clear " * (MAX_REPORT_BYTES // 6 + 10))
+    else:
+        raise ValueError(kind)
+    return report
+
+
+def make_csv_with_linked_table(root: Path, elsewhere: Path) -> Path:
+    """A csv cohort folder `root` (images present) whose cohort.csv is a symbolic link to a
+    valid table in the folder `elsewhere`. Returns the link."""
+    rows = csv_rows(2, split=lambda i: "test")
+    table = make_csv(elsewhere, rows)
+    for row in rows:
+        write_image(root / row["image_path"], "PNG")
+    (root / "cohort.csv").symlink_to(table)
+    return root / "cohort.csv"

@@ -158,7 +158,7 @@ def opened(monkeypatch):
     real_open, real_inspect = Image.open, images.inspect_image
 
     def spy_open(fp, *a, **k):
-        seen.append(str(fp))
+        seen.append(str(getattr(fp, "name", fp)))  # a path, or a file opened by engine.files
         return real_open(fp, *a, **k)
 
     def spy_inspect(path, *a, **k):
@@ -374,3 +374,136 @@ def test_register_cohort_checks_the_name_too(tmp_path):
             register_cohort(tmp_path / "r.duckdb", name, fmt="csv", root=tmp_path / "c",
                             load=load)
     assert not (tmp_path / "r.duckdb").exists()
+
+
+# ------------------------------------------- second round: every file a format reads (cases 1, 2)
+
+
+def _in_thread(func, seconds: float = 30.0):
+    """`func()` in a daemon thread; fails the test (instead of hanging it) after `seconds`."""
+    import threading
+
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = func()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s (blocked on a file?)"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _kept_studies(load) -> set[str]:
+    return set(load.items["study_id"])
+
+
+@pytest.mark.parametrize("kind,reason", [("link_out", "outside_root"),
+                                         ("dev_zero", "outside_root"),
+                                         ("fifo", "not_regular"), ("huge", "too_large")])
+def test_hostile_report_file_is_refused_and_named(tmp_path, kind, reason):
+    from cohort_fixtures import make_mimic
+
+    make_mimic(tmp_path / "clean")
+    before = _kept_studies(load_cohort("mimic-cxr-jpg", tmp_path / "clean"))
+    root = tmp_path / "mimic"
+    report = bad.make_mimic_with_hostile_report(root, kind, outside=tmp_path / "passwd")
+    load = _in_thread(lambda: load_cohort("mimic-cxr-jpg", root))
+    (problem,) = [p for p in load.problems if p.kind.startswith("report_")]
+    assert problem.kind == f"report_{reason}" and problem.skipped
+    assert problem.file == report.relative_to(root).as_posix() and "not read" in problem.message
+    assert load.stats["reports_refused"] == 1
+    # Only that study is lost; every other one is kept as from the clean copy.
+    lost = report.stem[1:]
+    assert _kept_studies(load) == before - {lost}
+    assert not load.items["report_text"].str.contains("root:x|secret").any()
+    text = format_check_report(load, fmt="mimic-cxr-jpg", root=root)
+    assert "Problems: none" not in text and f"report_{reason}" in text
+    assert "reports not read" in text
+
+
+def test_cohort_check_on_a_fifo_report_ends_with_one_named_line(tmp_path, capsys):
+    root = tmp_path / "mimic"
+    report = bad.make_mimic_with_hostile_report(root, "fifo")
+    rc = _in_thread(lambda: main(["cohort", "check", "--format", "mimic-cxr-jpg",
+                                  "--root", str(root)]))
+    out, err = capsys.readouterr()
+    assert rc == 0 and "Traceback" not in out + err
+    (line,) = [x for x in out.splitlines() if "FIFO" in x]
+    assert report.name in line and "not a regular file" in line
+
+
+def test_table_linked_out_of_the_root_is_refused(tmp_path):
+    from engine.errors import CohortError
+
+    link = bad.make_csv_with_linked_table(tmp_path / "c", tmp_path / "elsewhere")
+    with pytest.raises(CohortError, match="table .*cohort.csv resolves outside the cohort root"):
+        load_cohort("csv", tmp_path / "c")
+    # Naming the table itself with --root is the user's explicit choice and is read.
+    assert len(load_cohort("csv", link.resolve()).items) == 2
+
+
+def test_fifo_table_is_refused_without_waiting(tmp_path):
+    from engine.errors import CohortError
+
+    (tmp_path / "c").mkdir()
+    os.mkfifo(tmp_path / "c" / "cohort.csv")
+    with pytest.raises(CohortError, match="cohort.csv is a FIFO"):
+        _in_thread(lambda: load_cohort("csv", tmp_path / "c"))
+
+
+def test_openi_xml_fifo_and_link_are_skipped(tmp_path):
+    from cohort_fixtures import make_openi
+
+    paths = make_openi(tmp_path / "iu")
+    xml_dir = paths["xml_dir"]
+    first, second = sorted(xml_dir.glob("*.xml"))[:2]
+    first.unlink()
+    os.mkfifo(first)
+    (tmp_path / "outside.xml").write_bytes(second.read_bytes())
+    second.unlink()
+    second.symlink_to(tmp_path / "outside.xml")
+    load = _in_thread(lambda: load_cohort("iu-xray", tmp_path / "iu"))
+    kinds = sorted(p.kind for p in load.problems if p.kind.startswith("report_"))
+    assert kinds == ["report_not_regular", "report_outside_root"]
+    assert load.stats["reports_refused"] == 2 and len(load.items) > 0
+
+
+def test_image_replaced_by_a_fifo_after_registration_is_skipped_by_embed(tmp_path):
+    import _tiny_clip as tiny
+    from engine.embed.stage import embed_cohort
+
+    db, cache = tmp_path / "r.duckdb", tmp_path / "cache"
+    items = tiny.make_cohort(db, tmp_path / "cohort", n=6)
+    victim = items.iloc[1]
+    path = tmp_path / "cohort" / victim["image_path"]
+    path.unlink()
+    os.mkfifo(path)
+    folder = tmp_path / "model"
+    tiny.write_local_dir(folder, tiny.native_cfg(), seed=1)
+    result = _in_thread(lambda: embed_cohort(db, cache, f"local-dir:{folder}", "tiny"), 120)
+    assert [s["image_id"] for s in result.skipped] == [victim["image_id"]]
+    assert "FIFO" in result.skipped[0]["error"] and victim["image_path"] in \
+        result.skipped[0]["error"]
+    assert result.n_items == len(items) - 1
+
+
+def test_open_regular_refuses_devices_and_folders(tmp_path):
+    from engine import files
+
+    for path, words in (("/dev/zero", "character device"), (tmp_path, "a folder")):
+        with pytest.raises(files.InputFileError, match=words) as caught:
+            files.read_regular(path, max_bytes=10)
+        assert caught.value.reason == "not_regular"
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"x" * 11)
+    with pytest.raises(files.InputFileError, match="over the limit") as caught:
+        files.read_regular(big, max_bytes=10)
+    assert caught.value.reason == "too_large"
+    assert files.read_regular(big, max_bytes=11) == b"x" * 11

@@ -52,7 +52,10 @@ def load(root: Path, *, section: str = "both") -> CohortLoad:
         csv_path = tables.require_file(root, (DEFAULT_NAME,), what="cohort table")
         base = root
     log = loadlog.LoadLog()
-    rows = tables.read_table(csv_path, base, log, required=REQUIRED, text_columns=("report_text",))
+    # A CSV named by --root itself is the user's explicit choice; one found in the folder must
+    # lie inside it, like every other file a format reads.
+    rows = tables.read_table(csv_path, base, log, required=REQUIRED, text_columns=("report_text",),
+                             contain=not root.is_file())
     log.stats["rows_listed"] = len(rows)
     rows = _canonical_label_names(rows)
     rows = ids.drop_blank(rows, ("image_path", "patient_id"), log)

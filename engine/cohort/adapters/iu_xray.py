@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from engine import files
 from engine.cohort.adapters import (
     assembly,
     ids,
@@ -153,6 +154,10 @@ def read_openi(
         documents = documents[: max(0, int(max_reports))]
     rows = []
     for number, name, data in documents:
+        if isinstance(data, files.InputFileError):
+            log.add(name, None, f"report_{data.reason}", f"{data}; report skipped")
+            log.stats["reports_refused"] += 1
+            continue
         try:
             rows.append(_parse_report_xml(number, name, data))
         except ET.ParseError as exc:
@@ -164,22 +169,37 @@ def read_openi(
 
 
 def _xml_documents(path: Path, root: Path):
-    """(number, display name, bytes) of every ``<n>.xml`` in a folder or a tar archive."""
+    """(number, display name, bytes) of every ``<n>.xml`` in a folder or a tar archive.
+
+    Every file must be a regular file inside `root`, an XML file at most
+    `files.MAX_REPORT_BYTES` long (`engine.files`); a refused XML file comes with the
+    `files.InputFileError` in place of its bytes, a refused archive raises CohortError.
+    """
     if path.is_dir():
         for file in path.glob("*.xml"):
             match = _XML_NAME.search(file.name)
             if match:
-                yield match.group(1), tables.display_path(file, root), file.read_bytes()
+                try:
+                    files.contained(root, file, what="report XML")
+                    data = files.read_regular(file, what="report XML",
+                                              max_bytes=files.MAX_REPORT_BYTES)
+                except files.InputFileError as exc:
+                    data = exc
+                yield match.group(1), tables.display_path(file, root), data
         return
-    if not path.is_file():
+    if not path.exists():
         raise CohortError(f"{path}: OpenI reports not found")
     try:
-        with tarfile.open(path) as archive:
+        files.contained(root, path, what="OpenI archive")
+        with files.open_regular(path, what="OpenI archive") as raw, \
+                tarfile.open(fileobj=raw) as archive:
             for member in archive:
                 match = _XML_NAME.search(member.name)
                 if member.isfile() and match:
                     data = archive.extractfile(member).read()
                     yield match.group(1), member.name, data
+    except files.InputFileError as exc:
+        raise CohortError(str(exc)) from None
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise CohortError(f"{path}: cannot be read as a tar archive ({exc})") from exc
 

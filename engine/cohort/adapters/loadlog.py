@@ -46,6 +46,7 @@ STAT_LABELS: dict[str, str] = {
     "reports_missing": "reports missing",
     "reports_empty": "reports empty",
     "reports_non_utf8": "reports not UTF-8",
+    "reports_refused": "reports not read (outside the root, not a regular file, too large)",
     "reports_section_fallback": "reports using a fallback section",
     "reports_conflicting": "rows whose report differs within a study",
     "reports_shared": "report ids shared by several studies (all kept)",

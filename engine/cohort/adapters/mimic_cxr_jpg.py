@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from engine import files
 from engine.cohort.adapters import (
     assembly,
     ids,
@@ -138,7 +139,7 @@ def _report_path(root: Path, subject: str, study: str) -> tuple[Path, str]:
     rel = f"files/p{subject[:2]}/p{subject}/s{study}.txt"
     for base in REPORT_BASES:
         path = root / base / rel
-        if path.is_file():
+        if path.exists():  # any kind of file: a FIFO or a device is refused when read
             return path, tables.display_path(path, root)
     return root / rel, rel
 
@@ -151,7 +152,10 @@ def _read_reports(
     def read(pair: tuple[str, str]) -> tuple[str, str | None]:
         path, rel = _report_path(root, *pair)
         try:
-            raw = path.read_bytes()
+            files.contained(root, path, what="report")
+            raw = files.read_regular(path, what="report", max_bytes=files.MAX_REPORT_BYTES)
+        except files.InputFileError as exc:
+            return rel, exc
         except OSError:
             return rel, None
         return rel, raw.decode("utf-8-sig", errors="surrogateescape")
@@ -164,6 +168,10 @@ def _read_reports(
                 rel, None, "missing_report", f"report of study {study!r} not found; study skipped"
             )
             log.stats["reports_missing"] += 1
+        elif isinstance(text, files.InputFileError):
+            log.add(rel, None, f"report_{text.reason}",
+                    f"report of study {study!r}: {text}; study skipped")
+            log.stats["reports_refused"] += 1
         elif tables.has_bad_bytes(text):
             log.add(
                 rel,

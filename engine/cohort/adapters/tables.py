@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from engine import files
 from engine.cohort.adapters.loadlog import LoadLog
 from engine.errors import CohortError
 
@@ -33,13 +34,19 @@ def find_file(root: Path, names: Sequence[str]) -> Path | None:
 
     A pattern matching several files picks the last in sorted order (the newest version, for
     names that carry one such as ``mimic-cxr-2.0.0-...``).
+
+    Any entry but a folder counts as found (a FIFO or a device too), so that reading it gives
+    the file rule's reason (`engine.files`) instead of "not found".
     """
+    def present(path: Path) -> bool:
+        return path.exists() and not path.is_dir()
+
     for name in names:
         if any(ch in name for ch in "*?["):
-            hits = sorted(p for p in root.glob(name) if p.is_file())
+            hits = sorted(p for p in root.glob(name) if present(p))
             if hits:
                 return hits[-1]
-        elif (root / name).is_file():
+        elif present(root / name):
             return root / name
     return None
 
@@ -62,8 +69,12 @@ def read_table(
     required: Iterable[str],
     text_columns: Iterable[str] = (),
     columns: Iterable[str] | None = None,
+    contain: bool = True,
 ) -> pd.DataFrame:
     """Read a CSV (plain or ``.gz``) as strings, with ``_file`` and 1-based ``_row`` columns.
+
+    The file must be a regular file and, unless `contain` is False (a file the user named
+    explicitly), resolve inside `root` (`engine.files`).
 
     Cells are stripped; blanks stay empty strings. Rows holding bytes that are not UTF-8 are
     skipped with a problem (``non_utf8_report`` when the bad cell is one of `text_columns`,
@@ -75,17 +86,24 @@ def read_table(
             still applies.
 
     Raises:
-        CohortError: the file cannot be parsed or lacks a `required` column (naming the
-            missing columns and the ones found).
+        CohortError: the file is refused by a file rule, cannot be parsed or lacks a
+            `required` column (naming the missing columns and the ones found).
     """
     rel = display_path(path, root)
     wanted = None if columns is None else frozenset(columns) | frozenset(required)
     try:
-        frame = _read_csv(path, "strict", wanted)
-        bad_bytes = False
-    except UnicodeDecodeError:
-        frame = _read_csv(path, "surrogateescape", wanted)
-        bad_bytes = True
+        if contain:
+            files.contained(root, path, what="table")
+        with files.open_regular(path, what="table") as handle:
+            try:
+                frame = _read_csv(handle, "strict", wanted, path)
+                bad_bytes = False
+            except UnicodeDecodeError:
+                handle.seek(0)
+                frame = _read_csv(handle, "surrogateescape", wanted, path)
+                bad_bytes = True
+    except files.InputFileError as exc:
+        raise CohortError(str(exc)) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, EOFError, zlib.error) as exc:
         raise CohortError(f"{rel}: cannot be read as a CSV table ({first_line(exc)})") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -104,11 +122,12 @@ def read_table(
     return frame
 
 
-def _read_csv(path: Path, errors: str, wanted: frozenset[str] | None = None) -> pd.DataFrame:
+def _read_csv(handle, errors: str, wanted: frozenset[str] | None, path: Path) -> pd.DataFrame:
     # object dtype keeps surrogate-escaped text (Arrow strings refuse it); no NA parsing, so a
     # blank cell is "" and a label column's blanks are told apart from bad values.
     return pd.read_csv(
-        path,
+        handle,
+        compression="gzip" if Path(path).name.lower().endswith(".gz") else None,
         usecols=None if wanted is None else (lambda name: str(name).strip() in wanted),
         dtype=object,
         keep_default_na=False,
@@ -185,7 +204,11 @@ def read_json_records(path: Path, root: Path, log: LoadLog) -> pd.DataFrame:
         CohortError: a JSON array file that does not parse.
     """
     rel = display_path(path, root)
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    try:
+        files.contained(root, path, what="label file")
+        text = files.read_regular(path, what="label file").decode("utf-8-sig", errors="replace")
+    except files.InputFileError as exc:
+        raise CohortError(str(exc)) from None
     records: list[dict] = []
     rows: list[int] = []
     if text.lstrip().startswith("["):
