@@ -118,15 +118,29 @@ def retrained_embeddings(inputs: AuditInputs, folders: dict[str, Path]) -> dict[
 
 def dp(db: Path, cache: Path, inputs: AuditInputs, *, epsilons: tuple[float, ...],
        attack_config: AttackConfig = AttackConfig(), progress=None, training=None,
-       selection=None):
+       selection=None, start=None):
     """The DP sweep on the training split, then the attack with every epsilon's heads.
 
     ``training`` is the sweep's `engine.dp.training.DPConfig` (None: its defaults);
     ``selection`` an `engine.dp.selection.Selection` (per-epsilon hyper-parameter choice on a
-    validation split of the training patients; None: ``training`` as it is).
+    validation split of the training patients; None: ``training`` as it is); ``start`` an
+    `engine.dp.start.Start` (None: seeded random heads). A ``public:COHORT`` start reads that
+    cohort's embeddings with this model (embed it first).
     """
     from engine.dp.stage import DPSweep, run_dp
+    from engine.dp.start import Start
 
+    start = start or Start()
+    public_start = None
+    if start.kind == "public":
+        if start.cohort == inputs.cohort:
+            raise ConfigError(f"--start public:{start.cohort}: the public cohort must not be "
+                              "the private cohort itself")
+        public = load_inputs(db, cache, inputs.model, start.cohort)
+        public_start = (np.asarray(public.embeddings.image_features, dtype=np.float32),
+                        np.asarray(public.embeddings.text_features, dtype=np.float32),
+                        public.items["patient_id"].astype(str).to_numpy(),
+                        public.cohort_fingerprint)
     emb = inputs.embeddings
     original = emb.heads
     result = run_dp(
@@ -136,10 +150,11 @@ def dp(db: Path, cache: Path, inputs: AuditInputs, *, epsilons: tuple[float, ...
         image_head=original.image, text_head=original.text,
         logit_scale=original.logit_scale, logit_bias=original.logit_bias,
         heads_dir=heads_dir(cache, inputs.model, inputs.cohort),
-        sweep=DPSweep(epsilons=epsilons, selection=selection,
+        sweep=DPSweep(epsilons=epsilons, selection=selection, start=start,
                       **({} if training is None else {"training": training})),
         cohort_fingerprint=inputs.cohort_fingerprint,
-        original_heads_id=inputs.original_heads_id, progress=progress,
+        original_heads_id=inputs.original_heads_id, public_start=public_start,
+        progress=progress,
     )
     from engine.heads import IDENTITY, read_json
 
@@ -151,6 +166,17 @@ def dp(db: Path, cache: Path, inputs: AuditInputs, *, epsilons: tuple[float, ...
                    cohort_fingerprint=inputs.cohort_fingerprint,
                    source_fingerprint=inputs.cohort_fingerprint, config=attack_config)
     return result
+
+
+def adaptive(db: Path, cache: Path, target: AuditInputs, *, config=None,
+             attack_config: AttackConfig = AttackConfig(), echo=None):
+    """The adaptive attackers of `config` (`engine.adaptive`) on `target`'s held-out pairs."""
+    from engine.adaptive import AdaptiveConfig, run_adaptive
+
+    config = config or AdaptiveConfig()
+    public = {name: load_inputs(db, cache, target.model, name) for name in config.public}
+    return run_adaptive(db, target, public=public, config=config, attack_config=attack_config,
+                        echo=echo)
 
 
 def transfer(db: Path, cache: Path, source: AuditInputs, target: AuditInputs, *,

@@ -55,6 +55,9 @@ def environment() -> dict:
     from engine.distributed import world_size
 
     env["world_size"] = world_size()  # torchrun ranks that computed the run (1 without)
+    from engine.numerics import settings
+
+    env.update(settings())  # the instruction-set pinning and training threads
     return {k: str(v) if k == "torch" and v is not None else v for k, v in env.items()}
 
 

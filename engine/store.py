@@ -33,7 +33,7 @@ from engine.labels import CHEXPERT_LABELS
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _LABEL_COLUMNS = ",\n    ".join(f'"{name}" DOUBLE' for name in CHEXPERT_LABELS)
 
@@ -209,6 +209,24 @@ SCHEMA_DDL: tuple[str, ...] = (
     n_fit_pairs INTEGER,
     n_validation_pairs INTEGER,
     rule VARCHAR)""",
+    # One row per adaptive attacker (engine/adaptive.py): heads fitted without privacy on the
+    # released backbones; its attack rows are in relink_* under `attack_run_id`.
+    """CREATE TABLE IF NOT EXISTS adaptive_runs (
+    run_id VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    cohort VARCHAR NOT NULL,
+    heads VARCHAR NOT NULL,
+    heads_id VARCHAR,
+    source VARCHAR NOT NULL,
+    public_cohort VARCHAR,
+    known_fraction DOUBLE,
+    n_fit_pairs INTEGER,
+    n_eval_pairs INTEGER,
+    seed INTEGER,
+    epochs INTEGER,
+    fit_seconds DOUBLE,
+    seconds DOUBLE,
+    attack_run_id VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS utility (
     run_id VARCHAR NOT NULL,
     model VARCHAR NOT NULL,
@@ -252,7 +270,11 @@ ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
                 ("selection_chosen", "INTEGER"), ("selection_params", "VARCHAR"),
                 ("selection_epsilon", "DOUBLE"), ("selection_delta", "DOUBLE"),
                 ("selection_patient_epsilon", "DOUBLE"), ("selection_patient_delta", "DOUBLE"),
-                ("n_fit_pairs", "INTEGER"), ("n_validation_pairs", "INTEGER")),
+                ("n_fit_pairs", "INTEGER"), ("n_validation_pairs", "INTEGER"),
+                # version 3: where training started (engine/dp/start.py) and whether the
+                # epsilon covers that start (False for the model's own heads)
+                ("start", "VARCHAR"), ("covers_start", "BOOLEAN")),
+    "heads": (("start", "VARCHAR"),),
     "reports": (("run_id", "VARCHAR"), ("content_hash", "VARCHAR"), ("bytes", "BIGINT")),
 }
 
@@ -283,6 +305,21 @@ _HEADS_KEY = ("CASE WHEN t.heads IS NULL THEN NULL WHEN t.heads_cohort IS NULL "
 # relink_metrics (engine/attack/stage.py), so those rows are shown per policy, beside the rows of
 # the default run rather than instead of them.
 _POLICY = {"relink_metrics": ", CASE WHEN t.negatives LIKE 'matched:%' THEN t.negatives END"}
+
+
+def _label_original_starts(con) -> None:
+    """Version 2 -> 3: DP heads of older engines all started from the model's own heads.
+
+    Their bare epsilon labels (``0.34``) now mean the default random start, so they are
+    relabelled ``0.34+original`` everywhere they appear (engine/dp/start.py).
+    """
+    where = ("heads_cohort IS NOT NULL AND heads NOT IN ('original', 'backbone') "
+             "AND heads NOT LIKE '%+%'")
+    for table in (*RESULT_TABLES, "heads"):
+        if table == "dp_runs" or table == "heads":
+            con.execute(f'UPDATE "{table}" SET start = \'original\' WHERE {where}')
+        con.execute(f"UPDATE \"{table}\" SET heads = heads || '+original' WHERE {where}")
+    con.execute(f"UPDATE runs SET heads = heads || '+original' WHERE stage != 'dp' AND {where}")
 
 
 def _shown_view(table: str) -> str:
@@ -365,6 +402,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
                  SCHEMA_VERSION)
         con.execute("UPDATE runs SET shown_at = coalesce(finished_at, started_at) "
                     "WHERE shown_at IS NULL")
+    if stored is not None and stored < 3:
+        _label_original_starts(con)
     for ddl in VIEWS:
         con.execute(ddl)
     if stored != SCHEMA_VERSION:

@@ -56,7 +56,10 @@ class StudyConfig:
         ladder_batch_size: Ladder batch size.
         context_length: Text tokens per report (open_clip BPE; PadChest reports are short).
         pool_sizes: Attack pool sizes besides the full database.
-        epsilons: DP grid (group level); inf is always included.
+        epsilons: DP grid (group level) from the default start (seeded random heads); inf is
+            always included.
+        original_start_epsilons: The grid again from the model's own heads, for comparison
+            (their epsilon does not cover the starting heads; docs/dp.md); inf always included.
         validation_fraction: Share of training patients the DP hyper-parameter selection holds
             out for validation (`engine.dp.selection.Selection`).
         umap_points: Points per joint-space map (sampled).
@@ -75,6 +78,7 @@ class StudyConfig:
     context_length: int = 64
     pool_sizes: tuple[int, ...] = (10, 100, 1000, 10000)
     epsilons: tuple[float, ...] = (0.34, 1.0, 2.0, 4.0, 8.0, float("inf"))
+    original_start_epsilons: tuple[float, ...] = (0.34, 1.0, float("inf"))
     validation_fraction: float = 0.2
     umap_points: int = 20000
     report_formats: tuple[str, ...] = ("html", "pdf", "json")
@@ -236,6 +240,9 @@ class _Stages:
         self.echo(f"[study] {name} ...")
         start = time.perf_counter()
         cpu = _cpu_seconds()
+        from engine.memory import release
+
+        release()  # what the previous stage freed goes back to the system first
         with PeakMemory() as mem:
             what = fn()
         rec = StageRecord(name, what, time.perf_counter() - start, mem.peak_mb,
@@ -373,6 +380,10 @@ def run_study(db: Path, workdir: Path, config: StudyConfig = StudyConfig(), *,
     stage(f"attack {specialist} / {COHORT}, matched on findings",
           lambda: _attack(db, cache, specialist, COHORT, config, False, match="findings"))
     stage(f"dp grid {specialist}", lambda: _dp(db, cache, specialist, config, progress_factory))
+    stage(f"dp grid {specialist}, original start (comparison)",
+          lambda: _dp(db, cache, specialist, config, progress_factory, start="original"))
+    stage(f"adaptive attack {specialist} / {COHORT}",
+          lambda: _adaptive(db, cache, specialist, config, EXTERNAL in cohorts))
     if EXTERNAL in cohorts:
         stage(f"transfer {specialist} -> {EXTERNAL}",
               lambda: _transfer(db, cache, specialist, config))
@@ -388,6 +399,20 @@ def run_study(db: Path, workdir: Path, config: StudyConfig = StudyConfig(), *,
     result.stages = stage.records
     _record(db, workdir, config, result, counts)
     return result
+
+
+def _adaptive(db: Path, cache: Path, model: str, config: StudyConfig, external: bool) -> str:
+    from engine import audit
+    from engine.adaptive import AdaptiveConfig
+
+    # the attacker who refits the heads on the released backbones: on the later patients'
+    # pairs (public, patient-disjoint) and on 1% / 5% of the held-out patients (a leak)
+    found = audit.adaptive(db, cache, audit.load_inputs(db, cache, model, COHORT),
+                           config=AdaptiveConfig(public=(EXTERNAL,) if external else (),
+                                                 seed=config.seed),
+                           attack_config=_attack_config(config))
+    return ", ".join(f"{a.label}: fitted on {a.n_fit_pairs} pairs, attacked {a.n_eval_pairs}"
+                     f"{' (reused)' if a.reused else ''}" for a in found)
 
 
 def _embed(db: Path, cache: Path, model: str, cohort: str, progress_factory) -> str:
@@ -421,16 +446,21 @@ def _attack(db: Path, cache: Path, model: str, cohort: str, config: StudyConfig,
     return "reused" if reused else f"{len(inputs.items)} pairs ranked"
 
 
-def _dp(db: Path, cache: Path, model: str, config: StudyConfig, progress_factory) -> str:
+def _dp(db: Path, cache: Path, model: str, config: StudyConfig, progress_factory, *,
+        start: str = "random") -> str:
     from engine import audit
     from engine.dp.selection import Selection
+    from engine.dp.start import Start
 
     inputs = audit.load_inputs(db, cache, model, COHORT)
+    epsilons = config.original_start_epsilons if start == "original" else config.epsilons
     with progress_factory("DP steps", "step") as bar:
-        # hyper-parameters chosen per epsilon on a validation split of the training patients
-        res = audit.dp(db, cache, inputs, epsilons=tuple(config.epsilons),
+        # hyper-parameters chosen per epsilon on a validation split of the training patients,
+        # among the start's own candidates (engine/dp/selection.py)
+        res = audit.dp(db, cache, inputs, epsilons=tuple(epsilons),
                        attack_config=_attack_config(config), progress=bar,
-                       selection=Selection(validation_fraction=config.validation_fraction))
+                       selection=Selection(validation_fraction=config.validation_fraction),
+                       start=Start.parse(start, seed=config.seed))
     return ("reused" if res.reused else "trained") + f": heads {', '.join(res.heads)}"
 
 

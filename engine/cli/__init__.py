@@ -154,7 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="choose hyper-parameters per epsilon on a validation split of the "
                         "training patients (docs/dp.md; trains every candidate, and the "
                         "composed epsilon over the candidates is stored)")
+    p.add_argument("--start", default="random", metavar="random|original|public:COHORT",
+                   help="where DP training starts: seeded random heads (default; the epsilon "
+                        "covers everything the heads learned), heads fitted without privacy on "
+                        "a patient-disjoint cohort, or the model's own heads (for comparison: "
+                        "the epsilon does not cover them)")
     p.set_defaults(handler="engine.cli.audit:dp", writes=("db", "cache"))
+
+    p = sub.add_parser("adaptive", help="the attacker who refits the heads on the released "
+                                        "backbones (public pairs, or a leak of known pairs)")
+    _add_model_cohort(p)
+    p.add_argument("--public", action="append", default=[], metavar="COHORT",
+                   help="a patient-disjoint cohort (embedded with the same model) the attacker "
+                        "fits heads on; repeatable")
+    p.add_argument("--known", default="0.01,0.05",
+                   help="fractions of the target's held-out patients the attacker already "
+                        "knows (default 0.01,0.05; 'none' for no leak)")
+    p.add_argument("--seed", type=int, default=0, help="attacker's start and training seed")
+    p.set_defaults(handler="engine.cli.audit:adaptive", writes=("db", "cache"))
 
     p = sub.add_parser("transfer", help="apply heads trained on one cohort to an external one")
     _add_model_cohort(p)
@@ -218,6 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     is a bug, reported in one line with its type (status 1) and shown in full with ``--debug``.
     Option values and output folders are checked before the handler runs.
     """
+    from engine.numerics import pin_numerics
+
+    pin_numerics()  # before anything imports torch: the same weights on every AVX2 CPU
+    from engine.memory import limit_heap
+
+    limit_heap()  # large blocks mapped and returned when freed (engine/memory.py)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -71,8 +71,11 @@ def dp(args: argparse.Namespace) -> int:
             from engine.dp.selection import Selection
 
             selection = Selection()
+        from engine.dp.start import Start
+
         result = audit.dp(args.db, args.cache, inputs, epsilons=_epsilons(args.epsilons),
-                          progress=bar, selection=selection)
+                          progress=bar, selection=selection,
+                          start=Start.parse(getattr(args, "start", "random")))
     what = "reused" if result.reused else f"trained in {time.perf_counter() - start:.1f} s"
     print(f"dp {inputs.model} on {inputs.cohort}: heads {', '.join(result.heads)} {what}; "
           f"attacked with every set of heads; run {result.run_id} in {args.db}")
@@ -82,6 +85,30 @@ def dp(args: argparse.Namespace) -> int:
                   f"{row['patient_epsilon']:.3g}, sigma={row['noise_multiplier']:.3g}, "
                   f"steps={row['steps']}, accountant={row['accountant']}")
     return 0
+
+
+def adaptive(args: argparse.Namespace) -> int:
+    from engine import audit
+    from engine.adaptive import AdaptiveConfig
+
+    known = () if args.known.strip().lower() == "none" else tuple(
+        _fraction(x) for x in args.known.split(",") if x.strip())
+    config = AdaptiveConfig(public=tuple(args.public), known_fractions=known, seed=args.seed)
+    target = audit.load_inputs(args.db, args.cache, args.model, args.cohort)
+    attackers = audit.adaptive(args.db, args.cache, target, config=config, echo=print)
+    print(f"adaptive {target.model} on {target.cohort}: {len(attackers)} attacker(s) stored in "
+          f"{args.db} (heads {', '.join(a.label for a in attackers)})")
+    return 0
+
+
+def _fraction(text: str) -> float:
+    from engine.errors import ConfigError
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--known {text.strip()!r}: not a number") from None
+    return value
 
 
 def transfer(args: argparse.Namespace) -> int:

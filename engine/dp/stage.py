@@ -40,6 +40,7 @@ from engine import heads as heads_store
 from engine import store
 from engine.core.names import epsilon_label
 from engine.dp.selection import Selection
+from engine.dp.start import Start, check_disjoint, random_heads
 from engine.dp.training import DPConfig
 from engine.errors import ConfigError
 from engine.labels import CHEXPERT_LABELS
@@ -63,7 +64,10 @@ class DPSweep:
         training: Hyper-parameters of every run of the sweep (the base of the candidates when
             `selection` is set).
         selection: Per-epsilon hyper-parameter selection on a validation split carved from the
-            training split (`engine.dp.selection`); None trains `training` as it is.
+            training split (`engine.dp.selection`); None trains `training` as it is. Its
+            default candidates follow the start (`Selection.for_start`).
+        start: Where every epsilon's training starts (`engine.dp.start`): seeded random heads
+            (the default), heads fitted on a patient-disjoint public cohort, or the model's own.
     """
 
     epsilons: tuple[float, ...] = DEFAULT_EPSILONS
@@ -71,6 +75,7 @@ class DPSweep:
     eval_split: str = "test"
     training: DPConfig = field(default_factory=DPConfig)
     selection: Selection | None = None
+    start: Start = field(default_factory=Start)
 
     def __post_init__(self) -> None:
         for eps in self.epsilons:
@@ -123,6 +128,7 @@ def run_dp(
     public_text_features: np.ndarray | None = None,
     cohort_fingerprint: str | None = None,
     original_heads_id: str | None = None,
+    public_start: tuple[np.ndarray, np.ndarray, np.ndarray, str | None] | None = None,
     progress=None,
 ) -> DPStageResult:
     """Run the epsilon sweep and store it; see the module docstring.
@@ -147,6 +153,8 @@ def run_dp(
         cohort_fingerprint: The cohort's registered content fingerprint (part of the run's
             identity; the run is no longer shown once the cohort is re-registered).
         original_heads_id: Identity of the original heads (`engine.heads.original_heads_id`).
+        public_start: For ``sweep.start`` ``public:COHORT``: that cohort's (image features,
+            text features, patient ids, content fingerprint), all its pairs.
         progress: Optional ``update(n)`` object, advanced once per optimizer step.
     """
     from engine.dp.training import train_heads
@@ -163,15 +171,25 @@ def run_dp(
                           items["patient_id"].astype(str).to_numpy(), train, held,
                           _state_bytes(image_head), _state_bytes(text_head),
                           np.array([logit_scale], dtype=np.float64))
+    start = sweep.start
+    selection = None if sweep.selection is None else sweep.selection.for_start(start.kind)
     config = {"sweep": [epsilon_label(e) for e in sweep.sweep()],
               "train_split": sweep.train_split, "eval_split": sweep.eval_split,
-              "training": asdict(sweep.training), "inputs": inputs}
-    if sweep.selection is not None:  # only then: runs without selection keep their ids
-        config["selection"] = sweep.selection.describe()
+              "training": asdict(sweep.training), "inputs": inputs, **start.config()}
+    if start.kind == "public":
+        if public_start is None:
+            raise ConfigError(f"--start {start.describe()}: the public cohort's features are "
+                              "needed (embed it with this model first)")
+        check_disjoint(items["patient_id"], public_start[2], private=cohort,
+                       public=str(start.cohort))
+        config["start_inputs"] = _fingerprint(public_start[0], public_start[1],
+                                              np.asarray(public_start[2], dtype=object))
+    if selection is not None:  # only then: runs without selection keep their ids
+        config["selection"] = selection.describe()
     run = Run("dp", model, cohort, config, heads_cohort=cohort,
               cohort_fingerprint=cohort_fingerprint, source_fingerprint=cohort_fingerprint)
-    folders = {epsilon_label(e): Path(heads_dir) / _heads_key(epsilon_label(e), config)
-               for e in sweep.sweep()}
+    labels_of = {start.label(epsilon_label(e)): e for e in sweep.sweep()}
+    folders = {label: Path(heads_dir) / _heads_key(label, config) for label in labels_of}
     if all((f / "dp.json").exists() for f in folders.values()) and run.reuse(db):
         return DPStageResult(run.run_id, True, folders)
 
@@ -179,8 +197,8 @@ def run_dp(
     patients = items["patient_id"].astype(str).to_numpy()[train]
     heads = {"original": (image_head, text_head)}
     dp_rows: dict[str, dict] = {}
-    for eps in sweep.sweep():
-        label = epsilon_label(eps)
+    start_image, start_text = None, None
+    for label, eps in labels_of.items():
         folder = folders[label]
         if (folder / "dp.json").exists():
             log.info("dp %s/%s epsilon=%s: reusing heads in %s", model, cohort, label, folder)
@@ -190,21 +208,25 @@ def run_dp(
 
                 progress.update(planned_steps(int(train.sum()), sweep.training))
             continue
+        if start_image is None:
+            start_image, start_text = starting_heads(
+                start, image_head, text_head, logit_scale=logit_scale, config=sweep.training,
+                public_start=public_start)
         picked = None
-        if sweep.selection is not None:
+        if selection is not None:
             from engine.dp.selection import select_for_split
 
             picked = select_for_split(
                 items, image_features, text_features, train_split=sweep.train_split,
-                epsilon=eps, base=sweep.training, selection=sweep.selection,
-                image_head=image_head, text_head=text_head, logit_scale=logit_scale,
+                epsilon=eps, base=sweep.training, selection=selection,
+                image_head=start_image, text_head=start_text, logit_scale=logit_scale,
                 public_image_features=public_image_features,
                 public_text_features=public_text_features, progress=progress)
             result = picked.result
         else:
             result = train_heads(
                 image_features[train], text_features[train], patients,
-                image_head=image_head, text_head=text_head, logit_scale=logit_scale,
+                image_head=start_image, text_head=start_text, logit_scale=logit_scale,
                 epsilon=eps, config=sweep.training, pair_ids=pair_ids,
                 public_image_features=public_image_features,
                 public_text_features=public_text_features, progress=progress,
@@ -216,12 +238,14 @@ def run_dp(
         row = {**result.dp_row(), "target_epsilon": eps, "heads": label,
                "seconds": result.seconds, "n_units": result.n_units,
                "n_pairs_dropped": result.n_pairs_dropped, "final_loss": result.final_loss,
-               "grad_sample_mode": result.grad_sample_mode}
+               "grad_sample_mode": result.grad_sample_mode, "start": start.describe(),
+               "covers_start": start.covers_start}
         if picked is not None:
             row.update(picked.summary(), selection=picked.rows())
         fp = heads_store.state_fingerprint(result.image_head, result.text_head)
         identity = {"heads_id": heads_store.trained_heads_id(label, cohort, fp), "heads": label,
-                    "model": model, "heads_cohort": cohort, "epsilon": eps, "fingerprint": fp}
+                    "model": model, "heads_cohort": cohort, "epsilon": eps, "fingerprint": fp,
+                    "start": start.describe()}
         heads_store.save_heads(folder, result.image_head, result.text_head,
                                logit_scale=logit_scale, logit_bias=logit_bias,
                                identity=identity, extra={"dp.json": row})
@@ -267,11 +291,37 @@ def run_dp(
         heads_store.register(con, [dict(heads_id=i["heads_id"], model=model, heads=label,
                                         heads_cohort=cohort, epsilon=dp_rows[label].get(
                                             "target_epsilon"), fingerprint=i["fingerprint"],
+                                        start=start.describe(),
                                         path=str(folders[label]), run_id=run.run_id)
                                    for label, i in ids.items()])
         run.record(con, status="done", n_rows=len(dp_frame) + len(util_frame),
                    message=json.dumps({k: asdict(v) for k, v in membership.items()}))
     return DPStageResult(run.run_id, False, folders, dp_rows, utility, membership)
+
+
+def starting_heads(start: Start, image_head, text_head, *, logit_scale: float, config: DPConfig,
+                   public_start=None):
+    """The heads every epsilon of a sweep starts from (`engine.dp.start`).
+
+    ``random``: `random_heads` of the model's heads' shapes. ``original``: the model's heads.
+    ``public``: random heads fitted without privacy (epsilon = inf, `config`'s schedule) on
+    every pair of the public cohort (``public_start``: image features, text features, patients).
+    """
+    if start.kind == "original":
+        return image_head, text_head
+    image, text = random_heads(image_head, text_head, start.seed)
+    if start.kind == "random":
+        return image, text
+    from engine.dp.training import train_heads
+
+    pub_image, pub_text, pub_patients = public_start[0], public_start[1], public_start[2]
+    fitted = train_heads(np.asarray(pub_image, dtype=np.float32),
+                         np.asarray(pub_text, dtype=np.float32), list(map(str, pub_patients)),
+                         image_head=image, text_head=text, logit_scale=logit_scale,
+                         epsilon=math.inf, config=config)
+    log.info("dp start public:%s: heads fitted on %d public pairs in %.1f s", start.cohort,
+             len(pub_patients), fitted.seconds)
+    return fitted.image_head, fitted.text_head
 
 
 def _known_columns(con, table: str, frame: pd.DataFrame) -> pd.DataFrame:
@@ -300,7 +350,10 @@ def _state_bytes(head) -> np.ndarray:
 
 def _heads_key(label: str, config: dict) -> str:
     payload = json.dumps({"epsilon": label, "training": config["training"],
-                          "train_split": config["train_split"], "inputs": config["inputs"]},
+                          "train_split": config["train_split"], "inputs": config["inputs"],
+                          "start": config.get("start"), "start_seed": config.get("start_seed"),
+                          "start_inputs": config.get("start_inputs"),
+                          "selection": config.get("selection")},
                          sort_keys=True, default=str)
     return f"eps-{label}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 

@@ -18,22 +18,34 @@ from engine.core.pools import recall_at_k
 
 
 def count_higher(
-    image_embeddings: np.ndarray, text_embeddings: np.ndarray
+    image_embeddings: np.ndarray, text_embeddings: np.ndarray, *, block: int = 2048
 ) -> tuple[np.ndarray, np.ndarray]:
     """(G, E) per query: reports scoring strictly above the true one, and tying with it.
+
+    The scores are formed ``block`` queries at a time (a block x n tile), so memory stays
+    ``block * n`` floats whatever n is: at the study's 49,904 held-out pairs the whole n x n
+    matrix and its comparison masks took about 17 GB; a tile of 2,048 rows takes 0.4 GB.
+    Each tile's true scores are its own rows' diagonal entries, so the counts equal those of
+    the whole matrix.
 
     Args:
         image_embeddings: [n, e] float32, L2-normalised; row i pairs with report i.
         text_embeddings: [n, e] float32, L2-normalised.
+        block: Query rows per tile.
 
     Returns:
         Two [n] int64 arrays.
     """
-    scores = image_embeddings @ text_embeddings.T
-    true = np.diag(scores)[:, None]
-    greater = (scores > true).sum(axis=1)
-    tied = (scores == true).sum(axis=1) - 1  # minus the true report itself
-    return greater.astype(np.int64), tied.astype(np.int64)
+    n = len(image_embeddings)
+    greater = np.zeros(n, dtype=np.int64)
+    tied = np.zeros(n, dtype=np.int64)
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        scores = image_embeddings[lo:hi] @ text_embeddings.T
+        true = scores[np.arange(hi - lo), np.arange(lo, hi)][:, None]
+        greater[lo:hi] = (scores > true).sum(axis=1)
+        tied[lo:hi] = (scores == true).sum(axis=1) - 1  # minus the true report itself
+    return greater, tied
 
 
 def relink_lift(

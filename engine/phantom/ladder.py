@@ -38,7 +38,10 @@ import pandas as pd
 from engine.cohort.registry import read_cohort
 from engine.errors import CohortError, ConfigError
 from engine.images import load_item_image
+from engine.memory import release
 from engine.models.registry import ModelEntry, read_registry, register_models
+from engine.numerics import settings as numerics_settings
+from engine.numerics import training_threads
 from engine.phantom.calibration import relink_lift
 
 log = logging.getLogger(__name__)
@@ -263,14 +266,22 @@ def train_ladder(
                             preprocess_seconds=float(stored[-1].get("preprocess_seconds", 0.0)),
                             seconds=float(stored[-1].get("seconds", 0.0)))
 
+    from engine.models.loading import force_offline
+
+    force_offline()
+    with training_threads() as threads:
+        return _train(db, cache, cohort, config, progress, entries, folders, meta, train, held,
+                      key, threads)
+
+
+def _train(db, cache, cohort, config, progress, entries, folders, meta, train, held, key,
+           threads) -> LadderResult:
+    """The training run of `train_ladder` (at the pinned thread count)."""
     import open_clip
     import torch
     import torch.nn.functional as F
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from engine.models.loading import force_offline
-
-    force_offline()
     started = time.perf_counter()
     total_epochs = config.rung_epochs[-1]
     steps_per_epoch = len(train) // config.batch_size or 1
@@ -338,6 +349,7 @@ def train_ladder(
                 if progress is not None:
                     progress.update(1)
             last_loss = float(np.mean(losses))
+            release()  # the epoch's freed batches go back to the system
             log.info("ladder epoch %d: loss %.4f", epoch, last_loss)
         train_seconds = time.perf_counter() - train_start
         while pending and pending[0][2] == epoch:
@@ -350,6 +362,7 @@ def train_ladder(
                 "loss": last_loss, "train_seconds": train_seconds,
                 "preprocess_seconds": preprocess_seconds,
                 "seconds": time.perf_counter() - started, "steps": step,
+                "numerics": numerics_settings(), "threads": threads,
             }
             _save_rung(model, config, folder, rung_meta)
             rungs.append(Rung(entry.name, epochs, folder, recall, lift, last_loss))
