@@ -178,6 +178,9 @@ def _dp_model(con, src: _Source, cohort: str) -> str | None:
 
 
 def _dp(con, src: _Source, cohort: str, model: str) -> tuple[str, list[str]]:
+    """One DP table per start (the default start first), then the adaptive attacker beside."""
+    from engine.dp.start import coverage, split_label
+
     dp = _frame(con, f"SELECT * FROM {src.dp_runs} WHERE cohort = ? AND model = ?",
                 [cohort, model])
     if "heads" not in dp.columns or dp["heads"].isna().any():
@@ -204,62 +207,134 @@ def _dp(con, src: _Source, cohort: str, model: str) -> tuple[str, list[str]]:
     macro = utility.drop_duplicates("heads").set_index("heads")["auroc"]
     signal = membership.drop_duplicates("heads").set_index("heads")["auroc"]
     dp_rows = dp.drop_duplicates("heads").set_index("heads")
-    heads = [h for h in names.sort_heads([*dp_rows.index, "original"])
-             if h != names.BACKBONE and h in at_full.index]
+    starts: dict[str, list[str]] = {}
+    for h in names.sort_heads(dp_rows.index):
+        if h in at_full.index:
+            starts.setdefault(split_label(h)[1] or "random", []).append(h)
 
-    def recall(h, column="recall"):
-        return at_full[column].get(h)
+    def recall(h, column="recall", at=at_full):
+        return at[column].get(h)
 
-    def versus(h, reference) -> str:
+    def versus(h, reference, at=at_full) -> str:
         # the heads' Recall@1 interval expressed against the reference's point estimate
-        cut = fmt.relative_reduction(recall(h), recall(reference))
-        low = fmt.relative_reduction(recall(h, "ci_high"), recall(reference))
-        high = fmt.relative_reduction(recall(h, "ci_low"), recall(reference))
+        cut = fmt.relative_reduction(recall(h, at=at), recall(reference, at=at))
+        low = fmt.relative_reduction(recall(h, "ci_high", at), recall(reference, at=at))
+        high = fmt.relative_reduction(recall(h, "ci_low", at), recall(reference, at=at))
         if not fmt.finite(cut):
             return fmt.NA
-        return f"{fmt.reduction(cut)} ({-100 * high:+.0f}% to {-100 * low:+.0f}%)"
+        span = f"{-100 * high:+.0f}% to {-100 * low:+.0f}%"
+        if fmt.finite(low) and fmt.finite(high) and low <= 0 <= high:
+            return f"no measurable change ({span})"
+        return f"{fmt.reduction(cut)} ({span})"
 
     header = ["heads", "group ε", "patient ε (δ)", "σ", f"R@1 N={n_full:,} (95% CI)",
-              f"lift N={n_full:,} (95% CI)", "vs original (CI)", "vs ε = ∞ (CI)"]
+              f"lift N={n_full:,} (95% CI)", "vs original (CI)", "vs ε = ∞ of this start (CI)"]
     header += [f"lift N={n_h:,} (95% CI)"] if n_h != n_full else []
     header += ["probe macro AUROC", "membership AUROC"]
-    rows = []
-    for h in heads:
-        d = dp_rows.loc[h] if h in dp_rows.index else None
-        if d is None:
-            group = patient = sigma = "–"
-        elif h == names.NO_DP:
-            group, patient, sigma = "∞ (no DP)", "–", fmt.general(d["noise_multiplier"])
-        else:
-            group = fmt.general(d["epsilon"])
-            patient = f"{fmt.general(d['patient_epsilon'])} ({fmt.general(d['patient_delta'], 2)})"
-            sigma = fmt.general(d["noise_multiplier"])
-        vs_original = "–" if h == names.ORIGINAL else versus(h, names.ORIGINAL)
-        vs_inf = ("–" if h in (names.ORIGINAL, names.NO_DP) or names.NO_DP not in at_full.index
-                  else versus(h, names.NO_DP))
-        r_ci = (f"{fmt.percent(recall(h))} ({fmt.percent(recall(h, 'ci_low'))[:-1]}–"
-                f"{fmt.percent(recall(h, 'ci_high'))})")
-        row = [names.heads_short(h), group, patient, sigma, r_ci,
-               _lift_ci(at_full.loc[h]), vs_original, vs_inf]
-        if n_h != n_full:
-            row.append(_lift_ci(at_h.loc[h] if h in at_h.index else None))
-        rows.append(row + [fmt.auroc(macro.get(h)), fmt.auroc(signal.get(h))])
     where = (f"N = {n_full:,}" if n_full == DP_N
              else f"the largest stored N ({n_full:,}; N = {DP_N:,} is not stored)")
     parts = [f"**DP on the projection heads** of `{model}` (trained on `{cohort}`'s train split), "
              f"attacked on held-out pairs (image → report, random negatives, k = 1) at {where}"
              + (f" and at N = {n_h:,}" if n_h != n_full else "")
              + "; changes are of Recall@1, their intervals the heads' Recall@1 interval against "
-               "the reference's point estimate. " + STUDY_DP,
-             "", _table(header, rows)]
+               "the reference's point estimate (an interval that holds 0 reads *no measurable "
+               "change*). " + STUDY_DP]
+    order = sorted(starts, key=lambda s: (s != "random", s != "original", s))
+    for start in order:
+        inf = next((h for h in starts[start] if names.heads_epsilon(h) == float("inf")), None)
+        rows = []
+        for h in (["original"] if "original" in at_full.index else []) + starts[start]:
+            d = dp_rows.loc[h] if h in dp_rows.index else None
+            if d is None:
+                group = patient = sigma = "–"
+            elif h == inf:
+                group, patient, sigma = "∞ (no DP)", "–", fmt.general(d["noise_multiplier"])
+            else:
+                group = fmt.general(d["epsilon"])
+                patient = (f"{fmt.general(d['patient_epsilon'])} "
+                           f"({fmt.general(d['patient_delta'], 2)})")
+                sigma = fmt.general(d["noise_multiplier"])
+            vs_original = "–" if h == names.ORIGINAL else versus(h, names.ORIGINAL)
+            vs_inf = "–" if h in (names.ORIGINAL, inf) or inf is None else versus(h, inf)
+            r_ci = (f"{fmt.percent(recall(h))} ({fmt.percent(recall(h, 'ci_low'))[:-1]}–"
+                    f"{fmt.percent(recall(h, 'ci_high'))})")
+            row = [names.heads_short(h), group, patient, sigma, r_ci,
+                   _lift_ci(at_full.loc[h]), vs_original, vs_inf]
+            if n_h != n_full:
+                row.append(_lift_ci(at_h.loc[h] if h in at_h.index else None))
+            rows.append(row + [fmt.auroc(macro.get(h)), fmt.auroc(signal.get(h))])
+        cover = coverage(start)
+        title = {"random": "From seeded random heads (the default start, for release)",
+                 "original": "From the model's own heads (for comparison only)"}.get(
+            start, f"From heads fitted on `{start.partition(':')[2]}` (public start)")
+        text = (f"*{title}.* What ε covers: {cover['covers']}. Not covered: "
+                f"{cover['not_covered']}.")
+        if cover["caveat"]:
+            text += f" **Caveat: {cover['caveat']}.**"
+        parts += ["", text, "", _table(header, rows)]
     trained = dp_rows[[names.heads_epsilon(h) not in (None, float("inf")) for h in dp_rows.index]]
     if len(trained):
         parts += ["", _dp_parameters(trained)]
     if names.BACKBONE in macro.index:
         parts += ["", "Frozen-backbone probe (the sanity line, which DP cannot move): "
                       f"{fmt.auroc(macro.get(names.BACKBONE))} macro AUROC."]
+    adaptive, adaptive_ids = _adaptive(con, src, cohort, model, at_h, n_h)
+    if adaptive:
+        parts += ["", adaptive]
     run_ids = set(metrics["run_id"].astype(str)) | set(dp["run_id"].astype(str))
-    return "\n".join(parts), sorted(run_ids)
+    return "\n".join(parts), sorted(run_ids | set(adaptive_ids))
+
+
+def _adaptive(con, src: _Source, cohort: str, model: str, at_h: pd.DataFrame,
+              n_h: int) -> tuple[str, list[str]]:
+    """The adaptive attacker beside the released heads (engine/adaptive.py), at the headline N."""
+    has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'adaptive_runs'"
+                      ).fetchall()[0][0]
+    if not has:
+        return "", []
+    runs = _frame(con, "SELECT * FROM adaptive_runs WHERE cohort = ? AND model = ? "
+                       "ORDER BY source DESC, known_fraction, heads", [cohort, model])
+    runs = runs.drop_duplicates("heads", keep="last")
+    runs = runs[runs["heads"].isin(at_h.index)]
+    if runs.empty or "original" not in at_h.index:
+        return "", []
+    base = at_h.loc["original"]
+    released = [h for h in names.sort_heads(at_h.index)
+                if names.heads_epsilon(h) is not None and "+" not in h]
+    rows = [["original heads (released model)", "–", _pct_ci(base), _lift_ci(base), "100%"]]
+    for h in released:
+        r = at_h.loc[h]
+        rows.append([f"released DP heads, {names.heads_short(h)}", "–", _pct_ci(r),
+                     _lift_ci(r), fmt.percent(r["recall"] / base["recall"])
+                     if base["recall"] else fmt.NA])
+    lines = []
+    for _, a in runs.iterrows():
+        r = at_h.loc[a["heads"]]
+        share = r["recall"] / base["recall"] if base["recall"] else math.nan
+        fit = (f"{int(a['n_fit_pairs']):,} public pairs of `{a['public_cohort']}`"
+               if a["source"] == "public" else
+               f"{int(a['n_fit_pairs']):,} known held-out pairs "
+               f"({100 * float(a['known_fraction']):g}% of the patients)")
+        rows.append([f"**adaptive attacker**, {names.heads_short(a['heads'])}", fit,
+                     _pct_ci(r), _lift_ci(r), fmt.percent(share)])
+        lines.append(f"an attacker with {fit} re-links {fmt.percent(r['recall'])} at "
+                     f"N = {n_h:,} ({fmt.general(r['lift'], 2)}x chance), "
+                     f"{fmt.percent(share)} of the original model's rate")
+    text = (f"**The attacker who adapts** (`{model}` on `{cohort}`, held-out pairs, image → "
+            f"report, random negatives, Recall@1 at N = {n_h:,}): heads fitted without privacy "
+            "on the released frozen backbones, from a random start, by the engine's own heads "
+            "training; a known-pairs attacker is scored on the other held-out patients only. "
+            + "; ".join(lines) + ". A heads-only mitigation protects against the released "
+            "heads' own similarity, not against an attacker who refits the heads.\n\n"
+            + _table(["heads", "attacker's data", f"R@1 N={n_h:,} (95% CI)",
+                      f"lift N={n_h:,} (95% CI)", "share of the original rate"], rows))
+    ids = set(runs["attack_run_id"].astype(str)) | set(runs["run_id"].astype(str))
+    return text, sorted(ids)
+
+
+def _pct_ci(row) -> str:
+    return (f"{fmt.percent(row['recall'])} ({fmt.percent(row['ci_low'])[:-1]}–"
+            f"{fmt.percent(row['ci_high'])})")
 
 
 def _dp_parameters(dp: pd.DataFrame) -> str:

@@ -36,6 +36,9 @@ def epsilon_label(epsilon: float | None) -> str:
 def heads_epsilon(heads: str) -> float | None:
     """The epsilon a heads label stands for (infinity for ``inf``); None for original/backbone."""
     heads = str(heads).partition("@")[0]  # a transferred heads key: the epsilon it was trained at
+    if heads.startswith("adaptive+"):
+        return None  # an attacker's heads (engine/adaptive.py), never a DP release
+    heads = heads.partition("+")[0]  # the start's suffix (engine/dp/start.py): 0.34+original
     if heads == NO_DP:
         return math.inf
     try:
@@ -45,7 +48,7 @@ def heads_epsilon(heads: str) -> float | None:
     return None if math.isnan(value) else value
 
 
-def heads_sort_key(heads: str, *, descending: bool = False) -> tuple[int, float, str]:
+def heads_sort_key(heads: str, *, descending: bool = False) -> tuple:
     """Order of heads in tables and sliders: backbone, original, epsilon ascending, inf, others.
 
     With `descending`, epsilons run from inf down to the smallest (least private first, as the
@@ -58,8 +61,12 @@ def heads_sort_key(heads: str, *, descending: bool = False) -> tuple[int, float,
     epsilon = heads_epsilon(heads)
     if epsilon is None:
         return (3, 0.0, str(heads))
-    # own heads before transferred ones of the same epsilon
-    return (2, -epsilon if descending else epsilon, str(heads).partition("@")[2])
+    # one start's sweep after the other (the default start first), own heads before
+    # transferred ones of the same epsilon
+    start = str(heads).partition("@")[0].partition("+")[2]
+    rank = 0 if not start else 1 if start.startswith("public-") else 2
+    return (2, float(rank), -epsilon if descending else epsilon,
+            str(heads).partition("@")[2])
 
 
 def sort_heads(heads, *, descending: bool = False) -> list[str]:
@@ -87,7 +94,29 @@ def heads_name(heads: str) -> str:
         return "retrained, no DP (ε = ∞)"
     if heads == BACKBONE:
         return "frozen backbone features"
+    base, sep, start = str(heads).partition("+")
+    if base == "adaptive":
+        return f"adaptive attacker's heads ({_attacker(start)})"
+    if sep:
+        what = "retrained, no DP (ε = ∞)" if base == NO_DP else f"DP heads, ε = {base}"
+        return f"{what}, {_start_words(start)}"
     return f"DP heads, ε = {heads}"
+
+
+def _start_words(start: str) -> str:
+    if start == "original":
+        return "started from the model's own heads"
+    if start.startswith("public-"):
+        return f"started from heads fitted on {start[len('public-'):]}"
+    return f"start {start}"
+
+
+def _attacker(what: str) -> str:
+    if what.startswith("public-"):
+        return f"fitted on {what[len('public-'):]}"
+    if what.startswith("known-") and what.endswith("pct"):
+        return f"fitted on {what[len('known-'):-3]}% known held-out patients"
+    return what
 
 
 def heads_short(heads: str) -> str:
@@ -97,4 +126,10 @@ def heads_short(heads: str) -> str:
         return f"{heads_short(label)} from {source}"
     if heads in (ORIGINAL, BACKBONE):
         return heads
-    return "ε=∞" if heads == NO_DP else f"ε={heads}"
+    base, sep, start = str(heads).partition("+")
+    if base == "adaptive":
+        return f"attacker {_attacker(start)}"
+    short = "ε=∞" if base == NO_DP else f"ε={base}"
+    if sep:
+        return f"{short} ({'original' if start == 'original' else start} start)"
+    return short
