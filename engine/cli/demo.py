@@ -175,7 +175,10 @@ def summarize(db: Path, ladder: list[str]) -> str:
                             ["site-a", ladder[-1]])
     results = summarize_findings(site_a, utility, ladder=ladder, external=site_b,
                                  external_cohort="site-b")
-    return format_findings(results)
+    return (format_findings(results) + "\nFinding 4 uses the DP heads of the default start "
+            "(seeded random heads, `dp --start random`), compared with the epsilon = inf heads "
+            "of the same start; the original-start heads (`...+original`) are stored for "
+            "comparison only: their epsilon does not cover the starting heads.")
 
 
 def serve(db: Path) -> int:
