@@ -193,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("cache/reports"), help="output folder")
     p.set_defaults(handler="engine.cli.audit:report", writes=("db", "out"))
 
-    p = sub.add_parser("readme", help="write the README's results tables from --db")
-    p.add_argument("--readme", type=Path, default=Path("README.md"),
+    p = sub.add_parser("readme", help="write the results tables (docs/results.md) from --db")
+    p.add_argument("--readme", type=Path, default=Path("docs/results.md"),
                    help="file holding the <!-- results:begin --> / <!-- results:end --> markers")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 when the tables differ from the database")
