@@ -78,7 +78,7 @@ class StudyConfig:
     context_length: int = 64
     pool_sizes: tuple[int, ...] = (10, 100, 1000, 10000)
     epsilons: tuple[float, ...] = (0.34, 1.0, 2.0, 4.0, 8.0, float("inf"))
-    original_start_epsilons: tuple[float, ...] = (0.34, 1.0, float("inf"))
+    original_start_epsilons: tuple[float, ...] = (0.34, float("inf"))
     validation_fraction: float = 0.2
     umap_points: int = 20000
     report_formats: tuple[str, ...] = ("html", "pdf", "json")

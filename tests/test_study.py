@@ -70,6 +70,7 @@ def tiny_study(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("study")
     config = StudyConfig(max_patients=48, seed=0, rung_epochs=(0, 1, 2, 3),
                          external_from="20160601", pool_sizes=(10,), epsilons=(1.0, float("inf")),
+                         original_start_epsilons=(1.0, float("inf")),
                          validation_fraction=0.8,  # 6 training patients at this size
                          umap_points=32, report_formats=("json",), release_path=table)
     lines: list[str] = []
@@ -86,6 +87,9 @@ def test_study_runs_every_stage(tiny_study):
     assert sum(n.startswith("embed ") for n in names) == 8
     assert sum(n.startswith("attack ") for n in names) == 9  # 8 + matched on findings
     assert any(n.startswith("dp grid") for n in names)
+    assert any(n.startswith("dp grid") and n.endswith("original start (comparison)")
+               for n in names)
+    assert any(n.startswith("adaptive attack") for n in names)
     assert any(n.startswith("transfer") for n in names)
     assert sum(n.startswith("report ") for n in names) == 5
     assert all(s.seconds > 0 and s.peak_mb > 0 for s in result.stages)
