@@ -55,7 +55,7 @@ def sidebar(state: data.DbState, page_path: str) -> ui.Context:
     """Cohort, model (and heads) pickers; returns what they chose."""
     ctx = ui.Context(state.path, state.token, state.exists)
     if not state.exists:
-        st.caption("No results database yet")
+        st.caption("Results file unreadable" if state.problem else "No results database yet")
         return ctx
     cohorts = data.cohorts(state.path, state.token)
     if cohorts.empty:

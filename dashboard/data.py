@@ -57,12 +57,17 @@ class ResultsUpdating(Exception):
 
 @dataclass(frozen=True)
 class DbState:
-    """Whether results exist, and a token that changes whenever the file does (cache key)."""
+    """Whether results exist, and a token that changes whenever the file does (cache key).
+
+    ``exists`` is False for a missing file and for one that cannot be shown (`db_problem`:
+    ``problem`` then says why, in one sentence).
+    """
 
     path: str
     exists: bool
     mtime_ns: int
     wal_mtime_ns: int = 0
+    problem: str = ""
 
     @property
     def token(self) -> str:
@@ -75,11 +80,61 @@ def db_state(path: str | Path | None = None) -> DbState:
         mtime = p.stat().st_mtime_ns
     except FileNotFoundError:
         return DbState(str(p), False, 0)
+    except OSError as exc:
+        return DbState(str(p), False, 0, problem=f"The results path {p} cannot be read "
+                                                 f"({exc.strerror or exc}).")
     try:
         wal = Path(f"{p}.wal").stat().st_mtime_ns
-    except FileNotFoundError:
+    except OSError:
         wal = 0
+    problem = db_problem(str(p), f"{mtime}:{wal}")
+    if problem:
+        return DbState(str(p), False, mtime, wal, problem=problem)
     return DbState(str(p), True, mtime, wal)
+
+
+# The newest results schema this dashboard reads (engine.store.SCHEMA_VERSION; a test keeps the
+# two equal). A file written by a newer engine may hold tables this code misreads.
+SCHEMA_VERSION = 2
+_DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
+
+
+@st.cache_data(**_CACHE)
+def db_problem(path: str, token: str) -> str:
+    """Why the results file at `path` cannot be shown, in one sentence ("" when it can).
+
+    A folder, an empty file, a file that is not a DuckDB database (checked by its header, never
+    written to), a file DuckDB refuses, and a database of a newer schema than `SCHEMA_VERSION`
+    each get their own sentence. `token` is only the cache key.
+    """
+    p = Path(path)
+    what = f"The results path {path}"
+    if p.is_dir():
+        return f"{what} is a folder, not a results database file."
+    try:
+        with p.open("rb") as handle:
+            head = handle.read(16)
+    except OSError as exc:
+        return f"{what} cannot be read ({exc.strerror or exc})."
+    if not head:
+        return f"{what} is an empty file, not a results database."
+    if head[8:12] != _DUCKDB_MAGIC:
+        return f"{what} is not a DuckDB database (its first bytes are not DuckDB's header)."
+    try:
+        found = query(path, "SELECT max(version) AS v FROM schema_version")
+    except ResultsUpdating:
+        return ""  # being written right now; the pages say so
+    except duckdb.CatalogException:
+        return ""  # no version table: an empty database, shown as "no cohorts yet"
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"{what} cannot be opened as a DuckDB database ({first})."
+    version = found["v"].iloc[0] if len(found) else None
+    if version is not None and not pd.isna(version) and int(version) > SCHEMA_VERSION:
+        return (f"{what} was written by a newer engine (results schema version "
+                f"{int(version)}; this dashboard reads up to version {SCHEMA_VERSION}). "
+                "Upgrade the dashboard, or point RELINK_DB at another file.")
+    return ""
 
 
 # One in-memory DuckDB instance per process; each query attaches the results file read-only,
@@ -391,18 +446,17 @@ def thumbnail(path: str, mtime_ns: int, max_side: int = 512) -> bytes | None:
     """
     from PIL import Image, UnidentifiedImageError
 
-    from engine.files import InputFileError, open_regular
-    from engine.images import HIGH_BIT_MODES, to_8bit
+    from engine.images import HIGH_BIT_MODES, ImageReadError, open_image_file, to_8bit
 
     try:
-        with open_regular(path, what="image") as fh, Image.open(fh) as img:
+        with open_image_file(path) as fh, Image.open(fh) as img:
             gray = img.mode in ("1", "L", "LA") or img.mode in HIGH_BIT_MODES
             small = to_8bit(img, "L" if gray else "RGB")
             small.thumbnail((max_side, max_side))
             out = io.BytesIO()
             small.save(out, "PNG")
             return out.getvalue()
-    except (OSError, UnidentifiedImageError, ValueError, InputFileError):
+    except (OSError, UnidentifiedImageError, ValueError, ImageReadError):
         return None
 
 

@@ -61,7 +61,7 @@ def warm(db: str | None = None) -> str:
 
     state = data.db_state(db)
     if not state.exists:
-        return f"no results database at {state.path} yet"
+        return state.problem or f"no results database at {state.path} yet"
     cohort, model = views.default_choice(state.path, state.token)
     if cohort is None or model is None:
         return "no attack results yet"

@@ -6,7 +6,8 @@ empty state when nothing has been computed yet.
 
 Database strings are data. This module is the one place where they reach the page: `esc` turns
 any value into literal Markdown text (no links, emphasis, HTML, maths or Streamlit directives),
-`command` puts one into a code span, and `report_text` shows long text with `st.text`. Pages
+`command` puts one into a code span, and `report_text` shows long text with `st.text`; all
+three, and `table`, show control and bidirectional characters as visible markers. Pages
 interpolate values into Markdown-rendering calls (`st.markdown`, `st.caption`, `st.info`, widget
 labels, ...) only through these or through number formatting; `tests/test_dashboard.py` reads
 every page's source and fails on anything else.
@@ -22,6 +23,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data
+from engine.core.plaintext import visible, visible_frame
 
 UPDATING = ("Results are being updated by the engine right now. This page will show them as "
             "soon as the engine has finished writing; reload in a moment.")
@@ -63,9 +65,11 @@ def esc(value) -> str:
     Line breaks become spaces (a value never starts a block of its own), Markdown and Streamlit
     syntax characters are backslash-escaped; a value holding a URL, a ``www.`` name or an ``@``
     becomes a code span (Streamlit links those even when escaped). ``None`` reads as an empty
-    string. Use it for every database string shown in a Markdown-rendering element.
+    string. Control and bidirectional characters are shown as markers
+    (`engine.core.plaintext.visible`). Use it for every database string shown in a
+    Markdown-rendering element.
     """
-    text = "" if value is None else str(value)
+    text = "" if value is None else visible(str(value))
     text = re.sub(r"\s+", " ", text)
     if _LINKABLE.search(text):
         # Streamlit links URLs, www. names and e-mail addresses even when escaped; a code span
@@ -84,7 +88,7 @@ def esc(value) -> str:
 
 def command(text: str) -> str:
     """A code span (e.g. a command to run) holding `text` literally, whatever it contains."""
-    text = re.sub(r"\s+", " ", str(text))
+    text = re.sub(r"\s+", " ", visible(str(text)))
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
     pad = " " if text.startswith("`") or text.endswith("`") or longest else ""
@@ -106,6 +110,8 @@ def empty(message: str) -> None:
 
 def require_results(ctx: Context, *, what: str = "attack") -> None:
     """Stop the page with an empty state unless a database, a cohort and a model exist."""
+    if not ctx.exists and bad_database_notice(ctx.db):
+        st.stop()
     if not ctx.exists:
         empty(f"No results database at {command(ctx.db)} yet. Run `make demo` (or "
               "`python -m engine demo --no-serve`) to build the phantom cohorts and fill it, "
@@ -120,6 +126,38 @@ def require_results(ctx: Context, *, what: str = "attack") -> None:
               "not run. Run "
               f"{command(engine_command('attack', 'MODEL', ctx.cohort))} (or `make demo`).")
         st.stop()
+
+
+# A Content-Security-Policy that lets a document load nothing from anywhere: only its own inline
+# styles and data: images and fonts (the engine's HTML report has its figures as data: URIs).
+NO_LOADS_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
+                "base-uri 'none'; form-action 'none'")
+_DOCTYPE = re.compile(r"^\ufeff?\s*<!doctype[^>]*>", re.IGNORECASE)
+
+
+def csp_meta() -> str:
+    """The `NO_LOADS_CSP` as a ``<meta http-equiv>`` element."""
+    return f'<meta http-equiv="Content-Security-Policy" content="{NO_LOADS_CSP}">'
+
+
+def with_csp(document: str) -> str:
+    """`document` with `csp_meta` as its first element (after the doctype, if any).
+
+    A policy in a meta element covers only what comes after it, so nothing in the document can
+    come before this one; a policy of the document's own can only narrow it further.
+    """
+    match = _DOCTYPE.match(document)
+    end = match.end() if match else 0
+    return document[:end] + csp_meta() + document[end:]
+
+
+def bad_database_notice(path: str) -> bool:
+    """Show why the results file at `path` cannot be read, if it cannot; True when shown."""
+    problem = data.db_state(path).problem
+    if not problem:
+        return False
+    st.error(esc(problem), icon="⚠️")
+    return True
 
 
 def engine_command(stage: str, model: str | None, cohort: str | None, *extra: str) -> str:
@@ -204,7 +242,7 @@ def table(frame: pd.DataFrame, name: str, *, key: str | None = None, select: boo
                       selection_mode="single-row-required" if select == "required"
                       else "single-row")
     kwargs.setdefault("placeholder", "—")  # a missing value reads as a dash, not "None"
-    event = st.dataframe(frame, hide_index=True, width="stretch", height=height,
+    event = st.dataframe(visible_frame(frame), hide_index=True, width="stretch", height=height,
                          column_config=column_config, **kwargs)
     download(frame, name, key=key)
     return event
@@ -214,11 +252,14 @@ def download(frame: pd.DataFrame, name: str, *, key: str | None = None) -> None:
     """A button that downloads `frame` as ``<name>.csv``.
 
     The CSV is written when the button is clicked, not on every run (a table of thousands of
-    rows took a third of a second per rerun to serialise).
+    rows took a third of a second per rerun to serialise). Text cells a spreadsheet would run as
+    formulas are neutralised (`engine.core.spreadsheet`).
     """
+    from engine.core.spreadsheet import safe_csv
+
     key = key or _slug(name)
     st.download_button(
-        f"Download {esc(name)} (CSV)", lambda: frame.to_csv(index=False).encode("utf-8"),
+        f"Download {esc(name)} (CSV)", lambda: safe_csv(frame).encode("utf-8"),
         file_name=f"{_slug(name)}.csv", mime="text/csv", key=f"download-{key}",
         icon=":material/download:",
     )
@@ -263,4 +304,4 @@ def report_text(text: str | None, *, height: int | None = None) -> None:
     time a page shows one (0.3 s of a box selection's 1.3 s on the reference machine).
     """
     box = st.container(height=height, border=True) if height else st.container(border=True)
-    box.text(text or "(empty report)", width="stretch")
+    box.text(visible(text) or "(empty report)", width="stretch")

@@ -11,13 +11,21 @@ rule holds everywhere:
 * **Size caps.** A per-item text file (a report, an XML document) larger than
   `MAX_REPORT_BYTES` is refused rather than read into memory.
 
+It also holds the one rule for files the engine writes (`replacing`): written under a
+temporary name and renamed into place; a failed write (a full disk) removes the temporary and
+says which file and why.
+
 Standard library only: the dashboard and every adapter may import it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -127,3 +135,57 @@ def check_input_file(root: str | Path, path: str | Path, *, what: str = "file") 
             f"{what} {path} is {file_kind(mode)}, not a regular file; it was not read",
             "not_regular")
     return Path(path)
+
+
+# Free space under which a failed write is put down to a full disk.
+_FULL_DISK_BYTES = 16 << 20
+
+
+def write_failure(path: str | Path, exc: BaseException) -> OSError | None:
+    """One OSError naming `path` and the cause of a failed write, or None when `exc` is not
+    one (a bug in the writer is left to surface as itself).
+
+    An OSError is a write failure; so is any error while the target's disk is (nearly) full,
+    since some writers (torch.save) report a full disk as a bare RuntimeError.
+    """
+    path = Path(path)
+    try:
+        folder = next(p for p in (path.parent, *path.parents) if p.exists())
+        free = shutil.disk_usage(folder).free
+    except (OSError, StopIteration):
+        free = None
+    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or \
+        (free is not None and free < _FULL_DISK_BYTES)
+    if full:
+        where = f", {free:,} bytes free" if free is not None else ""
+        return OSError(errno.ENOSPC, f"cannot write: no space left on the device{where}; the "
+                                     "partial file was removed", str(path))
+    if isinstance(exc, OSError):
+        cause = exc.strerror or str(exc) or type(exc).__name__
+        return OSError(exc.errno or errno.EIO,
+                       f"cannot write ({cause}); the partial file was removed", str(path))
+    return None
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path, *, tmp: str | Path | None = None) -> Iterator[Path]:
+    """Write `path` atomically: yields a temporary path to write, renamed onto `path` after.
+
+    On any failure the temporary file (or folder) is removed; a write failure (`write_failure`)
+    is raised as one OSError naming `path`, anything else propagates unchanged.
+    """
+    path = Path(path)
+    tmp = Path(tmp) if tmp is not None else path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        failure = write_failure(path, exc) if isinstance(exc, Exception) else None
+        if failure is not None:
+            raise failure from None
+        raise

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ConfigError
+from engine.files import replacing, write_failure
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +113,25 @@ def save_heads(folder: Path, image_head, text_head, *, logit_scale: float,
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save({"image": image_head.state_dict(), "text": text_head.state_dict()},
-               tmp / "heads.pt")
-    description = {"image": describe_head(image_head), "text": describe_head(text_head),
-                   "logit_scale": logit_scale, "logit_bias": logit_bias}
-    if towers is not None:
-        description["towers"] = towers
-    (tmp / "heads.json").write_text(json.dumps(description, indent=2), encoding="utf-8")
-    for name, content in {**({IDENTITY: identity} if identity else {}), **(extra or {})}.items():
-        (tmp / name).write_text(json.dumps(content, indent=2, default=str), encoding="utf-8")
+    try:
+        tmp.mkdir(parents=True)
+        torch.save({"image": image_head.state_dict(), "text": text_head.state_dict()},
+                   tmp / "heads.pt")
+        description = {"image": describe_head(image_head), "text": describe_head(text_head),
+                       "logit_scale": logit_scale, "logit_bias": logit_bias}
+        if towers is not None:
+            description["towers"] = towers
+        (tmp / "heads.json").write_text(json.dumps(description, indent=2), encoding="utf-8")
+        for name, content in {**({IDENTITY: identity} if identity else {}),
+                              **(extra or {})}.items():
+            (tmp / name).write_text(json.dumps(content, indent=2, default=str),
+                                    encoding="utf-8")
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no partial folder
+        failure = write_failure(tmp / "heads.pt", exc)
+        if failure is None:
+            raise
+        raise failure from None
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 
@@ -134,16 +144,14 @@ def save_into(folder: Path, image_head, text_head, *, logit_scale: float,
     from engine.models.split import describe_head
 
     folder = Path(folder)
-    tmp = folder / "heads.pt.tmp"
-    torch.save({"image": image_head.state_dict(), "text": text_head.state_dict()}, tmp)
-    os.replace(tmp, folder / "heads.pt")
+    with replacing(folder / "heads.pt") as tmp:
+        torch.save({"image": image_head.state_dict(), "text": text_head.state_dict()}, tmp)
     description = {"image": describe_head(image_head), "text": describe_head(text_head),
                    "logit_scale": logit_scale, "logit_bias": logit_bias}
     if towers is not None:
         description["towers"] = towers
-    tmp = folder / "heads.json.tmp"
-    tmp.write_text(json.dumps(description, indent=2), encoding="utf-8")
-    os.replace(tmp, folder / "heads.json")
+    with replacing(folder / "heads.json") as tmp:
+        tmp.write_text(json.dumps(description, indent=2), encoding="utf-8")
 
 
 def load_heads(folder: Path) -> Heads:

@@ -246,6 +246,19 @@ def load_image(path: Path, mode: str = "RGB", *, min_side: int = MIN_SIDE,
         ) from None
 
 
+def open_image_file(path: str | Path):
+    """`path` opened for binary reading if it is a regular file (`engine.files.open_regular`).
+
+    Raises:
+        ImageReadError: a FIFO, a device or a folder (the message says which).
+        OSError: as `open` does (missing file, no permission).
+    """
+    try:
+        return files.open_regular(path, what="image")
+    except files.InputFileError as exc:
+        raise ImageReadError(str(exc)) from None
+
+
 def load_item_image(root: str | Path, image_path: str, mode: str = "RGB", *,
                     where: str = "") -> Image.Image:
     """`resolve_image` then `load_image`: an item's image as the models see it."""

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from engine.core.spreadsheet import safe_csv
 from engine.errors import CohortError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -297,7 +298,7 @@ def _register(config: StudyConfig, db: Path, root: Path, workdir: Path) -> tuple
         "StudyID": "study_id", "PatientID": "patient_id", "StudyDate_DICOM": "study_date"})
     split = study_split(dates, seed=config.seed, held_out_fraction=config.held_out_fraction,
                         external_from=config.external_from)
-    split.to_csv(workdir / SPLIT_FILE, index=False)
+    safe_csv(split, workdir / SPLIT_FILE)  # ids are data: no formula reaches a spreadsheet
     items = load.items.drop(columns="split").merge(split, on="patient_id", how="left")
     if items["cohort"].isna().any():
         raise CohortError(f"{root}: {int(items['cohort'].isna().sum())} images have a patient "

@@ -164,3 +164,32 @@ def make_csv_with_linked_table(root: Path, elsewhere: Path) -> Path:
         write_image(root / row["image_path"], "PNG")
     (root / "cohort.csv").symlink_to(table)
     return root / "cohort.csv"
+
+
+# --------------------------------------------------------------- results files the dashboard reads
+
+
+def write_bad_db(path: Path, kind: str) -> Path:
+    """A bad `RELINK_DB`: ``empty`` (0 bytes), ``folder``, ``text`` or ``newer`` (a real results
+    database whose schema_version says 99). Returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "text":
+        write_text_db(path)
+    elif kind == "newer":
+        from engine import store
+
+        with store.connect_write(path) as con:
+            con.execute("INSERT INTO schema_version (version) VALUES (99)")
+    else:
+        raise ValueError(kind)
+    return path
+
+
+# Strings a spreadsheet would run (issue 26, case 5), and a right-to-left override (case 10).
+FORMULA_PATIENT = '=HYPERLINK("http://evil.example", "pid")'
+FORMULA_REPORT = "-2+3+cmd|' /C calc'!A0"
+RLO_REPORT = "\u202eevif si sisylana"

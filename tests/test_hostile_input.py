@@ -507,3 +507,359 @@ def test_open_regular_refuses_devices_and_folders(tmp_path):
         files.read_regular(big, max_bytes=10)
     assert caught.value.reason == "too_large"
     assert files.read_regular(big, max_bytes=11) == b"x" * 11
+
+
+# ------------------------------------------------------------- case 3: epsilons above the ceiling
+
+
+@pytest.mark.parametrize("value", ["1000", "1e9", "64.5"])
+def test_huge_epsilon_is_refused_in_one_line(tmp_path, capsys, value):
+    db = store_with_a_run(tmp_path)
+    before = db.read_bytes()
+    rc = main(["--db", str(db), "dp", "--model", "m", "--cohort", "c", f"--epsilons=1,{value}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "ceiling of 64" in err
+    assert f"epsilon={float(value):g}" in err
+    assert db.read_bytes() == before  # nothing written, nothing lost
+
+
+def store_with_a_run(tmp_path) -> Path:
+    from cohort_fixtures import make_csv as _make
+    from engine.cohort.registry import register_cohort
+
+    _make(tmp_path / "c")
+    db = tmp_path / "r.duckdb"
+    register_cohort(db, "c", fmt="csv", root=tmp_path / "c",
+                    load=load_cohort("csv", tmp_path / "c"))
+    return db
+
+
+def test_budget_check_refuses_a_huge_epsilon_before_any_accountant(monkeypatch):
+    from engine.dp import accounting
+
+    def never(*a, **k):
+        raise AssertionError("an accountant was asked")
+
+    monkeypatch.setattr(accounting, "epsilon_for", never)
+    for value in (1000.0, 1e9, 64.000001):
+        with pytest.raises(accounting.PrivacyBudgetError, match="ceiling of 64"):
+            accounting.check_budget(value, delta=1e-5, sample_rate=0.01, steps=100,
+                                    accountant="prv", max_noise_multiplier=1000.0)
+    assert accounting.check_epsilon(64) == 64 and math.isinf(accounting.check_epsilon(math.inf))
+    with pytest.raises(accounting.PrivacyBudgetError, match="positive"):
+        accounting.check_epsilon(0)
+
+
+# ----------------------------------------------------- case 4: one report file per (model, cohort)
+
+
+def test_report_stems_are_unique_per_exact_names():
+    from engine.report import report_stem
+
+    assert report_stem("phantom-r3", "site-a") == "phantom-r3__site-a"  # plain names unchanged
+    pairs = [("phantom-r3", "col x"), ("phantom-r3", "col-x"), ("phantom-r3", "Col-x"),
+             ("a__b", "c"), ("a", "b__c"), ("m/x", "c"), ("m?x", "c")]
+    stems = [report_stem(m, c) for m, c in pairs]
+    assert len(set(stems)) == len(stems)
+    assert len({s.lower() for s in stems}) == len(stems)  # case-insensitive disks too
+    assert all(set(s) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+               for s in stems)
+
+
+def test_two_cohorts_whose_names_differ_in_punctuation_keep_both_reports(seeded, tmp_path):
+    import report_fixtures as rf
+    from engine.report import write_report
+
+    db = rf.copy_db(seeded.db, tmp_path / "db")
+    rf.rename_cohort(db, seeded.cohort, "col x")
+    first = write_report(db, model=seeded.specialist, cohort="col x", formats="json",
+                         out=tmp_path / "out")["json"]
+    with store.connect_write(db) as con:  # a second cohort "col-x" with the same results
+        for (table,) in con.execute(
+                "SELECT DISTINCT table_name FROM duckdb_columns() WHERE column_name = 'cohort' "
+                "AND table_name IN (SELECT table_name FROM duckdb_tables()) "
+                "AND table_name <> 'reports'").fetchall():
+            con.execute(f'UPDATE "{table}" SET cohort = ? WHERE cohort = ?', ["col-x", "col x"])
+    second = write_report(db, model=seeded.specialist, cohort="col-x", formats="json",
+                          out=tmp_path / "out")["json"]
+    assert first != second and first.is_file() and second.is_file()
+    assert '"col x"' in first.read_text(encoding="utf-8")
+    rows = store.read_df(db, "SELECT cohort, path FROM reports ORDER BY cohort")
+    assert rows["cohort"].tolist() == ["col x", "col-x"]
+    assert rows["path"].tolist() == [str(first.resolve()), str(second.resolve())]
+
+
+# ------------------------------------------------------------ case 5: CSV formula neutralisation
+
+
+def test_formula_cells_are_neutralised_and_numbers_kept():
+    from engine.core.spreadsheet import neutralise_cell, safe_csv
+
+    for hostile in (bad.FORMULA_PATIENT, bad.FORMULA_REPORT, "+1+1", "@SUM(A1)", "\t=1",
+                    "\r=1", "-", "=", "-1-1"):
+        assert neutralise_cell(hostile) == "'" + hostile
+    for kept in ("-1", "-1.0", "+0.5", "-2e-3", "P1", "a=b", "", " =1"):
+        assert neutralise_cell(kept) == kept
+    assert neutralise_cell(-1.5) == -1.5 and neutralise_cell(None) is None
+    frame = pd.DataFrame({"patient_id": [bad.FORMULA_PATIENT, "P2"],
+                          "report": [bad.FORMULA_REPORT, "Normal."], "score": [-0.5, 0.25],
+                          "label": ["-1", "1"]})
+    back = pd.read_csv(__import__("io").StringIO(safe_csv(frame)), dtype=str)
+    assert back["patient_id"].tolist() == ["'" + bad.FORMULA_PATIENT, "P2"]
+    assert back["report"].tolist() == ["'" + bad.FORMULA_REPORT, "Normal."]
+    assert back["score"].tolist() == ["-0.5", "0.25"] and back["label"].tolist() == ["-1", "1"]
+    assert frame["patient_id"][0] == bad.FORMULA_PATIENT  # the caller's frame is untouched
+
+
+def test_dashboard_downloads_are_neutralised(monkeypatch):
+    from dashboard import ui
+
+    made = {}
+    monkeypatch.setattr(ui.st, "download_button",
+                        lambda label, data, **k: made.update(data=data, name=k["file_name"]))
+    frame = pd.DataFrame({"patient_id": [bad.FORMULA_PATIENT], "report": [bad.FORMULA_REPORT]})
+    ui.download(frame, "candidates")
+    text = made["data"]().decode("utf-8")
+    assert made["name"] == "candidates.csv"
+    rows = pd.read_csv(__import__("io").StringIO(text), dtype=str)
+    assert rows.iloc[0].tolist() == ["'" + bad.FORMULA_PATIENT, "'" + bad.FORMULA_REPORT]
+
+
+def test_every_csv_is_written_through_the_neutraliser():
+    """No module writes CSV itself, except the synthetic dataset files (engine inputs that
+    mirror a release's exact format, documented in docs/input-checks.md)."""
+    root = Path(__file__).resolve().parent.parent
+    allowed = {"engine/core/spreadsheet.py", "engine/cohort/synth/layouts.py",
+               "engine/cohort/render/release.py"}
+    offenders = []
+    for folder in ("engine", "dashboard"):
+        for path in (root / folder).rglob("*.py"):
+            rel = path.relative_to(root).as_posix()
+            text = path.read_text(encoding="utf-8")
+            if rel not in allowed and (".to_csv(" in text or "csv.writer" in text):
+                offenders.append(rel)
+    assert offenders == []
+
+
+# ----------------------------------------------------------- case 6: a bad results database
+
+
+@pytest.mark.parametrize("kind,words", [("empty", "is an empty file"),
+                                        ("folder", "is a folder"),
+                                        ("text", "is not a DuckDB database"),
+                                        ("newer", "schema version 99")])
+def test_dashboard_names_a_bad_database(tmp_path, kind, words):
+    from dashboard import data
+
+    path = bad.write_bad_db(tmp_path / "r.duckdb", kind)
+    state = data.db_state(path)
+    assert not state.exists and words in state.problem and str(path) in state.problem
+    assert state.problem.count("\n") == 0
+
+
+def test_dashboard_schema_version_is_the_engines():
+    from dashboard import data
+
+    assert data.SCHEMA_VERSION == store.SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("kind", ["empty", "newer"])
+def test_dashboard_page_on_a_bad_database_shows_one_notice(tmp_path, monkeypatch, kind):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    st.cache_data.clear()
+    path = bad.write_bad_db(tmp_path / "r.duckdb", kind)
+    monkeypatch.setenv("RELINK_DB", str(path))
+    app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    at = AppTest.from_file(str(app), default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    (notice,) = at.error
+    assert str(path).replace("_", "\\_") in notice.value or path.name in notice.value
+    if kind == "newer":
+        before = path.read_bytes()
+        assert "schema version 99" in notice.value
+        assert path.read_bytes() == before  # read only, never upgraded or rewritten
+
+
+# --------------------------------------------------- case 7: a full disk names the file, cleans up
+
+
+def test_full_disk_while_saving_heads_names_the_file_and_leaves_no_temporary(tmp_path,
+                                                                              monkeypatch):
+    import errno
+    import shutil
+
+    import torch
+
+    from engine import files, heads
+
+    folder = tmp_path / "emb"
+    folder.mkdir()
+    image, text = torch.nn.Linear(4, 3), torch.nn.Linear(5, 3)
+    heads.save_into(folder, image, text, logit_scale=1.0, logit_bias=None)
+    kept = (folder / "heads.pt").read_bytes()
+
+    def full(obj, target, *a, **k):
+        Path(target).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
+
+    monkeypatch.setattr(torch, "save", full)
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(files.shutil, "disk_usage",
+                        lambda p: real_usage(p)._replace(free=4096))
+    with pytest.raises(OSError) as caught:
+        heads.save_into(folder, image, text, logit_scale=1.0, logit_bias=None)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(folder / "heads.pt")
+    from engine.cli import describe_error
+
+    line, rc = describe_error(caught.value)
+    assert rc == 2 and "no space left" in line and str(folder / "heads.pt") in line
+    assert sorted(p.name for p in folder.iterdir()) == ["heads.json", "heads.pt"]
+    assert (folder / "heads.pt").read_bytes() == kept  # the earlier heads are intact
+    with pytest.raises(OSError, match="no space left"):
+        heads.save_heads(tmp_path / "dp-1", image, text, logit_scale=1.0, logit_bias=None)
+    assert not list(tmp_path.glob("dp-1*"))
+
+
+def test_full_disk_while_writing_a_report_names_the_file(seeded, tmp_path, monkeypatch):
+    import errno
+
+    import report_fixtures as rf
+    from engine.cli import describe_error
+    from engine.report import write_report
+
+    db = rf.copy_db(seeded.db, tmp_path / "db")
+    real = Path.write_text
+
+    def full(self, text, *a, **k):
+        if self.name.endswith(".html.tmp"):
+            real(self, text[:100], *a, **k)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, text, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    out = tmp_path / "out"
+    with pytest.raises(OSError) as caught:
+        write_report(db, model=seeded.specialist, cohort=seeded.cohort, formats="json,html",
+                     out=out)
+    line, rc = describe_error(caught.value)
+    assert rc == 2 and "no space left" in line and line.endswith(".html")
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 1 and names[0].endswith(".json")  # no hidden .tmp, the JSON kept
+    listed = store.read_df(db, "SELECT format, path FROM reports WHERE cohort = ?",
+                           [seeded.cohort])
+    assert listed["format"].tolist() == ["json"]  # what was written before stays listed
+
+
+# ------------------------------------------ cases 8 and 10: control and bidi characters shown
+
+
+def test_visible_markers_for_controls_and_bidi():
+    from engine.core.plaintext import visible, visible_frame, visible_tree
+
+    assert visible(bad.RLO_REPORT) == "⟦U+202E⟧evif si sisylana"
+    assert visible("a\x00b\tc\nd\r") == "a⟦U+0000⟧b\tc\nd\r"
+    assert visible("plain") == "plain" and visible(3) == 3
+    assert visible_tree({"k\u2066": ["x\x07", 1]}) == {"k⟦U+2066⟧": ["x⟦U+0007⟧", 1]}
+    frame = pd.DataFrame({"report": [bad.RLO_REPORT, "ok"], "n": [1, 2]})
+    assert visible_frame(frame)["report"].tolist() == ["⟦U+202E⟧evif si sisylana", "ok"]
+    assert frame["report"][0] == bad.RLO_REPORT
+
+
+def test_dashboard_views_show_bidi_controls(monkeypatch):
+    from dashboard import ui
+
+    assert "\u202e" not in ui.esc(bad.RLO_REPORT) and "U+202E" in ui.esc(bad.RLO_REPORT)
+    assert "\u202e" not in ui.command(bad.RLO_REPORT)
+    shown = {}
+
+    class Box:
+        def text(self, value, **k):
+            shown["text"] = value
+
+    monkeypatch.setattr(ui.st, "container", lambda **k: Box())
+    ui.report_text(bad.RLO_REPORT)
+    assert shown["text"] == "⟦U+202E⟧evif si sisylana"
+    monkeypatch.setattr(ui.st, "dataframe", lambda frame, **k: shown.update(frame=frame))
+    monkeypatch.setattr(ui.st, "download_button", lambda *a, **k: None)
+    ui.table(pd.DataFrame({"report_text": [bad.RLO_REPORT]}), "items")
+    assert shown["frame"]["report_text"][0] == "⟦U+202E⟧evif si sisylana"
+
+
+def test_nul_and_bidi_in_a_report_reach_the_html_report_as_markers(seeded, tmp_path):
+    import report_fixtures as rf
+    from engine.report import write_report
+
+    db = rf.copy_db(seeded.db, tmp_path / "db")
+    with store.connect_write(db) as con:
+        con.execute("UPDATE items SET report_text = 'Heart\x00 size normal. ' || ? || ' ' || "
+                    "report_text", [bad.RLO_REPORT])
+    paths = write_report(db, model=seeded.specialist, cohort=seeded.cohort,
+                         formats="json,html", out=tmp_path / "out", examples=True)
+    page = paths["html"].read_text(encoding="utf-8")
+    assert "\x00" not in page and "\u202e" not in page
+    assert "⟦U+0000⟧" in page and "⟦U+202E⟧" in page
+    doc = paths["json"].read_text(encoding="utf-8")
+    assert "\\u0000" in doc and "\u202e" in doc  # the document keeps the exact text
+
+
+# ------------------------------------------------------------ case 9: pool sizes left out, said
+
+
+def test_pool_sizes_above_the_split_are_named(tmp_path, capsys, monkeypatch):
+    from engine import audit
+    from engine.attack.stage import AttackConfig, pool_size_note
+
+    items = pd.DataFrame({"split": ["test"] * 30 + ["train"] * 70,
+                          "patient_id": [f"p{i}" for i in range(100)]})
+    note = pool_size_note(items, AttackConfig(pool_sizes=(10, 50, 1_000_000_000)))
+    assert note.startswith("pool sizes skipped") and "1,000,000,000 in test" in note
+    assert "50, 1,000,000,000 in test" in note and "1,000,000,000 in train (70 pairs" in note
+    assert pool_size_note(items, AttackConfig(pool_sizes=(10, 30))) == ""
+
+    class Inputs:
+        model, cohort = "m", "c"
+
+    Inputs.items = items
+    monkeypatch.setattr(audit, "load_inputs", lambda *a: Inputs)
+    monkeypatch.setattr(audit, "attack", lambda *a, **k: ("attack-1", False))
+    rc = main(["--db", str(tmp_path / "r.duckdb"), "attack", "--model", "m", "--cohort", "c",
+               "--pool-sizes", "10,1000000000"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    (line,) = [x for x in out.splitlines() if x.startswith("note: pool sizes skipped")]
+    assert "1,000,000,000 in test (30 pairs; its full pool N=30 is stored)" in line
+
+
+# ----------------------------------------------- case 11: the report frame loads nothing at all
+
+
+def test_report_frame_has_a_policy_that_blocks_every_load():
+    import html as html_lib
+    import importlib.util
+    import re
+
+    from dashboard import ui
+
+    hostile = ("<!DOCTYPE html><html><head><link rel='stylesheet' href='http://127.0.0.1:9/s.css'>"
+               "</head><body><img src='http://127.0.0.1:9/p.png'></body></html>")
+    inner = ui.with_csp(hostile)
+    assert inner.startswith("<!DOCTYPE html><meta http-equiv=\"Content-Security-Policy\"")
+    assert inner.index("Content-Security-Policy") < inner.index("<link")
+    assert "default-src 'none'" in ui.NO_LOADS_CSP
+    for directive in ui.NO_LOADS_CSP.split(";"):  # nothing but inline styles and data: URIs
+        sources = directive.split()[1:]
+        assert all(s in ("'none'", "'unsafe-inline'", "data:") for s in sources), directive
+    assert ui.with_csp("<p>x</p>").startswith("<meta http-equiv")
+    path = Path(__file__).resolve().parent.parent / "dashboard" / "app_pages" / "report.py"
+    source = path.read_text(encoding="utf-8")
+    code = source.split("\nctx = ui.context()")[0]  # the page's helpers, not its body
+    spec = importlib.util.spec_from_loader("report_page", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(code, str(path), "exec"), module.__dict__)  # noqa: S102 - our own page file
+    page = module.sandboxed(hostile)
+    outer_head = page.split("<iframe")[0]
+    assert ui.csp_meta() in outer_head  # the wrapper's policy, which the srcdoc frame inherits
+    srcdoc = html_lib.unescape(re.search(r'srcdoc="([^"]*)"', page).group(1))
+    assert srcdoc == inner

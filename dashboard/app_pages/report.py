@@ -2,8 +2,9 @@
 
 A path in the ``reports`` table is data: a file is offered only when `data.report_file` finds it
 inside the engine's report folder. The HTML is shown in a frame sandboxed with no permissions at
-all (no scripts, no same-origin access, no forms, popups or navigation of the page): the engine's
-report needs none, and a file put in its place could not use any.
+all (no scripts, no same-origin access, no forms, popups or navigation of the page) and a
+Content-Security-Policy that allows no load from the network: the engine's report needs none,
+and a file put in its place could not use any.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ def sandboxed(document: str, height: int = HEIGHT) -> str:
     """A page holding `document` in an ``<iframe sandbox="">`` (its markup attribute-escaped).
 
     Streamlit's own frame allows scripts and same-origin access; the inner frame's empty sandbox
-    takes every permission away from the report inside it.
+    takes every permission away from the report inside it, and `ui.NO_LOADS_CSP` (set on the
+    wrapper, which the ``srcdoc`` frame inherits, and again as the first element of the report
+    itself) stops every load from the network: images, stylesheets, fonts, frames, media.
     """
-    return ("<!doctype html><html><head><meta charset='utf-8'><style>html,body{margin:0;"
+    return ("<!doctype html><html><head><meta charset='utf-8'>"
+            f"{ui.csp_meta()}<style>html,body{{margin:0;"
             "height:100%}iframe{border:0;width:100%;height:100%}</style></head><body>"
             f'<iframe sandbox="" referrerpolicy="no-referrer" title="Audit report" '
-            f'srcdoc="{html.escape(document, quote=True)}"></iframe></body></html>')
+            f'srcdoc="{html.escape(ui.with_csp(document), quote=True)}"></iframe></body></html>')
 
 
 ctx = ui.context()

@@ -327,6 +327,27 @@ def run_attack(
     return run.run_id, False
 
 
+def pool_size_note(items: pd.DataFrame, config: AttackConfig) -> str:
+    """Which requested pool sizes a run left out and why ("" when none was).
+
+    A pool of N candidates needs N reports in the split; sizes above a split's number of pairs
+    are skipped there, and the split's full size is always stored (`pool_metrics`).
+    """
+    notes = []
+    for split in config.splits:
+        n = int((items["split"] == split).sum())
+        if n == 0:
+            continue
+        skipped = sorted({size for size in config.pool_sizes if size > n})
+        if skipped:
+            notes.append(f"{', '.join(f'{size:,}' for size in skipped)} in {split} "
+                         f"({n:,} pairs; its full pool N={n:,} is stored)")
+    if not notes:
+        return ""
+    return ("pool sizes skipped, larger than the split's number of pairs: "
+            + "; ".join(notes))
+
+
 def leaked_patients(items: pd.DataFrame, splits=("test", "train")) -> int:
     """Patients with pairs in more than one of `splits` (members leaking into held-out)."""
     part = items.loc[items["split"].isin(list(splits))]

@@ -51,6 +51,11 @@ def attack(args: argparse.Namespace) -> int:
     what = "reused" if reused else f"computed in {time.perf_counter() - start:.1f} s"
     print(f"attack {inputs.model} on {inputs.cohort}: {len(inputs.items)} pairs, {what}; "
           f"run {run_id} in {args.db}")
+    from engine.attack.stage import pool_size_note
+
+    note = pool_size_note(audit.evaluation_items(inputs.items, external=args.external), config)
+    if note:
+        print(f"note: {note}")
     if not args.external:
         from engine.attack.stage import leak_message, leaked_patients
 

@@ -59,6 +59,12 @@ def epsilon_list(text: str) -> str:
         if not math.isfinite(value) or value <= 0:
             raise argparse.ArgumentTypeError(
                 f"{part} is not a positive epsilon (expected numbers > 0, or inf)")
+        from engine.dp.accounting import PrivacyBudgetError, check_epsilon
+
+        try:
+            check_epsilon(value)
+        except PrivacyBudgetError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

@@ -36,6 +36,7 @@ from engine import distributed
 from engine.cohort.registry import read_cohort
 from engine.embed.reader import CURRENT, MANIFEST, pair_dir
 from engine.errors import CohortError, ConfigError
+from engine.files import replacing
 from engine.models.registry import ModelEntry, ensure_models, resolve_model
 from engine.runs import Run
 
@@ -412,12 +413,10 @@ def _embed_chunk(chunk, root, loaded, towers, path, *, batch_size, workers, devi
                       else np.zeros((0, towers.image_width), np.float32))
     text_features = (np.concatenate(text_parts) if text_parts
                      else np.zeros((0, towers.text_width), np.float32))
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as handle:
+    with replacing(path, tmp=path.with_suffix(".tmp")) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, image_features=image_features.astype(np.float32),
                  text_features=text_features.astype(np.float32), ok=ok,
                  errors=np.array(json.dumps(errors)))
-    os.replace(tmp, path)
 
 
 def _assemble(folder, chunk_dir, items, n_chunks, towers, loaded, config, digest, *, device,
@@ -456,9 +455,8 @@ def _assemble(folder, chunk_dir, items, n_chunks, towers, loaded, config, digest
     for name, array in (("image_features", image_features), ("text_features", text_features),
                         ("image_embeddings", embeddings["image"]),
                         ("text_embeddings", embeddings["text"])):
-        tmp = folder / f"{name}.tmp.npy"
-        np.save(tmp, np.ascontiguousarray(array))
-        os.replace(tmp, folder / f"{name}.npy")
+        with replacing(folder / f"{name}.npy", tmp=folder / f"{name}.tmp.npy") as tmp:
+            np.save(tmp, np.ascontiguousarray(array))
     _write_atomic_text(folder / "ids.json", json.dumps(ids))
     _write_atomic_text(folder / "skipped.json", json.dumps(skipped, indent=1))
     from engine.heads import save_into
@@ -507,6 +505,5 @@ def _record(db: Path, run: Run, entry: ModelEntry, *, status: str, manifest: dic
 
 def _write_atomic_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

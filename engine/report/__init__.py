@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from engine.core.plaintext import visible_tree
 from engine.errors import ConfigError
+from engine.files import replacing
 from engine.report.content import SCHEMA_VERSION, build_document
 from engine.report.schema import ReportSchemaError, validate_document
 
@@ -40,9 +41,11 @@ def write_report(
 ) -> dict[str, Path]:
     """Write the audit report of `model` on `cohort` in the requested formats.
 
-    Files are named ``<model>__<cohort>.<format>`` (unsafe characters replaced) inside `out`,
-    which is created if needed. Each file is written to a temporary name and renamed into place,
-    so a reader never sees half a report.
+    Files are named ``<model>__<cohort>.<format>`` inside `out`, which is created if needed
+    (`report_stem`: names with other characters than ``[a-z0-9._-]`` are made safe and get a
+    short hash, so the name is unique per model and cohort). Each file is written to a
+    temporary name and renamed into place, so a reader never sees half a report; a write that
+    fails (a full disk) removes its temporary file and names the file it was writing.
 
     Args:
         db: The results database (read for the content; the written files are listed in its
@@ -79,31 +82,41 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     stem = report_stem(doc["model"]["name"], doc["cohort"]["name"])
     written: dict[str, Path] = {}
-    blocks = None
-    for fmt in dict.fromkeys(wanted):
-        path = out / f"{stem}.{fmt}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        if fmt == "json":
-            tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
-                           encoding="utf-8")
-        else:
-            if blocks is None:
-                from engine.report.outline import blocks_of
+    try:
+        _write_formats(doc, wanted, out / stem, written)
+    finally:
+        if written:  # the files written before a failure stay listed
+            _record(Path(db), doc["model"]["name"], doc["cohort"]["name"], written)
+    return written
 
-                blocks = blocks_of(doc)
-            if fmt == "html":
+
+def _write_formats(doc: dict, wanted: list[str], stem: Path, written: dict[str, Path]) -> None:
+    """Write `doc` as each format of `wanted` to ``<stem>.<format>``, filling `written`."""
+    blocks = shown = None
+    for fmt in dict.fromkeys(wanted):
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        if fmt != "json" and blocks is None:
+            from engine.report.outline import blocks_of
+
+            # Control and bidi characters of stored text (a NUL in a report, a right-to-left
+            # override) are shown as markers in the HTML and PDF; the JSON keeps the exact text.
+            shown = visible_tree(doc)
+            blocks = blocks_of(shown)
+        with replacing(path, tmp=path.with_name(f".{path.name}.tmp")) as tmp:
+            if fmt == "json":
+                tmp.write_text(
+                    json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+                    encoding="utf-8")
+            elif fmt == "html":
                 from engine.report.html import render_html
 
-                tmp.write_text(render_html(doc, blocks), encoding="utf-8")
+                tmp.write_text(render_html(shown, blocks), encoding="utf-8")
             else:
                 from engine.report.pdf import write_pdf
 
-                write_pdf(doc, tmp, blocks)
-        os.replace(tmp, path)
+                write_pdf(shown, tmp, blocks)
         written[fmt] = path
         log.info("report %s/%s: wrote %s", doc["model"]["name"], doc["cohort"]["name"], path)
-    _record(Path(db), doc["model"]["name"], doc["cohort"]["name"], written)
-    return written
 
 
 def _record(db: Path, model: str, cohort: str, written: dict[str, Path]) -> None:
@@ -137,8 +150,23 @@ def _record(db: Path, model: str, cohort: str, written: dict[str, Path]) -> None
 
 
 def report_stem(model: str, cohort: str) -> str:
-    """``<model>__<cohort>`` with every character outside ``[A-Za-z0-9._-]`` replaced by ``-``."""
+    """The file name stem of a report, unique per exact (model, cohort) pair.
+
+    ``<model>__<cohort>`` when both names are made of ``[a-z0-9._-]`` only and neither holds
+    ``__`` (such names map to distinct stems, on case-insensitive disks too). Otherwise every
+    character outside ``[A-Za-z0-9._-]`` becomes ``-`` and a short hash of the exact names is
+    appended, ``<model>__<cohort>-<8 hex>``, so cohorts ``col x`` and ``col-x`` never share a
+    file.
+    """
+    import hashlib
+
     def safe(s: str) -> str:
         return "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in s)
 
-    return f"{safe(model)}__{safe(cohort)}"
+    stem = f"{safe(model)}__{safe(cohort)}"
+    plain = all(name == safe(name) and name == name.lower() and "__" not in name
+                for name in (model, cohort))
+    if plain:
+        return stem
+    digest = hashlib.sha256(json.dumps([model, cohort]).encode("utf-8")).hexdigest()[:8]
+    return f"{stem}-{digest}"
