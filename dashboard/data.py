@@ -111,6 +111,8 @@ def db_problem(path: str, token: str) -> str:
     what = f"The results path {path}"
     if p.is_dir():
         return f"{what} is a folder, not a results database file."
+    if not p.is_file():  # a FIFO would make the read below wait forever
+        return f"{what} is not a regular file, not a results database."
     try:
         with p.open("rb") as handle:
             head = handle.read(16)
