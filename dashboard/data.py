@@ -95,7 +95,7 @@ def db_state(path: str | Path | None = None) -> DbState:
 
 # The newest results schema this dashboard reads (engine.store.SCHEMA_VERSION; a test keeps the
 # two equal). A file written by a newer engine may hold tables this code misreads.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
 
 
