@@ -193,6 +193,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("cache/reports"), help="output folder")
     p.set_defaults(handler="engine.cli.audit:report", writes=("db", "out"))
 
+    p = sub.add_parser("audit", help="audit a model on a cohort in one command: print the plan, "
+                                     "run what is missing, optional release gate")
+    p.add_argument("--model", default=None, help="registered model name or open_clip spec")
+    p.add_argument("--cohort", default=None, help="registered cohort the model was trained on")
+    p.add_argument("--external", default=None,
+                   help="registered cohort the model never saw (transfer, adaptive attacker)")
+    p.add_argument("--epsilons", default=None, type=epsilon_list,
+                   help="DP targets, comma-separated (default 0.34,1,2,4,8); inf always added")
+    p.add_argument("--start", default=None, metavar="random|original|public:COHORT",
+                   help="where DP training starts (default random)")
+    p.add_argument("--pool-sizes", default=None, help="attack pool sizes (default "
+                                                      "10,100,1000,10000)")
+    p.add_argument("--known", default=None,
+                   help="held-out fractions the adaptive attacker knows (default 0.01,0.05)")
+    p.add_argument("--formats", default=None, help="report formats (default html,pdf,json)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="report folder (default <cache>/reports/<model>__<cohort>)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="TOML file with the same settings (docs/audit-command.md)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan only; write nothing")
+    p.add_argument("--fail-if", default=None, metavar="'METRIC@N > X'",
+                   help="release gate, e.g. 'lift@1000 > 5': exit 3 when the 95%% interval's "
+                        "lower bound is above X")
+    p.set_defaults(handler="engine.cli.plan:audit", writes=("db_read",))
+
     p = sub.add_parser("readme", help="write the results tables (docs/results.md) from --db")
     p.add_argument("--readme", type=Path, default=Path("docs/results.md"),
                    help="file holding the <!-- results:begin --> / <!-- results:end --> markers")

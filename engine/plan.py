@@ -1,0 +1,749 @@
+"""The audit of one model on one cohort as a plan: its stages in order, each stage's state first.
+
+`steps` lists the stages for a model, its cohort and an optional external cohort: embed (both
+cohorts) -> attack with the original heads (both) -> dp (the epsilon sweep and the attack of
+every set of heads) -> adaptive (the attacker who refits the heads: on the external cohort as
+public pairs when there is one, and on 1% / 5% known held-out patients) -> transfer (the dp
+heads applied to the external cohort) -> umap (both) -> report (both). Each stage is a function of
+one `Context`: where the results go, the model, the cohort it works on, and `AuditConfig`, which
+holds every stage's own config.
+
+Before anything runs, `check` gives every step a `State` (docs/audit-command.md):
+
+* ``done``: its run (every run it would make) is finished with the same identity; it is reused.
+* ``to do``: it never ran for this model and cohort (or its run is incomplete).
+* ``stale``: a run of this stage exists for the model and cohort with another identity; ``why``
+  says what differs (config keys, cohort content, inputs).
+* ``to check``: its identity cannot be known before a stage it depends on has run (or, for the
+  adaptive attacker fitted outside this command, before its heads are refitted).
+
+How the state is found, per stage: the embed step computes the embedding config the way
+`engine.embed.stage.embed_cohort` does and looks for its manifest. The attack, dp, transfer and
+umap steps run their own stage function in *probe* mode (`probe`): every `engine.runs.Run` the
+stage builds is its real identity, and `Run.reuse` answers from `Run.is_done` without writing;
+the first run that is not done stops the probe before any work (so does the dp stage's training
+of new heads). The adaptive step is reused through a key of its
+inputs (the embeddings' config hashes, the cohorts' content and its own config) kept under
+``<cache>/plan/``, because its stage must fit the attacker's heads before it knows its attack's
+identity. The report step is done when its files are the ones the ``reports`` table lists and
+every run the other steps would reuse is the one shown, finished before the report was written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from engine.attack.stage import AttackConfig
+from engine.dp.stage import DEFAULT_EPSILONS
+from engine.dp.training import DPConfig
+from engine.errors import ConfigError, EngineError
+from engine.jointspace import UmapConfig
+
+DONE, TODO, STALE, CHECK = "done", "to do", "stale", "to check"
+GATE_FAILED = 3  # exit status of a failed release gate
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Everything the `audit` command takes (flags and the TOML file, `engine.cli.plan`).
+
+    Attributes:
+        model: Registered model name or open_clip spec.
+        cohort: The audited (training) cohort, registered.
+        external: A patient-disjoint cohort the model never saw (optional).
+        epsilons: DP targets; ``inf`` is always added.
+        start: DP start: ``random`` (default), ``original`` or ``public:COHORT``.
+        attack: The attack's config (every attack of the audit).
+        dp: The DP training config.
+        known: Fractions of held-out patients the adaptive attacker knows.
+        adaptive_seed: The adaptive attacker's seed.
+        adaptive_training: Overrides of the attacker's schedule (`engine.adaptive`).
+        umap: Map settings.
+        formats: Report formats.
+        out: Report folder (default ``<cache>/reports/<model>__<cohort>``).
+        gate: The release gate (None: none).
+    """
+
+    model: str
+    cohort: str
+    external: str | None = None
+    epsilons: tuple[float, ...] = DEFAULT_EPSILONS
+    start: str = "random"
+    attack: AttackConfig = AttackConfig()
+    dp: DPConfig = DPConfig()
+    known: tuple[float, ...] = (0.01, 0.05)
+    adaptive_seed: int = 0
+    adaptive_training: dict = field(default_factory=dict)
+    umap: UmapConfig = UmapConfig()
+    formats: tuple[str, ...] = ("html", "pdf", "json")
+    out: Path | None = None
+    gate: Gate | None = None
+
+    def __post_init__(self) -> None:
+        if self.external is not None and self.external == self.cohort:
+            raise ConfigError(f"--external {self.external}: must differ from --cohort")
+        from engine.dp.start import Start
+
+        Start.parse(self.start)  # one line for a bad start, before any work
+
+    def adaptive_config(self):
+        from engine.adaptive import ATTACKER_TRAINING, AdaptiveConfig
+
+        training = replace(ATTACKER_TRAINING, **self.adaptive_training)
+        return AdaptiveConfig(public=(self.external,) if self.external else (),
+                              known_fractions=tuple(self.known), seed=self.adaptive_seed,
+                              training=training)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A release gate on one stored attack metric (`relink_metrics`), on its 95% interval.
+
+    ``metric op threshold`` fails when the interval's bound on the side of the threshold is past
+    it: for ``>`` the lower bound is above the threshold, for ``<`` the upper bound is below it.
+
+    Attributes:
+        metric: ``lift`` or ``recall``.
+        n: Pool size N (an int), or ``full`` (the whole held-out split).
+        k: Recall cut-off (default 1).
+        op: ``>`` or ``<``.
+        threshold: The limit.
+        direction: ``image_to_report`` (default) or ``report_to_image``.
+        negatives: ``random`` (default) or ``matched``.
+        heads: ``original`` (default) or a DP heads label (``8``, ``inf``).
+        split: ``test`` (held-out, default) or ``train`` (members).
+    """
+
+    metric: str
+    n: int | str
+    threshold: float
+    k: int = 1
+    op: str = ">"
+    direction: str = "image_to_report"
+    negatives: str = "random"
+    heads: str = "original"
+    split: str = "test"
+
+    def __post_init__(self) -> None:
+        if self.metric not in ("lift", "recall"):
+            raise ConfigError(f"gate metric {self.metric!r}: expected lift or recall")
+        if self.op not in (">", "<"):
+            raise ConfigError(f"gate {self.op!r}: expected > or <")
+        if self.direction not in ("image_to_report", "report_to_image"):
+            raise ConfigError(f"gate direction {self.direction!r}: expected image_to_report or "
+                              "report_to_image")
+        if not (self.n == "full" or (isinstance(self.n, int) and self.n >= 2)):
+            raise ConfigError(f"gate N {self.n!r}: expected a pool size >= 2 or full")
+        if not math.isfinite(self.threshold):
+            raise ConfigError(f"gate threshold {self.threshold!r}: expected a number")
+
+    @classmethod
+    def parse(cls, text: str, **extra) -> Gate:
+        """``lift@1000 > 5``, ``lift@5@1000 > 20``, ``recall@1@100 > 0.05``, ``lift@full > 3``.
+
+        ``lift@N`` is the lift of Recall@1; with two numbers the first is k, the second N.
+        """
+        text = str(text).strip()
+        op = ">" if ">" in text else "<" if "<" in text else None
+        if op is None:
+            raise ConfigError(f"--fail-if {text!r}: expected METRIC@N > THRESHOLD, e.g. "
+                              "'lift@1000 > 5'")
+        left, _, right = text.partition(op)
+        parts = [p.strip() for p in left.strip().split("@")]
+        try:
+            threshold = float(right.strip())
+            numbers = [p if p == "full" else int(p) for p in parts[1:]]
+        except ValueError:
+            raise ConfigError(f"--fail-if {text!r}: expected METRIC@N > THRESHOLD, e.g. "
+                              "'lift@1000 > 5'") from None
+        if len(numbers) not in (1, 2) or (len(numbers) == 2 and numbers[0] == "full"):
+            raise ConfigError(f"--fail-if {text!r}: expected METRIC@N or METRIC@K@N")
+        k, n = (1, numbers[0]) if len(numbers) == 1 else numbers
+        return cls(metric=parts[0].lower(), n=n, k=k, op=op, threshold=threshold, **extra)
+
+    def describe(self) -> str:
+        at = f"@{self.k}@{self.n}" if self.k != 1 or self.metric == "recall" else f"@{self.n}"
+        return f"{self.metric}{at} {self.op} {self.threshold:g}"
+
+    def where(self) -> str:
+        split = "held-out" if self.split == "test" else "members"
+        return (f"{split}, {self.direction.replace('_', ' ')}, {self.negatives} negatives, "
+                f"{self.heads} heads")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a stage works with.
+
+    Attributes:
+        db: The results database.
+        cache: The artefact folder.
+        model: The model (as given; stages resolve it).
+        cohort: The cohort this step works on (the audited or the external one).
+        source: The audited cohort: DP heads are trained on it.
+        external: The external cohort of the audit (None without).
+        config: The audit's config (every stage's own config inside).
+    """
+
+    db: Path
+    cache: Path
+    model: str
+    cohort: str
+    source: str
+    external: str | None
+    config: AuditConfig
+
+    @property
+    def is_external(self) -> bool:
+        return self.cohort != self.source
+
+    def inputs(self, cohort: str | None = None):
+        from engine import audit
+
+        return audit.load_inputs(self.db, self.cache, self.model, cohort or self.cohort)
+
+    def report_dir(self) -> Path:
+        from engine.models.registry import resolve_model
+        from engine.report import report_stem
+
+        if self.config.out is not None:
+            return Path(self.config.out)
+        name = resolve_model(self.model, cache=self.cache, db=self.db).name
+        return Path(self.cache) / "reports" / report_stem(name, self.cohort)
+
+
+# ---------------------------------------------------------------------------- the stages
+
+
+def embed(ctx: Context) -> str:
+    from engine.embed.stage import embed_cohort
+
+    with _bar(f"embed {ctx.cohort}", "item") as progress:
+        result = embed_cohort(ctx.db, ctx.cache, ctx.model, ctx.cohort, progress=progress)
+    return f"{result.n_items} pairs" + (" (reused)" if result.reused else "")
+
+
+def attack(ctx: Context) -> str:
+    from engine import audit
+
+    inputs = ctx.inputs()
+    _, reused = audit.attack(ctx.db, inputs, config=ctx.config.attack, external=ctx.is_external)
+    return "reused" if reused else f"{len(inputs.items)} pairs ranked"
+
+
+def dp(ctx: Context) -> str:
+    from engine import audit
+    from engine.dp.start import Start
+
+    with _bar("DP steps", "step") as progress:
+        result = audit.dp(ctx.db, ctx.cache, ctx.inputs(), epsilons=ctx.config.epsilons,
+                          attack_config=ctx.config.attack, training=ctx.config.dp,
+                          start=Start.parse(ctx.config.start), progress=progress)
+    return ("reused" if result.reused else "trained") + f": heads {', '.join(result.heads)}"
+
+
+def adaptive(ctx: Context) -> str:
+    from engine import audit, store
+    from engine.runs import Run
+
+    key = _adaptive_key(ctx)
+    runs = _adaptive_marker_runs(ctx, key)
+    if runs is not None:
+        for run_id in runs:
+            Run("adaptive", None, None, {}, run_id=run_id).mark_shown(ctx.db)
+        return "reused"
+    found = audit.adaptive(ctx.db, ctx.cache, ctx.inputs(), config=ctx.config.adaptive_config(),
+                           attack_config=ctx.config.attack)
+    if not found:
+        return "no attacker (no public cohort, no known patient)"
+    frame = store.read_df(ctx.db, "SELECT run_id FROM adaptive_runs WHERE model = ? AND "
+                                  "cohort = ? AND list_contains(?, heads)",
+                          [_model_name(ctx), ctx.cohort, [a.label for a in found]])
+    ids = sorted(set(frame["run_id"].astype(str)) | {a.attack_run_id for a in found})
+    marker = _marker(ctx)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(f".{marker.name}.tmp")
+    tmp.write_text(json.dumps({"key": key, "runs": ids}, indent=1), encoding="utf-8")
+    tmp.replace(marker)
+    return ", ".join(f"{a.label} ({a.n_fit_pairs} pairs{', reused' if a.reused else ''})"
+                     for a in found)
+
+
+def transfer(ctx: Context) -> str:
+    from engine import audit
+
+    labels = audit.transfer(ctx.db, ctx.cache, ctx.inputs(ctx.source), ctx.inputs())
+    return f"heads {', '.join(labels)} applied to {ctx.cohort}"
+
+
+def umap(ctx: Context) -> str:
+    from engine import audit
+
+    _, reused = audit.umap(ctx.db, ctx.cache, ctx.inputs(), config=ctx.config.umap,
+                           external=ctx.is_external, heads_cohort=ctx.source)
+    return "reused" if reused else "fitted"
+
+
+def report(ctx: Context) -> str:
+    from engine.models.registry import resolve_model
+    from engine.report import write_report
+
+    name = resolve_model(ctx.model, cache=ctx.cache, db=ctx.db).name
+    paths = write_report(ctx.db, model=name, cohort=ctx.cohort, formats=ctx.config.formats,
+                         out=ctx.report_dir())
+    return ", ".join(str(p) for p in paths.values())
+
+
+# ---------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage on one cohort.
+
+    Attributes:
+        stage: The stage's name (also the ``runs.stage`` its runs carry).
+        ctx: Its context.
+        run: The stage function.
+        after: Names of the steps whose results it reads.
+    """
+
+    stage: str
+    ctx: Context
+    run: Callable[[Context], str]
+    after: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        if self.stage == "transfer":
+            return f"transfer {self.ctx.source} -> {self.ctx.cohort}"
+        return f"{self.stage} {self.ctx.cohort}"
+
+
+@dataclass
+class State:
+    """A step's state before the run (`check`)."""
+
+    state: str
+    why: str = ""
+    run_ids: list[str] = field(default_factory=list)
+
+
+def steps(db: Path, cache: Path, config: AuditConfig) -> list[Step]:
+    """The audit's steps in the order they run."""
+    def ctx(cohort: str) -> Context:
+        return Context(Path(db), Path(cache), config.model, cohort, config.cohort,
+                       config.external, config)
+
+    c, e = config.cohort, config.external
+    out = [Step("embed", ctx(c), embed)]
+    if e:
+        out.append(Step("embed", ctx(e), embed))
+    out.append(Step("attack", ctx(c), attack, (f"embed {c}",)))
+    if e:
+        out.append(Step("attack", ctx(e), attack, (f"embed {e}",)))
+    out.append(Step("dp", ctx(c), dp, (f"embed {c}",)))
+    out.append(Step("adaptive", ctx(c), adaptive,
+                    (f"embed {c}",) + ((f"embed {e}",) if e else ())))
+    if e:
+        out.append(Step("transfer", ctx(e), transfer, (f"dp {c}", f"embed {e}")))
+    out.append(Step("umap", ctx(c), umap, (f"dp {c}",)))
+    if e:
+        out.append(Step("umap", ctx(e), umap, (f"dp {c}", f"embed {e}")))
+    own = [s.name for s in out if s.ctx.cohort == c and s.stage != "embed"]
+    out.append(Step("report", ctx(c), report, tuple(own)))
+    if e:
+        ext = [s.name for s in out if s.ctx.cohort == e and s.stage not in ("embed", "report")]
+        out.append(Step("report", ctx(e), report, tuple(ext)))
+    return out
+
+
+def check(plan: list[Step]) -> dict[str, State]:
+    """Every step's `State`, in order, writing nothing."""
+    states: dict[str, State] = {}
+    for step in plan:
+        waiting = [d for d in step.after if states[d].state != DONE]
+        if waiting and step.stage != "report":
+            states[step.name] = (State(CHECK, f"after {', '.join(waiting)}")
+                                 if _any_done_run(step) else State(TODO, "never ran"))
+            continue
+        try:
+            if step.stage == "embed":
+                states[step.name] = _check_embed(step.ctx)
+            elif step.stage == "report":
+                states[step.name] = _check_report(step, states, waiting)
+            elif step.stage == "adaptive":
+                states[step.name] = _check_adaptive(step.ctx)
+            else:
+                states[step.name] = _check_probe(step)
+        except EngineError as exc:
+            states[step.name] = State(CHECK, f"cannot tell: {_one_line(exc)}")
+    return states
+
+
+# ---------------------------------------------------------------------------- probing
+
+
+class _Pending(Exception):
+    """Raised inside a probed stage at the first run that is not done (or work to start)."""
+
+    def __init__(self, run=None, why: str = "") -> None:
+        super().__init__(why)
+        self.run, self.why = run, why
+
+
+class _ProbeState:
+    active = False
+
+
+_probing = _ProbeState()
+
+
+@contextmanager
+def probe(db: Path) -> Iterator[list]:
+    """Run a stage function without writing: each `Run.reuse` answers `Run.is_done`.
+
+    Yields the list of (run, done) the stage asked about. The first run not done raises
+    `_Pending`, and so does the start of work that has no reuse check before it (training new DP
+    heads: `engine.dp.stage.starting_heads`).
+    """
+    import engine.dp.stage as dp_stage
+    from engine.runs import Run
+
+    seen: list = []
+    made: list = []
+    reuse, post_init = Run.reuse, Run.__post_init__
+    starting_heads = dp_stage.starting_heads
+
+    def probed_reuse(self, db_):
+        done = self.is_done(db_)
+        seen.append((self, done))
+        if not done:
+            raise _Pending(self)
+        return True
+
+    def probed_post_init(self):
+        post_init(self)
+        made.append(self)
+
+    def no_training(*args, **kwargs):
+        raise _Pending(made[-1] if made else None, "new heads to train")
+
+    Run.reuse, Run.__post_init__ = probed_reuse, probed_post_init
+    dp_stage.starting_heads = no_training
+    _probing.active = True
+    try:
+        yield seen
+    finally:
+        Run.reuse, Run.__post_init__ = reuse, post_init
+        dp_stage.starting_heads = starting_heads
+        _probing.active = False
+
+
+def _bar(desc: str, unit: str):
+    from tqdm import tqdm
+
+    return tqdm(desc=desc, unit=unit, leave=False, disable=_probing.active)
+
+
+def _check_probe(step: Step) -> State:
+    with probe(step.ctx.db) as seen:
+        try:
+            step.run(step.ctx)
+        except _Pending as pending:
+            ids = [r.run_id for r, _ in seen if r is not pending.run]
+            return _pending_state(step.ctx.db, pending.run, pending.why, ids)
+    return State(DONE, f"{len(seen)} finished run(s), reused", [r.run_id for r, _ in seen])
+
+
+def _pending_state(db: Path, run, why: str, done_ids: list[str]) -> State:
+    """To do or stale, for the first run of a probed step that is not done."""
+    if run is None:
+        return State(TODO, why or "never ran", done_ids)
+    what = f"{run.stage}" + (f" of heads {run.heads}" if run.heads not in (None, "original")
+                             else "")
+    rows = _read(db, "SELECT run_id, status, config_json, cohort_fingerprint, "
+                     "source_fingerprint FROM runs WHERE stage = ? AND model = ? AND cohort = ? "
+                     "AND heads IS NOT DISTINCT FROM ? AND heads_cohort IS NOT DISTINCT FROM ? "
+                     "ORDER BY (status = 'done') DESC, shown_at DESC NULLS LAST, "
+                     "finished_at DESC", [run.stage, run.model, run.cohort, run.heads,
+                                          run.heads_cohort])
+    same = [r for r in rows if r[0] == run.run_id]
+    if same:
+        status = same[0][1]
+        return State(TODO, f"{what}: its run is {status}" if status != "done" else
+                     f"{what}: rows missing or cohort re-registered", done_ids)
+    # 'stale' is what re-registering a cohort with other content marks its runs
+    done = [r for r in rows if r[1] in ("done", "stale")]
+    if not done:
+        if why:
+            return State(TODO, why, done_ids)
+        return State(TODO, f"{what}: never ran", done_ids)
+    old = json.loads(done[0][2] or "{}")
+    old.pop("environment", None)
+    changed = _diff(old, json.loads(run.config_json))
+    if done[0][1] == "stale" or done[0][3] != run.cohort_fingerprint:
+        reason = "cohort content changed"
+    elif changed:
+        reason = "config changed: " + "; ".join(changed[:2]) + (
+            f" (+{len(changed) - 2})" if len(changed) > 2 else "")
+    else:
+        reason = "inputs changed (embeddings or heads)"
+    return State(STALE, f"{what}: {reason}", done_ids)
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} {_short(a)} -> {_short(b)}")
+    return out
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _any_done_run(step: Step) -> bool:
+    rows = _read(step.ctx.db, "SELECT 1 FROM runs WHERE stage = ? AND cohort = ? AND status IN "
+                              "('done', 'stale') AND (model = ? OR model = ?) LIMIT 1",
+                 [step.stage, step.ctx.cohort, step.ctx.model, _model_name(step.ctx)])
+    return bool(rows)
+
+
+def _model_name(ctx: Context) -> str:
+    from engine.models.registry import resolve_model
+
+    return resolve_model(ctx.model, cache=ctx.cache, db=ctx.db).name
+
+
+def _read(db: Path, sql: str, params: list) -> list[tuple]:
+    import duckdb
+
+    from engine import store
+
+    if not Path(db).exists():
+        return []
+    con = store.connect_read(db)
+    try:
+        return con.execute(sql, params).fetchall()
+    except (duckdb.CatalogException, duckdb.BinderException):
+        return []
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------------------- embed, adaptive
+
+
+def _check_embed(ctx: Context) -> State:
+    """`embed_cohort`'s own folder key: done when its manifest is there."""
+    from engine.cohort.registry import read_cohort
+    from engine.embed.reader import MANIFEST, pair_dir
+    from engine.embed.stage import EmbedOptions, config_hash, embed_config
+    from engine.models.registry import resolve_model
+
+    entry = resolve_model(ctx.model, cache=ctx.cache, db=ctx.db)
+    meta, items = read_cohort(ctx.db, ctx.cohort)
+    config = embed_config(entry, ctx.cohort, items.reset_index(drop=True),
+                          EmbedOptions().chunk_size, meta.get("fingerprint"))
+    base = pair_dir(ctx.cache, entry.name, ctx.cohort)
+    if (base / config_hash(config) / MANIFEST).exists():
+        return State(DONE, "embedding found, reused")
+    others = []
+    for path in base.glob(f"*/{MANIFEST}"):
+        try:
+            others.append((path.stat().st_mtime_ns,
+                           json.loads(path.read_text(encoding="utf-8")).get("config", {})))
+        except (OSError, ValueError):
+            continue
+    if not others:
+        return State(TODO, f"{len(items)} items never embedded by this model")
+    old = max(others, key=lambda o: o[0])[1]
+    changed = [k for k in ("model_fingerprint", "cohort_fingerprint", "cohort_content",
+                           "n_items", "format_version", "image_reader") if old.get(k) != config[k]]
+    names = {"model_fingerprint": "model weights changed",
+             "cohort_fingerprint": "cohort items changed", "cohort_content": "cohort content "
+             "changed", "n_items": "number of items changed"}
+    return State(STALE, ", ".join(names.get(k, f"{k} changed") for k in changed)
+                 or "embedding config changed")
+
+
+def _marker(ctx: Context) -> Path:
+    from engine.models.registry import storage_key
+
+    return (Path(ctx.cache) / "plan" / storage_key(_model_name(ctx)) / storage_key(ctx.cohort)
+            / "adaptive.json")
+
+
+def _adaptive_key(ctx: Context) -> str:
+    """Hash of what the adaptive attackers are a function of (see the module docstring)."""
+    config = ctx.config.adaptive_config()
+    cohorts = {name: ctx.inputs(name) for name in (ctx.cohort, *config.public)}
+    payload = {"adaptive": asdict(config), "attack": ctx.config.attack.identity(),
+               "inputs": {name: [i.embeddings.config_hash, i.cohort_fingerprint,
+                                 i.original_heads_id] for name, i in cohorts.items()}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()
+                          ).hexdigest()[:16]
+
+
+def _adaptive_marker_runs(ctx: Context, key: str) -> list[str] | None:
+    """The runs of the last adaptive step with this key, when all are still done."""
+    from engine.runs import Run
+
+    try:
+        saved = json.loads(_marker(ctx).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if saved.get("key") != key or not saved.get("runs"):
+        return None
+    runs = [str(r) for r in saved["runs"]]
+    if not all(Run("adaptive", None, None, {}, run_id=r).is_done(ctx.db) for r in runs):
+        return None
+    return runs
+
+
+def _check_adaptive(ctx: Context) -> State:
+    runs = _adaptive_marker_runs(ctx, _adaptive_key(ctx))
+    if runs is not None:
+        return State(DONE, f"{len(runs)} finished run(s), reused", runs)
+    return _adaptive_pending(ctx, "the attackers' heads to fit")
+
+
+def _adaptive_pending(ctx: Context, why: str) -> State:
+    try:
+        saved = json.loads(_marker(ctx).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = None
+    if saved is not None:
+        return State(STALE, "inputs or config changed, or its rows are gone; " + why)
+    found = _read(ctx.db, "SELECT 1 FROM runs WHERE stage = 'adaptive' AND cohort = ? AND "
+                          "model = ? AND status = 'done' LIMIT 1",
+                  [ctx.cohort, _model_name(ctx)])
+    if found:
+        return State(CHECK, "fitted outside `audit`: refitted, its attacks reused when the heads "
+                            "come out the same")
+    return State(TODO, "never ran")
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def _check_report(step: Step, states: dict[str, State], waiting: list[str]) -> State:
+    """Done when the files are intact and every run the report reads is shown and older."""
+    ctx = step.ctx
+    from engine.models.registry import resolve_model
+    from engine.report import report_stem
+
+    name = resolve_model(ctx.model, cache=ctx.cache, db=ctx.db).name
+    folder = ctx.report_dir()
+    paths = [(folder / f"{report_stem(name, ctx.cohort)}.{fmt}").resolve()
+             for fmt in ctx.config.formats]
+    rows = {r[0]: r for r in _read(
+        ctx.db, "SELECT p.path, p.content_hash, r.finished_at FROM reports p JOIN runs r "
+                "ON r.run_id = p.run_id WHERE p.model = ? AND p.cohort = ?", [name, ctx.cohort])}
+    missing = [p.name for p in paths if str(p) not in rows or not p.exists()]
+    if waiting:
+        changes = any(states[d].state in (TODO, STALE) for d in waiting)
+        state = CHECK if not changes else STALE if len(missing) < len(paths) else TODO
+        return State(state, f"after {', '.join(waiting)}")
+    if missing:
+        return State(TODO, f"{', '.join(missing)} not written")
+    for p in paths:
+        if hashlib.sha256(p.read_bytes()).hexdigest()[:16] != rows[str(p)][1]:
+            return State(STALE, f"{p.name} changed on disk")
+    written = min(rows[str(p)][2] for p in paths)
+    ids = [i for d in step.after for i in states[d].run_ids]
+    if ids:
+        shown = _read(ctx.db, "SELECT run_id, finished_at FROM shown_runs WHERE "
+                              "list_contains(?, run_id)", [ids])
+        if len(shown) < len(set(ids)):
+            return State(STALE, "results shown changed since it was written")
+        if any(t > written for _, t in shown):
+            return State(STALE, "results newer than the report")
+    return State(DONE, f"{len(paths)} file(s) current")
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------- the gate
+
+
+@dataclass
+class Verdict:
+    """A gate's outcome (written as ``gate.json``)."""
+
+    metric: str
+    where: str
+    value: float
+    ci: tuple[float, float]
+    threshold: float
+    op: str
+    passed: bool
+    model: str
+    cohort: str
+    commit: str
+
+    def line(self) -> str:
+        bound = "lower" if self.op == ">" else "upper"
+        verb = "passed" if self.passed else "failed"
+        return (f"gate {verb}: {self.metric} ({self.where}) = {self.value:.4g}, 95% CI "
+                f"[{self.ci[0]:.4g}, {self.ci[1]:.4g}]; its {bound} bound is "
+                f"{'not ' if self.passed else ''}{self.op} {self.threshold:g}")
+
+    def as_json(self) -> dict:
+        return {"metric": self.metric, "where": self.where, "value": self.value,
+                "ci": list(self.ci), "threshold": self.threshold, "op": self.op,
+                "passed": self.passed, "model": self.model, "cohort": self.cohort,
+                "commit": self.commit}
+
+
+def evaluate_gate(db: Path, cache: Path, config: AuditConfig) -> Verdict:
+    """The gate on the stored (shown) `relink_metrics` row of the audited cohort."""
+    from engine.models.registry import resolve_model
+    from engine.runs import code_version
+
+    gate = config.gate
+    name = resolve_model(config.model, cache=cache, db=db).name
+    heads_cohort = None if gate.heads == "original" else config.cohort
+    rows = _read(db, "SELECT pool_size, recall, chance, ci_low, ci_high FROM "
+                     "shown_relink_metrics WHERE model = ? AND cohort = ? AND split = ? AND "
+                     "direction = ? AND negatives = ? AND heads = ? AND heads_cohort IS NOT "
+                     "DISTINCT FROM ? AND k = ? ORDER BY pool_size",
+                 [name, config.cohort, gate.split, gate.direction, gate.negatives, gate.heads,
+                  heads_cohort, gate.k])
+    if not rows:
+        raise ConfigError(f"gate {gate.describe()}: no stored {gate.where()} attack rows of "
+                          f"{name} on {config.cohort} at k={gate.k}")
+    sizes = [int(r[0]) for r in rows]
+    pick = [r for r in rows if (r[0] == max(sizes) if gate.n == "full" else r[0] == gate.n)]
+    if not pick:
+        raise ConfigError(f"gate {gate.describe()}: no pool of N={gate.n} stored (pool sizes: "
+                          f"{', '.join(map(str, sizes))}; the largest is the full held-out "
+                          "split, `full`)")
+    _, recall, chance, low, high = pick[0]
+    scale = (1.0 / chance) if gate.metric == "lift" and chance else 1.0
+    value, ci = recall * scale, (low * scale, high * scale)
+    bound = ci[0] if gate.op == ">" else ci[1]
+    failed = bound > gate.threshold if gate.op == ">" else bound < gate.threshold
+    return Verdict(gate.describe().split(" ")[0], gate.where(), float(value),
+                   (float(ci[0]), float(ci[1])), gate.threshold, gate.op, not failed, name,
+                   config.cohort, code_version())
+
+
+def config_fields(cls) -> set[str]:
+    """The field names of a config dataclass (the TOML keys of its table)."""
+    return {f.name for f in fields(cls)}
