@@ -348,7 +348,8 @@ def steps(db: Path, cache: Path, config: AuditConfig) -> list[Step]:
     out.append(Step("attack", ctx(c), attack, (f"embed {c}",)))
     if e:
         out.append(Step("attack", ctx(e), attack, (f"embed {e}",)))
-    out.append(Step("dp", ctx(c), dp, (f"embed {c}",)))
+    public = config.start.split(":", 1)[1].strip() if config.start.startswith("public:") else ""
+    out.append(Step("dp", ctx(c), dp, (f"embed {c}",) + ((f"embed {e}",) if public == e else ())))
     out.append(Step("adaptive", ctx(c), adaptive,
                     (f"embed {c}",) + ((f"embed {e}",) if e else ())))
     if e:

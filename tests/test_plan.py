@@ -10,8 +10,6 @@ import pytest
 import _tiny_clip as tiny
 from engine import store
 from engine.cli import main
-from engine.cohort.synth import generate_cohort
-from engine.config import SynthConfig
 from engine.plan import Gate
 
 # Small everywhere: one epoch of DP, few bootstrap replicates, a short UMAP, JSON reports only.
@@ -41,18 +39,41 @@ max_points = 64
 """
 
 
+def tiny_cohort(db, root, name: str, *, prefix: str, n: int, external: bool = False):
+    """`n` one-image studies of n // 2 patients, split by patient (a third held-out)."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from engine.cohort.registry import register_cohort
+    from engine.cohort.table import CohortLoad, conform
+
+    rng = np.random.default_rng(len(prefix) + n)
+    rows = []
+    for i in range(n):
+        patient = i // 2
+        rel = f"img/{prefix}{i}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((rng.random((24, 24)) * 255).astype("uint8"), mode="L").save(root / rel)
+        rows.append({
+            "image_id": f"{prefix}-i{i:03d}", "study_id": f"{prefix}-s{i:03d}",
+            "patient_id": f"{prefix}-p{patient:03d}", "view": "PA", "image_path": rel,
+            "split": "test" if external or patient % 3 == 2 else "train",
+            "report_text": tiny.REPORTS[i % len(tiny.REPORTS)] + f" Study {i}.",
+            "Pleural Effusion": float(i % 2), "Cardiomegaly": float(i % 3 == 0),
+        })
+    register_cohort(db, name, fmt="csv", root=root, load=CohortLoad(items=conform(
+        pd.DataFrame(rows))))
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     base = tmp_path_factory.mktemp("plan")
     db, cache = base / "r.duckdb", base / "cache"
-    generate_cohort(SynthConfig(site="A", patients=40, seed=1), base / "siteA", workers=1)
-    generate_cohort(SynthConfig(site="B", patients=16, seed=2), base / "siteB", workers=1)
+    tiny_cohort(db, base / "A", "A", prefix="a", n=60)
+    tiny_cohort(db, base / "B", "B", prefix="b", n=24, external=True)
     tiny.write_local_dir(base / "model", tiny.native_cfg(), seed=3)
     g = ["--db", str(db), "--cache", str(cache)]
-    assert main([*g, "cohort", "add", "--name", "A", "--format", "mimic-cxr-jpg",
-                 "--root", str(base / "siteA")]) == 0
-    assert main([*g, "cohort", "add", "--name", "B", "--format", "chexpert-plus",
-                 "--root", str(base / "siteB")]) == 0
     config = base / "audit.toml"
     config.write_text(TOML.format(model=f"local-dir:{base / 'model'}"), encoding="utf-8")
     return db, cache, g, config
@@ -88,7 +109,7 @@ def test_audit_runs_the_plan_then_reuses_it_then_reruns_only_dp_and_dependants(w
     heads = store.read_df(db, "SELECT DISTINCT cohort, heads FROM relink_metrics")
     assert {("A", "8"), ("A", "inf"), ("A", "original"), ("B", "8"), ("B", "original"),
             ("A", "adaptive+public-B")} <= set(map(tuple, heads.to_numpy().tolist()))
-    assert (cache / "reports" / "model__A").is_dir() or any((cache / "reports").iterdir())
+    assert len(list((cache / "reports").rglob("*__A.json"))) == 1
 
     # again: every stage is found done and reused, nothing recomputed
     n_runs = store.read_df(db, "SELECT count(*) AS n FROM runs")["n"][0]
@@ -109,7 +130,8 @@ def test_audit_runs_the_plan_then_reuses_it_then_reruns_only_dp_and_dependants(w
     assert re.search(r"dp A\s+stale\s+dp: config changed: sweep", out), out
     for step in ("transfer A -> B", "umap A", "umap B"):
         assert third[step] == "to check", out
-    assert third["report A"] == "stale" and third["report B"] == "stale"
+    # report B reads transfer and umap B, which may come out the same: to check
+    assert third["report A"] == "stale" and third["report B"] == "to check"
     new = store.read_df(db, "SELECT stage, cohort, heads FROM runs WHERE status = 'done'"
                             " AND NOT list_contains(?, run_id)", [sorted(before)])
     stages = set(new["stage"])
@@ -120,8 +142,17 @@ def test_audit_runs_the_plan_then_reuses_it_then_reruns_only_dp_and_dependants(w
     assert "[audit] attack A: reused" in out and "[audit] embed A: " in out
 
 
-def test_dry_run_writes_nothing(world, capsys, tmp_path):
+@pytest.fixture(scope="module")
+def audited(world):
+    """The world audited with the file's config (reused when the first test ran it)."""
     db, cache, g, config = world
+    assert main([*g, "audit", "--config", str(config)]) == 0
+    return world
+
+
+def test_dry_run_writes_nothing(audited, capsys, tmp_path):
+    db, cache, g, config = audited
+    capsys.readouterr()
     before = snapshot(db, cache)
     assert main([*g, "audit", "--config", str(config), "--epsilons", "2", "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -145,9 +176,8 @@ def measured(db) -> tuple[float, float, float]:
     return tuple(float(row[c][0]) for c in ("lift", "low", "high"))
 
 
-def test_gate_fails_below_the_lower_bound_and_passes_above(world, capsys):
-    db, cache, g, config = world
-    assert main([*g, "audit", "--config", str(config)]) == 0
+def test_gate_fails_below_the_lower_bound_and_passes_above(audited, capsys):
+    db, cache, g, config = audited
     capsys.readouterr()
     lift, low, high = measured(db)
     below, above = low - 0.25, high + 0.25
