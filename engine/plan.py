@@ -450,7 +450,8 @@ def probe(db: Path) -> Iterator[list]:
 def _bar(desc: str, unit: str):
     from tqdm import tqdm
 
-    return tqdm(desc=desc, unit=unit, leave=False, disable=_probing.active)
+    # None: drawn on a terminal only (a CI log or a pipe gets the stages' lines alone)
+    return tqdm(desc=desc, unit=unit, leave=False, disable=True if _probing.active else None)
 
 
 def _check_probe(step: Step) -> State:
