@@ -13,16 +13,19 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, logic
-from engine.core.findings import findings_rows, summarize_findings
+from engine.core.findings import findings_rows, strongest_model, summarize_findings
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def findings(db: str, token: str, cohort: str) -> pd.DataFrame:
     """The four-findings table of a cohort."""
-    ladder = list(data.models(db, token, cohort)["model"])
+    frame = data.models(db, token, cohort)
+    ladder = list(frame["model"])
+    orders = dict(zip(frame["model"], frame["specialization"]))  # only ordered models are rungs
+    top = strongest_model(ladder, orders)
     found = summarize_findings(
         data.pool_metrics(db, token, cohort, None, None, 1),
-        data.utility(db, token, cohort, ladder[-1]) if ladder else None, ladder=ladder)
+        data.utility(db, token, cohort, top) if top else None, ladder=ladder, orders=orders)
     return pd.DataFrame(findings_rows(found))
 
 

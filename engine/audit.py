@@ -142,6 +142,7 @@ def dp(db: Path, cache: Path, inputs: AuditInputs, *, epsilons: tuple[float, ...
                         public.items["patient_id"].astype(str).to_numpy(),
                         public.cohort_fingerprint)
     emb = inputs.embeddings
+    require_heads(inputs, "dp retrains the projection heads")
     original = emb.heads
     result = run_dp(
         db, model=inputs.model, cohort=inputs.cohort, items=inputs.items,
@@ -154,7 +155,7 @@ def dp(db: Path, cache: Path, inputs: AuditInputs, *, epsilons: tuple[float, ...
                       **({} if training is None else {"training": training})),
         cohort_fingerprint=inputs.cohort_fingerprint,
         original_heads_id=inputs.original_heads_id, public_start=public_start,
-        progress=progress,
+        progress=progress, loss=family_loss(emb.manifest, original.logit_bias),
     )
     from engine.heads import IDENTITY, read_json
 
@@ -168,15 +169,35 @@ def dp(db: Path, cache: Path, inputs: AuditInputs, *, epsilons: tuple[float, ...
     return result
 
 
+def require_heads(inputs: AuditInputs, why: str) -> None:
+    """Refuse, in one line, a stage that needs heads on embeddings imported without them."""
+    if inputs.embeddings.manifest.get("import_kind") == "final":
+        raise ConfigError(
+            f"model {inputs.model!r}: its embeddings of cohort {inputs.cohort!r} were imported as "
+            f"final embeddings only; {why}, so it needs the pre-projection features and the "
+            "heads' weights: import those with `import-embeddings --heads` (docs/models.md)")
+
+
 def adaptive(db: Path, cache: Path, target: AuditInputs, *, config=None,
              attack_config: AttackConfig = AttackConfig(), echo=None):
     """The adaptive attackers of `config` (`engine.adaptive`) on `target`'s held-out pairs."""
     from engine.adaptive import AdaptiveConfig, run_adaptive
 
+    require_heads(target, "the adaptive attacker refits the projection heads")
+
     config = config or AdaptiveConfig()
     public = {name: load_inputs(db, cache, target.model, name) for name in config.public}
     return run_adaptive(db, target, public=public, config=config, attack_config=attack_config,
                         echo=echo)
+
+
+def family_loss(manifest: dict, logit_bias: float | None) -> str:
+    """The loss the model's family trained its heads with (the embedding's manifest says; an
+    embedding written before families were recorded: sigmoid when the model has a bias)."""
+    loss = manifest.get("loss")
+    if loss in ("infonce", "sigmoid"):
+        return loss
+    return "sigmoid" if logit_bias is not None else "infonce"
 
 
 def transfer(db: Path, cache: Path, source: AuditInputs, target: AuditInputs, *,

@@ -118,3 +118,80 @@ def make_cohort(db: Path, root: Path, *, n: int = 10, name: str = "tiny", bad: t
         })
     load = CohortLoad(items=conform(pd.DataFrame(rows)))
     return register_cohort(db, name, fmt="csv", root=root, load=load)
+
+
+# --- other model families, built offline from configs (nothing downloaded) --------------------
+
+TINY_WORDS = sorted({w.strip(".:,").lower() for r in REPORTS for w in r.split()} | {"study"})
+
+
+def write_hf_tokenizer(folder: Path, context: int = 16):
+    """A tiny word-level fast tokenizer (every word of `REPORTS`), saved with save_pretrained."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[EOS]", *TINY_WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
+                                   eos_token="[EOS]", model_max_length=context)
+    fast.save_pretrained(folder)
+    return len(vocab)
+
+
+def write_hf_model(folder: Path, kind: str = "clip", *, seed: int = 0):
+    """A tiny random HF `CLIPModel` or `SiglipModel` folder (model, processor, tokenizer).
+
+    Returns the model (eval mode).
+    """
+    import torch
+    import transformers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n_vocab = write_hf_tokenizer(folder)
+    text = dict(vocab_size=n_vocab, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=16, pad_token_id=0,
+                bos_token_id=1, eos_token_id=2)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                  num_attention_heads=2, image_size=32, patch_size=8)
+    if kind == "clip":
+        config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+        processor = transformers.CLIPImageProcessor(size={"shortest_edge": 32},
+                                                    crop_size={"height": 32, "width": 32})
+        cls = transformers.CLIPModel
+    else:
+        config = transformers.SiglipConfig(text_config=text, vision_config=vision)
+        processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
+        cls = transformers.SiglipModel
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    if kind != "clip":
+        with torch.no_grad():
+            model.logit_scale.fill_(2.3)
+            model.logit_bias.fill_(-1.5)
+    transformers.utils.logging.disable_progress_bar()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return model
+
+
+def write_openai_state_dict(path: Path, *, seed: int = 0, suffix_wrap: bool = False):
+    """A tiny OpenAI-layout CLIP state dict (QuickGELU ViT, widths of 64 as OpenAI's heads need).
+
+    Written from a random open_clip `CLIP(quick_gelu=True)`, whose key names are OpenAI's; returns
+    that model (eval mode).
+    """
+    import open_clip
+    import torch
+
+    torch.manual_seed(seed)
+    model = open_clip.model.CLIP(
+        16, vision_cfg={"image_size": 32, "layers": 1, "width": 64, "patch_size": 8,
+                        "head_width": 64},
+        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 1,
+                  "layers": 1},
+        quick_gelu=True).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return model

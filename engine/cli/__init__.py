@@ -41,7 +41,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def _add_model_cohort(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="registered model name or open_clip spec")
+    p.add_argument("--model", required=True,
+                   help="registered model name or a spec (docs/models.md: open_clip, hf:DIR, "
+                        "openai:FILE)")
     p.add_argument("--cohort", required=True, help="registered cohort name")
 
 
@@ -117,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="engine.cli.stages:train_ladder", writes=("db", "cache"))
     p = msub.add_parser("list", help="list registered models")
     p.set_defaults(handler="engine.cli.stages:list_models", writes=("db_read",))
+    p = msub.add_parser("add", help="name a model spec (stored in the results database)")
+    p.add_argument("name", type=name_type, help="the model's name in commands and results")
+    p.add_argument("spec", help="what to load (docs/models.md): ARCH@FILE, local-dir:DIR, "
+                                "hf:DIR, openai:FILE, ...")
+    p.add_argument("--description", default="", help="one line shown in lists and reports")
+    p.add_argument("--specialization", type=int, default=None,
+                   help="order on the specialisation axis (0 = least in-domain); only models "
+                        "with one form the overview's specialisation ladder")
+    p.set_defaults(handler="engine.cli.stages:add_model", writes=("db",))
 
     p = sub.add_parser("embed", help="embed a cohort's images and reports with a model")
     _add_model_cohort(p)
@@ -131,6 +142,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone precision: fp32 (default) or bf16/fp16 autocast (GPU speed; "
                         "cosine to fp32 >= 0.999 is checked)")
     p.set_defaults(handler="engine.cli.stages:embed", writes=("db", "cache"))
+
+    p = sub.add_parser("import-embeddings",
+                       help="store embeddings exported by a model's own code (docs/models.md)")
+    p.add_argument("--model", required=True, type=name_type,
+                   help="name to give the imported model (stored in the results database)")
+    p.add_argument("--cohort", required=True, help="registered cohort the vectors are of")
+    p.add_argument("--table", type=Path, default=None,
+                   help="Parquet file: image_id and the list columns image and text")
+    p.add_argument("--image", type=Path, default=None, help=".npy matrix [items, width]")
+    p.add_argument("--text", type=Path, default=None, help=".npy matrix [items, width]")
+    p.add_argument("--ids", type=Path, default=None,
+                   help="image id of each .npy row: .txt (one a line), .json list or .csv")
+    p.add_argument("--heads", type=Path, default=None,
+                   help="the two heads' weights (.safetensors, or .pt read weights-only): the "
+                        "vectors are then pre-projection features and every stage runs; "
+                        "without it they are final embeddings and dp cannot run")
+    p.add_argument("--heads-config", type=Path, default=None,
+                   help="JSON: each head's layers when not one Linear, logit_scale, logit_bias")
+    p.add_argument("--logit-scale", type=float, default=None,
+                   help="the model's log temperature (default: the JSON's, else log 100)")
+    p.add_argument("--logit-bias", type=float, default=None,
+                   help="the model's logit bias: its heads are then retrained with the sigmoid "
+                        "loss (SigLIP family)")
+    p.add_argument("--description", default="", help="one line shown in lists and reports")
+    p.set_defaults(handler="engine.cli.stages:import_embeddings", writes=("db", "cache"))
 
     p = sub.add_parser("attack", help="re-linkage attack: exact pool metrics into DuckDB")
     _add_model_cohort(p)
@@ -190,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write the audit report")
     _add_model_cohort(p)
     p.add_argument("--format", default="html,pdf,json", dest="fmt", help="html,pdf,json")
-    p.add_argument("--out", type=Path, default=Path("cache/reports"), help="output folder")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: reports/ under --cache)")
     p.set_defaults(handler="engine.cli.audit:report", writes=("db", "out"))
 
     p = sub.add_parser("audit", help="audit a model on a cohort in one command: print the plan, "
@@ -292,8 +329,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         line, status = describe_error(exc)
-        print(f"error: {line}", file=sys.stderr)
+        print(f"error: {as_invoked(line, parser.prog)}", file=sys.stderr)
         return status
+
+
+def as_invoked(text: str, prog: str) -> str:
+    """A message's command hints (written as `python -m engine ...`) in the form the user ran."""
+    return text if prog == "python -m engine" else text.replace("`python -m engine", f"`{prog}")
 
 
 def describe_error(exc: BaseException) -> tuple[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -150,7 +151,8 @@ def report(args: argparse.Namespace) -> int:
 
     formats = tuple(f.strip() for f in args.fmt.split(",") if f.strip())
     name = resolve_model(args.model, cache=args.cache, db=args.db).name
-    paths = write_report(args.db, model=name, cohort=args.cohort, formats=formats, out=args.out)
+    out = args.out if args.out is not None else Path(args.cache) / "reports"
+    paths = write_report(args.db, model=name, cohort=args.cohort, formats=formats, out=out)
     for fmt, path in paths.items():
         print(f"wrote {fmt} report to {path}")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import pandas as pd
+
 
 def train_ladder(args: argparse.Namespace) -> int:
     from engine.phantom.ladder import LadderConfig
@@ -34,7 +36,7 @@ def train_ladder(args: argparse.Namespace) -> int:
     print(f"  {'model':<12} {'epochs':>6} {'R@1 N=' + str(result.pool_size):>10} {'lift':>7}")
     for rung in result.rungs:
         print(f"  {rung.name:<12} {rung.epochs:>6} {rung.recall:>10.4f} {rung.lift:>6.1f}x")
-    print(f"registered {len(result.rungs)} models in {args.db} (`python -m engine models list`)")
+    print(f"registered {len(result.rungs)} models in {args.db} (`{_prog()} models list`)")
     return 0
 
 
@@ -49,27 +51,72 @@ def list_models(args: argparse.Namespace) -> int:
         rows.append((entry.name, entry.specialization, _availability(entry.spec),
                      row.description if row is not None else entry.description, entry.spec))
     for name, row in registered.items():
-        level = None if row.specialization is None or row.specialization != row.specialization \
-            else int(row.specialization)
-        rows.append((name, level, _availability(row.spec), row.description or "", row.spec))
+        # an unregistered model's specialization is NULL: pandas gives NA, which has no truth
+        level = None if pd.isna(row.specialization) else int(row.specialization)
+        description = "" if pd.isna(row.description) else str(row.description)
+        rows.append((name, level, _availability(row.spec), description, row.spec))
     print(f"{'model':<16} {'spec.':>5}  {'status':<10} description")
     for name, level, status, description, spec in rows:
         print(f"{name:<16} {'' if level is None else level:>5}  {status:<10} {description}")
         print(f"{'':<16} {'':>5}  {'':<10} {spec}")
-    print(f"{len(rows)} models (registry: engine/models/registry.toml; table: {args.db})")
+    print(f"{len(rows)} models (registry: engine/models/registry.toml; table: {args.db}; "
+          f"name another with `{_prog()} models add NAME SPEC`)")
     return 0
 
 
-def _availability(spec: str) -> str:
-    """Cheap local check: is a local-dir / checkpoint spec on disk? (hub caches: 'check on use')."""
+def add_model(args: argparse.Namespace) -> int:
+    from engine.errors import ConfigError
+    from engine.models import families
+    from engine.models.registry import ModelEntry, read_registry, register_models
+
+    if any(e.name == args.name for e in read_registry(args.cache)):
+        raise ConfigError(f"model name {args.name!r} is taken by the package registry "
+                          "(engine/models/registry.toml); choose another")
+    spec = args.spec.strip()
+    if families.family_name(spec) == "open_clip":
+        from engine.models.loading import parse_spec
+
+        parse_spec(families.strip_prefix(spec))  # a malformed spec is refused now, not at use
+    register_models(args.db, [ModelEntry(args.name, spec, args.specialization,
+                                         args.description)])
+    print(f"model {args.name!r} -> {spec} ({_availability(spec)}) registered in {args.db}; "
+          f"use --model {args.name}")
+    return 0
+
+
+def import_embeddings(args: argparse.Namespace) -> int:
+    from engine.embed.imports import import_embeddings as run_import
+
+    result = run_import(args.db, args.cache, model=args.model, cohort=args.cohort,
+                        table=args.table, image=args.image, text=args.text, ids=args.ids,
+                        heads=args.heads, heads_config=args.heads_config,
+                        logit_scale=args.logit_scale, logit_bias=args.logit_bias,
+                        description=args.description)
+    what = ("pre-projection features and heads: every stage can run" if result.kind == "features"
+            else "final embeddings: attack, umap and report can run, dp cannot")
+    verb = "already imported" if result.reused else "imported"
+    print(f"{verb} {result.n_items} items of cohort {result.cohort!r} as model "
+          f"{result.model!r} ({what}; image {result.image_width}, text {result.text_width}, "
+          f"embedding {result.embed_dim} wide) -> {result.folder}")
+    return 0
+
+
+def _prog() -> str:
+    import sys
     from pathlib import Path
 
-    if spec.startswith("local-dir:"):
-        folder = Path(spec[len("local-dir:"):].split("@")[0])
-        return "ready" if (folder / "open_clip_config.json").exists() else "not built"
-    if "@" in spec and not spec.startswith("hf-hub:"):
-        return "ready" if Path(spec.split("@", 1)[1]).expanduser().is_file() else "missing"
-    return "cache"
+    command = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "relink-audit" if command == "relink-audit" else "python -m engine"
+
+
+def _availability(spec: str) -> str:
+    """Cheap local check by the spec's family (`engine.models.families.available`)."""
+    from engine.models import families
+
+    try:
+        return families.available(spec)
+    except Exception:  # noqa: BLE001 - a listing never fails on one odd spec
+        return "unknown"
 
 
 class _LazyBar:

@@ -21,7 +21,7 @@ module needs no database driver and the demo, the dashboard and tests share it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.core.format import auroc, finite, percent, times
@@ -139,7 +139,8 @@ def _specialisation(metrics, ladder: Sequence[str]) -> FindingResult:
     points = [(m, p) for m, p in points if p is not None]
     if len(points) < 2:
         return FindingResult(1, "re-linkage rises with specialisation", study, "n/a",
-                             NOT_MEASURABLE, "fewer than two models have a lift at one N")
+                             NOT_MEASURABLE, "fewer than two models with a specialisation order "
+                             "have a lift at one N")
     lifts = [p.lift for _, p in points]
     measured = f"lift at N={n:,}: " + ", ".join(times(v) for v in lifts)
     rising = all(b >= a for a, b in zip(lifts, lifts[1:]))
@@ -280,8 +281,34 @@ def _dp(metrics, utility, model: str, external=None, external_cohort: str | None
     return FindingResult(4, title, study, measured, verdict, why)
 
 
+def ordered_ladder(ladder: Sequence[str], orders: Mapping[str, object] | None) -> list[str]:
+    """The models that have a specialisation order, in that order (all of `ladder` without
+    `orders`). Models registered without one (``specialization`` NULL) are no rung."""
+    if orders is None:
+        return list(ladder)
+    ranked = [(_order(orders.get(m)), i, m) for i, m in enumerate(ladder)]
+    return [m for order, _, m in sorted(r for r in ranked if r[0] is not None)]
+
+
+def _order(value: object) -> float | None:
+    """A specialisation order, or None for None / NaN / pandas NA (an unordered model)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def strongest_model(ladder: Sequence[str],
+                    orders: Mapping[str, object] | None = None) -> str | None:
+    """The model findings 2-4 use: the most specialised rung, else the last model listed."""
+    ranked = ordered_ladder(ladder, orders)
+    return ranked[-1] if ranked else (ladder[-1] if ladder else None)
+
+
 def summarize_findings(metrics, utility, *, ladder: Sequence[str], external=None,
-                       external_cohort: str | None = None) -> list[FindingResult]:
+                       external_cohort: str | None = None,
+                       orders: Mapping[str, object] | None = None) -> list[FindingResult]:
     """The four findings on one cohort.
 
     Args:
@@ -293,6 +320,9 @@ def summarize_findings(metrics, utility, *, ladder: Sequence[str], external=None
         ladder: Model names, least specialised first; the last is the one findings 2-4 use.
         external: ``relink_metrics`` rows of the external cohort (transfer), or None.
         external_cohort: Its name, for the text.
+        orders: Model -> ``specialization`` (None / NaN: no order). When given, finding 1 compares
+            only the models that have an order (unrelated models are no ladder) and findings 2-4
+            use `strongest_model`.
     """
     if not ladder:
         return [FindingResult(i, t, s, "n/a", NOT_MEASURABLE, "no models")
@@ -300,9 +330,9 @@ def summarize_findings(metrics, utility, *, ladder: Sequence[str], external=None
                                 (2, "far above chance at realistic pool sizes", ""),
                                 (3, "persists under matched negatives", ""),
                                 (4, "DP heads cut it, utility kept", ""))]
-    strongest = ladder[-1]
+    strongest = strongest_model(ladder, orders)
     return [
-        _specialisation(metrics, ladder),
+        _specialisation(metrics, ordered_ladder(ladder, orders)),
         _far_above_chance(metrics, strongest),
         _matched(metrics, strongest),
         _dp(metrics, utility, strongest, external, external_cohort),
@@ -329,4 +359,5 @@ def findings_rows(results: Sequence[FindingResult]) -> list[dict[str, str]]:
 
 
 __all__ = ["FindingResult", "NOT_MEASURABLE", "NOT_REPRODUCED", "PARTLY", "REPRODUCES",
-           "findings_rows", "format_findings", "summarize_findings"]
+           "findings_rows", "format_findings", "ordered_ladder", "strongest_model",
+           "summarize_findings"]

@@ -218,15 +218,19 @@ def compose_epsilon(histories: Sequence[tuple[float, float, int]], delta: float)
 def validation_loss(image_head, text_head, image_features: np.ndarray,
                     text_features: np.ndarray, patient_ids: Sequence[object], *,
                     logit_scale: float, selection: Selection,
-                    pair_ids: Sequence[object] | None = None) -> float:
-    """Mean in-group symmetric InfoNCE of the heads over the validation patients' groups.
+                    pair_ids: Sequence[object] | None = None, loss: str = "infonce",
+                    logit_bias: float | None = None) -> float:
+    """Mean in-group loss of the heads over the validation patients' groups.
+
+    The loss is the family's (`engine.dp.losses.make_criterion`): symmetric InfoNCE, or the
+    sigmoid loss with the model's bias.
 
     The groups come from the keyed hash of the patient ids at the selection's fixed capacity, so
     every candidate is scored on the same groups; groups with fewer than two pairs are left out.
     """
     import torch
 
-    from engine.dp.losses import InGroupInfoNCE, ProjectionHeads
+    from engine.dp.losses import ProjectionHeads, make_criterion
 
     groups = assign_groups(patient_ids, capacity=selection.validation_group_size,
                            fill=selection.validation_group_fill,
@@ -243,7 +247,9 @@ def validation_loss(image_head, text_head, image_features: np.ndarray,
     model = ProjectionHeads(image_head, text_head).eval()
     with torch.no_grad():
         emb = model(image * mask[..., None], text * mask[..., None])
-        losses = InGroupInfoNCE(math.exp(float(logit_scale)), reduction="none")(*emb, mask)
+        criterion = make_criterion(loss, "group", math.exp(float(logit_scale)), logit_bias,
+                                   reduction="none")
+        losses = criterion(*emb, mask)
     return float(losses.mean())
 
 
@@ -252,7 +258,8 @@ def select_for_split(items, image_features: np.ndarray, text_features: np.ndarra
                      image_head, text_head, logit_scale: float,
                      public_image_features: np.ndarray | None = None,
                      public_text_features: np.ndarray | None = None,
-                     progress=None) -> SelectionResult:
+                     progress=None, loss: str = "infonce",
+                     logit_bias: float | None = None) -> SelectionResult:
     """Choose and train the heads of one epsilon from the training split's rows only.
 
     Args:
@@ -267,6 +274,7 @@ def select_for_split(items, image_features: np.ndarray, text_features: np.ndarra
         image_head, text_head, logit_scale: As `engine.dp.training.train_heads`.
         public_image_features, public_text_features: Public pools (``pair`` unit only).
         progress: Optional ``update(n)`` object, advanced once per optimizer step.
+        loss, logit_bias: The family's loss and the model's bias (`train_heads`).
     """
     from engine.dp.training import train_heads
 
@@ -290,10 +298,11 @@ def select_for_split(items, image_features: np.ndarray, text_features: np.ndarra
                           text_head=text_head, logit_scale=logit_scale, epsilon=epsilon,
                           config=config, pair_ids=pair_ids[fit],
                           public_image_features=public_image_features,
-                          public_text_features=public_text_features, progress=progress)
+                          public_text_features=public_text_features, progress=progress,
+                          loss=loss, logit_bias=logit_bias)
         score = validation_loss(res.image_head, res.text_head, image[val], text[val],
                                 patients[val], logit_scale=logit_scale, selection=selection,
-                                pair_ids=pair_ids[val])
+                                pair_ids=pair_ids[val], loss=loss, logit_bias=logit_bias)
         log.info("dp selection epsilon=%s candidate %d %s: validation loss %.4f, epsilon %.4g",
                  epsilon, i, selection.candidates[i], score, res.epsilon)
         results.append(res)

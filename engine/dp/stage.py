@@ -130,6 +130,7 @@ def run_dp(
     original_heads_id: str | None = None,
     public_start: tuple[np.ndarray, np.ndarray, np.ndarray, str | None] | None = None,
     progress=None,
+    loss: str = "infonce",
 ) -> DPStageResult:
     """Run the epsilon sweep and store it; see the module docstring.
 
@@ -146,7 +147,7 @@ def run_dp(
         logit_scale: The model's log logit scale (fixed during training).
         heads_dir: Folder for the trained heads of this model and cohort (e.g.
             ``cache/heads/<model>/<cohort>``).
-        logit_bias: Stored with the heads for completeness (the InfoNCE loss does not use it).
+        logit_bias: The model's bias: the sigmoid loss uses it (fixed), InfoNCE does not.
         sweep: Epsilons, splits and training config.
         public_image_features: Public negative pool for ``privacy_unit="pair"``.
         public_text_features: Likewise.
@@ -156,6 +157,7 @@ def run_dp(
         public_start: For ``sweep.start`` ``public:COHORT``: that cohort's (image features,
             text features, patient ids, content fingerprint), all its pairs.
         progress: Optional ``update(n)`` object, advanced once per optimizer step.
+        loss: The family's loss, ``infonce`` (CLIP) or ``sigmoid`` (SigLIP; docs/dp.md).
     """
     from engine.dp.training import train_heads
     from engine.utility import label_matrix, membership_signal, pair_similarity, probe_auroc
@@ -186,6 +188,8 @@ def run_dp(
                                               np.asarray(public_start[2], dtype=object))
     if selection is not None:  # only then: runs without selection keep their ids
         config["selection"] = selection.describe()
+    if loss != "infonce":  # likewise: InfoNCE runs keep their ids
+        config["loss"] = {"loss": loss, "logit_bias": logit_bias}
     run = Run("dp", model, cohort, config, heads_cohort=cohort,
               cohort_fingerprint=cohort_fingerprint, source_fingerprint=cohort_fingerprint)
     labels_of = {start.label(epsilon_label(e)): e for e in sweep.sweep()}
@@ -211,7 +215,7 @@ def run_dp(
         if start_image is None:
             start_image, start_text = starting_heads(
                 start, image_head, text_head, logit_scale=logit_scale, config=sweep.training,
-                public_start=public_start)
+                public_start=public_start, loss=loss, logit_bias=logit_bias)
         picked = None
         if selection is not None:
             from engine.dp.selection import select_for_split
@@ -221,7 +225,8 @@ def run_dp(
                 epsilon=eps, base=sweep.training, selection=selection,
                 image_head=start_image, text_head=start_text, logit_scale=logit_scale,
                 public_image_features=public_image_features,
-                public_text_features=public_text_features, progress=progress)
+                public_text_features=public_text_features, progress=progress,
+                loss=loss, logit_bias=logit_bias)
             result = picked.result
         else:
             result = train_heads(
@@ -230,6 +235,7 @@ def run_dp(
                 epsilon=eps, config=sweep.training, pair_ids=pair_ids,
                 public_image_features=public_image_features,
                 public_text_features=public_text_features, progress=progress,
+                loss=loss, logit_bias=logit_bias,
             )
         log.info("dp %s/%s epsilon=%s: sigma=%.4g, spent epsilon=%.4g (%s), patient epsilon=%.4g,"
                  " %d steps, %.1f s, %d pairs dropped", model, cohort, label,
@@ -300,7 +306,7 @@ def run_dp(
 
 
 def starting_heads(start: Start, image_head, text_head, *, logit_scale: float, config: DPConfig,
-                   public_start=None):
+                   public_start=None, loss: str = "infonce", logit_bias: float | None = None):
     """The heads every epsilon of a sweep starts from (`engine.dp.start`).
 
     ``random``: `random_heads` of the model's heads' shapes. ``original``: the model's heads.
@@ -318,7 +324,7 @@ def starting_heads(start: Start, image_head, text_head, *, logit_scale: float, c
     fitted = train_heads(np.asarray(pub_image, dtype=np.float32),
                          np.asarray(pub_text, dtype=np.float32), list(map(str, pub_patients)),
                          image_head=image, text_head=text, logit_scale=logit_scale,
-                         epsilon=math.inf, config=config)
+                         epsilon=math.inf, config=config, loss=loss, logit_bias=logit_bias)
     log.info("dp start public:%s: heads fitted on %d public pairs in %.1f s", start.cohort,
              len(pub_patients), fitted.seconds)
     return fitted.image_head, fitted.text_head
@@ -353,7 +359,8 @@ def _heads_key(label: str, config: dict) -> str:
                           "train_split": config["train_split"], "inputs": config["inputs"],
                           "start": config.get("start"), "start_seed": config.get("start_seed"),
                           "start_inputs": config.get("start_inputs"),
-                          "selection": config.get("selection")},
+                          "selection": config.get("selection"),
+                          **({"loss": config["loss"]} if "loss" in config else {})},
                          sort_keys=True, default=str)
     return f"eps-{label}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 

@@ -225,6 +225,8 @@ def train_heads(
     public_image_features: np.ndarray | None = None,
     public_text_features: np.ndarray | None = None,
     progress=None,
+    loss: str = "infonce",
+    logit_bias: float | None = None,
 ) -> DPResult:
     """Retrain copies of the heads on train-split features, at one privacy level.
 
@@ -245,6 +247,9 @@ def train_heads(
         public_text_features: [m', d_txt] public pool, required for ``privacy_unit="pair"``.
         progress: Optional object with ``update(n)``, called once per optimizer step (see
             `planned_steps` for the total).
+        loss: The family's loss: ``infonce`` (CLIP) or ``sigmoid`` (SigLIP, with `logit_bias`,
+            fixed like the scale); `engine.dp.losses.make_criterion`.
+        logit_bias: The model's logit bias (the sigmoid loss only).
 
     Raises:
         PrivacyBudgetError: the target epsilon cannot be reached below
@@ -275,7 +280,8 @@ def train_heads(
         data = _TrainingData.build(image_features, text_features, patient_ids, pair_ids, config,
                                    public_image_features, public_text_features)
         delta, lowered = effective_delta(data.n_units, config.delta)
-        loop = _Loop(data, image_head, text_head, math.exp(float(logit_scale)), config)
+        loop = _Loop(data, image_head, text_head, math.exp(float(logit_scale)), config,
+                     loss=loss, logit_bias=logit_bias)
         if private:
             loop.make_private(epsilon=epsilon, noise_multiplier=noise_multiplier, delta=delta)
         losses = loop.run(progress)
@@ -461,18 +467,18 @@ class _Loop:
     """One training run: model, optimizer, Poisson loader, optionally made private."""
 
     def __init__(self, data: _TrainingData, image_head, text_head, multiplier: float,
-                 config: DPConfig) -> None:
+                 config: DPConfig, *, loss: str = "infonce",
+                 logit_bias: float | None = None) -> None:
         import torch
         from torch.utils.data import DataLoader
 
-        from engine.dp.losses import InGroupInfoNCE, PublicNegativeInfoNCE
+        from engine.dp.losses import make_criterion
 
         self.data, self.config = data, config
         self._heads = (image_head, text_head)
         self.model = self._fresh_model()
         self.optimizer = _optimizer(self.model.parameters(), config)
-        loss_cls = InGroupInfoNCE if config.privacy_unit == "group" else PublicNegativeInfoNCE
-        self.criterion = loss_cls(multiplier, reduction="mean")
+        self.criterion = make_criterion(loss, config.privacy_unit, multiplier, logit_bias)
         self.batch_size = effective_batch_size(data.n_units, config)
         self.loader = DataLoader(
             data.dataset, batch_size=self.batch_size, collate_fn=_collate,

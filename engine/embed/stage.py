@@ -137,25 +137,22 @@ _MODEL_FINGERPRINTS: dict[tuple, str] = {}
 
 
 def model_fingerprint(spec: str) -> str:
-    """`engine.models.loading.spec_fingerprint`, remembered per process while the files stay.
+    """The spec family's fingerprint (`engine.models.families`), remembered while the files stay.
 
     Hashing a large weights file takes seconds; the memo key includes the folder's or
     checkpoint's size and mtime.
     """
-    from engine.models.loading import parse_spec, spec_fingerprint
+    from engine.models import families
 
-    parsed = parse_spec(spec)
     stamp = None
-    if parsed.path is not None:
-        try:
-            files = [parsed.path] if Path(parsed.path).is_file() else sorted(
-                Path(parsed.path).iterdir())
-            stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-        except OSError:
-            stamp = None
+    try:
+        found = families.files(spec)
+        stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in found) or None
+    except OSError:
+        stamp = None
     key = (spec, stamp)
     if stamp is None or key not in _MODEL_FINGERPRINTS:
-        _MODEL_FINGERPRINTS[key] = spec_fingerprint(parsed)
+        _MODEL_FINGERPRINTS[key] = families.fingerprint(spec)
     return _MODEL_FINGERPRINTS[key]
 
 
@@ -263,8 +260,8 @@ def embed_cohort(
 
     import torch
 
-    from engine.models.loading import load_model
-    from engine.models.split import describe_head, split_towers
+    from engine.models import families
+    from engine.models.split import describe_head
 
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -282,8 +279,7 @@ def embed_cohort(
         cores = (os.cpu_count() or 1) // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
         workers = min(8, max(cores - 1, 0)) if device.startswith("cuda") else 0
 
-    loaded = load_model(entry.spec, device=device)
-    towers = split_towers(loaded.model)
+    loaded = towers = families.load(entry.spec, device=device)
     chunk_dir = folder / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
@@ -405,8 +401,9 @@ def _embed_chunk(chunk, root, loaded, towers, path, *, batch_size, workers, devi
                 ok[idx] = True
                 pixels = torch.stack([t for _, t in good]).to(device, non_blocking=True)
                 image_parts.append(towers.image_backbone(pixels).float().cpu().numpy())
-                tokens = loaded.tokenizer([texts[i] for i in idx]).to(device)
-                text_parts.append(towers.text_backbone(tokens).float().cpu().numpy())
+                ids, mask = loaded.tokenize([texts[i] for i in idx])
+                text_parts.append(towers.text_backbone(ids.to(device), mask.to(device))
+                                  .float().cpu().numpy())
             if progress is not None:
                 progress.update(len(batch))
     image_features = (np.concatenate(image_parts) if image_parts
@@ -473,6 +470,9 @@ def _assemble(folder, chunk_dir, items, n_chunks, towers, loaded, config, digest
         "text_width": int(text_features.shape[1]),
         "embed_dim": int(embeddings["image"].shape[1]),
         "logit_scale": towers.logit_scale,
+        "logit_bias": towers.logit_bias,
+        "loss": towers.loss,
+        "family": towers.family,
         "towers": towers.towers,
         "preprocess_cfg": loaded.preprocess_cfg,
         "context_length": loaded.context_length,

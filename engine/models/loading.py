@@ -37,6 +37,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,13 +225,16 @@ def force_offline() -> None:
         constants.HF_HUB_OFFLINE = True
 
 
-def load_model(spec: str | ModelSpec, *, device: str = "cpu", seed: int = 0) -> LoadedModel:
+def load_model(spec: str | ModelSpec, *, device: str = "cpu", seed: int = 0,
+               layout_check: bool = True) -> LoadedModel:
     """Load a model from a spec, offline, weights-only, in eval mode.
 
     Args:
         spec: A spec string (module docstring) or a parsed `ModelSpec`.
         device: ``cpu`` or ``cuda``.
         seed: Seed for random initialisation (``ARCH:random``, and towers the weights overwrite).
+        layout_check: Refuse a bare OpenAI-layout state dict given to a GELU architecture
+            (``ARCH@FILE``; `_check_activation`). ``open_clip:ARCH@FILE`` turns it off.
 
     Raises:
         ModelLoadError: one line naming the spec and what is missing or broken.
@@ -242,15 +246,21 @@ def load_model(spec: str | ModelSpec, *, device: str = "cpu", seed: int = 0) -> 
 
     torch.manual_seed(seed)
     name, kwargs, weights, tokenizer_name = _resolve(parsed)
+    if parsed.kind == "checkpoint" and layout_check and not name.startswith(LOCAL_DIR):
+        _check_activation(name, weights, parsed.text)
     try:
-        model = open_clip.create_model(name, device="cpu", weights_only=True, **kwargs)
-        if parsed.kind == "checkpoint":
-            open_clip.load_checkpoint(model, str(weights), strict=True, weights_only=True)
+        with _quiet_random_init(parsed.kind == "checkpoint"):
+            model = open_clip.create_model(name, device="cpu", weights_only=True, **kwargs)
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - library errors become one line naming the input
-        where = weights if weights is not None else parsed.text
-        raise ModelLoadError(f"{where}: cannot load {parsed.text!r} ({_first_line(exc)})") from exc
+        where = (Path(name[len(LOCAL_DIR):]) / CONFIG_NAME if name.startswith(LOCAL_DIR)
+                 else weights if parsed.kind == "pretrained" else parsed.text)
+        raise ModelLoadError(f"{where}: cannot build {parsed.text!r} ({_first_line(exc)})") \
+            from exc
+    if parsed.kind == "checkpoint":
+        assert weights is not None
+        load_checkpoint_file(model, weights)
     model = model.float().to(device).eval()
     model.requires_grad_(False)
     pp_cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
@@ -271,6 +281,129 @@ def load_model(spec: str | ModelSpec, *, device: str = "cpu", seed: int = 0) -> 
         device=device,
         _tokenizer_name=tokenizer_name,
     )
+
+
+class _DropRandomInitNotice(logging.Filter):
+    """open_clip says "No pretrained weights loaded ... initialized randomly" before the
+    checkpoint's weights are loaded into the model: true of that moment only, so not shown."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No pretrained weights loaded")
+
+
+@contextmanager
+def _quiet_random_init(active: bool):
+    root = logging.getLogger()
+    notice = _DropRandomInitNotice()
+    if active:
+        root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
+
+
+def load_checkpoint_file(model: Any, weights: Path) -> None:
+    """Load a checkpoint file into `model` (open_clip's conversions), naming what does not fit.
+
+    Raises:
+        ModelLoadError: one line: the file, the missing and unexpected keys (the first few and
+            their counts) or the tensors whose shapes differ.
+    """
+    import open_clip
+
+    try:
+        result = open_clip.load_checkpoint(model, str(weights), strict=False, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - library errors become one line naming the file
+        raise ModelLoadError(f"{weights}: cannot load into {_model_name(model)} "
+                             f"({_mismatch_summary(exc)})") from exc
+    load_report(result, weights, model)
+
+
+def load_strict(model: Any, state: dict, path: Path) -> None:
+    """``model.load_state_dict(state)`` with a one-line error naming the keys that do not fit."""
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"{path}: cannot load into {_model_name(model)} "
+                             f"({_mismatch_summary(exc)})") from exc
+    load_report(result, path, model)
+
+
+def load_report(result: Any, path: Path, model: Any) -> None:
+    """Raise naming the missing and unexpected keys of a non-strict load, if there are any."""
+    missing = list(getattr(result, "missing_keys", []) or [])
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if missing or unexpected:
+        parts = [f"{len(keys)} {what} key{'s' if len(keys) != 1 else ''} "
+                 f"({_few(keys)})" for what, keys in (("missing", missing),
+                                                      ("unexpected", unexpected)) if keys]
+        raise ModelLoadError(f"{path}: does not fit {_model_name(model)}: {'; '.join(parts)}")
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def _model_name(model: Any) -> str:
+    return type(model).__name__
+
+
+def _mismatch_summary(exc: BaseException) -> str:
+    """torch's multi-line load error as one clause (size mismatches named, first few)."""
+    text = str(exc)
+    sizes = [line.strip().split(":")[0].replace("size mismatch for ", "")
+             for line in text.splitlines() if "size mismatch for" in line]
+    if sizes:
+        return f"{len(sizes)} tensor shape mismatch{'es' if len(sizes) != 1 else ''}: {_few(sizes)}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines[:2]) if lines else type(exc).__name__
+
+
+def _check_activation(arch: str, weights: Path | None, spec: str) -> None:
+    """Refuse a bare OpenAI-layout state dict given to a GELU architecture (``ARCH@FILE``).
+
+    OpenAI's CLIP and its fine-tunes (CheXzero) use QuickGELU; open_clip's plain ``ViT-B-32``
+    uses GELU with the same key names, so such a file would load silently into a different model.
+    A training checkpoint (``{"state_dict": ...}``) is open_clip's own and passes.
+    """
+    import open_clip
+
+    cfg = open_clip.get_model_config(arch) or {}
+    if cfg.get("quick_gelu") or weights is None or "text_cfg" not in cfg:
+        return
+    if cfg.get("custom_text") or "timm_model_name" in cfg.get("vision_cfg", {}):
+        return
+    state = _peek_state(weights)
+    from engine.models.families.openai import is_openai_layout
+
+    if state is None or not is_openai_layout(state):
+        return
+    quick = f"{arch}-quickgelu"
+    use = (f"--model {quick}@{weights} (or openai:{weights})"
+           if open_clip.get_model_config(quick) is not None else f"--model openai:{weights}")
+    raise ModelLoadError(
+        f"{weights}: a bare CLIP state dict in OpenAI's layout, which OpenAI CLIP and its "
+        f"fine-tunes (CheXzero) run with QuickGELU, but {arch} uses GELU: give {use}; for "
+        f"weights trained with GELU by open_clip give open_clip:{arch}@{weights}")
+
+
+def _peek_state(weights: Path) -> dict | None:
+    """The file's top-level mapping when it is a bare state dict (else None)."""
+    try:
+        if weights.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(weights), framework="pt") as handle:
+                return dict.fromkeys(handle.keys())
+        import torch
+
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable files are reported by the load itself
+        return None
+    if not isinstance(state, dict) or "state_dict" in state:
+        return None
+    return state
 
 
 def _resolve(spec: ModelSpec) -> tuple[str, dict[str, Any], Path | None, str]:
@@ -316,9 +449,32 @@ def _check_local_dir(folder: Path | None, spec: str) -> Path:
         data = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{config}: not valid JSON ({_first_line(exc)})") from exc
-    if "model_cfg" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("model_cfg"), dict):
         raise ModelLoadError(f"{config}: no 'model_cfg' key (open_clip local-dir format)")
+    _check_sizes(data["model_cfg"], config)
     return folder.resolve()
+
+
+# Size fields of an open_clip model_cfg that must be positive integers when present.
+_SIZE_FIELDS = {"": ("embed_dim",),
+                "vision_cfg": ("layers", "width", "patch_size", "head_width"),
+                "text_cfg": ("context_length", "vocab_size", "width", "heads", "layers")}
+
+
+def _check_sizes(model_cfg: dict, config: Path) -> None:
+    """One line naming a size field that is not a positive integer (before open_clip sees it)."""
+    for section, names in _SIZE_FIELDS.items():
+        block = model_cfg.get(section, {}) if section else model_cfg
+        if not isinstance(block, dict):
+            raise ModelLoadError(f"{config}: model_cfg.{section} is not an object")
+        for name in names:
+            if name not in block:
+                continue
+            value = block[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                where = f"model_cfg.{section + '.' if section else ''}{name}"
+                raise ModelLoadError(
+                    f"{config}: {where} is {value!r}; expected a positive integer")
 
 
 def _weights_in(folder: Path, spec: str, *, required: bool) -> Path | None:
