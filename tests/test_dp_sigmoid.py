@@ -43,7 +43,7 @@ def test_in_group_sigmoid_is_siglips_loss_over_the_valid_pairs():
     zi, zt = F.normalize(torch.randn(4, 5, 3), dim=-1), F.normalize(torch.randn(4, 5, 3), dim=-1)
     got = InGroupSigmoid(S, B, reduction="none")(zi, zt, mask)
     for b in range(4):
-        valid = torch.flatnonzero(mask[b]).tolist()
+        valid = torch.nonzero(mask[b]).flatten().tolist()
         total = 0.0
         for i in valid:
             for j in valid:
