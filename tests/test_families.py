@@ -157,3 +157,42 @@ def test_family_registry_picks_by_prefix():
     assert families.family_name("local-dir:/m") == "open_clip"
     assert families.family_name("open_clip:ViT-B-32@/f.pt") == "open_clip"
     assert families.family_name("imported:0123456789abcdef") == "imported"
+
+
+def test_checkpoint_load_does_not_say_random_init(tmp_path, caplog):
+    """open_clip's "No pretrained weights loaded ... initialized randomly" precedes the checkpoint's
+    own weights being loaded: it is not shown for a checkpoint spec."""
+    import logging
+
+    folder = tmp_path / "arch"
+    model = tiny.write_local_dir(folder, tiny.native_cfg(), seed=2)
+    ckpt = tmp_path / "epoch_1.pt"
+    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in
+                                           model.state_dict().items()}}, ckpt)
+    with caplog.at_level(logging.WARNING):
+        fm = families.load(f"local-dir:{folder}@{ckpt}")
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+    assert fm.weights == ckpt
+    with caplog.at_level(logging.WARNING):
+        families.load("ViT-S-32:random")  # true there: random weights are what was asked for
+    assert [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+
+
+def test_a_bad_size_in_a_model_config_names_the_field_not_the_weights(tmp_path):
+    import json
+
+    folder = tmp_path / "m"
+    tiny.write_local_dir(folder, tiny.native_cfg())
+    config = folder / "open_clip_config.json"
+    data = json.loads(config.read_text())
+    data["model_cfg"]["embed_dim"] = "big"
+    config.write_text(json.dumps(data))
+    with pytest.raises(ModelLoadError) as err:
+        families.load(f"local-dir:{folder}")
+    text = str(err.value)
+    assert text == f"{config}: model_cfg.embed_dim is 'big'; expected a positive integer"
+    data["model_cfg"]["embed_dim"] = 16
+    data["model_cfg"]["vision_cfg"]["layers"] = 0
+    config.write_text(json.dumps(data))
+    with pytest.raises(ModelLoadError, match=r"model_cfg\.vision_cfg\.layers is 0"):
+        families.load(f"local-dir:{folder}")

@@ -6,8 +6,8 @@ MedCLIP, GLoRIA) cannot be plugged in; a hospital can still export, per image id
 * **features** (kind ``features``): the pre-projection image and report features plus the two
   projection heads' weights (safetensors, or ``.pt`` read weights-only; a Linear per tower, or a
   small MLP described in a JSON file): every stage runs (attack, DP, transfer, umap, report); or
-* **final embeddings** (kind ``final``): the attack, umap and report run; `dp` refuses, since it
-  retrains the heads.
+* **final embeddings** (kind ``final``): the attack, umap and report run; `dp` and the adaptive
+  attacker refuse in one line, since they fit heads.
 
 Vectors come as one Parquet file (``image_id`` plus list columns ``image`` and ``text``) or two
 ``.npy`` matrices plus an ids file (``.txt`` one id a line, ``.json`` list, or ``.csv`` with an
