@@ -461,6 +461,10 @@ _SIZE_FIELDS = {"": ("embed_dim",),
                 "text_cfg": ("context_length", "vocab_size", "width", "heads", "layers")}
 
 
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _check_sizes(model_cfg: dict, config: Path) -> None:
     """One line naming a size field that is not a positive integer (before open_clip sees it)."""
     for section, names in _SIZE_FIELDS.items():
@@ -471,7 +475,10 @@ def _check_sizes(model_cfg: dict, config: Path) -> None:
             if name not in block:
                 continue
             value = block[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if name == "layers" and isinstance(value, list) and value and all(
+                    _positive_int(v) for v in value):
+                continue  # a ResNet tower's blocks per stage
+            if not _positive_int(value):
                 where = f"model_cfg.{section + '.' if section else ''}{name}"
                 raise ModelLoadError(
                     f"{config}: {where} is {value!r}; expected a positive integer")
