@@ -284,11 +284,14 @@ def load_model(spec: str | ModelSpec, *, device: str = "cpu", seed: int = 0,
 
 
 class _DropRandomInitNotice(logging.Filter):
-    """open_clip says "No pretrained weights loaded ... initialized randomly" before the
-    checkpoint's weights are loaded into the model: true of that moment only, so not shown."""
+    """open_clip says "No pretrained weights loaded ... initialized randomly" (and, for a
+    ``local-dir:`` architecture, that the folder holds no weights) before the checkpoint's
+    weights are loaded into the model: true of that moment only, so not shown."""
+
+    NOTICES = ("No pretrained weights loaded", "Local config loaded, but no CLIP weights")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("No pretrained weights loaded")
+        return not str(record.msg).startswith(self.NOTICES)
 
 
 @contextmanager
