@@ -517,9 +517,13 @@ def _short(value) -> str:
 
 
 def _any_done_run(step: Step) -> bool:
-    rows = _read(step.ctx.db, "SELECT 1 FROM runs WHERE stage = ? AND cohort = ? AND status IN "
-                              "('done', 'stale') AND (model = ? OR model = ?) LIMIT 1",
-                 [step.stage, step.ctx.cohort, step.ctx.model, _model_name(step.ctx)])
+    # a transfer is its attacks (heads trained on the source) and, with train and held-out
+    # pairs on the external cohort, its probe run
+    rows = _read(step.ctx.db, "SELECT 1 FROM runs WHERE cohort = ? AND status IN ('done', "
+                              "'stale') AND (model = ? OR model = ?) AND (stage = ? OR (? = "
+                              "'transfer' AND stage = 'attack' AND heads_cohort = ?)) LIMIT 1",
+                 [step.ctx.cohort, step.ctx.model, _model_name(step.ctx), step.stage,
+                  step.stage, step.ctx.source])
     return bool(rows)
 
 

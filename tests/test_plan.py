@@ -190,7 +190,7 @@ def test_gate_fails_below_the_lower_bound_and_passes_above(audited, capsys):
     verdict = json.loads(next((cache / "reports").rglob("gate.json")).read_text())
     assert verdict["passed"] is False and verdict["metric"] == "lift@10"
     assert verdict["ci"] == pytest.approx([low, high]) and verdict["cohort"] == "A"
-    assert verdict["threshold"] == pytest.approx(below) and verdict["commit"]
+    assert verdict["threshold"] == pytest.approx(round(below, 3)) and verdict["commit"]
 
     rc = main([*g, "audit", "--config", str(config), "--fail-if", f"lift@10 > {above:.3f}"])
     captured = capsys.readouterr()
