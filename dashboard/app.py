@@ -42,13 +42,15 @@ PAGES = [
             url_path="privacy"),
     st.Page("app_pages/hard_negatives.py", title="Hard negatives", icon=":material/filter_alt:",
             url_path="hard-negatives"),
+    st.Page("app_pages/per_record.py", title="Per-record risk", icon=":material/person_search:",
+            url_path="per-record"),
     st.Page("app_pages/report.py", title="Audit report", icon=":material/description:",
             url_path="report"),
     st.Page("app_pages/runs.py", title="Runs", icon=":material/history:", url_path="runs"),
     st.Page(_to_overview, title="Risk overview", url_path="overview", visibility="hidden"),
 ]
 # Pages that show one set of heads get the sidebar's heads picker.
-HEADS_PAGES = {"explorer", "joint-space", "hard-negatives"}
+HEADS_PAGES = {"explorer", "joint-space", "hard-negatives", "per-record"}
 
 
 def sidebar(state: data.DbState, page_path: str) -> ui.Context:
@@ -61,15 +63,25 @@ def sidebar(state: data.DbState, page_path: str) -> ui.Context:
     if cohorts.empty:
         st.caption(f"Results: {ui.command(state.path)} (no cohorts yet)")
         return ctx
-    cohort = st.selectbox("Cohort", list(cohorts["cohort"]), key="cohort")
+    url = st.query_params  # a shared link (?cohort=...&model=...&heads=...) opens that view
+    names = list(cohorts["cohort"])
+    _from_url("cohort", names, url)
+    cohort = st.selectbox("Cohort", names, key="cohort")
     models = data.models(state.path, state.token, cohort)
     if models.empty:
         st.caption(f"Results: {ui.command(state.path)}")
         return ui.Context(state.path, state.token, True, cohort)
     # Default: the most specialised model (listed last), the one whose risk matters most.
-    model = st.selectbox("Model", list(models["model"]), key="model", index=len(models) - 1)
+    listed = list(models["model"])
+    if st.session_state.get("model") not in listed:
+        st.session_state.pop("model", None)
+    if not _from_url("model", listed, url) and "model" not in st.session_state:
+        st.session_state["model"] = listed[-1]
+    model = st.selectbox("Model", listed, key="model")
     about = models.set_index("model").loc[model]
     st.caption(ui.esc(logic.model_about(about.get("specialization"), about.get("description"))))
+    if url.get("heads") and "heads_choice" not in st.session_state:
+        st.session_state["heads_choice"] = url.get("heads")
     heads = st.session_state.get("heads_choice", "original")
     if page_path in HEADS_PAGES:
         options = logic.epsilon_grid([], data.heads(state.path, state.token, cohort, model))
@@ -82,7 +94,22 @@ def sidebar(state: data.DbState, page_path: str) -> ui.Context:
                                   "own, or heads retrained with DP at that epsilon.")
         st.session_state["heads_choice"] = heads
     st.caption(f"Results: {ui.command(state.path)}")
+    # the choice in the address bar, so a reload or a shared link opens the same view
+    st.query_params.update({"cohort": cohort, "model": model, "heads": heads})
     return ui.Context(state.path, state.token, True, cohort, model, heads)
+
+
+def _from_url(key: str, options: list[str], url) -> bool:
+    """On a session's first run, take the widget's value from the URL when it is an option."""
+    seen = f"{key}__from_url"
+    if st.session_state.get(seen):
+        return False
+    st.session_state[seen] = True
+    value = url.get(key)
+    if value in options:
+        st.session_state[key] = value
+        return True
+    return False
 
 
 page = st.navigation(PAGES)

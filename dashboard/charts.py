@@ -140,8 +140,14 @@ def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None):
         "model": curves["model"].astype(str) if len(curves) else pd.Series(dtype=str),
         "negatives": curves["negatives"].astype(str) if len(curves) else pd.Series(dtype=str),
     })
-    for column in ("pool_size", "lift", "recall", "n_queries", "n_excluded"):
-        frame[column] = pd.to_numeric(curves[column], errors="coerce") if len(curves) else []
+    for column in ("pool_size", "lift", "recall", "n_queries", "n_excluded", "ci_low", "ci_high",
+                   "chance"):
+        frame[column] = (pd.to_numeric(curves[column], errors="coerce")
+                         if len(curves) and column in curves else np.nan if len(curves) else [])
+    # the lift's 95% interval: the recall interval over chance (a bar per point), so noise does
+    # not read as a trend
+    frame["lift_low"] = frame["ci_low"] / frame["chance"]
+    frame["lift_high"] = frame["ci_high"] / frame["chance"]
     frame["highlighted"] = frame["model"] == highlight if highlight is not None else False
     models = list(dict.fromkeys(frame["model"]))
     palette = colours(models)
@@ -153,7 +159,7 @@ def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None):
         y=alt.Y("lift:Q", title="lift = Recall@1 / (1/N)"),
         color=alt.Color("model:N", scale=alt.Scale(domain=models,
                                                    range=[palette[m] for m in models]),
-                        legend=alt.Legend(orient="top", title=None)),
+                        legend=alt.Legend(orient="top", title=None, labelLimit=0, columns=2)),
         strokeDash=alt.StrokeDash("negatives:N", scale=alt.Scale(
             domain=kinds, range=[DASHES[_dash(k)] for k in kinds]),
             legend=alt.Legend(orient="top", title=None, symbolType="stroke", symbolSize=300,
@@ -170,9 +176,15 @@ def lift_vs_n(curves: pd.DataFrame, *, highlight: str | None = None):
                  alt.Tooltip("n_queries:Q", title="queries", format=","),
                  alt.Tooltip("n_excluded:Q", title="excluded", format=",")],
     )
+    bars = alt.Chart(frame).mark_rule(opacity=0.6).encode(
+        x=x, y="lift_low:Q", y2="lift_high:Q",
+        color=alt.Color("model:N", scale=alt.Scale(domain=models,
+                                                   range=[palette[m] for m in models]),
+                        legend=None),
+        detail="negatives:N")
     chance = alt.Chart(pd.DataFrame({"chance": [1.0]})).mark_rule(
         color="#999", strokeDash=[2, 3]).encode(y="chance:Q")
-    return (lines + chance).properties(height=380)
+    return (bars + lines + chance).properties(height=380)
 
 
 CHANCE = "chance (1/N)"
@@ -393,3 +405,40 @@ def per_label_auroc(utility: pd.DataFrame, heads: list[str]):
         tooltip=[alt.Tooltip("label:N", title="finding"), alt.Tooltip("heads:N"),
                  alt.Tooltip("auroc:Q", title="AUROC", format=".2%")],
     ).properties(height=40 + 30 * max(len(order), 4))
+
+
+def risk_histogram(frame: pd.DataFrame, pool_size: int):
+    """Distribution of the per-record risk (probability of re-linkage at N), chance marked."""
+    import altair as alt
+
+    data = pd.DataFrame({"risk": frame["risk_at_n"].dropna().astype(float)})
+    bars = alt.Chart(data).mark_bar(color=PALETTE[0]).encode(
+        x=alt.X("risk:Q", bin=alt.Bin(maxbins=40), title=f"probability of re-linkage at N = "
+                                                          f"{pool_size:,}",
+                axis=alt.Axis(format="%", labelOverlap=True)),
+        y=alt.Y("count():Q", title="held-out images"))
+    chance = alt.Chart(pd.DataFrame({"risk": [1.0 / pool_size]})).mark_rule(
+        color=PALETTE[1], strokeDash=[4, 3]).encode(x="risk:Q")
+    return (bars + chance).properties(height=260)
+
+
+def roc_curve(fpr, tpr):
+    """ROC of the pairing decision on log-scaled FPR (the low-FPR end is what matters)."""
+    import altair as alt
+
+    fpr, tpr = np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float)
+    keep = fpr > 0
+    data = pd.DataFrame({"fpr": fpr[keep], "tpr": tpr[keep]}).sort_values("fpr")
+    low = max(float(data["fpr"].min()) if len(data) else 1e-4, 1e-6)
+    line = alt.Chart(data).mark_line(color=PALETTE[0]).encode(
+        x=alt.X("fpr:Q", scale=alt.Scale(type="log", domain=[low, 1]), title="false-positive "
+                "rate (log)", axis=alt.Axis(format="%", labelOverlap=True)),
+        y=alt.Y("tpr:Q", scale=alt.Scale(domain=[0, 1]), title="true-positive rate",
+                axis=alt.Axis(format="%")))
+    diagonal = pd.DataFrame({"fpr": np.geomspace(low, 1, 50)})
+    diagonal["tpr"] = diagonal["fpr"]
+    chance = alt.Chart(diagonal).mark_line(color="#7f7f7f", strokeDash=[4, 3]).encode(
+        x="fpr:Q", y="tpr:Q")
+    marks = pd.DataFrame({"fpr": [0.001, 0.01]})
+    rules = alt.Chart(marks).mark_rule(color=PALETTE[1], strokeDash=[2, 2]).encode(x="fpr:Q")
+    return (line + chance + rules).properties(height=260)

@@ -566,6 +566,19 @@ def dp_runs(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
 
 
 @st.cache_data(**_CACHE)
+def adaptive_runs(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
+    """The adaptive attacker's runs (issue 21: heads refitted without privacy on the frozen
+    backbones); empty when the table does not exist (the stage has not run)."""
+    cols = ["heads", "source", "public_cohort", "known_fraction", "n_fit_pairs",
+            "n_eval_pairs"]
+    if not _has(db, token, "adaptive_runs"):
+        return pd.DataFrame(columns=cols)
+    return query(db, "SELECT heads, source, public_cohort, known_fraction, n_fit_pairs, "
+                     "n_eval_pairs FROM adaptive_runs WHERE cohort = ? AND model = ? "
+                     "ORDER BY heads", [cohort, model])
+
+
+@st.cache_data(**_CACHE)
 def utility(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
     """Linear-probe AUROC per (heads, label) for (cohort, model); label ``macro`` is the mean."""
     if not _has(db, token, "shown_utility"):

@@ -18,10 +18,18 @@ import pandas as pd
 
 # Labels, names, number formats and pool maths come from the engine's torch-free core, shared
 # with the audit report (re-exported here: the pages call them as `logic.percent` etc.).
-from engine.core import pools
-from engine.core.format import auroc, percent, relative_reduction, risk_level, times  # noqa: F401
+from engine.core import decision, pools
+from engine.core.decision import heads_name  # noqa: F401  (start- and attacker-aware)
+from engine.core.format import (  # noqa: F401
+    auroc,
+    finite,
+    percent,
+    relative_reduction,
+    risk_level,
+    times,
+)
 from engine.core.labels import CHEXPERT_LABELS as LABELS
-from engine.core.names import DIRECTION_NAMES, SPLIT_NAMES, heads_name, sort_heads  # noqa: F401
+from engine.core.names import DIRECTION_NAMES, SPLIT_NAMES, sort_heads  # noqa: F401
 from engine.core.pools import expected_rank  # noqa: F401
 
 # ------------------------------------------------------------------------------ numbers
@@ -278,6 +286,18 @@ def with_matched_recall(frame: pd.DataFrame, pool_size: int) -> pd.DataFrame:
     return out
 
 
+def groups_sentence(groups: pd.DataFrame, pool_size: int) -> str:
+    """Which label groups a matched figure at N rests on, with eligible queries per group."""
+    from engine.core.findings import groups_text
+
+    if groups is None or groups.empty:
+        return ""
+    text = groups_text(zip(groups["label group"], groups["eligible"], groups["queries"]))
+    if not text:
+        return f"At N = {pool_size:,} no label group has enough matched distractors."
+    return f"The matched figure at N = {pool_size:,} {text}."
+
+
 def group_table(frame: pd.DataFrame, pool_size: int) -> pd.DataFrame:
     """Per label group: queries, eligible queries, matched Recall@1 at N and its lift."""
     cols = ["label group", "queries", "eligible", "matched Recall@1", "lift"]
@@ -293,22 +313,37 @@ def group_table(frame: pd.DataFrame, pool_size: int) -> pd.DataFrame:
     return g.loc[:, cols].reset_index(drop=True)
 
 
-def still_relinking(frame: pd.DataFrame, pool_size: int) -> pd.DataFrame:
-    """Queries whose true report strictly outscores every matched distractor, with >= N-1 of them.
+def still_relinking(frame: pd.DataFrame, pool_size: int, k: int = 1) -> pd.DataFrame:
+    """Queries whose true report ranks within `k` among their matched distractors (>= N-1).
 
-    Ties are not wins: a query with a matched distractor scoring exactly as high as its true
-    report is left out (`n_matched_tied` > 0), since a tie is broken by chance. Adds
-    ``matched_beaten`` (matched distractors scoring strictly below the true report, here all of
-    them). Sorted by that count (most first).
+    The rank among matched distractors is the expected one with ties broken at random,
+    ``1 + n_matched_greater + n_matched_tied / 2``; with k = 1 a tie is not a win (a query with
+    a matched distractor level with its true report is left out, the tie being broken by
+    chance). Adds ``matched_rank``, ``matched_beaten`` (matched distractors scoring strictly
+    below the true report) and ``matched_recall`` at N. Sorted by the rank among *all* reports
+    (``expected_rank``), so the images that re-link in the full pool too come first.
     """
     if frame.empty:
         return frame.assign(matched_recall=pd.Series(dtype=float), eligible=pd.Series(dtype=bool),
-                            matched_beaten=pd.Series(dtype=float))
+                            matched_beaten=pd.Series(dtype=float),
+                            matched_rank=pd.Series(dtype=float))
     f = with_matched_recall(frame, pool_size)
     f["matched_beaten"] = matched_beaten(f)
-    keep = (f["n_matched_greater"] == 0) & (f["n_matched_tied"].fillna(0) == 0) & f["eligible"]
-    return f[keep].sort_values(["matched_beaten", "matched_recall", "query_id"],
-                               ascending=[False, False, True]).reset_index(drop=True)
+    f["matched_rank"] = matched_rank(f)
+    if k <= 1:
+        keep = (f["n_matched_greater"] == 0) & (f["n_matched_tied"].fillna(0) == 0)
+    else:
+        keep = f["matched_rank"] <= k
+    keep &= f["eligible"]
+    order = ["expected_rank", "matched_rank", "query_id"] if "expected_rank" in f else [
+        "matched_rank", "query_id"]
+    return f[keep].sort_values(order).reset_index(drop=True)
+
+
+def matched_rank(frame: pd.DataFrame) -> pd.Series:
+    """Expected rank of the true report among its matched distractors (ties at random)."""
+    return (1 + frame["n_matched_greater"].fillna(0)
+            + frame["n_matched_tied"].fillna(0) / 2.0)
 
 
 def matched_beaten(frame: pd.DataFrame) -> pd.Series:
@@ -337,6 +372,41 @@ def words(text: str | None) -> list[str]:
 def word_diff(a: str | None, b: str | None) -> tuple[list[str], list[str]]:
     """Words of `a` missing from `b` and of `b` missing from `a`, each in first-seen order."""
     wa, wb = words(a), words(b)
+    sa, sb = set(wa), set(wb)
+    return (list(dict.fromkeys(w for w in wa if w not in sb)),
+            list(dict.fromkeys(w for w in wb if w not in sa)))
+
+
+# Filler that tells two reports apart without saying anything about the patient.
+STOP_WORDS = frozenset(
+    "a an and are as at be been being by for from has have had in into is it its of on or "
+    "than that the their there these this to was were which with within without no not nor "
+    "there's is there are also again now seen noted present shown demonstrated identified "
+    "evidence".split())
+
+
+def content_words(text: str | None) -> list[str]:
+    """Lower-case words of a report that carry content: no stop word, no negated mention.
+
+    "No pneumothorax." gives nothing ("pneumothorax" is negated, "no" is a stop word); "small
+    left effusion" gives small, left, effusion. Negation is `negated_at`'s NegEx-style rule.
+    """
+    text = text or ""
+    out = []
+    for m in _WORD.finditer(text.lower()):
+        w = m.group(0)
+        if w in STOP_WORDS or w.isdigit():
+            continue
+        if negated_at(text, m.start(), m.end()):
+            continue
+        out.append(w)
+    return out
+
+
+def evidence_diff(a: str | None, b: str | None) -> tuple[list[str], list[str]]:
+    """`word_diff` on content words only (`content_words`): what one report affirms and the
+    other does not."""
+    wa, wb = content_words(a), content_words(b)
     sa, sb = set(wa), set(wb)
     return (list(dict.fromkeys(w for w in wa if w not in sb)),
             list(dict.fromkeys(w for w in wb if w not in sa)))
@@ -531,16 +601,43 @@ def pairs_of(points: pd.DataFrame, rows: Sequence[int]) -> pd.DataFrame:
 # ------------------------------------------------------------------------------ privacy / utility
 
 
-def epsilon_grid(dp_heads: Iterable[str], available: Iterable[str] = ()) -> list[str]:
+def epsilon_grid(dp_heads: Iterable[str], available: Iterable[str] = (), *,
+                 start: str | None = None) -> list[str]:
     """Heads options in reading order: ``original``, DP heads by increasing epsilon, ``inf``.
 
     From no retraining, through the strongest privacy to the weakest, to retraining without DP
     (`engine.core.names.sort_heads`). Heads found only in `available` (attack results without a
-    DP row) join the grid too; ``original`` is always offered, the probe's ``backbone`` never.
+    DP row) join the grid too; ``original`` is always offered, the probe's ``backbone`` never,
+    an adaptive attacker's heads (``adaptive+...``) never: they are not a released set. With
+    `start`, only that sweep (``random``: the bare labels); without, every start, each sweep in
+    its own epsilon order after the random one.
     """
     labels = {str(h) for h in dp_heads} | {str(h) for h in available} | {"original"}
     labels.discard("backbone")
-    return sort_heads(labels)
+    labels = {h for h in labels if not decision.is_adaptive(h)}
+    if start is not None:
+        labels = {h for h in labels if h == "original" or decision.start_of(h) == start}
+
+    def key(h: str):
+        eps, st = decision.split_label(h)
+        group = "" if st in (None, decision.RANDOM) else st
+        return (group, *_sort_key(eps))
+
+    return sorted(labels, key=key)
+
+
+def _sort_key(label: str):
+    from engine.core.names import heads_sort_key
+
+    return heads_sort_key(label)
+
+
+# ------------------------------------------------------------------------------ decision
+# The decision's pure parts live in the engine's core, shared with the audit report.
+point = decision.point_from
+strongest = decision.strongest
+adaptive_table = decision.adaptive_table
+decision_for = decision.decide_from
 
 
 def model_about(specialization=None, description=None) -> str:

@@ -53,8 +53,10 @@ class Context:
 # Characters with a meaning anywhere in a line of (GitHub-flavoured) Markdown or in Streamlit's
 # extensions (:colour[...] directives, :material/icons:, $maths$); a backslash makes each literal.
 _INLINE = re.compile(r"([\\`*_\[\]<>$~|:@&])")
-# What Streamlit's Markdown turns into a link whatever the escaping (GFM autolink literals).
-_LINKABLE = re.compile(r"(?i)(://|\bwww\.|@|\bmailto:)")
+# What Streamlit's Markdown turns into a link whatever the escaping (GFM autolink literals): a
+# URL, a www. name, an e-mail address. Only such words become code spans; "Recall@1" stays prose.
+_LINKABLE = re.compile(r"(?i)(\S*://\S*|\bwww\.\S+|\S*mailto:\S*"
+                       r"|[^\s@]*@[^\s@]*[a-z0-9-]\.[a-z0-9]\S*)")
 # What starts a block only at the beginning of a line (headings, lists, quotes, tables).
 _LEADING = re.compile(r"^(\s*)([#+=>-]|\d+(?=[.)]))")
 
@@ -63,19 +65,28 @@ def esc(value) -> str:
     """Any value as literal Markdown text, on one line.
 
     Line breaks become spaces (a value never starts a block of its own), Markdown and Streamlit
-    syntax characters are backslash-escaped; a value holding a URL, a ``www.`` name or an ``@``
-    becomes a code span (Streamlit links those even when escaped). ``None`` reads as an empty
-    string. Control and bidirectional characters are shown as markers
-    (`engine.core.plaintext.visible`). Use it for every database string shown in a
-    Markdown-rendering element.
+    syntax characters are backslash-escaped; a word that is a URL, a ``www.`` name or an e-mail
+    address becomes a code span (Streamlit links those even when escaped); any other ``@`` (as in
+    "Recall@1") is an escaped character of prose. ``None`` reads as an empty string. Control and
+    bidirectional characters are shown as markers (`engine.core.plaintext.visible`). Use it for
+    every database string shown in a Markdown-rendering element.
     """
     text = "" if value is None else visible(str(value))
     text = re.sub(r"\s+", " ", text)
     if _LINKABLE.search(text):
         # Streamlit links URLs, www. names and e-mail addresses even when escaped; a code span
-        # is never linked, so such a value is shown as code.
-        return command(text)
+        # is never linked, so each such word is shown as code and the rest as escaped text.
+        parts = _LINKABLE.split(text)
+        return "".join(command(p) if i % 2 else _plain(p, first=i == 0)
+                       for i, p in enumerate(parts) if p)
+    return _plain(text, first=True)
+
+
+def _plain(text: str, *, first: bool) -> str:
+    """Escaped prose; `first`: the text starts the value, so a block marker is escaped too."""
     text = _INLINE.sub(r"\\\1", text)
+    if not first:
+        return text
     match = _LEADING.match(text)
     if match:
         if match.group(2)[0].isdigit():  # "1." / "1)" starts an ordered list
@@ -273,7 +284,7 @@ def _cell(value, fmt=None) -> str:
         value = fmt(value)
     text = esc(value)
     # a pipe ends a table cell, even inside a code span, unless escaped (GFM tables)
-    return text.replace("|", "\\|") if text.startswith("`") else text
+    return re.sub(r"(?<!\\)\|", r"\\|", text)
 
 
 def static_table(frame: pd.DataFrame, name: str, *, formats: dict | None = None,

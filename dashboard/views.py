@@ -13,20 +13,80 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, logic
-from engine.core.findings import findings_rows, strongest_model, summarize_findings
+from engine.core import decision as dec
+from engine.core.findings import (
+    STUDY_DP_POOL,
+    dp_heads_label,
+    findings_rows,
+    strongest_model,
+    summarize_findings,
+)
+
+
+def _ranks(db: str, token: str, cohort: str, model: str, heads) -> dict[str, pd.DataFrame]:
+    """Held-out image -> report rank counts of each heads that has them."""
+    out = {}
+    for h in dict.fromkeys(heads):
+        if h is None:
+            continue
+        r = data.query_ranks(db, token, cohort, model, h, "test")
+        if len(r):
+            out[h] = r
+    return out
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def matched_groups(db: str, token: str, cohort: str, model: str, heads: str = "original",
+                   pool_size: int = 100) -> pd.DataFrame:
+    """The label groups a matched figure at N rests on: eligible queries per group."""
+    return logic.group_table(data.query_ranks(db, token, cohort, model, heads, "test"), pool_size)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def findings(db: str, token: str, cohort: str) -> pd.DataFrame:
-    """The four-findings table of a cohort."""
+    """The four-findings table of a cohort (finding 3 names its label groups; finding 4 has the
+    paired patient-bootstrap changes)."""
     frame = data.models(db, token, cohort)
     ladder = list(frame["model"])
     orders = dict(zip(frame["model"], frame["specialization"]))  # only ordered models are rungs
     top = strongest_model(ladder, orders)
+    metrics = data.pool_metrics(db, token, cohort, None, None, 1)
+    groups, changes = None, None
+    if top:
+        g = matched_groups(db, token, cohort, top)
+        groups = list(zip(g["label group"], g["eligible"], g["queries"]))
+        mine = metrics[metrics["model"] == top]
+        label = dp_heads_label(metrics, top)
+        if label is not None:
+            held = mine[(mine["split"] == "test") & (mine["direction"] == "image_to_report")
+                        & (mine["negatives"] == "random")]
+            sizes = set(held.loc[held["heads"] == label, "pool_size"].astype(int))
+            if sizes:
+                n = STUDY_DP_POOL if STUDY_DP_POOL in sizes else max(sizes)
+                ranks = _ranks(db, token, cohort, top, ("original", "inf", label))
+                changes = {(ref, label, n): dec.heads_change(ranks, ref, label, n)
+                           for ref in ("original", "inf")}
+                changes = {k: v for k, v in changes.items() if logic.finite(v.point)}
     found = summarize_findings(
-        data.pool_metrics(db, token, cohort, None, None, 1),
-        data.utility(db, token, cohort, top) if top else None, ladder=ladder, orders=orders)
+        metrics, data.utility(db, token, cohort, top) if top else None, ladder=ladder,
+        orders=orders, matched_groups=groups, dp_changes=changes)
     return pd.DataFrame(findings_rows(found))
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def decision(db: str, token: str, cohort: str, model: str):
+    """The overview's decision (`logic.decision_for`) at the headline N, or None."""
+    metrics = data.pool_metrics(db, token, cohort, model, None, 1)
+    held = metrics[(metrics["split"] == "test") & (metrics["direction"] == "image_to_report")
+                   & (metrics["negatives"] == "random")]
+    sizes = held.loc[held["heads"] == "original", "pool_size"].astype(int).unique()
+    n = logic.default_pool_size(sizes)
+    if n is None:
+        return None
+    label = logic.strongest(held["heads"].astype(str).unique())
+    ranks = _ranks(db, token, cohort, model, ("original", label))
+    return logic.decision_for(model, cohort, held, ranks,
+                              data.adaptive_runs(db, token, cohort, model), n)
 
 
 # The overview's two charts are SVG documents drawn here (`charts.svg`), shown as images: the
@@ -113,6 +173,7 @@ def warm_overview(db: str, token: str, cohort: str, model: str,
     """Everything the risk overview reads and draws for (cohort, model), in its default state."""
     data.heads(db, token, cohort, model)
     data.pool_metrics(db, token, cohort, model, "original", None)
+    decision(db, token, cohort, model)
     findings(db, token, cohort)
     lift_figure(db, token, cohort, model, direction)
     members_figure(db, token, cohort, model, direction)
@@ -124,6 +185,7 @@ def warm_overview_choices(db: str, token: str, cohort: str) -> None:
     each is drawn on the server, about 0.1 s a chart here."""
     for model in reversed(list(data.models(db, token, cohort)["model"])):
         data.pool_metrics(db, token, cohort, model, "original", None)  # the page reads it too
+        decision(db, token, cohort, model)
         for direction in logic.DIRECTION_NAMES:
             lift_figure(db, token, cohort, model, direction)
             members_figure(db, token, cohort, model, direction)
@@ -150,3 +212,26 @@ def warm_explorer(db: str, token: str, cohort: str, model: str) -> None:
         data.query_ranks(db, token, cohort, model, h, "test")
     for h in heads:
         data.candidates(db, token, cohort, model, h, "test", "image_to_report", "")
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def heads_change(db: str, token: str, cohort: str, model: str, reference: str, heads: str,
+                 pool_size: int) -> dec.Change:
+    """The change of `heads` against `reference` at N on the same held-out queries, with its
+    paired patient-bootstrap interval."""
+    ranks = _ranks(db, token, cohort, model, (reference, heads))
+    return dec.heads_change(ranks, reference, heads, pool_size)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def decomposition(db: str, token: str, cohort: str, model: str) -> pd.DataFrame:
+    """`engine.core.decompose` of this model's heads with paired intervals (same queries)."""
+    from engine.core import decompose
+
+    metrics = data.pool_metrics(db, token, cohort, model, None, 1)
+    heads = [h for h in metrics["heads"].astype(str).unique()
+             if "@" not in h and not dec.is_adaptive(h) and h != "backbone"]
+    return decompose.decompose(
+        metrics, membership=data.membership(db, token, cohort, model),
+        utility=data.utility(db, token, cohort, model),
+        ranks=_ranks(db, token, cohort, model, heads), n_boot=500)

@@ -42,7 +42,11 @@ def as_dp_stage(db: Path, *, model: str, cohort: str, delta: float = 1e-4) -> No
     with store.connect_write(db) as con, store.transaction(con):
         dp = con.execute("SELECT * FROM dp_runs WHERE model = ? AND cohort = ?",
                          [model, cohort]).df()
-        old_runs = list(dp["run_id"].unique())
+        # sweeps from another start (``1+original``) keep their labels and join the stage's run
+        other = dp["heads"].astype(str).str.contains("+", regex=False)
+        kept, dp = dp[other], dp[~other]
+        old_runs = list(dp["run_id"].unique()) + list(kept["run_id"].unique())
+        kept = kept.assign(run_id=DP_RUN)
         labels = ["inf" if math.isinf(e) else f"{e:g}" for e in dp["epsilon"]]
         rows = []
         for label, eps in zip(labels, dp["epsilon"]):
@@ -71,7 +75,12 @@ def as_dp_stage(db: Path, *, model: str, cohort: str, delta: float = 1e-4) -> No
                            "AND heads = 'original'", [model, cohort]).df()
         backbone = util.assign(run_id=DP_RUN, heads="backbone",
                                auroc=np.clip(util["auroc"] - 0.004, 0, 1))
-        store.replace_rows(con, "dp_runs", pd.DataFrame(rows), model=model, cohort=cohort)
+        frame = pd.DataFrame(rows)
+        if len(kept):
+            frame = pd.concat([frame, kept.loc[:, [c for c in kept.columns
+                                                   if c in frame.columns or c == "start"]]],
+                              ignore_index=True)
+        store.replace_rows(con, "dp_runs", frame, model=model, cohort=cohort)
         store.replace_rows(con, "utility", backbone, model=model, cohort=cohort, heads="backbone")
         con.execute("UPDATE utility SET run_id = ? WHERE model = ? AND cohort = ? "
                     "AND heads NOT IN ('original', 'backbone')", [DP_RUN, model, cohort])
@@ -98,8 +107,10 @@ def add_transfer_cohort(db: Path, *, model: str, source: str, name: str = "phant
         meta = con.execute("SELECT * FROM cohorts WHERE cohort = ?", [source]).df()
         store.replace_rows(con, "cohorts", meta.assign(cohort=name, site="B",
                                                        format="chexpert-plus"), cohort=name)
-        metrics = con.execute("SELECT * FROM relink_metrics WHERE model = ? AND cohort = ?",
-                              [model, source]).df()
+        # the released heads of the default start only: an attacker's refitted heads are never
+        # transferred, and the study transfers the random-start sweep
+        metrics = con.execute("SELECT * FROM relink_metrics WHERE model = ? AND cohort = ? "
+                              "AND heads NOT LIKE '%+%'", [model, source]).df()
         scale = 0.8
         metrics = metrics.assign(cohort=name, recall=metrics["recall"] * scale,
                                  ci_low=metrics["ci_low"] * scale,

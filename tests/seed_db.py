@@ -40,6 +40,11 @@ MODELS = (("ladder-0-untrained", 0, 6.0), ("ladder-1-mid", 1, 1.6), ("ladder-2-s
 SPECIALIST = MODELS[-1][0]
 # DP heads of the specialist: (heads label, epsilon, extra noise scale)
 DP_HEADS = (("1", 1.0, 2.2), ("inf", math.inf, 0.9))
+# The same sweep started from the model's own heads (issue 20's `start`), and an adaptive
+# attacker's refitted heads (issue 21): attack rows like any heads, kept apart by their labels.
+START_HEADS = (("1+original", 1.0, 1.0), ("inf+original", math.inf, 0.8))
+ADAPTIVE_HEADS = (("adaptive+public-phantom-b", "public", "phantom-b", None, 865, 1.2),
+                  ("adaptive+known-5pct", "known", None, 0.05, 2, 1.0))
 
 # Label patterns (the matched-negative key); few, so matched pools exist in a tiny cohort.
 PATTERNS = (
@@ -138,7 +143,10 @@ def build(
     """Build the seeded database under `folder` and return where things are.
 
     Defaults give 48 studies (24 held-out, 24 members), 3 models, DP heads ``1`` and ``inf`` for
-    the specialist. Patient p is held-out when ``p % test_of[1] < test_of[0]``.
+    the specialist, the same sweep started from its original heads (``1+original``,
+    ``inf+original``) and two adaptive attackers (``adaptive+public-phantom-b``,
+    ``adaptive+known-5pct``, with their ``adaptive_runs`` rows).
+    Patient p is held-out when ``p % test_of[1] < test_of[0]``.
     """
     folder = Path(folder)
     root, db = folder / "cohort", folder / "results.duckdb"
@@ -164,12 +172,17 @@ def build(
         run_attack(db, model=name, cohort=COHORT, items=items, image_embeddings=image,
                    text_embeddings=text, config=config, progress=progress)
         runs.append((name, "original", text, image))
-    for heads, _, noise in DP_HEADS:
+    for heads, _, noise in DP_HEADS + START_HEADS:
         image = _normalise(text + rng.normal(scale=noise / math.sqrt(dim) * 4, size=text.shape))
         run_attack(db, model=SPECIALIST, cohort=COHORT, items=items, image_embeddings=image,
                    text_embeddings=text, heads=heads, config=config, progress=progress)
         runs.append((SPECIALIST, heads, text, image))
+    for heads, *_, noise in ADAPTIVE_HEADS:
+        image = _normalise(text + rng.normal(scale=noise / math.sqrt(dim) * 4, size=text.shape))
+        run_attack(db, model=SPECIALIST, cohort=COHORT, items=items, image_embeddings=image,
+                   text_embeddings=text, heads=heads, config=config, progress=progress)
     _synthetic_tables(db, items, runs, rng)
+    _adaptive_table(db, int((items["split"] == "test").sum()))
     return Seeded(db, root, COHORT, tuple(m[0] for m in MODELS), SPECIALIST, missing,
                   int((items["split"] == "test").sum()))
 
@@ -180,7 +193,7 @@ def _synthetic_tables(db: Path, items: pd.DataFrame, runs, rng) -> None:
                                 description=f"phantom ladder rung {s} (synthetic test row)")
                            for n, s, _ in MODELS])
     dp, utility, umap, run_rows = [], [], [], []
-    for heads, eps, _ in DP_HEADS:
+    for heads, eps, _ in DP_HEADS + START_HEADS:
         run_id = f"dp-synthetic-{heads}"
         finite = math.isfinite(eps)
         dp.append(dict(run_id=run_id, model=SPECIALIST, cohort=COHORT, epsilon=eps,
@@ -191,7 +204,8 @@ def _synthetic_tables(db: Path, items: pd.DataFrame, runs, rng) -> None:
                        max_grad_norm=1.0 if finite else math.inf, sample_rate=0.1, steps=200,
                        accountant="prv" if finite else None, privacy_unit="group",
                        heads=heads, target_epsilon=eps, heads_cohort=COHORT,
-                       heads_id=f"{heads}@{COHORT}-synthetic"))
+                       heads_id=f"{heads}@{COHORT}-synthetic",
+                       start="original" if heads.endswith("+original") else "random"))
         run_rows.append(run_id)
     centres = rng.normal(scale=6, size=(len(PATTERNS), 2))
     keys = items.loc[:, list(CHEXPERT_LABELS)].fillna(0.0).to_numpy()
@@ -203,7 +217,7 @@ def _synthetic_tables(db: Path, items: pd.DataFrame, runs, rng) -> None:
         pattern_of[hit] = i
     for model, heads, text, image in runs:
         quality = {"ladder-0-untrained": 0.62, "ladder-1-mid": 0.74}.get(model, 0.82)
-        quality -= {"1": 0.006, "inf": 0.001}.get(heads, 0.0)
+        quality -= {"1": 0.006, "inf": 0.001, "1+original": 0.003}.get(heads, 0.0)
         per = {label: float(np.clip(quality + rng.normal(0, 0.04), 0.5, 0.99))
                for label in CHEXPERT_LABELS}
         run_id = (f"dp-synthetic-{heads}" if heads != "original"
@@ -235,6 +249,8 @@ def _synthetic_tables(db: Path, items: pd.DataFrame, runs, rng) -> None:
         shown_at=now)
         for r in dict.fromkeys(run_rows)])
     with store.connect_write(db) as con, store.transaction(con):
+        # the lead's `start` column (issue 20), added here until the store has it
+        con.execute("ALTER TABLE dp_runs ADD COLUMN IF NOT EXISTS start VARCHAR")
         store.replace_rows(con, "models", models)
         store.replace_rows(con, "dp_runs", pd.DataFrame(dp), cohort=COHORT)
         store.replace_rows(con, "utility", pd.DataFrame(utility), cohort=COHORT)
@@ -242,6 +258,41 @@ def _synthetic_tables(db: Path, items: pd.DataFrame, runs, rng) -> None:
         for _, row in runs_frame.iterrows():
             store.replace_rows(con, "runs", row.to_frame().T.infer_objects(),
                                run_id=row["run_id"])
+
+
+def _adaptive_table(db: Path, n_test: int) -> None:
+    """``adaptive_runs`` (issue 21's layout) for the adaptive heads attacked above."""
+    with store.connect_write(db) as con:
+        attack = dict(con.execute(
+            "SELECT heads, any_value(run_id) FROM relink_metrics WHERE model = ? AND "
+            "heads LIKE 'adaptive%' GROUP BY heads", [SPECIALIST]).fetchall())
+    rows = pd.DataFrame([dict(
+        run_id=f"adaptive-synthetic-{i}", model=SPECIALIST, cohort=COHORT, heads=heads,
+        heads_id=f"{heads}-synthetic", source=source, public_cohort=public,
+        known_fraction=fraction, n_fit_pairs=n_fit, n_eval_pairs=n_test - (n_fit if fraction
+                                                                           else 0),
+        seed=0, epochs=5, fit_seconds=0.0, seconds=0.0, attack_run_id=attack.get(heads))
+        for i, (heads, source, public, fraction, n_fit, _) in enumerate(ADAPTIVE_HEADS)])
+    with store.connect_write(db) as con, store.transaction(con):
+        con.execute("CREATE TABLE IF NOT EXISTS adaptive_runs (run_id VARCHAR, model VARCHAR, "
+                    "cohort VARCHAR, heads VARCHAR, heads_id VARCHAR, source VARCHAR, "
+                    "public_cohort VARCHAR, known_fraction DOUBLE, n_fit_pairs INTEGER, "
+                    "n_eval_pairs INTEGER, seed INTEGER, epochs INTEGER, fit_seconds DOUBLE, "
+                    "seconds DOUBLE, attack_run_id VARCHAR)")
+        con.register("adaptive_rows", rows)
+        con.execute("INSERT INTO adaptive_runs BY NAME SELECT * FROM adaptive_rows")
+        con.unregister("adaptive_rows")
+
+
+def same_ranks_as_original(db: Path, model: str = SPECIALIST, heads: str = "1") -> None:
+    """Give `heads` exactly the original heads' per-query ranks (a change of zero, whose
+    interval holds zero): the case the pages must call "no measurable change"."""
+    with store.connect_write(db) as con:
+        run = con.execute("SELECT DISTINCT run_id FROM relink_ranks WHERE heads = ? AND model = ?",
+                          [heads, model]).fetchone()[0]
+        con.execute("DELETE FROM relink_ranks WHERE heads = ? AND model = ?", [heads, model])
+        con.execute("INSERT INTO relink_ranks SELECT * REPLACE (? AS run_id, ? AS heads) FROM "
+                    "relink_ranks WHERE heads = 'original' AND model = ?", [run, heads, model])
 
 
 def build_empty(folder: Path) -> Path:

@@ -73,6 +73,9 @@ def browser_db(seeded, tmp_path_factory):
         con.execute("UPDATE items SET patient_id = ? WHERE cohort = ? AND patient_id = "
                     "(SELECT patient_id FROM items WHERE cohort = ? AND image_id = ?)",
                     [HOSTILE, seeded.cohort, seeded.cohort, image])
+    from seed_db import same_ranks_as_original
+
+    same_ranks_as_original(db)  # the DP heads change nothing: "no measurable change"
     return db
 
 
@@ -329,3 +332,58 @@ def test_overview_url_and_report_frame(server, browser):
     assert page.get_by_test_id("stException").count() == 0
     page.close()
 
+
+
+# Elements whose text must never be cut: metric labels and values, legends' and tables' boxes.
+_CLIPPED = """() => {
+  const out = [];
+  const sel = '[data-testid=stMetricLabel], [data-testid=stMetricValue], ' +
+              '[data-testid=stMarkdownContainer] table, [data-testid=stImage] img';
+  const main = document.querySelector('[data-testid=stMain]').getBoundingClientRect();
+  for (const e of document.querySelectorAll(sel)) {
+    const r = e.getBoundingClientRect();
+    const cut = e.scrollWidth > e.clientWidth + 1 || r.right > main.right + 1;
+    if (cut) out.push((e.innerText || e.tagName).slice(0, 60) + ' ' + e.scrollWidth + '>' +
+                      e.clientWidth);
+  }
+  return out;
+}"""
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1440, 1000)])
+def test_decision_significance_url_state_and_full_export(server, browser, seeded, size):
+    """What a privacy officer clicks: the decision first, a DP change that is not significant
+    named as such, nothing clipped at either width, a shared link, the per-record CSV."""
+    from playwright.sync_api import expect
+
+    width, height = size
+    page = browser.new_page(viewport={"width": width, "height": height}, accept_downloads=True)
+    # a link naming the cohort and a model that is not the default opens that view
+    page.goto(f"{server}/?cohort={seeded.cohort}&model={seeded.models[1]}")
+    _settle(page)
+    sidebar = page.get_by_test_id("stSidebar")
+    expect(sidebar.get_by_text(seeded.models[1], exact=True).first).to_be_visible()
+    page.goto(f"{server}/?cohort={seeded.cohort}&model={seeded.specialist}")
+    _settle(page)
+    expect(page.get_by_role("heading", name="Decision")).to_be_visible()
+    for words in ("Threat model.", "Recommendation.", "What an adaptive attacker gets back."):
+        expect(page.get_by_text(words, exact=False).first).to_be_visible()
+    assert page.evaluate(_CLIPPED) == []
+    _nav(page, "Privacy / utility")
+    expect(page.get_by_text("Change vs original heads: no measurable change (95% CI").first
+           ).to_be_visible()
+    assert page.evaluate(_CLIPPED) == []
+    # the heads in the URL: a reload of a per-heads page keeps them
+    page.goto(f"{server}/hard-negatives?cohort={seeded.cohort}&model={seeded.specialist}"
+              "&heads=inf")
+    _settle(page)
+    expect(sidebar.get_by_text("retrained, no DP (ε = ∞)").first).to_be_visible()
+    # the per-record export holds every held-out query, not the listed ones
+    _nav(page, "Per-record risk")
+    button = page.get_by_test_id("stDownloadButton").filter(has_text="per record risk")
+    with page.expect_download() as got:
+        button.click()
+    lines = Path(got.value.path()).read_text(encoding="utf-8").strip().splitlines()
+    assert len(lines) - 1 == seeded.n_test
+    assert page.evaluate(_CLIPPED) == []
+    page.close()

@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard import ui
 from engine import store
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
 HEAVY = {"torch", "open_clip", "opacus", "faiss", "umap"}
-PAGES = ("overview", "explorer", "joint_space", "privacy", "hard_negatives", "report", "runs")
+PAGES = ("overview", "explorer", "joint_space", "privacy", "hard_negatives", "per_record",
+         "report", "runs")
 
 
 def test_dashboard_never_imports_heavy_libraries():
@@ -270,7 +272,7 @@ def test_overview_headline_sentence_and_charts(seeded, monkeypatch):
     assert at.selectbox(key="model").value == seeded.specialist  # most specialised first
     labels = [m.label for m in at.metric]
     assert {"Recall@1", "Lift over chance", "MRR", "Median rank",
-            "Patient-level top-1"} <= set(labels)
+            "Patient top-1"} <= set(labels)
     sentence = f"An attacker holding {seeded.specialist} and a pool of {seeded.n_test} reports"
     assert sentence in _infos(at)
     assert "95% CI" in _infos(at)
@@ -407,7 +409,10 @@ def test_database_strings_reach_the_page_as_text(seeded, tmp_path, monkeypatch):
     _ok(at)
     captions = [c.value for c in at.caption]
     patient = next(c for c in captions if c.startswith("Study "))
-    assert f"patient `{link}`" in patient  # a linkable value is a code span: never linked
+    # each linkable word is a code span (never linked), the rest escaped text
+    assert ui.esc(link) == ("\\[click `me](http://example.com)` \\<b\\>bold\\</b\\> "
+                            "`www.example.com`")
+    assert f"patient {ui.esc(link)}" in patient
     about = next(c for c in captions if "specialisation level" in c)
     assert "\\*\\*big\\*\\* \\[x\\](y) \\<i\\>i\\</i\\> \\:red\\[z\\] \\$m\\$ \\`tick\\`" in about
 
@@ -468,7 +473,10 @@ def test_esc_and_command():
     assert ui.esc("1. first") == "1\\. first" and ui.esc("> quote") == "\\> quote"
     assert ui.esc("a\n\n# b") == "a # b"  # one line: a value never opens a block
     assert ui.esc(None) == ""
-    assert ui.esc("mail me@x.org") == "`mail me@x.org`"
+    assert ui.esc("mail me@x.org") == "mail `me@x.org`"
+    # "@" in prose (Recall@1) is escaped text, not a code span; a URL word is code
+    assert ui.esc("Recall@1 at N = 100") == "Recall\\@1 at N = 100"
+    assert ui.esc("see https://x.org/a now") == "see `https://x.org/a` now"
     assert ui.command("a `b` c") == "`` a `b` c ``"
     assert ui.command("plain") == "`plain`"
 
@@ -521,8 +529,9 @@ def test_privacy_page_epsilon_slider(seeded, monkeypatch):
                                     "retrained, no DP (ε = ∞)"]
     assert slider.value == "1"
     labels = [m.label for m in at.metric]
-    assert {"Recall@1", "Lift over chance", "Drop vs original heads", "Drop vs ε = ∞ heads",
-            "Probe macro AUROC"} <= set(labels)
+    assert {"Recall@1", "Lift over chance", "Probe macro AUROC"} <= set(labels)
+    cards = "\n".join(m.value for m in at.markdown)
+    assert "**Change vs original heads:**" in cards and "**Change vs ε = ∞ heads:**" in cards
     assert _charts(at) == 2  # frontier, per-label AUROC
     dp = at.dataframe[-1].value
     assert {"ε (group)", "ε (patient)", "δ (group)", "σ (noise)", "C (clip)", "q (sampling)",
@@ -674,3 +683,95 @@ def test_report_page_offers_the_engine_report(seeded, tmp_path, monkeypatch):
     _ok(at)
     labels = {b.label for b in at.get("download_button")}
     assert labels == {"Download HTML", "Download PDF", "Download JSON"}
+
+
+# ------------------------------------------------------------------------------ decision (#25)
+
+
+def _markdown(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def test_overview_opens_on_the_decision(seeded, monkeypatch):
+    at = _app(seeded.db, monkeypatch).run()
+    _ok(at)
+    assert at.subheader[0].value == "Decision"
+    text = _markdown(at)
+    for part in ("**Threat model.**", "**Risk level:", "**What the mitigation buys.**",
+                 "**What an adaptive attacker gets back.**", "**Recommendation.**"):
+        assert part in text, part
+    assert "The attacker holds the released model" in text
+    # the mitigation is the random-start sweep's strongest heads, with what its epsilon covers;
+    # the attacker who refits the heads is quoted with the pairs it used
+    assert "DP heads, ε = 1\\:" in text and "does not cover the frozen backbones" in text
+    assert "refits the heads on the frozen backbones" in text
+
+
+def test_privacy_page_says_no_measurable_change_when_the_interval_holds_zero(
+        seeded, tmp_path, monkeypatch):
+    db = tmp_path / "same.duckdb"
+    shutil.copy(seeded.db, db)
+    from seed_db import same_ranks_as_original
+
+    same_ranks_as_original(db)
+    at = _page(_app(db, monkeypatch).run(), "privacy")
+    _ok(at, allowed="Weak patient-level guarantee")
+    assert ("**Change vs original heads:** no measurable change (95% CI +0% to +0%)"
+            in _markdown(at))
+    # the sweep started from the original heads sits beside it, with its own epsilon = inf, and
+    # says the starting heads are not covered; the adaptive attackers are never in the slider
+    assert any(s.value == "Other starts, for comparison" for s in at.subheader)
+    assert "ε does not cover the starting heads" in " ".join(
+        " ".join(map(str, d.value.to_numpy().ravel())) for d in at.dataframe)
+    assert not [o for o in at.select_slider(key="epsilon").options if "attacker" in o]
+    assert "not against an attacker who refits them" in _markdown(at)
+
+
+def test_a_matched_figure_resting_on_one_label_group_names_it(seeded, tmp_path, monkeypatch):
+    from dashboard import data, logic
+    from engine.report.content import build_document
+
+    db = tmp_path / "one-group.duckdb"
+    shutil.copy(seeded.db, db)
+    tok = data.db_state(db).token
+    ranks = data.query_ranks(str(db), tok, seeded.cohort, seeded.specialist, "original")
+    groups = logic.group_table(ranks, 5)
+    keep = str(groups.sort_values("eligible", ascending=False)["label group"].iloc[0])
+    others = ranks.loc[logic.label_groups(ranks) != keep, "query_id"].tolist()
+    with store.connect_write(db) as con:  # every other group loses its matched distractors
+        con.execute("UPDATE relink_ranks SET n_matched = 0 WHERE split = 'test' AND "
+                    "direction = 'image_to_report' AND list_contains(?, query_id)", [others])
+    at = _page(_app(db, monkeypatch).run(), "hard_negatives")
+    _ok(at)
+    assert ui.esc("The matched figure at N = 5 rests on 1 label group: " + keep) in _infos(at)
+    doc = build_document(db, model=seeded.specialist, cohort=seeded.cohort)
+    assert f"rests on 1 label group: {keep} (" in doc["lift_vs_n"]["matched_groups"]["text"]
+
+
+def test_per_record_page_scores_every_query(seeded, monkeypatch):
+    at = _page(_app(seeded.db, monkeypatch).run(), "per_record")
+    _ok(at)
+    labels = {m.label for m in at.metric}
+    assert {"TPR at 0.1% FPR", "TPR at 1% FPR", "Pairing AUROC"} <= labels
+    assert next(m.value for m in at.metric if m.label == "Held-out images") == f"{seeded.n_test}"
+    assert _charts(at) == 2
+    assert f"the CSV below holds all {seeded.n_test}" in "\n".join(c.value for c in at.caption)
+    assert any(b.label.startswith("Download per record risk") for b in at.get("download_button"))
+
+
+def test_a_url_with_cohort_model_and_heads_opens_that_view(seeded, monkeypatch):
+    at = _app(seeded.db, monkeypatch)
+    at.query_params["cohort"] = seeded.cohort
+    at.query_params["model"] = seeded.models[0]  # not the default (the most specialised)
+    at.run()
+    _ok(at)
+    assert at.selectbox(key="model").value == seeded.models[0]
+    at = _app(seeded.db, monkeypatch)
+    at.query_params.update({"model": seeded.specialist, "heads": "inf"})
+    _ok(_page(at.run(), "hard_negatives"))
+    assert at.selectbox(key="heads").value == "inf"
+    # an attacker's heads are not a released set: a link naming them opens the original heads
+    at = _app(seeded.db, monkeypatch)
+    at.query_params.update({"model": seeded.specialist, "heads": "adaptive+known-5pct"})
+    _ok(_page(at.run(), "hard_negatives"))
+    assert at.selectbox(key="heads").value == "original"

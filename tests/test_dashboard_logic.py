@@ -419,7 +419,9 @@ def test_data_functions_on_the_seeded_database(seeded):
     db, tok = str(seeded.db), data.db_state(seeded.db).token
     assert set(data.cohorts(db, tok)["cohort"]) == {seeded.cohort}
     assert list(data.models(db, tok, seeded.cohort)["model"]) == list(seeded.models)
-    assert set(data.heads(db, tok, seeded.cohort, seeded.specialist)) == {"original", "1", "inf"}
+    assert set(data.heads(db, tok, seeded.cohort, seeded.specialist)) == {
+        "original", "1", "inf", "1+original", "inf+original", "adaptive+public-phantom-b",
+        "adaptive+known-5pct"}
     ranks = data.query_ranks(db, tok, seeded.cohort, seeded.specialist, "original")
     assert len(ranks) == seeded.n_test and ranks["image_id"].notna().all()
     assert ranks["expected_rank"].is_monotonic_increasing
@@ -432,7 +434,10 @@ def test_data_functions_on_the_seeded_database(seeded):
     points = data.umap_points(db, tok, seeded.cohort, seeded.specialist, "1")
     assert points["image_id"].notna().all() and set(points["modality"]) == {"image", "report"}
     assert points["expected_rank"].notna().all()
-    assert list(data.dp_runs(db, tok, seeded.cohort, seeded.specialist)["heads"]) == ["1", "inf"]
+    assert set(data.dp_runs(db, tok, seeded.cohort, seeded.specialist)["heads"]) == {
+        "1", "inf", "1+original", "inf+original"}
+    runs = data.adaptive_runs(db, tok, seeded.cohort, seeded.specialist)
+    assert set(runs["heads"]) == {"adaptive+public-phantom-b", "adaptive+known-5pct"}
     assert data.item(db, tok, seeded.cohort, "nope") is None
     assert data.search_reports(db, tok, seeded.cohort, "effusion")
     assert data.search_reports(db, tok, seeded.cohort, "%' OR 1=1 --") == []
@@ -564,3 +569,69 @@ def test_server_drawn_charts_are_svg_with_database_strings_as_escaped_text():
     assert 'width="' in svg and "<script" not in svg and "<a " not in svg
     assert "&lt;a href=" in svg  # the name is there, as text
     assert ">100<" in svg  # a pool-size tick
+
+
+def test_still_relinking_within_k_and_sorted_by_the_rank_among_all():
+    frame = pd.DataFrame({
+        "query_id": list("abcd"), "image_id": list("abcd"),
+        "n_matched": [9, 9, 9, 9], "n_matched_greater": [0, 1, 0, 4],
+        "n_matched_tied": [0, 0, 2, 0], "expected_rank": [40, 4, 2, 1]})
+    assert list(logic.still_relinking(frame, 5)["query_id"]) == ["a"]
+    within3 = logic.still_relinking(frame, 5, k=3)
+    # "c" ranks 2.0 among matched (tied with two), "b" 2.0, "a" 1.0; "d" 5.0 is out
+    assert list(within3["query_id"]) == ["c", "b", "a"]  # by the rank among all reports
+    assert within3["matched_rank"].tolist() == [2.0, 2.0, 1.0]
+
+
+def test_evidence_ignores_negated_mentions_and_stop_words():
+    true = "No pneumothorax. Small left pleural effusion with a right IJ line."
+    rival = "Small right pleural effusion. No pneumothorax or consolidation."
+    assert logic.content_words("No pneumothorax.") == []
+    only_true, only_rival = logic.evidence_diff(true, rival)
+    assert "pneumothorax" not in only_true + only_rival
+    assert "consolidation" not in only_rival  # negated in the rival ("No ... or consolidation")
+    assert only_true == ["left", "ij", "line"] and only_rival == []
+
+
+def test_groups_sentence_names_the_group_a_matched_figure_rests_on():
+    groups = pd.DataFrame({"label group": ["No Finding", "Edema"], "queries": [801, 40],
+                           "eligible": [801, 0]})
+    assert logic.groups_sentence(groups, 100) == (
+        "The matched figure at N = 100 rests on 1 label group: No Finding (801 of 801 queries "
+        "eligible).")
+
+
+def test_epsilon_grid_keeps_starts_apart_and_adaptive_heads_out():
+    labels = ["original", "inf", "0.34", "1", "inf+original", "0.34+original",
+              "adaptive+public-site-b", "adaptive+known-5pct"]
+    assert logic.epsilon_grid(labels, start="random") == ["original", "0.34", "1", "inf"]
+    assert logic.epsilon_grid(labels) == ["original", "0.34", "1", "inf", "0.34+original",
+                                          "inf+original"]
+    assert logic.heads_name("0.34+original") == (
+        "DP heads, ε = 0.34, started from the model's original heads")
+    assert logic.strongest(labels) == "0.34"
+    assert logic.strongest(labels, "original") == "0.34+original"
+
+
+def test_decision_on_the_seeded_database(seeded):
+    """The overview's decision from stored rows: exact per-query recall matches the stored
+    metric, the mitigation is the random-start sweep's, the attacker is quoted with its pairs."""
+    from engine.core import decision as dec
+
+    db, tok = str(seeded.db), data.db_state(seeded.db).token
+    metrics = data.pool_metrics(db, tok, seeded.cohort, seeded.specialist, None, 1)
+    held = metrics[(metrics["split"] == "test") & (metrics["direction"] == "image_to_report")
+                   & (metrics["negatives"] == "random")]
+    ranks = {h: data.query_ranks(db, tok, seeded.cohort, seeded.specialist, h)
+             for h in ("original", "1")}
+    stored = logic.point(held, "original", 5)
+    assert np.nanmean(dec.per_query_recall(ranks["original"], 5)) == pytest.approx(
+        stored.recall, abs=1e-9)
+    d = logic.decision_for(seeded.specialist, seeded.cohort, held, ranks,
+                           data.adaptive_runs(db, tok, seeded.cohort, seeded.specialist), 5,
+                           n_boot=200)
+    assert d.risk == dec.risk_of(stored.lift_low)
+    assert "DP heads, ε = 1:" in d.mitigation and "started from" not in d.mitigation
+    assert "does not cover the frozen backbones" in d.mitigation
+    assert "An attacker who refits the heads" in d.adaptive
+    assert d.recommendation and d.threat[2].startswith("The attacker holds a pool of 5")

@@ -251,15 +251,18 @@ def test_decomposition_on_hand_made_numbers():
     orig = out[(out["heads"] == "original") & (out["pool"] == "full")].iloc[0]
     assert math.isnan(orig["drop_vs_original"]) and orig["recall"] == 0.10
     s = dec.drop_sentence(out, "0.34", 10000)
-    assert s == ("Of the 75.0% drop in Recall@1 at N = 10,000 with ε = 0.34, +25.0 points come "
-                 "from retraining (ε = ∞ vs original) and +50.0 from privacy (ε = 0.34 vs "
-                 "ε = ∞).")
+    assert s.startswith("Recall@1 at N = 10,000, DP heads, ε = 0.34 against the original heads: "
+                        "−75% (95% CI −80% to −70%) (the heads' own interval); in points of the "
+                        "original Recall@1, retraining (ε = ∞ vs original) −25.0 points, privacy "
+                        "(ε = 0.34 vs ε = ∞) −50.0 points. ε = 0.34 covers")
+    assert "does not cover the frozen backbones" in s
     assert dec.sentences(out) == [s]
     # a rise: said as such
     up = dec.decompose(_metric_rows({"original": (0.5, 0.2, 0.1), "inf": (0.6, 0.3, 0.2),
                                      "1": (0.55, 0.25, 0.15)}))
     assert dec.drop_sentence(up, "1", None).startswith(
-        "Recall@1 at N = 20,000 (the whole held-out set) is 50.0% higher with ε = 1")
+        "Recall@1 at N = 20,000 (the whole held-out set), DP heads, ε = 1 against the original "
+        "heads: +50% (95% CI +40% to +60%)")
     assert dec.drop_sentence(up, "2", 100) is None
 
 
@@ -307,7 +310,7 @@ def test_privacy_page_shows_the_decomposition_and_the_selection(seeded, tmp_path
     assert not at.exception, [e.value for e in at.exception]
     assert "How much of the drop is privacy" in [h.value for h in at.subheader]
     text = "\n".join(m.value for m in at.markdown)
-    assert "points come from retraining" in text and "from privacy (ε = 1 vs ε = ∞)" in text
+    assert "retraining (ε = ∞ vs original)" in text and "privacy (ε = 1 vs ε = ∞)" in text
     assert "Hyper-parameter selection" in [h.value for h in at.subheader]
     frames = [f.value for f in at.dataframe]
     sel_frame = next(f for f in frames if "val_loss" in f.columns)

@@ -130,7 +130,7 @@ def test_overview_page_shows_the_four_findings_from_the_database(seeded, monkeyp
 
     monkeypatch.setenv("RELINK_DB", str(seeded.db))
     app = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
-    at = AppTest.from_file(app, default_timeout=60).run()
+    at = AppTest.from_file(app, default_timeout=180).run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(h.value == "The study's four findings on this cohort" for h in at.subheader)
     # a static Markdown table (ui.static_table): header, rule, one row per finding, each cell
@@ -148,6 +148,106 @@ def test_overview_page_shows_the_four_findings_from_the_database(seeded, monkeyp
                             [seeded.cohort])
     utility = store.read_df(seeded.db, "SELECT * FROM utility WHERE cohort = ? AND model = ?",
                             [seeded.cohort, seeded.specialist])
-    direct = summarize_findings(metrics, utility, ladder=list(seeded.models))
+    # finding 3 names its label groups (at N = 100), finding 4 reads the paired changes of the
+    # same heads on the same queries
+    from dashboard import data
+    from engine.core import decision as dec
+    from engine.core.findings import dp_heads_label, matched_groups
+
+    tok = data.db_state(seeded.db).token
+    label = dp_heads_label(metrics[metrics["model"] == seeded.specialist], seeded.specialist)
+    ranks = {h: data.query_ranks(str(seeded.db), tok, seeded.cohort, seeded.specialist, h)
+             for h in ("original", "inf", label)}
+    n = int(metrics.loc[(metrics["model"] == seeded.specialist) & (metrics["heads"] == label)
+                        & (metrics["split"] == "test"), "pool_size"].max())
+    changes = {(ref, label, n): dec.heads_change(ranks, ref, label, n)
+               for ref in ("original", "inf")}
+    direct = summarize_findings(metrics, utility, ladder=list(seeded.models),
+                                matched_groups=matched_groups(ranks["original"], 100),
+                                dp_changes=changes)
     assert shown["verdict"] == [esc(r.verdict) for r in direct]
+    assert "95% CI" in shown["measured"][3]
     assert direct[0].verdict != NOT_MEASURABLE
+
+
+# ------------------------------------------------------------------------------ decision
+
+
+def test_split_label_and_scope_follow_the_start():
+    from engine.core import decision as dec
+
+    assert dec.split_label("0.34") == ("0.34", "random")
+    assert dec.split_label("0.34+original") == ("0.34", "original")
+    assert dec.split_label("inf+public-site-b") == ("inf", "public:site-b")
+    assert dec.split_label("original") == ("original", None)
+    assert dec.split_label("1@site-a") == ("1@site-a", "random")
+    assert dec.is_adaptive("adaptive+known-5pct") and not dec.is_adaptive("0.34")
+    assert dec.inf_of("original") == "inf+original" and dec.inf_of("random") == "inf"
+    assert dec.sweep(["original", "0.34", "inf", "0.34+original", "adaptive+known-1pct"]) == [
+        "0.34", "inf"]
+    scope = dec.epsilon_scope("0.34+original", "site-a")
+    assert "does not cover the frozen backbones" in scope
+    assert "ε does not cover the starting heads" in scope
+    assert "starting heads" not in dec.epsilon_scope("0.34")
+    assert dec.epsilon_scope("original") == "" and dec.epsilon_scope("adaptive+known-1pct") == ""
+
+
+def test_paired_change_says_no_measurable_change_when_the_interval_holds_zero():
+    import numpy as np
+
+    from engine.core import decision as dec
+
+    rng = np.random.default_rng(0)
+    patients = np.repeat(np.arange(300), 3)
+    base = (rng.random(900) < 0.05).astype(float)
+    # the same queries, five hits lost and five gained: no real change
+    noisy = base.copy()
+    flip = np.concatenate([np.flatnonzero(base == 1)[:5], np.flatnonzero(base == 0)[:5]])
+    noisy[flip] = 1 - noisy[flip]
+    same = dec.paired_change(base, noisy, patients, n_boot=400)
+    assert same.low < 0 < same.high and not same.measurable
+    assert dec.change_text(same).startswith("no measurable change (95% CI −")
+    # every hit removed: a measurable drop, said as a percentage with its interval
+    gone = dec.paired_change(base, np.zeros(900), patients, n_boot=400)
+    assert gone.measurable and gone.point == -1.0
+    assert dec.change_text(gone).startswith("−100% (95% CI −100% to −100%)")
+    assert dec.expected_count(0.00496, 1471) == "about 7.3 of 1,471"
+    assert dec.rate_with_count(0.00496, 1471) == "0.50% (about 7.3 of 1,471 images)"
+    assert dec.rate_with_count(0.5, 1471) == "50%"
+
+
+def test_the_decision_reads_the_scale_on_the_lower_bound_and_names_the_threat():
+    from engine.core import decision as dec
+
+    # lift 5.0x but its interval starts at 2.6x: "elevated", not "high"
+    head = dec.Point(0.05, 0.026, 0.08, 0.01, 1471)
+    d = dec.decide("m", head, 100)
+    assert d.risk == "elevated" and "lower end, 2.6×" in d.risk_text
+    assert "released model (m)" in d.threat[0] and "pool of 100" in d.threat[2]
+    assert d.recommendation.startswith("Do not release m") and "no mitigation" in d.recommendation
+    no_change = dec.Change(-0.02, -0.4, 0.3, 1471)
+    mit = dec.Mitigation("0.34", dec.Point(0.049, 0.02, 0.07, 0.01, 1471), no_change)
+    d = dec.decide("m", head, 100, mitigation=mit)
+    assert "no measurable change (95% CI −40% to +30%)" in d.mitigation
+    assert "do not bring it down to chance" in d.recommendation
+    # a mitigation down to chance, but an attacker who refits the heads gets it back
+    drop = dec.Change(-0.9, -0.95, -0.8, 1471)
+    good = dec.Mitigation("0.34", dec.Point(0.005, 0.002, 0.012, 0.01, 1471), drop)
+    back = dec.Adaptive("adaptive+public-site-b", dec.Point(0.04, 0.03, 0.05, 0.01, 1471), 865,
+                        0.8)
+    d = dec.decide("m", head, 100, mitigation=good, adaptive=back)
+    assert "865 pairs" in d.adaptive and "80% of the original model's rate" in d.adaptive
+    assert "not against an attacker who refits them" in d.adaptive
+    assert "refits the heads gets it back" in d.recommendation
+    assert dec.decide("m", head, 100, mitigation=good).recommendation.startswith(
+        "Release m only with the DP heads at ε = 0.34")
+    # an interval reaching below 1.5x: near chance, the audit does not block
+    assert dec.decide("m", dec.Point(0.02, 0.012, 0.03, 0.01, 9), 100).risk == "near chance"
+
+
+def test_finding_three_names_the_one_label_group_it_rests_on():
+    from engine.core.findings import groups_text
+
+    assert groups_text([("No Finding", 801, 801), ("Edema", 0, 40)]) == (
+        "rests on 1 label group: No Finding (801 of 801 queries eligible)")
+    assert groups_text([]) == ""

@@ -268,7 +268,10 @@ def test_dp_grid_against_the_stored_rows(seeded, dp_stage_db):
     doc = build_document(dp_stage_db, model=seeded.specialist, cohort=seeded.cohort)
     validate_document(doc)
     p = doc["privacy"]
-    assert [r["heads"] for r in p["rows"]] == ["original", "inf", "1"]
+    heads = [r["heads"] for r in p["rows"]]
+    # the random-start sweep first; the sweep from the original heads after it; no attacker
+    assert heads[:3] == ["original", "inf", "1"]
+    assert sorted(heads[3:]) == ["1+original", "inf+original"]
     n = p["pool_size"]
     assert n == seeded.n_test
     naive = {h: _metric(dp_stage_db, model=seeded.specialist, cohort=seeded.cohort, heads=h,
@@ -295,7 +298,8 @@ def test_transfer_rule(seeded, dp_stage_db, tmp_path):
     t = doc["transfer"]
     assert t["available"]
     assert {r["cohort"] for r in t["rows"]} == {"site-b"}
-    assert [r["heads"] for r in t["rows"]] == ["original", "inf", "1"]
+    heads = [r["heads"] for r in t["rows"]]
+    assert heads[:3] == ["original", "inf", "1"] and not [h for h in heads if "adaptive" in h]
     # The external cohort's own report shows no transfer (its heads came from elsewhere).
     assert not build_document(db, model=seeded.specialist, cohort="site-b")["transfer"]["available"]
     # A cohort with DP runs of its own trained its own heads: not a transfer.
@@ -375,3 +379,38 @@ def test_dp_at_the_study_pool_size_beside_the_study(seeded, dp_stage_db):
     assert eps[4] == "50.50%" and eps[5] == "79.00%"
     assert original[2] == "reference" and inf[3] == "reference" and original[3] == "—"
     assert "At the study&#x27;s pool size, N = 10,000" in render_html(doc)
+
+
+# ------------------------------------------------------------------------------ decision (#25)
+
+
+def test_the_report_opens_on_the_decision(written):
+    paths, doc = written
+    dec = doc["decision"]
+    assert dec["available"] and len(dec["threat_model"]) == 3
+    assert dec["threat_model"][0].startswith("The attacker holds the released model")
+    assert dec["risk_level"] in ("near chance", "elevated", "high", "very high")
+    assert "lower end" in dec["risk"] and dec["recommendation"]
+    assert "not against an attacker who refits them" in dec["adaptive"]
+    text = html.unescape(re.sub(r"<[^>]+>", " ", paths["html"].read_text(encoding="utf-8")))
+    assert text.index("1. Decision") < text.index("2. Summary")
+    assert "Threat model" in text and "Recommendation" in text and "Glossary" in text
+    assert dec["recommendation"] in re.sub(r"\s+", " ", text)
+
+
+def test_the_report_keeps_attackers_out_of_the_dp_grid_and_starts_apart(written):
+    paths, doc = written
+    heads = [r["heads"] for r in doc["privacy"]["rows"]]
+    assert not [h for h in heads if h.startswith("adaptive")]
+    start = next(r for r in doc["privacy"]["rows"] if r["heads"] == "1+original")
+    assert start["reference_inf"] == "inf+original"
+    assert "ε does not cover the starting heads" in start["epsilon_scope"]
+    plain = next(r for r in doc["privacy"]["rows"] if r["heads"] == "1")
+    change = plain["change_vs_original"]
+    assert change["text"].startswith("no measurable change" if not change["measurable"]
+                                     else ("−", "+"))
+    assert change["low"] <= change["point"] <= change["high"]
+    # the key finding quotes the change with its interval, never a bare percentage
+    text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ",
+                                                      paths["html"].read_text(encoding="utf-8"))))
+    assert f"against the original heads {change['text']}" in text

@@ -61,6 +61,10 @@ ui.table(listed.loc[:, columns], "explorer queries", key="explorer_pick", select
                      "n_candidates": st.column_config.NumberColumn("distractors"),
                      "n_matched": st.column_config.NumberColumn("matched distractors"),
                  })
+if len(found) > len(listed):
+    # the button above holds the listed rows; this one every image that matches
+    ui.download(found.assign(**{"label group": logic.label_groups(found)}).loc[:, columns],
+                "explorer all matching images", key="explorer-all")
 query = listed.iloc[row or 0]
 image_id = str(query["image_id"])
 it = data.item(ctx.db, ctx.token, ctx.cohort, image_id) or {}

@@ -27,15 +27,16 @@ others = [h for h in grid if h != ctx.heads]
 compare = c2.selectbox("Compare with", ["(none)"] + others, key="umap_compare",
                        format_func=lambda h: h if h == "(none)" else logic.heads_name(h),
                        help="Show a second map side by side, e.g. the heads retrained with DP.")
-st.caption("Circles are images, diamonds reports. Drag a box over the map (or click a point) "
-           "to list the image/report pairs behind it; double-click clears the selection.")
-st.caption("How to read distance: contrastive models place all images in one region and all "
-           "reports in another (the *modality gap*), so the map often shows two clouds and an "
-           "image is seldom next to its own report. What matters is the position *within* each "
-           "cloud: "
-           "images with similar neighbours lie close together, and so do similar reports. "
-           "UMAP keeps neighbourhoods, not distances, so the image-report distance in the table "
-           "below says little about risk; the expected rank (colour by rank) is the measure.")
+# one short line above the map (the map stays above the fold at 1280 x 720); the reading guide
+# is below it
+MEANING = {"modality": "colour: blue images, red reports",
+           "label": "colour: the first positive finding of the item's labels",
+           "split": "colour: held-out, members (training) or validation",
+           "rank": "colour: log10 of the true report's expected rank among all held-out "
+                   "reports (0 = first; yellow = low rank = riskiest, dark purple = safest)"}
+st.caption(f"Shape: circles are images, diamonds reports; "
+           f"{ui.esc(MEANING.get(colour_by, ''))}. Drag a box (or click a point) to list the "
+           "pairs behind it; double-click clears.")
 
 maps = [ctx.heads] + ([compare] if compare != "(none)" else [])
 cols = st.columns(len(maps))
@@ -61,6 +62,15 @@ for heads, col in zip(maps, cols):
         rows = logic.selected_rows(points, event)
         if rows:
             selected.append((heads, logic.pairs_of(points, rows)))
+
+with st.expander("How to read the map"):
+    st.caption("How to read distance: contrastive models place all images in one region and all "
+               "reports in another (the *modality gap*), so the map often shows two clouds and "
+               "an image is seldom next to its own report. What matters is the position *within* "
+               "each cloud: images with similar neighbours lie close together, and so do similar "
+               "reports. UMAP keeps neighbourhoods, not distances, so the image-report distance "
+               "in the table below says little about risk; the expected rank (colour by rank) is "
+               "the measure.")
 
 st.subheader("Selected pairs")
 if not selected:

@@ -18,6 +18,26 @@ if metrics.empty:
              f"{ui.command(ui.engine_command('attack', ctx.model, ctx.cohort))}.")
     st.stop()
 
+
+def decision_block() -> None:
+    """The decision first: threat model, risk level, what the mitigation buys, recommendation."""
+    d = views.decision(ctx.db, ctx.token, ctx.cohort, ctx.model)
+    if d is None:
+        return
+    st.subheader("Decision")
+    box = st.container(border=True)
+    box.markdown(f"**Threat model.** {ui.esc(' '.join(d.threat))}")
+    box.markdown(f"**Risk level: {ui.esc(d.risk)}.** {ui.esc(d.risk_text)}")
+    box.markdown(f"**What the mitigation buys.** {ui.esc(d.mitigation)}")
+    box.markdown(f"**What an adaptive attacker gets back.** {ui.esc(d.adaptive)}")
+    box.markdown(f"**Recommendation.** {ui.esc(d.recommendation)}")
+    box.caption("The rule that produced the recommendation, and the risk scale's cut points: "
+                "docs/decision.md. Held-out pairs, image → report, Recall@1; every interval "
+                "is a 95% patient bootstrap, and a change is measured on the same queries.")
+
+
+decision_block()
+
 # required: one direction is always chosen (a deselected control would fall back silently)
 direction = st.segmented_control(
     "Direction", list(logic.DIRECTION_NAMES), default="image_to_report", key="overview_direction",
@@ -46,8 +66,9 @@ def headline_block(model: str, direction: str, sizes: list[int]) -> None:
     c2.metric("Lift over chance", logic.times(top.lift),
               help="Recall@1 divided by chance (1/N); its interval is the recall interval over "
                    "chance.")
+    # the level is read on the interval's lower end, on the scale of docs/decision.md
     c2.caption(f"95% CI {logic.times(top.lift_low)} to {logic.times(top.lift_high)} · "
-               f"{logic.risk_level(top.lift)}")
+               f"{logic.risk_level(top.lift_low)} (lower end)")
     c3.metric("Chance (1/N)", logic.percent(top.chance))
     c4.metric("Held-out queries", f"{top.n_queries:,}")
     st.info(ui.esc(logic.risk_sentence(model, top, direction=direction)),
@@ -58,7 +79,8 @@ headline_block(ctx.model, direction, sizes)
 
 st.subheader("Lift over chance vs pool size, every model")
 st.caption("Held-out pairs, original heads, Recall@1. Solid: random negatives; dashed: "
-           "pathology-matched negatives (distractors with the same 14 labels).")
+           "pathology-matched negatives (distractors with the same 14 labels). Vertical bars: "
+           "95% intervals (patient bootstrap); the dotted line is chance (1×).")
 # drawn on the server (views.lift_figure): the first page loads no chart component
 st.image(views.lift_figure(ctx.db, ctx.token, ctx.cohort, ctx.model, direction))
 
@@ -80,12 +102,17 @@ with b:
             r = row.iloc[0]
             m1, m2, m3 = st.columns(3)
             m1.metric("MRR", f"{r['MRR']:.3f}")
-            # one decimal, as in the table below (a median of an even count can end in .5)
-            m2.metric("Median rank", f"{r['median rank']:,.1f} of {int(r['queries']):,}")
-            m3.metric("Patient-level top-1", logic.percent(r["patient top-1"]),
+            # one decimal, as in the table below (a median of an even count can end in .5); the
+            # "of N" goes under it, so the value fits a third of a half column at 1280 px
+            m2.metric("Median rank", f"{r['median rank']:,.1f}",
+                      help="Median expected rank of the true report among all held-out reports.")
+            m2.caption(f"of {int(r['queries']):,} reports")
+            m3.metric("Patient top-1", logic.percent(r["patient top-1"]),
                       help="Probability that the top-ranked candidate belongs to the query's "
                            "patient (any of their studies).")
-        ui.static_table(summ, "ranking summary", formats={
+        # the narrow column shows the key figures only (the table fits it at 1280 px)
+        ui.static_table(summ.loc[:, ["split", "direction", "MRR", "median rank",
+                                     "patient top-1"]], "ranking summary", formats={
             "MRR": "{:.4f}".format, "median rank": "{:,.1f}".format,
             "patient top-1": logic.percent, "chance top-1": logic.percent,
             "queries": "{:,}".format})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import data, logic, ui, views
+from engine.core import decision as dec
 from engine.core import decompose
 from engine.core.names import sort_heads
 
@@ -28,7 +30,9 @@ if held.empty:
     ui.empty("No held-out attack results for this model yet: run "
              f"{ui.command(ui.engine_command('attack', ctx.model, ctx.cohort))}.")
     st.stop()
-grid = logic.epsilon_grid(runs["heads"], held["heads"])
+# the main sweep is the default start (random heads); other starts are shown below it, and an
+# adaptive attacker's heads are never in a heads picker
+grid = logic.epsilon_grid(runs["heads"], held["heads"], start=dec.RANDOM)
 # original heads, then DP heads from the strongest privacy to the weakest, then no DP (ε = ∞);
 # the page opens on the strongest privacy
 dp_grid = [h for h in grid if h != "original"]
@@ -38,6 +42,7 @@ chosen = st.select_slider("Heads (ε per privacy unit; `inf` = retrained without
 n = int(held["pool_size"].max())
 at_n = {h: logic.headline(held[held["heads"] == h], n) for h in grid}
 now, orig, inf = at_n.get(chosen), at_n.get("original"), at_n.get("inf")
+scope = dec.epsilon_scope(chosen, ctx.cohort)
 macro = util[util["label"] == "macro"].set_index("heads")["auroc"].to_dict()
 
 st.subheader(f"At N = {n:,} (full held-out set), {ui.esc(logic.heads_name(chosen))}")
@@ -49,14 +54,29 @@ else:
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Recall@1", logic.percent(now.recall),
               help="Probability that the true report ranks first among all held-out reports.")
-    c1.caption(f"95% CI {logic.percent(now.ci_low)} to {logic.percent(now.ci_high)}")
+    c1.caption(f"95% CI {logic.percent(now.ci_low)} to {logic.percent(now.ci_high)} · "
+               f"{ui.esc(dec.expected_count(now.recall, now.n_queries))} images")
     c2.metric("Lift over chance", logic.times(now.lift))
     c2.caption(f"95% CI {logic.times(now.lift_low)} to {logic.times(now.lift_high)}")
-    for col, ref, name in ((c3, orig, "original heads"), (c4, inf, "ε = ∞ heads")):
-        red = logic.relative_reduction(now.recall, ref.recall) if ref else float("nan")
-        col.metric(f"Drop vs {ui.esc(name)}", logic.percent(red),
-                   help=f"Relative reduction of Recall@1 against the {ui.esc(name)}: "
-                        "(reference - this) / reference. Negative means higher than the reference.")
+    # the changes as text, not metric cards: "no measurable change" and its interval must wrap
+    # rather than be cut at 1280 px
+    for col, ref, ref_label, name in ((c3, orig, "original", "original heads"),
+                                      (c4, inf, "inf", "ε = ∞ heads")):
+        box = col.container(border=True)
+        if ref is None or chosen == ref_label:
+            box.markdown(f"**Change vs {ui.esc(name)}:** "
+                         + ("reference" if ref is not None else "n/a"))
+            continue
+        change = views.heads_change(ctx.db, ctx.token, ctx.cohort, ctx.model, ref_label, chosen,
+                                    n)
+        box.markdown(f"**Change vs {ui.esc(name)}:** {ui.esc(dec.change_text(change))}",
+                     help=f"Relative change of Recall@1 against the {ui.esc(name)} on the same "
+                          "held-out queries, with a 95% interval from one patient bootstrap of "
+                          "both; when the interval includes zero the change is not measurable.")
+        box.caption(f"reference {logic.percent(ref.recall)}, "
+                    f"{ui.esc(dec.expected_count(ref.recall, ref.n_queries))} images")
+if scope:
+    st.caption(ui.esc(scope))
 
 u1, u2, u3, _ = st.columns(4)
 u1.metric("Probe macro AUROC", logic.auroc(macro.get(chosen)),
@@ -64,8 +84,8 @@ u1.metric("Probe macro AUROC", logic.auroc(macro.get(chosen)),
           else f"{100 * (macro[chosen] - macro['original']):+.2f} points vs original")
 if "backbone" in macro:
     u1.caption(f"Frozen backbone (sanity line): {logic.auroc(macro['backbone'])}")
-u2.metric("Macro AUROC, original heads", logic.auroc(macro.get("original")))
-u3.metric("Macro AUROC, ε = ∞ heads", logic.auroc(macro.get("inf")))
+u2.metric("Macro AUROC, original", logic.auroc(macro.get("original")))
+u3.metric("Macro AUROC, ε = ∞", logic.auroc(macro.get("inf")))
 if not macro:
     ui.empty("No linear-probe utility stored yet (the DP stage writes it).")
 
@@ -109,9 +129,55 @@ if len(util):
         h: st.column_config.NumberColumn(logic.heads_name(h), format="percent")
         for h in heads_cols})
 
+starts = [h for h in logic.epsilon_grid(runs["heads"], held["heads"])
+          if dec.start_of(h) not in (None, dec.RANDOM)]
+if starts:
+    st.subheader("Other starts, for comparison")
+    st.caption("The same sweep started from other heads; each is compared with the ε = ∞ heads "
+               "of its own start. Heads started from the original heads carry the original "
+               "heads' training, which the ε does not cover.")
+    rows = []
+    for h in starts:
+        p = logic.headline(held[held["heads"] == h], n)
+        if p is None:
+            continue
+        ref_inf = dec.inf_of(dec.start_of(h))
+        vs_o = views.heads_change(ctx.db, ctx.token, ctx.cohort, ctx.model, "original", h, n)
+        vs_i = (views.heads_change(ctx.db, ctx.token, ctx.cohort, ctx.model, ref_inf, h, n)
+                if h != ref_inf else None)
+        rows.append({"heads": logic.heads_name(h), "Recall@1": p.recall,
+                     "95% CI low": p.ci_low, "95% CI high": p.ci_high,
+                     "vs original": dec.change_text(vs_o),
+                     "vs ε = ∞ (same start)": "reference" if vs_i is None
+                     else dec.change_text(vs_i),
+                     "what ε covers": dec.epsilon_scope(h, ctx.cohort)})
+    ui.table(pd.DataFrame(rows), "other starts", column_config={
+        c: st.column_config.NumberColumn(format="percent")
+        for c in ("Recall@1", "95% CI low", "95% CI high")})
+
+attackers = logic.adaptive_table(held, data.adaptive_runs(ctx.db, ctx.token, ctx.cohort,
+                                                          ctx.model), n, at_n.get("original"))
+st.subheader("What an attacker who refits the heads gets back")
+if attackers.empty:
+    ui.empty("No adaptive attacker measured for this model: what an attacker gets back by "
+             "refitting the heads on the frozen backbones is unknown.")
+else:
+    top = attackers.iloc[0]
+    st.markdown(ui.esc(
+        f"An attacker {top['attacker']}"
+        + (f" ({int(top['fit pairs']):,} pairs)" if pd.notna(top["fit pairs"]) else "")
+        + f" re-links {logic.percent(top['Recall@1'])} at N = {n:,} "
+        f"({logic.times(top['lift'])} chance), {logic.percent(top['share of original'])} of "
+        "the original model's rate. A heads-only mitigation protects against the released "
+        "heads' own similarity, not against an attacker who refits them."))
+    ui.table(attackers, "adaptive attackers", column_config={
+        **{c: st.column_config.NumberColumn(format="percent")
+           for c in ("Recall@1", "95% CI low", "95% CI high", "share of original")},
+        "lift": st.column_config.NumberColumn(format="%.1f×")})
+
 st.subheader("How much of the drop is privacy")
-parts = decompose.decompose(metrics, membership=data.membership(ctx.db, ctx.token, ctx.cohort,
-                                                                ctx.model), utility=util)
+parts = views.decomposition(ctx.db, ctx.token, ctx.cohort, ctx.model)
+parts = parts[parts["heads"].map(lambda h: dec.start_of(h) in (None, dec.RANDOM))]
 said = decompose.sentences(parts)
 if said:
     st.markdown(ui.esc(said[0]))
@@ -120,9 +186,13 @@ else:
 if len(parts):
     st.caption("Drop of Recall@1 vs the original heads = points from retraining (ε = ∞ vs "
                "original) + points from privacy (ε vs ε = ∞), in points of the original "
-               "Recall@1; held-out pairs, image → report, random negatives.")
+               "Recall@1; held-out pairs, image → report, random negatives. The _low/_high "
+               "columns are 95% intervals from one patient bootstrap of the three sets of heads "
+               "on the same queries; an interval holding zero is no measurable change.")
     ui.table(parts[["heads", "pool", "recall", "ci_low", "ci_high", "lift", "drop_vs_original",
-                    "retraining_points", "privacy_points", "membership_auroc",
+                    "drop_low", "drop_high", "retraining_points", "retraining_low",
+                    "retraining_high", "privacy_points", "privacy_low", "privacy_high",
+                    "membership_auroc",
                     "membership_tpr", "macro_auroc", "backbone_auroc"]],
              "drop decomposition", column_config={
                  "recall": st.column_config.NumberColumn("Recall@1", format="percent"),
@@ -130,6 +200,9 @@ if len(parts):
                  "ci_high": st.column_config.NumberColumn("95% CI high", format="percent"),
                  "lift": st.column_config.NumberColumn(format="%.1f×"),
                  "drop_vs_original": st.column_config.NumberColumn("drop %", format="%.1f"),
+                 **{c: st.column_config.NumberColumn(format="%.1f") for c in (
+                     "drop_low", "drop_high", "retraining_low", "retraining_high",
+                     "privacy_low", "privacy_high")},
                  "retraining_points": st.column_config.NumberColumn("retraining", format="%.1f"),
                  "privacy_points": st.column_config.NumberColumn("privacy", format="%.1f"),
                  "membership_auroc": st.column_config.NumberColumn("membership AUROC",
@@ -160,7 +233,11 @@ if len(chosen_rows):
 
 st.subheader("DP parameters")
 st.caption("The guarantee holds per privacy unit (one group of patients, or one pair); one "
-           "patient changes one group, so the patient-level guarantee is (2ε, (1+e^ε)δ).")
+           "patient changes one group, so the patient-level guarantee is (2ε, (1+e^ε)δ). Each ε "
+           "covers the head-training steps on the training patients from its start; it never "
+           "covers the frozen backbones, and for heads started from the original heads "
+           "(label +original) it does not cover the starting heads, which were fitted without "
+           "privacy.")
 weak = logic.weak_patient_delta(runs)
 if len(weak):
     which = ", ".join(f"{logic.heads_name(str(r.heads))} (patient-level δ "

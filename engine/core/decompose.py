@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from engine.core import decision
 from engine.core.findings import STUDY_AUROC, STUDY_DP_EPSILON, STUDY_DP_POOL, STUDY_DP_REDUCTION
 from engine.core.names import epsilon_label
 
@@ -42,7 +43,8 @@ COLUMNS = ["heads", "epsilon", "pool", "pool_size", "recall", "ci_low", "ci_high
            "drop_low", "drop_high", "drop_vs_inf", "inf_drop_low", "inf_drop_high",
            "retraining_points", "privacy_points",
            "membership_auroc", "membership_tpr", "membership_fpr", "macro_auroc",
-           "macro_change_vs_original", "backbone_auroc"]
+           "macro_change_vs_original", "backbone_auroc", "start", "reference_inf",
+           "paired", "retraining_low", "retraining_high", "privacy_low", "privacy_high"]
 
 
 def _num(value) -> float:
@@ -68,7 +70,7 @@ def decompose(metrics: pd.DataFrame, *, membership: pd.DataFrame | None = None,
               utility: pd.DataFrame | None = None, source: str | None = None,
               pools: Sequence[int | None] = POOLS, split: str = "test",
               direction: str = "image_to_report", negatives: str = "random",
-              k: int = 1) -> pd.DataFrame:
+              k: int = 1, ranks=None, n_boot: int = 1000) -> pd.DataFrame:
     """Decompose the Recall@1 drop of every set of heads at every pool size.
 
     Args:
@@ -81,6 +83,15 @@ def decompose(metrics: pd.DataFrame, *, membership: pd.DataFrame | None = None,
         source: The training cohort of transferred heads (their keys are ``<label>@<source>``).
         pools: Pool sizes; None is the whole held-out set (the largest stored pool).
         split, direction, negatives, k: Which metric rows.
+        ranks: Optional mapping heads label -> its ``relink_ranks`` rows of the same split and
+            direction (``query_id, patient_id, n_candidates, n_greater, n_tied``). With it, the
+            drop, its parts and the change against epsilon = inf get paired intervals from one
+            patient bootstrap of the three sets of heads (`decision.decomposition_intervals`);
+            without it, the heads' own interval against the reference's point estimate.
+        n_boot: Replicates of that bootstrap.
+
+    Heads with a start (``0.34+original``) are compared with the epsilon = inf heads of the same
+    start (``inf+original``); an adaptive attacker's heads (``adaptive+...``) are left out.
 
     Returns:
         One row per (heads, pool) with `COLUMNS`, heads ordered original, inf, then epsilon
@@ -103,6 +114,7 @@ def decompose(metrics: pd.DataFrame, *, membership: pd.DataFrame | None = None,
 
     m["label"] = [plain(h) for h in m["heads"]]
     m = m.dropna(subset=["label"])
+    m = m[~m["label"].map(decision.is_adaptive)]
     m = m.sort_values("pool_size").drop_duplicates(["label", "pool_size"], keep="last")
     if m.empty:
         return pd.DataFrame(columns=COLUMNS)
@@ -127,20 +139,28 @@ def decompose(metrics: pd.DataFrame, *, membership: pd.DataFrame | None = None,
     rows = []
     for pool in pools:
         size = full if pool is None else int(pool)
-        ref_o, ref_inf = at.get(("original", size)), at.get(("inf", size))
+        ref_o = at.get(("original", size))
         r_o = _num(ref_o["recall"]) if ref_o else math.nan
-        r_inf = _num(ref_inf["recall"]) if ref_inf else math.nan
         for lab in order:
             row = at.get((lab, size))
             if row is None:
                 continue
+            start = decision.start_of(lab)
+            inf_label = decision.inf_of(start)
+            ref_inf = at.get((inf_label, size))
+            r_inf = _num(ref_inf["recall"]) if ref_inf else math.nan
             r = _num(row["recall"])
             lo, hi, chance = _num(row.get("ci_low")), _num(row.get("ci_high")), _num(
                 row.get("chance"))
             lift = _num(row.get("lift")) if "lift" in row else r / chance
             mem = member.get(lab, {})
             dp = lab not in ("original",)
-            vs_inf = lab not in ("original", "inf")
+            vs_inf = lab not in ("original", inf_label)
+            paired = {}
+            if ranks is not None and dp:
+                paired = decision.decomposition_intervals(
+                    {plain(h) or h: v for h, v in ranks.items()}, "original", inf_label, lab,
+                    size, n_boot=n_boot)
             rows.append({
                 "heads": lab, "epsilon": _epsilon(lab), "pool": pool_name(pool),
                 "pool_size": size, "recall": r, "ci_low": lo, "ci_high": hi, "lift": lift,
@@ -165,7 +185,20 @@ def decompose(metrics: pd.DataFrame, *, membership: pd.DataFrame | None = None,
                                                      - macro.get("original", math.nan))
                 if dp else math.nan,
                 "backbone_auroc": macro.get("backbone", math.nan),
+                "start": start, "reference_inf": inf_label, "paired": bool(paired),
+                "retraining_low": math.nan, "retraining_high": math.nan,
+                "privacy_low": math.nan, "privacy_high": math.nan,
             })
+            if paired:
+                rows[-1].update({
+                    "drop_low": paired["drop_low"], "drop_high": paired["drop_high"],
+                    "retraining_low": paired["retraining_low"],
+                    "retraining_high": paired["retraining_high"],
+                    "privacy_low": paired["privacy_low"], "privacy_high": paired["privacy_high"],
+                })
+                if vs_inf:
+                    rows[-1].update({"inf_drop_low": paired["vs_inf_low"],
+                                     "inf_drop_high": paired["vs_inf_high"]})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -173,27 +206,33 @@ def _epsilon(label: str) -> float:
     if label == "original":
         return math.nan
     try:
-        return float(label)
+        return float(decision.split_label(label)[0])
     except ValueError:
         return math.nan
 
 
 def _heads_order(label: str) -> tuple:
-    """original, inf, then epsilon from the largest (least private) to the smallest."""
+    """original, then per start (random first): inf, epsilon from the largest to the smallest."""
     if label == "original":
-        return (0, 0.0, label)
+        return (0, "", 0, 0.0, label)
+    start = decision.start_of(label) or ""
+    rank = "" if start == decision.RANDOM else start
     eps = _epsilon(label)
     if math.isinf(eps):
-        return (1, 0.0, label)
-    return (2, -eps if math.isfinite(eps) else 0.0, label)
+        return (1, rank, 0, 0.0, label)
+    return (1, rank, 1, -eps if math.isfinite(eps) else 0.0, label)
 
 
 def drop_sentence(frame: pd.DataFrame, heads: str, pool: int | None = 10_000) -> str | None:
-    """The one sentence: how much of the drop at N is retraining and how much privacy.
+    """The one sentence: the change at N, with its interval, and how much is retraining/privacy.
+
+    A change whose 95% interval includes zero reads "no measurable change" with the interval;
+    a part (retraining, privacy) likewise. The epsilon's scope (what it covers, from which start)
+    ends the sentence.
 
     Args:
         frame: `decompose` output.
-        heads: An epsilon label (``0.34``).
+        heads: An epsilon label (``0.34``, ``0.34+original``).
         pool: The pool size (None: the whole held-out set).
 
     Returns:
@@ -207,19 +246,30 @@ def drop_sentence(frame: pd.DataFrame, heads: str, pool: int | None = 10_000) ->
     if not all(math.isfinite(v) for v in (x, y, z)):
         return None
     n = f"{int(r['pool_size']):,}" + (" (the whole held-out set)" if pool is None else "")
-    eps = f"ε = {heads}"
-    parts = (f"{y:+.1f} points come from retraining (ε = ∞ vs original) and {z:+.1f} from "
-             f"privacy ({eps} vs ε = ∞)")
-    if x >= 0:
-        return f"Of the {x:.1f}% drop in Recall@1 at N = {n} with {eps}, {parts}."
-    return (f"Recall@1 at N = {n} is {-x:.1f}% higher with {eps} than with the original heads; "
-            f"of that change, {parts}.")
+    eps_label, start = decision.split_label(str(heads))
+    eps = f"ε = {eps_label}"
+    inf = "ε = ∞" + ("" if start in (None, decision.RANDOM) else ", same start")
+    lo, hi = r.get("drop_low", math.nan), r.get("drop_high", math.nan)
+    # the change of Recall@1 (negative = lower), its interval from the drop's
+    change = decision.Change(-x / 100.0, -_num(hi) / 100.0, -_num(lo) / 100.0)
+    how = "paired patient bootstrap" if r.get("paired") else "the heads' own interval"
+    def part(point, name: str) -> str:
+        return decision.points_text(-point, -_num(r.get(f"{name}_high")),
+                                    -_num(r.get(f"{name}_low")))
+
+    pr = (f"retraining ({inf} vs original) {part(y, 'retraining')}, privacy ({eps} vs {inf}) "
+          f"{part(z, 'privacy')}")
+    scope = decision.epsilon_scope(str(heads))
+    return (f"Recall@1 at N = {n}, {decision.heads_name(str(heads))} against the original "
+            f"heads: {decision.change_text(change)} ({how}); in points of the original "
+            f"Recall@1, {pr}. {scope}").strip()
 
 
 def sentences(frame: pd.DataFrame, *, pools: Sequence[int | None] = (10_000, None, 100)
               ) -> list[str]:
     """`drop_sentence` for the strongest privacy (smallest epsilon) at the first pool stored."""
-    finite = frame[frame["epsilon"].map(lambda e: math.isfinite(e))]
+    finite = frame[frame["epsilon"].map(lambda e: math.isfinite(e))
+                   & frame["heads"].map(lambda h: decision.start_of(h) == decision.RANDOM)]
     if finite.empty:
         return []
     strongest = epsilon_label(float(finite["epsilon"].min()))

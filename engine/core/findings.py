@@ -24,6 +24,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from engine.core.decision import Change, change_text, rate_with_count
 from engine.core.format import auroc, finite, percent, times
 
 STUDY_LIFT = {100: 15.0, 10_000: 50.0}
@@ -183,7 +184,52 @@ def _far_above_chance(metrics, model: str) -> FindingResult:
                          "; ".join(parts) + missing, verdict, why)
 
 
-def _matched(metrics, model: str) -> FindingResult:
+def label_group_name(values) -> str:
+    """A label vector's name: its positive findings, then uncertain ones with '?' (as the
+    dashboard names them); nothing positive reads ``No Finding``."""
+    from engine.core.labels import CHEXPERT_LABELS
+
+    pos, unc = [], []
+    for name, v in zip(CHEXPERT_LABELS, values):
+        v = 0.0 if v is None or v != v else float(v)
+        if v == 1.0 and name != "No Finding":
+            pos.append(name)
+        elif v == -1.0:
+            unc.append(f"{name}?")
+    return " + ".join(pos + unc) or "No Finding"
+
+
+def matched_groups(ranks, pool_size: int) -> list[tuple[str, int, int]]:
+    """``(label group, eligible queries, queries)`` per label vector of per-query rank rows
+    (``n_matched`` and the 14 label columns): eligible = at least N - 1 matched distractors."""
+    from engine.core.labels import CHEXPERT_LABELS
+
+    if ranks is None or len(ranks) == 0:
+        return []
+    labels = ranks.reindex(columns=list(CHEXPERT_LABELS)).to_numpy(dtype=float)
+    matched = ranks["n_matched"].fillna(0).to_numpy(dtype=float)
+    out: dict[str, list[int]] = {}
+    for row, m in zip(labels, matched):
+        name = label_group_name(row)
+        counts = out.setdefault(name, [0, 0])
+        counts[0] += int(m >= pool_size - 1)
+        counts[1] += 1
+    return sorted(((g, e, q) for g, (e, q) in out.items()), key=lambda x: (-x[1], -x[2], x[0]))
+
+
+def groups_text(groups) -> str:
+    """``rests on 1 label group: No Finding (801 of 801 eligible)``; '' without groups."""
+    groups = [(str(g), int(e), int(q)) for g, e, q in (groups or []) if int(e) > 0]
+    if not groups:
+        return ""
+    groups.sort(key=lambda x: -x[1])
+    named = ", ".join(f"{g} ({e:,} of {q:,} queries eligible)" for g, e, q in groups[:5])
+    more = f" and {len(groups) - 5} more" if len(groups) > 5 else ""
+    word = "group" if len(groups) == 1 else "groups"
+    return f"rests on {len(groups)} label {word}: {named}{more}"
+
+
+def _matched(metrics, model: str, groups=None) -> FindingResult:
     study = "persists under pathology-matched negatives"
     p = _point(metrics, 100, model=model, negatives="matched")
     if p is None or p.n_queries == 0:
@@ -193,7 +239,14 @@ def _matched(metrics, model: str) -> FindingResult:
     share = p.n_queries / total if total else 0.0
     measured = (f"matched lift at N=100: {_lift(p)}, {p.n_queries:,} of {total:,} queries "
                 f"({percent(share)})")
-    if p.lift_low > 1 and share >= 0.5:
+    named = groups_text(groups)
+    if named:
+        measured += f"; {named}"
+    n_groups = len([g for g in (groups or []) if int(g[1]) > 0])
+    if p.lift_low > 1 and share >= 0.5 and n_groups == 1:
+        verdict, why = PARTLY, ("the interval lies above 1, but every eligible query is in one "
+                                "label group, so the figure speaks for that group only")
+    elif p.lift_low > 1 and share >= 0.5:
         verdict, why = REPRODUCES, "the interval lies above 1 for most held-out queries"
     elif p.lift_low > 1:
         verdict, why = PARTLY, "the interval lies above 1, but fewer than half the queries qualify"
@@ -215,8 +268,17 @@ def _dp_label(metrics, model: str) -> str | None:
     return min(eps)[2] if eps else None
 
 
-def _dp(metrics, utility, model: str, external=None, external_cohort: str | None = None
-        ) -> FindingResult:
+def _approx_change(p: _Point, ref: _Point) -> Change:
+    """The heads' interval against the reference's point estimate (no paired bootstrap)."""
+    return Change(p.recall / ref.recall - 1, p.ci_low / ref.recall - 1,
+                  p.ci_high / ref.recall - 1, p.n_queries)
+
+
+dp_heads_label = _dp_label  # the DP heads finding 4 reads (closest to the study's epsilon)
+
+
+def _dp(metrics, utility, model: str, external=None, external_cohort: str | None = None,
+        changes=None) -> FindingResult:
     study = "-61.8% at N=10,000 (eps 0.34); AUROC 79.63% -> 79.43%; transfers"
     title = "DP heads cut it, utility kept"
     label = _dp_label(metrics, model)
@@ -235,9 +297,16 @@ def _dp(metrics, utility, model: str, external=None, external_cohort: str | None
     cut = 1 - dp.recall / orig.recall if orig.recall > 0 else math.nan
     vs_inf = (1 - dp.recall / inf.recall) if inf is not None and inf.recall > 0 else math.nan
     a0, a1 = _macro(utility, "original"), _macro(utility, label)
-    parts = [f"eps {label}, N={n:,}: Recall@1 {percent(orig.recall)} -> {percent(dp.recall)} "
-             f"({percent(dp.ci_low)[:-1]}-{percent(dp.ci_high)}), {_change(-cut)} vs original, "
-             f"{_change(-vs_inf)} vs eps=inf", f"AUROC {auroc(a0)} -> {auroc(a1)}"]
+    changes = changes or {}
+    ch_o = changes.get(("original", label, n)) or (_approx_change(dp, orig) if orig.recall > 0
+                                                   else None)
+    ch_i = changes.get(("inf", label, n)) or (_approx_change(dp, inf) if inf is not None
+                                              and inf.recall > 0 else None)
+    total = orig.n_queries + orig.n_excluded
+    parts = [f"eps {label}, N={n:,}: Recall@1 {rate_with_count(orig.recall, total)} -> "
+             f"{rate_with_count(dp.recall, total)} ({percent(dp.ci_low)[:-1]}-"
+             f"{percent(dp.ci_high)}); vs original {change_text(ch_o)}; vs eps=inf "
+             f"{change_text(ch_i)}", f"AUROC {auroc(a0)} -> {auroc(a1)}"]
     if external is not None and len(external):
         en = max(set(_sizes(external, model=model))
                  & set(_sizes(external, model=model, heads=label))
@@ -248,7 +317,8 @@ def _dp(metrics, utility, model: str, external=None, external_cohort: str | None
             parts.append(f"{external_cohort or 'external'} N={en:,}: "
                          f"{_change(e1.recall / e0.recall - 1)} with the same heads")
     measured = "; ".join(parts)
-    significant = finite(cut) and cut >= MIN_CUT and dp.ci_high < orig.recall
+    significant = (finite(cut) and cut >= MIN_CUT and ch_o is not None and ch_o.measurable
+                   and ch_o.high < 0)
     kept = finite(a0) and finite(a1) and a0 - a1 <= MAX_AUROC_DROP
     beyond_inf = inf is None or dp.recall < inf.recall
     if significant and kept and beyond_inf:
@@ -260,9 +330,11 @@ def _dp(metrics, utility, model: str, external=None, external_cohort: str | None
     elif significant:
         verdict, why = PARTLY, "Recall@1 falls, but the probe loses more than 1 AUROC point"
     else:
-        why = f"Recall@1 falls by less than {MIN_CUT:.0%} or within its interval"
+        why = (f"no measurable change against the original heads ({change_text(ch_o)})"
+               if ch_o is not None and not ch_o.measurable else
+               f"Recall@1 falls by less than {MIN_CUT:.0%}")
         within = [p is not None and orig.ci_low <= p.recall <= orig.ci_high for p in (dp, inf)]
-        if inf is not None and inf.recall > 0 and dp.ci_high < inf.recall:
+        if inf is not None and inf.recall > 0 and ch_i is not None and ch_i.high < 0:
             # the noise does lower re-linkage against the same retraining without it, but the
             # retraining itself raised it: against the original heads little or nothing is left
             why += (f"; against the eps=inf heads it is {_change(-vs_inf)} with its interval "
@@ -308,7 +380,8 @@ def strongest_model(ladder: Sequence[str],
 
 def summarize_findings(metrics, utility, *, ladder: Sequence[str], external=None,
                        external_cohort: str | None = None,
-                       orders: Mapping[str, object] | None = None) -> list[FindingResult]:
+                       orders: Mapping[str, object] | None = None, matched_groups=None,
+                       dp_changes=None) -> list[FindingResult]:
     """The four findings on one cohort.
 
     Args:
@@ -323,6 +396,10 @@ def summarize_findings(metrics, utility, *, ladder: Sequence[str], external=None
         orders: Model -> ``specialization`` (None / NaN: no order). When given, finding 1 compares
             only the models that have an order (unrelated models are no ladder) and findings 2-4
             use `strongest_model`.
+        matched_groups: ``(label group, eligible queries, queries)`` at N = 100 of the most
+            specialised model, which finding 3 names (a figure resting on one group says so).
+        dp_changes: ``{(reference, heads, N): decision.Change}``, paired changes for finding 4
+            (without them, the heads' interval against the reference's point estimate).
     """
     if not ladder:
         return [FindingResult(i, t, s, "n/a", NOT_MEASURABLE, "no models")
@@ -334,8 +411,8 @@ def summarize_findings(metrics, utility, *, ladder: Sequence[str], external=None
     return [
         _specialisation(metrics, ordered_ladder(ladder, orders)),
         _far_above_chance(metrics, strongest),
-        _matched(metrics, strongest),
-        _dp(metrics, utility, strongest, external, external_cohort),
+        _matched(metrics, strongest, matched_groups),
+        _dp(metrics, utility, strongest, external, external_cohort, dp_changes),
     ]
 
 
@@ -359,5 +436,5 @@ def findings_rows(results: Sequence[FindingResult]) -> list[dict[str, str]]:
 
 
 __all__ = ["FindingResult", "NOT_MEASURABLE", "NOT_REPRODUCED", "PARTLY", "REPRODUCES",
-           "findings_rows", "format_findings", "ordered_ladder", "strongest_model",
-           "summarize_findings"]
+           "findings_rows", "format_findings", "groups_text", "ordered_ladder",
+           "strongest_model", "summarize_findings"]

@@ -53,7 +53,7 @@ from engine.report import text as fmt
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 TITLE = "Re-linkage privacy audit"
 PREFERRED_POOL_SIZE = 100
 HELD_OUT, MEMBERS = "test", "train"
@@ -177,9 +177,37 @@ def _read(db: Path, model: str, cohort: str) -> _Data:
                    "shown_utility UNION SELECT run_id FROM shown_relink_metrics) "
                    "ORDER BY stage, finished_at", name),
             examples_frame=_read_examples(q, name, cohort),
+            ranks=_read_ranks(q, con, name, cohort),
+            adaptive_runs=(q("SELECT * FROM adaptive_runs WHERE model = ? AND cohort = ?",
+                             name, cohort) if _table_exists(con, "adaptive_runs")
+                           else pd.DataFrame(columns=["heads", "n_fit_pairs"])),
         )
     finally:
         con.close()
+
+
+def _table_exists(con, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                            [name]).fetchone()[0])
+
+
+def _read_ranks(q, con, model: str, cohort: str) -> dict[str, pd.DataFrame]:
+    """Held-out image -> report rank counts per heads of this cohort (the shown runs), with the
+    query's patient: what the paired patient bootstrap of every change reads."""
+    if not _table_exists(con, "relink_ranks"):
+        return {}
+    frame = q(
+        "SELECT m.heads_key AS heads, r.query_id, i.patient_id, r.n_candidates, r.n_greater, "
+        "r.n_tied, r.n_matched, r.n_matched_greater, r.n_matched_tied, "
+        + ", ".join(f'i."{c}"' for c in CHEXPERT_LABELS) + " FROM relink_ranks r "
+        "JOIN (SELECT DISTINCT run_id, heads_key FROM shown_relink_metrics WHERE cohort = ? "
+        "      AND model = ? AND split = ? AND direction = ?) m ON m.run_id = r.run_id "
+        "LEFT JOIN items i ON i.cohort = r.cohort AND i.selected AND i.image_id = r.query_id "
+        "WHERE r.cohort = ? AND r.model = ? AND r.split = ? AND r.direction = ?",
+        cohort, model, HELD_OUT, I2R, cohort, model, HELD_OUT, I2R)
+    frame["patient_id"] = frame["patient_id"].fillna(frame["query_id"])
+    return {str(h): g.drop_duplicates("query_id").reset_index(drop=True)
+            for h, g in frame.groupby("heads")}
 
 
 def _resolve_model(q, db: Path, models: pd.DataFrame, model: str) -> str:
@@ -221,6 +249,7 @@ def _assemble(d: _Data, db: Path, examples: bool | None, generated_at: datetime)
     dp_cfg = _dp_config(d)
     heads_order = _heads_order(d)
     headline = _headline(d, missing)
+    decision = _decision_section(d, headline)
     doc = {
         "schema_version": SCHEMA_VERSION,
         "title": TITLE,
@@ -231,6 +260,7 @@ def _assemble(d: _Data, db: Path, examples: bool | None, generated_at: datetime)
         "cohort": cohort,
         "method": _method_section(d, attack_cfg, attack_run, dp_cfg),
         "headline": headline,
+        "decision": decision,
         "lift_vs_n": _lift_section(d, missing),
         "linkage": _linkage_section(d, missing),
         "members": _members_section(d, headline, heads_order, missing),
@@ -245,6 +275,37 @@ def _assemble(d: _Data, db: Path, examples: bool | None, generated_at: datetime)
     doc["caveats"] = _caveats({**doc, "_attack_message": (attack_run or {}).get("message")},
                               attack_cfg, dp_cfg)
     return clean(doc)
+
+
+def _decision_section(d: _Data, headline: dict) -> dict:
+    """Threat model, risk level on the lift's lower bound, mitigation, adaptive attacker and
+    the recommendation (`engine.core.decision`, docs/decision.md), at the headline N."""
+    from engine.core import decision
+
+    n = headline.get("pool_size")
+    metrics = d.metrics[d.metrics["cohort"] == d.cohort]
+    if "heads_cohort" in metrics:
+        metrics = metrics[metrics["heads_cohort"].isna() | (metrics["heads_cohort"] == d.cohort)]
+    found = (decision.decide_from(d.model, d.cohort, metrics, d.ranks, d.adaptive_runs, int(n))
+             if n else None)
+    if found is None:
+        return {"available": False, "model": d.model, "pool_size": None, "threat_model": [],
+                "risk_level": "unknown", "risk": "", "mitigation": "", "adaptive": "",
+                "recommendation": "No attack results: run the attack before deciding.",
+                "rule": "docs/decision.md", "scale": []}
+    return {"available": True, **decision.decision_dict(found)}
+
+
+def _matched_groups(d: _Data, pool_size: int | None) -> list[dict]:
+    """The label groups the matched figure at N rests on (original heads): eligible queries
+    (at least N - 1 matched distractors) per group, most first."""
+    from engine.core.findings import matched_groups
+
+    ranks = d.ranks.get("original")
+    if ranks is None or not pool_size:
+        return []
+    return [{"group": g, "eligible": e, "queries": q}
+            for g, e, q in matched_groups(ranks, int(pool_size))]
 
 
 def _leak_note(message) -> str:
@@ -378,7 +439,9 @@ def _heads_order(d: _Data) -> list[str]:
     """Heads of this model on this cohort: original, inf, then epsilon from large to small."""
     labels = set(d.metrics.loc[d.metrics["cohort"] == d.cohort, "heads"].astype(str))
     labels |= set(_dp_rows(d)["label"]) | {"original"}
-    return sort_heads(labels)
+    from engine.core.decision import is_adaptive
+
+    return sort_heads(h for h in labels if not is_adaptive(h))
 
 
 def sort_heads(labels) -> list[str]:
@@ -446,7 +509,9 @@ def _headline(d: _Data, missing: list[str]) -> dict:
                 f"{fmt.times_range(p['lift_low'], p['lift_high'])} chance). Guessing would "
                 f"succeed {fmt.percent(p['chance'])} of the time.")
     return {**base, "available": True, "sentence": sentence,
-            "risk_level": fmt.risk_level(p["lift"]), "pool_size": n, "full_database": n == full,
+            # on the lower end of the lift's interval, as the decision reads it (docs/decision.md)
+            "risk_level": fmt.risk_level(p["lift_low"]), "pool_size": n,
+            "full_database": n == full,
             **p}
 
 
@@ -484,7 +549,22 @@ def _lift_section(d: _Data, missing: list[str]) -> dict:
         notes = ["No attack results for the original heads on the held-out pairs."]
     elif not any(r["negatives"] == "matched" and fmt.finite(r["recall"]) for r in rows):
         missing.append("Pathology-matched negatives: no N with enough matched distractors.")
-    return {"available": bool(rows), "rows": rows, "notes": notes}
+    # the N the summary quotes (the largest fixed matched N with a figure): which label groups
+    # the figure rests on
+    quoted = [r for r in rows if r["direction"] == I2R and r["negatives"] == "matched"
+              and fmt.finite(r["lift"]) and not r["pool_varies"]]
+    groups = {"pool_size": None, "groups": [], "text": ""}
+    if quoted:
+        from engine.core.findings import groups_text
+
+        n = quoted[-1]["pool_size"]
+        found = _matched_groups(d, n)
+        text = groups_text([(g["group"], g["eligible"], g["queries"]) for g in found])
+        groups = {"pool_size": n, "groups": found,
+                  "text": f"The matched figure at N = {n:,} {text}." if text else ""}
+        if text:
+            notes.append(groups["text"])
+    return {"available": bool(rows), "rows": rows, "notes": notes, "matched_groups": groups}
 
 
 def _linkage_section(d: _Data, missing: list[str]) -> dict:
@@ -570,15 +650,23 @@ def _privacy_section(d: _Data, heads_order: list[str], missing: list[str]) -> di
         return {"available": False, "pool_size": None, "rows": [], "original_macro_auroc":
                 macro.get("original"), "backbone_macro_auroc": backbone, "per_label": [],
                 "notes": ["No differential privacy results for this model and cohort yet."]}
+    from engine.core import decision
+
     by_label = {r["label"]: r for r in dp.to_dict("records")}
     held = {h: _metric(d, heads=h) for h in {*heads_order, "original", "inf"}}
     sizes = [int(f["pool_size"].max()) for f in held.values() if len(f)]
     n = max(sizes) if sizes else None
-    ref = {h: (_at(held[h], n) or {}).get("recall") for h in ("original", "inf")}
     rows = []
     for heads in heads_order:
         row = by_label.get(heads, {})
         p = _point(_at(held[heads], n) if n else None)
+        inf_label = decision.inf_of(decision.start_of(heads))
+        ref = {"original": (_at(held["original"], n) or {}).get("recall") if n else None,
+               "inf": (_at(_metric(d, heads=inf_label), n) or {}).get("recall") if n else None}
+        vs_o = (decision.heads_change(d.ranks, "original", heads, n)
+                if n and heads != "original" else None)
+        vs_i = (decision.heads_change(d.ranks, inf_label, heads, n)
+                if n and heads not in ("original", inf_label) else None)
         rows.append({
             "heads": heads,
             "epsilon": row.get("epsilon"), "delta": row.get("delta"),
@@ -593,8 +681,12 @@ def _privacy_section(d: _Data, heads_order: list[str], missing: list[str]) -> di
             "lift": p["lift"],
             "reduction_vs_original": (None if heads == "original"
                                       else _reduction(p["recall"], ref["original"])),
-            "reduction_vs_inf": (None if heads in ("original", "inf")
+            "reduction_vs_inf": (None if heads in ("original", inf_label)
                                  else _reduction(p["recall"], ref["inf"])),
+            "start": decision.start_of(heads), "reference_inf": inf_label,
+            "change_vs_original": _change_dict(vs_o),
+            "change_vs_inf": _change_dict(vs_i),
+            "epsilon_scope": decision.epsilon_scope(heads, d.cohort),
             "macro_auroc": macro.get(heads),
             "auroc_change_vs_original": (macro[heads] - macro["original"]
                                          if heads != "original" and fmt.finite(macro.get(heads))
@@ -640,7 +732,7 @@ def _decomposition(d: _Data) -> tuple[list[dict], list[str]]:
         m = m[m["heads_cohort"].isna() | (m["heads_cohort"] == d.cohort)]
     members = (_dp_config(d) or {}).get("membership", {})
     membership = pd.DataFrame([{"heads": str(h), **v} for h, v in members.items()])
-    frame = decompose.decompose(m, membership=membership, utility=d.utility)
+    frame = decompose.decompose(m, membership=membership, utility=d.utility, ranks=d.ranks)
     return clean(frame.to_dict("records")), decompose.sentences(frame)
 
 
@@ -672,6 +764,17 @@ def _selection_summary(dp: pd.DataFrame) -> dict:
     return {"rows": clean(rows), "notes": notes}
 
 
+def _change_dict(change) -> dict | None:
+    """A paired change as JSON: point, interval, whether measurable, and the words."""
+    from engine.core import decision
+
+    if change is None:
+        return None
+    return {"point": change.point, "low": change.low, "high": change.high,
+            "measurable": change.measurable, "n_queries": change.n_queries,
+            "text": decision.change_text(change)}
+
+
 def _eps_text(value) -> str:
     return f"{value:.3g}" if fmt.finite(value) else "∞"
 
@@ -693,6 +796,8 @@ def _transfer_section(d: _Data, headline: dict) -> dict:
     m = d.metrics
     for other in sorted(set(m["cohort"]) - {d.cohort}):
         rows_other = m[m["cohort"] == other]
+        # an adaptive attacker's heads are not a released set: never a transfer
+        rows_other = rows_other[~rows_other["heads"].astype(str).str.startswith("adaptive")]
         other_heads = set(rows_other["heads"]) - {"original"}
         has_own_dp = not _dp_rows(d, other).empty
         sources = _heads_sources(d, other)

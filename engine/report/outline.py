@@ -84,6 +84,7 @@ def blocks_of(doc: dict) -> list[Block]:
     """The whole report as blocks, numbered sections, tables and figures included."""
     b = _Builder(doc)
     b.title()
+    b.decision()
     b.summary()
     b.model_cohort()
     b.method()
@@ -95,6 +96,7 @@ def blocks_of(doc: dict) -> list[Block]:
     b.context()
     b.examples()
     b.caveats()
+    b.glossary()
     b.provenance()
     return b.out
 
@@ -156,12 +158,63 @@ class _Builder:
                                     f"Whether {c['name']} is synthetic {c['synthetic_evidence']}.",
                                     tone="info"))
 
+    def decision(self) -> None:
+        """The decision first: threat model, risk level, mitigation, adaptive attacker, what to
+        do (docs/decision.md)."""
+        dec = self.doc.get("decision") or {}
+        self.heading("Decision")
+        if not dec.get("available"):
+            self.out.append(Callout("No decision possible", dec.get("recommendation")
+                                    or "No attack results.", tone="missing"))
+            return
+        self.out.append(Callout("Recommendation", dec["recommendation"], tone="risk"))
+        self.out.append(Paragraph("Threat model", style="subhead"))
+        self.out.append(Bullets(tuple(dec["threat_model"])))
+        self.out.append(Paragraph(dec["risk"], lead=f"Risk level: {dec['risk_level']}."))
+        self.out.append(Paragraph(dec["mitigation"], lead="What the mitigation buys."))
+        self.out.append(Paragraph(dec["adaptive"], lead="What an adaptive attacker gets back."))
+        self.out.append(Paragraph(
+            f"The rule that produced the recommendation is written in {dec['rule']} of the "
+            "engine's repository: the risk level is read on the lower end of the lift's 95% "
+            "interval; the DP heads are recommended only when their change against the original "
+            "heads is measurable and the upper ends of their lift interval and of an adaptive "
+            "attacker's lie below 1.5×. Every change is measured on the same queries with one "
+            "patient bootstrap; an interval that includes zero is no measurable change.",
+            style="note"))
+
+    def glossary(self) -> None:
+        self.heading("Glossary")
+        self.out.append(Bullets((
+            "Re-linkage: finding the report that belongs to an image (or the image of a report) "
+            "among candidates, by the model's similarity.",
+            "Pool size N: the true item plus N − 1 candidates drawn at random from the held-out "
+            "set; chance is 1/N.",
+            "Recall@1: the probability that the true item ranks first in the pool; lift: Recall@1 "
+            "divided by chance.",
+            "95% CI: a percentile interval from a bootstrap over patients (a patient's studies "
+            "are resampled together).",
+            "No measurable change: the 95% interval of a change, from one patient bootstrap of "
+            "both sets of heads on the same queries, includes zero.",
+            "Matched negatives: candidate reports with the same 14-label vector as the true "
+            "report.",
+            "Projection heads: the small layers that map each encoder's features into the shared "
+            "space; the DP mitigation retrains only these, the encoders (backbones) stay frozen.",
+            "ε (epsilon), δ (delta): the differential-privacy guarantee of the heads' training "
+            "steps, per privacy unit (a group of patients) and per patient; it covers neither the "
+            "frozen backbones nor heads the training started from.",
+            "Start: the heads DP training starts from (seeded random heads by default; the "
+            "model's own heads, or heads fitted on a public cohort).",
+            "Adaptive attacker: one who refits the heads without privacy on the frozen "
+            "backbones, from public data or a leaked share of the pairs.",
+        )))
+
     def summary(self) -> None:
         d = self.doc
         h = d["headline"]
         self.heading("Summary")
         self.out.append(Callout(
-            f"Headline risk: {h['risk_level']}" if h["available"] else "Headline risk: unknown",
+            f"Headline risk: {h['risk_level']} (on the lift interval's lower end)"
+            if h["available"] else "Headline risk: unknown",
             h["sentence"], tone="risk"))
         items = [x for x in (self._lift_finding(), self._matched_finding(),
                              self._patient_finding(), self._members_finding(),
@@ -191,10 +244,15 @@ class _Builder:
         if not rows:
             return ""
         r = rows[-1]
-        return (f"Against pathology-matched reports (same 14 labels) the model still finds the "
+        groups = (self.doc["lift_vs_n"].get("matched_groups") or {}).get("text") or ""
+        below = fmt.finite(r.get("lift_low")) and r["lift_low"] <= 1
+        verdict = ("its interval reaches chance, so the matched labels may explain the signal"
+                   if below else "the signal is more than the findings")
+        return (f"Against pathology-matched reports (same 14 labels) the model finds the "
                 f"true report at {fmt.times(r['lift'])} chance at N = {r['pool_size']:,} "
-                f"({r['n_queries']:,} queries; {r['n_excluded']:,} without enough matched "
-                "reports left out): the signal is more than the findings.")
+                f"(95% CI {fmt.times_range(r.get('lift_low'), r.get('lift_high'))}; "
+                f"{r['n_queries']:,} queries; {r['n_excluded']:,} without enough matched "
+                f"reports left out): {verdict}. {groups}").strip()
 
     def _patient_finding(self) -> str:
         rows = [r for r in self.doc["linkage"]["rows"]
@@ -222,7 +280,7 @@ class _Builder:
         if not p["available"]:
             return "No differential privacy results yet: the mitigation has not been evaluated."
         dp = [r for r in p["rows"] if r["heads"] not in ("original", "inf")
-              and fmt.finite(r["recall"])]
+              and r.get("start") in (None, "random") and fmt.finite(r["recall"])]
         if not dp:
             return ""
         r = dp[-1]
@@ -233,10 +291,14 @@ class _Builder:
                     f"{fmt.auroc(r['macro_auroc'])}")
         patient = (f", patient level ε = {fmt.general(r['patient_epsilon'])}"
                    if fmt.finite(r["patient_epsilon"]) else "")
+        vs_o = (r.get("change_vs_original") or {}).get("text") or fmt.reduction(
+            r["reduction_vs_original"]) + " (no paired interval)"
+        vs_i = (r.get("change_vs_inf") or {}).get("text") or fmt.reduction(
+            r["reduction_vs_inf"]) + " (no paired interval)"
+        scope = r.get("epsilon_scope") or ""
         return (f"DP heads at ε = {r['heads']}{patient}: Recall@1 at N = {p['pool_size']:,} is "
-                f"{fmt.percent(r['recall'])}, {fmt.reduction(r['reduction_vs_original'])} than "
-                f"the original heads and {fmt.reduction(r['reduction_vs_inf'])} than non-private "
-                f"retraining{util}.")
+                f"{fmt.percent(r['recall'])}; against the original heads {vs_o}; against "
+                f"non-private retraining {vs_i}{util}. {scope}").strip()
 
     def _transfer_finding(self) -> str:
         rows = [r for r in self.doc["transfer"]["rows"] if r["heads"] != "original"]
@@ -448,11 +510,15 @@ class _Builder:
             widths=(0.6, 0.6, 0.75, 0.65, 0.75, 0.5, 0.45, 0.5, 0.5, 0.8, 0.55),
             font_scale=0.92)
         n = p["pool_size"]
+        def paired(r, key, fallback):
+            return (r.get(key) or {}).get("text") or fmt.reduction(r[fallback])
+
         risk_rows = [(fmt.heads_name(r["heads"]), _recall_ci(r), fmt.times(r["lift"]),
                       "reference" if r["heads"] == "original" else
-                      fmt.reduction(r["reduction_vs_original"]),
-                      "reference" if r["heads"] == "inf" else DASH if r["heads"] == "original"
-                      else fmt.reduction(r["reduction_vs_inf"]),
+                      paired(r, "change_vs_original", "reduction_vs_original"),
+                      "reference" if r["heads"] == r.get("reference_inf", "inf")
+                      else DASH if r["heads"] == "original"
+                      else paired(r, "change_vs_inf", "reduction_vs_inf"),
                       fmt.auroc(r["macro_auroc"]),
                       "reference" if r["heads"] == "original" else
                       fmt.points(r["auroc_change_vs_original"]))
@@ -460,13 +526,24 @@ class _Builder:
         risk_rows.append(("frozen backbone (sanity line)", "", "", "", "",
                           fmt.auroc(p["backbone_macro_auroc"]), ""))
         self.table(
-            f"Risk and utility: Recall@1 and lift at N = {n:,} (whole held-out set), relative "
-            "reduction of Recall@1, and the 14-label probe macro AUROC." if n else
-            "Risk and utility per set of heads.",
+            f"Risk and utility: Recall@1 and lift at N = {n:,} (whole held-out set), the change "
+            "of Recall@1 against the original heads and against the ε = ∞ heads of the same "
+            "start (95% interval from one patient bootstrap of both on the same queries; "
+            "\"no measurable change\" when it includes zero), and the 14-label probe macro "
+            "AUROC." if n else "Risk and utility per set of heads.",
             ("Heads", "Recall@1 (95% CI)", "Lift", "vs original", "vs ε = ∞",
              "Macro AUROC", "Δ AUROC"), risk_rows,
             align=("l", "r", "r", "r", "r", "r", "r"),
-            widths=(1.75, 1.35, 0.55, 0.95, 0.95, 0.85, 0.75), emphasis=(0,))
+            widths=(1.6, 1.2, 0.5, 1.45, 1.45, 0.75, 0.6), emphasis=(0,), font_scale=0.92)
+        scopes = list(dict.fromkeys(f"{fmt.heads_name(r['heads'])}: {r['epsilon_scope']}"
+                                    for r in p["rows"] if r.get("epsilon_scope")))
+        if scopes:
+            self.out.append(Paragraph("What each ε covers", style="subhead"))
+            self.out.append(Bullets(tuple(scopes)))
+        adaptive = (self.doc.get("decision") or {}).get("adaptive")
+        if adaptive:
+            self.out.append(Callout("What an attacker who refits the heads gets back", adaptive,
+                                    tone="warning"))
         self._study_pool_table(p)
         self.notes(p["notes"])
         if p["per_label"]:

@@ -6,6 +6,7 @@ the dashboard shows, so a figure reads alike on a page and in the report.
 
 from __future__ import annotations
 
+from engine.core.decision import heads_name  # noqa: F401  (starts and attackers named)
 from engine.core.format import (  # noqa: F401
     NA,
     auroc,
@@ -21,4 +22,4 @@ from engine.core.format import (  # noqa: F401
     times,
     times_range,
 )
-from engine.core.names import DIRECTION_NAMES, SPLIT_NAMES, heads_name, heads_short  # noqa: F401
+from engine.core.names import DIRECTION_NAMES, SPLIT_NAMES, heads_short  # noqa: F401
