@@ -330,7 +330,7 @@ def _dp(metrics, utility, model: str, external=None, external_cohort: str | None
     elif significant:
         verdict, why = PARTLY, "Recall@1 falls, but the probe loses more than 1 AUROC point"
     else:
-        why = (f"no measurable change against the original heads ({change_text(ch_o)})"
+        why = (f"against the original heads: {change_text(ch_o)}"
                if ch_o is not None and not ch_o.measurable else
                f"Recall@1 falls by less than {MIN_CUT:.0%}")
         within = [p is not None and orig.ci_low <= p.recall <= orig.ci_high for p in (dp, inf)]
