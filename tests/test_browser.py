@@ -205,7 +205,7 @@ def test_every_page_renders_and_the_epsilon_slider_moves(server, browser, tmp_pa
             page.get_by_test_id("stButtonGroup").get_by_text("label", exact=True).click()
             _settle(page)
             page.get_by_test_id("stSelectbox").filter(has_text="Compare with").click()
-            page.get_by_role("option", name="DP heads, ε = 1").click()
+            page.get_by_role("option", name="DP heads, ε = 1", exact=True).click()
             _settle(page)
             expect(page.get_by_test_id("stVegaLiteChart")).to_have_count(2)
         if name == "privacy":

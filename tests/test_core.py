@@ -19,8 +19,8 @@ from engine.core import names, pools
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "open_clip", "opacus", "faiss", "umap")
 # The parts of the engine the dashboard may load: the core, and the safe image reader (numpy and
-# Pillow only) with the error types it raises.
-DASHBOARD_ENGINE = ("engine", "engine.images", "engine.errors")
+# Pillow only) with the error types it raises and its stdlib-only file opener.
+DASHBOARD_ENGINE = ("engine", "engine.images", "engine.errors", "engine.files")
 
 
 def _allowed(module: str) -> bool:

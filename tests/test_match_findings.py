@@ -120,7 +120,8 @@ def test_the_columns_are_added_to_an_existing_version_2_file(release, tmp_path):
     register_cohort(db, "pc", fmt="padchest", root=release, load=padchest.load(release))
     _, items = read_cohort(db, "pc")
     assert items["findings"].notna().all()
-    assert store.read_df(db, "SELECT max(version) AS v FROM schema_version")["v"][0] == 2
+    assert (store.read_df(db, "SELECT max(version) AS v FROM schema_version")["v"][0]
+            == store.SCHEMA_VERSION)
 
 
 def _attack_inputs(q=240, seed=0):

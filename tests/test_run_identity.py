@@ -306,7 +306,8 @@ def _v1_database(path: Path) -> Path:
 def test_a_version_1_database_is_migrated_on_open(tmp_path):
     db = _v1_database(tmp_path / "v1.duckdb")
     with store.connect_write(db) as con:
-        assert con.execute("SELECT max(version) FROM schema_version").fetchall() == [(2,)]
+        assert con.execute("SELECT max(version) FROM schema_version").fetchall() == [
+            (store.SCHEMA_VERSION,)]
         cols = {r[0] for r in con.execute("DESCRIBE runs").fetchall()}
         assert {"shown_at", "n_stored", "cohort_fingerprint", "torch_version"} <= cols
     shown = _q(db, "SELECT run_id, lift, heads_key FROM shown_relink_metrics")
@@ -326,7 +327,7 @@ def test_a_version_1_database_is_migrated_by_the_report_command(tmp_path, capsys
     code = main(["--db", str(db), "report", "--model", "m", "--cohort", "c", "--format", "json",
                  "--out", str(tmp_path / "out")])
     assert code == 0, capsys.readouterr().err
-    assert _q(db, "SELECT max(version) AS v FROM schema_version")["v"][0] == 2
+    assert _q(db, "SELECT max(version) AS v FROM schema_version")["v"][0] == store.SCHEMA_VERSION
 
 
 # ------------------------------------------------------------------------------ dashboard
