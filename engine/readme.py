@@ -324,7 +324,8 @@ def _adaptive(con, src: _Source, cohort: str, model: str, at_h: pd.DataFrame,
             f"report, random negatives, Recall@1 at N = {n_h:,}): heads fitted without privacy "
             "on the released frozen backbones, from a random start, by the engine's own heads "
             "training; a known-pairs attacker is scored on the other held-out patients only. "
-            + "; ".join(lines) + ". A heads-only mitigation protects against the released "
+            + "; ".join(line[:1].upper() + line[1:] for line in lines)
+            + ". A heads-only mitigation protects against the released "
             "heads' own similarity, not against an attacker who refits the heads.\n\n"
             + _table(["heads", "attacker's data", f"R@1 N={n_h:,} (95% CI)",
                       f"lift N={n_h:,} (95% CI)", "share of the original rate"], rows))
