@@ -107,6 +107,12 @@ class StageRecord:
     peak_mb: float
     cpu_seconds: float = 0.0
 
+    @property
+    def reused(self) -> bool:
+        """True when the stage only found its outputs (every part of ``what`` says reused)."""
+        parts = [p.strip() for p in self.what.split(", ")]
+        return self.what.startswith("reused") or all(p.endswith("(reused)") for p in parts)
+
 
 @dataclass
 class StudyResult:
@@ -494,17 +500,35 @@ def _report(db: Path, model: str, cohort: str, workdir: Path, formats: tuple[str
 
 def _record(db: Path, workdir: Path, config: StudyConfig, result: StudyResult,
             counts: dict) -> None:
-    """``stages.json`` and one ``study`` run per stage in the database."""
+    """``stages.json`` and one ``study`` run per stage in the database.
+
+    A stage this invocation only reused keeps the figures of the invocation that computed it
+    (in ``stages.json`` and in its run), so a resumed study reports what each stage cost, not
+    the seconds it took to find its outputs.
+    """
     from engine.runs import Run, record_run
 
-    stages = [asdict(s) for s in result.stages]
-    payload = {"config": asdict(config), "split": counts, "stages": stages,
-               "total_seconds": sum(s["seconds"] for s in stages)}
-    (workdir / STAGES_FILE).write_text(json.dumps(payload, indent=1, default=str))
+    previous: dict[str, dict] = {}
+    if (workdir / STAGES_FILE).exists():
+        try:
+            previous = {s["name"]: s for s in
+                        json.loads((workdir / STAGES_FILE).read_text()).get("stages", [])}
+        except (json.JSONDecodeError, KeyError, TypeError):
+            previous = {}
     settings = {k: v for k, v in asdict(config).items() if k not in ("workers", "release_path")}
+    stages = []
     for s in result.stages:
+        before = previous.get(s.name)
+        if s.reused and before is not None and not StageRecord(
+                before["name"], before.get("what", ""), 0.0, 0.0).reused:
+            stages.append(before)  # measured when it was computed; its run is left as it is
+            continue
+        stages.append(asdict(s))
         run = Run("study", None, COHORT, {"study_stage": s.name, "settings": settings})
         record_run(db, run, message=json.dumps({"seconds": round(s.seconds, 2),
                                                 "cpu_seconds": round(s.cpu_seconds, 2),
                                                 "peak_mb": round(s.peak_mb, 1),
                                                 "what": s.what}))
+    payload = {"config": asdict(config), "split": counts, "stages": stages,
+               "total_seconds": sum(s["seconds"] for s in stages)}
+    (workdir / STAGES_FILE).write_text(json.dumps(payload, indent=1, default=str))

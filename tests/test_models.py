@@ -341,3 +341,28 @@ def test_ladder_calibration_counts_by_tiles_equal_the_whole_matrix():
         g, e = count_higher(a, b, block=block)
         assert list(g) == naive_g and list(e) == naive_e
     assert max(naive_e) >= 3  # the fixture does exercise ties
+
+
+def test_pixel_file_reads_the_rows_asked_for_in_their_order(tmp_path):
+    """The ladder reads its preprocessed images a batch at a time; rows equal the whole array's."""
+    import numpy as np
+
+    from engine.phantom.ladder import PixelFile
+
+    rng = np.random.default_rng(0)
+    whole = rng.standard_normal((37, 3, 8, 8)).astype(np.float16)
+    np.save(tmp_path / "px.npy", whole)
+    pixels = PixelFile(tmp_path / "px.npy")
+    assert len(pixels) == 37
+    order = torch.tensor([36, 0, 5, 5, 17])
+    assert np.array_equal(pixels[order].numpy(), whole[order.numpy()])
+    assert pixels[order].dtype == torch.float16
+    assert np.array_equal(pixels[30:100].numpy(), whole[30:])
+    assert np.array_equal(pixels[0:0].numpy(), whole[0:0])
+    with pytest.raises(IndexError):
+        pixels[[37]]
+    # A file cut short is named, not read as zeros.
+    raw = (tmp_path / "px.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(raw[:-100])
+    with pytest.raises(Exception, match="truncated"):
+        PixelFile(tmp_path / "cut.npy")[30:37]

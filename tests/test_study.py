@@ -133,3 +133,17 @@ def test_study_resumes(tiny_study):
     assert all(done[n] == "reused" or "(reused)" in done[n]
                for n in done if n.startswith(("embed", "attack", "umap")))
     assert again.n_held_out == first.n_held_out
+    # The resumed run reports what each stage cost when it was computed, not the reuse.
+    kept = {s["name"]: s for s in json.loads((workdir / "stages.json").read_text())["stages"]}
+    firsts = {s.name: s for s in first.stages}
+    assert kept["ladder"]["what"] == firsts["ladder"].what
+    assert kept["ladder"]["peak_mb"] == pytest.approx(firsts["ladder"].peak_mb)
+    con = store.connect_read(workdir / "relink.duckdb")
+    try:
+        messages = [json.loads(m) for (m,) in con.execute(
+            "SELECT message FROM runs WHERE stage = 'study'").fetchall()]
+    finally:
+        con.close()
+    ladder = [m for m in messages if m["what"].startswith(("reused", "trained"))
+              and "held-out lift" in m["what"]]
+    assert [m["what"] for m in ladder] == [firsts["ladder"].what]

@@ -13,8 +13,9 @@ the held-out calibration and timings) under ``<cache>/models/``, loads through t
 as any real model, and is registered in the ``models`` table. Rerunning with the same config and
 cohort finds the folders and does nothing.
 
-Images are decoded and preprocessed once (through the rung's own eval transform) and kept as a
-float16 tensor, cached under ``<cache>/models/.inputs/``. Training adds a small random shift
+Images are decoded and preprocessed once (through the rung's own eval transform) into a float16
+``.npy`` file under ``<cache>/models/.inputs/`` and read back a batch at a time (`PixelFile`),
+so the ladder's memory does not grow with the cohort. Training adds a small random shift
 (augmentation), seeded, so the run is deterministic for a given seed and thread count.
 """
 
@@ -453,11 +454,69 @@ def _shift(images, shift: int, generator):
                         for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
-def _pixels(items: pd.DataFrame, root: Path, preprocess, config: LadderConfig, inputs_dir: Path,
-            progress):
-    """Preprocessed images [n, 3, S, S] float16, cached on disk by content and preprocessing."""
-    import torch
+class PixelFile:
+    """Preprocessed images [n, 3, S, S] float16 in a ``.npy`` file, read a batch at a time.
 
+    Rows are read with ``os.pread`` (no memory map), so the process holds only the batch it
+    asked for: at the study's scale the two arrays are 2.6 GB, and mapped or loaded whole they
+    counted in full towards the ladder's resident memory. ``pixels[index]`` takes a slice or a
+    1-D tensor / sequence of row numbers and returns a float16 tensor in that order.
+    """
+
+    def __init__(self, path: Path) -> None:
+        try:
+            header = np.load(path, mmap_mode="r")  # header only: no row is touched
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"{path}: unreadable or truncated pixel file ({exc})") from exc
+        shape, dtype, self.offset = header.shape, header.dtype, header.offset
+        fortran = not header.flags.c_contiguous
+        del header
+        if fortran or dtype != np.float16 or len(shape) != 4:
+            raise ConfigError(f"{path}: not a C-ordered float16 [n, 3, S, S] pixel array")
+        self.path, self.shape, self.dtype = Path(path), tuple(shape), dtype
+        self.row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def _read(self, start: int, count: int) -> bytes:
+        want = count * self.row_bytes
+        data = os.pread(self._fd, want, self.offset + start * self.row_bytes)
+        if len(data) != want:
+            raise ConfigError(f"{self.path}: truncated pixel file (rows {start}..{start + count})")
+        return data
+
+    def __getitem__(self, index):
+        import torch
+
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise IndexError("PixelFile slices take no step")
+            rows = np.frombuffer(self._read(start, max(0, stop - start)), dtype=self.dtype)
+            return torch.from_numpy(rows.reshape(-1, *self.shape[1:]).copy())
+        ids = index.tolist() if hasattr(index, "tolist") else list(index)
+        out = np.empty((len(ids), *self.shape[1:]), dtype=self.dtype)
+        for k, i in enumerate(ids):
+            if not 0 <= i < len(self):
+                raise IndexError(f"row {i} outside 0..{len(self) - 1}")
+            out[k] = np.frombuffer(self._read(i, 1), dtype=self.dtype).reshape(self.shape[1:])
+        return torch.from_numpy(out)
+
+
+def _pixels(items: pd.DataFrame, root: Path, preprocess, config: LadderConfig, inputs_dir: Path,
+            progress) -> PixelFile:
+    """Preprocessed images as a `PixelFile`, made once and cached by content and preprocessing.
+
+    The file is written row by row (``os.pwrite`` after a preallocated header), so making it
+    never holds the array either.
+    """
     from engine.embed.stage import cohort_fingerprint
 
     digest = hashlib.sha256(json.dumps(
@@ -467,22 +526,31 @@ def _pixels(items: pd.DataFrame, root: Path, preprocess, config: LadderConfig, i
     if path.exists():
         if progress is not None:
             progress.update(len(items))
-        return torch.from_numpy(np.load(path))
-    out = np.zeros((len(items), 3, config.image_size, config.image_size), dtype=np.float16)
-    for i, rel in enumerate(items["image_path"]):
-        try:
-            # The one image reader: contained in the root, windowed to 8 bits, size checked.
-            image = load_item_image(root, rel)
-            out[i] = preprocess(image).numpy().astype(np.float16)
-        except Exception as exc:  # noqa: BLE001 - a bad image trains as blank, and is logged
-            log.warning("%s: unreadable image used as blank in ladder training (%s)", rel, exc)
-        if progress is not None:
-            progress.update(1)
+        return PixelFile(path)
     inputs_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npy")
-    np.save(tmp, out)
+    shape = (len(items), 3, config.image_size, config.image_size)
+    header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+    offset = header.offset
+    del header  # the file now has its header and zeroed rows; rows are written without a map
+    row_bytes = int(np.prod(shape[1:])) * 2
+    fd = os.open(tmp, os.O_WRONLY)
+    try:
+        for i, rel in enumerate(items["image_path"]):
+            try:
+                # The one image reader: contained in the root, windowed to 8 bits, size checked.
+                image = load_item_image(root, rel)
+                row = preprocess(image).numpy().astype(np.float16)
+                os.pwrite(fd, np.ascontiguousarray(row).tobytes(), offset + i * row_bytes)
+            except Exception as exc:  # noqa: BLE001 - a bad image trains as blank, and is logged
+                log.warning("%s: unreadable image used as blank in ladder training (%s)", rel, exc)
+            if progress is not None:
+                progress.update(1)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
-    return torch.from_numpy(out)
+    return PixelFile(path)
 
 
 def _calibrate(model, pixels, tokens, pool_size: int) -> tuple[float, float, int]:
