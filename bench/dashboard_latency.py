@@ -23,7 +23,7 @@ starts (the drag's are reported beside it). Steps:
   page through the sidebar;
 * widget changes on each page (pool size, model, direction, image pick, finding filter, report
   search, heads, colour, box selection by mouse drag, a second map, epsilon, hard-negatives N),
-  first time and again after going back.
+  first time and again after going back; the per-record risk page's pool size.
 
 Goals: first page load < 2 s, every interaction < 1 s.
 
@@ -339,13 +339,15 @@ def run_browser(db: Path) -> list[tuple[str, float, str]]:
                                    ("Joint space", "stVegaLiteChart"),
                                    ("Privacy / utility", "stMetric"),
                                    ("Hard negatives", "stDataFrame"),
+                                   ("Per-record risk", "stVegaLiteChart"),
                                    ("Audit report", None), ("Runs", "stDataFrame"),
                                    ("Risk overview", "stMetric")):
                 record(f"first visit: {title}", d.timed(d.nav(title), content), "load")
             for title, content in (("Re-linkage explorer", "stDataFrame"),
                                    ("Joint space", "stVegaLiteChart"),
                                    ("Privacy / utility", "stMetric"),
-                                   ("Hard negatives", "stDataFrame")):
+                                   ("Hard negatives", "stDataFrame"),
+                                   ("Per-record risk", "stVegaLiteChart")):
                 record(f"page switch (again): {title}", d.timed(d.nav(title), content))
 
             d.timed(d.nav("Re-linkage explorer"), "stDataFrame")
@@ -381,6 +383,10 @@ def run_browser(db: Path) -> list[tuple[str, float, str]]:
             d.timed(d.nav("Hard negatives"), "stDataFrame")
             twice("hard negatives: N", d.select("Pool size N for the tables", "100"),
                   d.select("Pool size N for the tables", "10"), "stDataFrame")
+
+            d.timed(d.nav("Per-record risk"), "stVegaLiteChart")
+            twice("per-record risk: N", d.select("Pool size N for the risk score", "10"),
+                  d.select("Pool size N for the risk score", "100"), "stVegaLiteChart")
             browser.close()
     finally:
         proc.terminate()

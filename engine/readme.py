@@ -6,7 +6,9 @@ The README's measured figures live between two markers, ``<!-- results:begin -->
 README says what the code measured and nothing else. The text depends only on the database
 (the commit and date it states are those recorded by the runs that produced the
 figures, not the current checkout or clock), so rewriting the README from the same database
-changes nothing, and ``--check`` can tell whether the README still matches.
+changes nothing, and ``--check`` can tell whether the README still matches. ``--check`` leaves
+out the provenance line (engine version, dates, CPU, numerics), so a database made on another
+machine, another day, checks the figures alone.
 
 The tables, for the cohort the models were audited on and, when there is one, the external
 cohort its DP heads were transferred to:
@@ -179,7 +181,8 @@ def _dp_model(con, src: _Source, cohort: str) -> str | None:
 
 def _dp(con, src: _Source, cohort: str, model: str) -> tuple[str, list[str]]:
     """One DP table per start (the default start first), then the adaptive attacker beside."""
-    from engine.dp.start import coverage, split_label
+    from engine.core.decision import split_label
+    from engine.dp.start import coverage
 
     dp = _frame(con, f"SELECT * FROM {src.dp_runs} WHERE cohort = ? AND model = ?",
                 [cohort, model])
@@ -215,8 +218,22 @@ def _dp(con, src: _Source, cohort: str, model: str) -> tuple[str, list[str]]:
     def recall(h, column="recall", at=at_full):
         return at[column].get(h)
 
+    paired = src.heads_column == "heads_key"  # per-query ranks of the shown runs are readable
+    ranks: dict[str, pd.DataFrame] = {}
+
     def versus(h, reference, at=at_full) -> str:
-        # the heads' Recall@1 interval expressed against the reference's point estimate
+        """The paired patient-bootstrap change of Recall@1 against `reference` (as on the
+        dashboard and in finding 4); without per-query ranks, the heads' Recall@1 interval
+        against the reference's point estimate."""
+        from engine.core import decision
+        from engine.verdicts import held_out_ranks
+
+        if paired:
+            for key in (h, reference):
+                if key not in ranks:
+                    ranks[key] = held_out_ranks(con, cohort, model, key)
+            if len(ranks[h]) and len(ranks[reference]):
+                return decision.change_text(decision.heads_change(ranks, reference, h, n_full))
         cut = fmt.relative_reduction(recall(h, at=at), recall(reference, at=at))
         low = fmt.relative_reduction(recall(h, "ci_high", at), recall(reference, at=at))
         high = fmt.relative_reduction(recall(h, "ci_low", at), recall(reference, at=at))
@@ -236,9 +253,9 @@ def _dp(con, src: _Source, cohort: str, model: str) -> tuple[str, list[str]]:
     parts = [f"**DP on the projection heads** of `{model}` (trained on `{cohort}`'s train split), "
              f"attacked on held-out pairs (image → report, random negatives, k = 1) at {where}"
              + (f" and at N = {n_h:,}" if n_h != n_full else "")
-             + "; changes are of Recall@1, their intervals the heads' Recall@1 interval against "
-               "the reference's point estimate (an interval that holds 0 reads *no measurable "
-               "change*). " + STUDY_DP]
+             + "; changes are relative changes of Recall@1 with their paired 95% interval from "
+               "one bootstrap over patients (both sets of heads resampled together, as on the "
+               "dashboard); an interval that holds 0 reads *no measurable change*. " + STUDY_DP]
     order = sorted(starts, key=lambda s: (s != "random", s != "original", s))
     for start in order:
         inf = next((h for h in starts[start] if names.heads_epsilon(h) == float("inf")), None)
@@ -320,11 +337,12 @@ def _adaptive(con, src: _Source, cohort: str, model: str, at_h: pd.DataFrame,
         lines.append(f"an attacker with {fit} re-links {fmt.percent(r['recall'])} at "
                      f"N = {n_h:,} ({fmt.general(r['lift'], 2)}x chance), "
                      f"{fmt.percent(share)} of the original model's rate")
+    said = "; ".join(lines)
     text = (f"**The attacker who adapts** (`{model}` on `{cohort}`, held-out pairs, image → "
             f"report, random negatives, Recall@1 at N = {n_h:,}): heads fitted without privacy "
             "on the released frozen backbones, from a random start, by the engine's own heads "
             "training; a known-pairs attacker is scored on the other held-out patients only. "
-            + "; ".join(line[:1].upper() + line[1:] for line in lines)
+            + said[:1].upper() + said[1:]
             + ". A heads-only mitigation protects against the released "
             "heads' own similarity, not against an attacker who refits the heads.\n\n"
             + _table(["heads", "attacker's data", f"R@1 N={n_h:,} (95% CI)",
@@ -390,34 +408,94 @@ def _cell(text) -> str:
 
 
 def _findings(con, src: _Source, cohort: str, external: str | None) -> str:
-    from engine.core.findings import findings_rows, summarize_findings
+    """The four findings as the dashboard's overview measures them (`engine.verdicts`)."""
+    from engine.core.findings import findings_rows, strongest_model
+    from engine.verdicts import findings_of
 
-    own = "(m.heads_key = m.heads)" if src.heads_column == "heads_key" else "TRUE"
-    metrics = _frame(con, f"SELECT m.* FROM {src.metrics} m WHERE m.cohort = ? AND m.k = 1 "
-                          f"AND {own}", [cohort])
-    if metrics.empty:
+    if src.heads_column != "heads_key":
+        return ""  # a database older than the shown_* views: no findings table
+    results = findings_of(con, cohort, external=external)
+    if all(r.measured == "n/a" for r in results):
         return ""
-    ladder = list(_frame(con, "SELECT model FROM models WHERE model IN (SELECT DISTINCT model "
-                              f"FROM {src.metrics} WHERE cohort = ?) "
-                              "ORDER BY specialization NULLS FIRST, model", [cohort])["model"])
-    if not ladder:
-        return ""
-    utility = _frame(con, f"SELECT heads, label, auroc FROM {src.utility} "
-                          "WHERE cohort = ? AND model = ?", [cohort, ladder[-1]])
-    outside = None
-    if external:
-        outside = _frame(con, f"SELECT m.* FROM {src.metrics} m WHERE m.cohort = ? AND m.k = 1",
-                         [external])
-        outside = None if outside.empty else outside
-    rows = findings_rows(summarize_findings(metrics, utility, ladder=ladder, external=outside,
-                                            external_cohort=external if outside is not None
-                                            else None))
+    models = _frame(con, "SELECT model, specialization FROM models WHERE model IN (SELECT "
+                         "DISTINCT model FROM shown_relink_metrics WHERE cohort = ?)", [cohort])
+    top = strongest_model(list(models["model"]),
+                          dict(zip(models["model"], models["specialization"])))
+    rows = findings_rows(results)
     header = ["finding", "the study", "measured here", "verdict", "why"]
     body = [[_cell(r["finding"]), _cell(r["study"]), _cell(r["measured"]), _cell(r["verdict"]),
              _cell(r["why"])] for r in rows]
     return (f"**The study's four findings** on `{cohort}` (held-out pairs, image → report, "
             f"Recall@1), each recomputed from the stored rows of the most specialised model "
-            f"`{ladder[-1]}`:\n\n" + _table(header, body))
+            f"`{top}`:\n\n" + _table(header, body))
+
+
+SEEDS_BLOCK = "seed-spread"  # the block `python -m engine seeds` fills (its own: a fresh demo
+# database has no seed rows, and `readme --check` of the results block must pass on it)
+
+
+def seed_markdown(db: Path, *, cohort: str = "site-a") -> str:
+    """The markdown of the seed-spread block (`python -m engine seeds`)."""
+    con = store.connect_read(Path(db))
+    try:
+        text = _seed_spread(con, cohort)
+    finally:
+        con.close()
+    if not text:
+        raise ConfigError(f"{db}: no seed_verdicts rows for cohort {cohort!r} (run "
+                          "`python -m engine seeds` first)")
+    return text
+
+
+def _seed_spread(con, cohort: str) -> str:
+    """The findings over training seeds (`python -m engine seeds`): each key figure's value per
+    seed and its range, each verdict with how many seeds give it."""
+    names_ = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables").fetchall()}
+    if "seed_verdicts" not in names_:
+        return ""
+    rows = _frame(con, "SELECT seed, finding, title, verdict, figures_json, code_version "
+                       "FROM seed_verdicts WHERE cohort = ? ORDER BY finding, seed", [cohort])
+    if rows.empty:
+        return ""
+    seeds = sorted(int(s) for s in rows["seed"].unique())
+    n = len(seeds)
+    verdicts, figures = [], []
+    for (number, title), group in rows.groupby(["finding", "title"], sort=True):
+        counts = group["verdict"].value_counts()
+        said = "; ".join(f"{v}: {c} of {n}" for v, c in counts.items())
+        if len(counts) == 1:
+            said = f"{counts.index[0]} in all {n} seeds"
+        else:
+            said = f"**differs between seeds**: {said}"
+        verdicts.append([f"{number}. {_cell(title)}", said])
+        by_seed = {int(s): json.loads(f or "{}") for s, f in zip(group["seed"],
+                                                                 group["figures_json"])}
+        keys = list(dict.fromkeys(k for f in by_seed.values() for k in f))
+        for key in keys:
+            values = [by_seed.get(s, {}).get(key) for s in seeds]
+            shown = [_seed_figure(key, v) for v in values]
+            finite_ = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+            span = (f"{_seed_figure(key, min(finite_))} to {_seed_figure(key, max(finite_))}"
+                    if finite_ else "–")
+            figures.append([f"{number}", _cell(key), *shown, span])
+    versions = sorted(set(rows["code_version"].dropna().astype(str)))
+    return (f"**The findings over {n} training seeds** (`python -m engine seeds`: the ladder "
+            "and the DP sweep retrained with each seed on the same phantom cohort; seed 0 is "
+            "the demo above; measured as above; engine "
+            f"{', '.join(f'`{v}`' for v in versions)}):\n\n"
+            + _table(["finding", "verdict over the seeds"], verdicts) + "\n\n"
+            + _table(["finding", "figure", *[f"seed {s}" for s in seeds], "range"], figures))
+
+
+def _seed_figure(key: str, value) -> str:
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return "–"
+    if key.startswith("lift") or key.startswith("matched lift"):
+        return f"{value:.1f}x"
+    if key.startswith("AUROC"):
+        return f"{value:+.2f}"
+    return f"{value:+.1%}" if "change" in key else f"{value:.0%}"
 
 
 def _study_stages(con) -> tuple[str, list[str]]:
@@ -454,19 +532,47 @@ def _study_stages(con) -> tuple[str, list[str]]:
     return text, [str(runs["run_id"].iloc[i]) for i in keep]
 
 
+PROVENANCE = "_Written by `python -m engine readme` from "
+
+
 def _provenance(con, run_ids: list[str], db_name: str) -> str:
+    """Which engine, when, on which CPU and with which numerics the figures were computed."""
     if not run_ids:
         return ""
     marks = ", ".join("?" for _ in run_ids)
-    runs = _frame(con, f"SELECT code_version, finished_at FROM runs WHERE run_id IN ({marks})",
-                  run_ids)
+    runs = _frame(con, f"SELECT code_version, finished_at, config_json FROM runs "
+                       f"WHERE run_id IN ({marks})", run_ids)
     versions = sorted(set(runs["code_version"].dropna().astype(str)))
     finished = pd.to_datetime(runs["finished_at"]).dropna()
     dates = sorted({d.strftime("%Y-%m-%d") for d in finished})
     when = (dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}") if dates else "unknown"
-    return (f"_Written by `python -m engine readme` from `{db_name}`: figures computed by engine "
+    envs = []
+    for text in runs["config_json"].dropna():
+        try:
+            envs.append(json.loads(text).get("environment") or {})
+        except (json.JSONDecodeError, AttributeError):
+            continue
+    cpus = sorted({str(e["cpu"]) for e in envs if e.get("cpu")})
+    pinned = [e for e in envs if e.get("numerics") == "pinned"]
+    machine = f" on {', '.join(cpus)}" if cpus else ""
+    if pinned and len(pinned) == len(envs):
+        e = pinned[0]
+        numerics = (f" with pinned numerics (ATen `{e.get('aten_cpu_capability')}`, MKL "
+                    f"`{e.get('mkl_cbwr')}`, oneDNN `{e.get('onednn_max_cpu_isa')}`, "
+                    f"{e.get('train_threads')} training threads), so they hold on any x86-64 "
+                    "CPU with AVX2 (docs/reproducibility.md)")
+    elif pinned:
+        numerics = f" ({len(pinned)} of {len(envs)} runs with pinned numerics)"
+    else:
+        numerics = " without pinned numerics (reproducible on the same machine only)"
+    return (f"{PROVENANCE}`{db_name}`: figures computed by engine "
             f"{', '.join(f'`{v}`' for v in versions) or 'of unknown version'} "
-            f"(version+commit), runs finished {when}._")
+            f"(version+commit), runs finished {when}{machine}{numerics}. `readme --check` "
+            "compares everything in this block but this line._")
+
+
+def _without_provenance(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith(PROVENANCE))
 
 
 def results_markdown(db: Path, *, cohort: str = "site-a", external: str | None = "site-b") -> str:
@@ -541,9 +647,11 @@ def write_readme(db: Path, readme: Path, *, check: bool = False, cohort: str = "
         current = readme.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"--readme {readme}: cannot read ({exc.strerror or exc})") from exc
-    wanted = replace_block(current, results_markdown(db, cohort=cohort, external=external),
-                           where=str(readme), name=block)
-    if wanted == current:
+    text = (seed_markdown(db, cohort=cohort) if block == SEEDS_BLOCK
+            else results_markdown(db, cohort=cohort, external=external))
+    wanted = replace_block(current, text, where=str(readme), name=block)
+    if wanted == current or (check and _without_provenance(wanted)
+                             == _without_provenance(current)):
         return False
     if not check:
         tmp = readme.with_name(readme.name + ".tmp")

@@ -41,10 +41,24 @@ def code_version() -> str:
     return f"{__version__}+{sha}" if sha else __version__
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; elsewhere `platform.processor`)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def environment() -> dict:
     """Torch version (when torch is loaded; never imported here) and thread counts."""
     torch = sys.modules.get("torch")
-    env = {"python": sys.version.split()[0], "cpu_count": os.cpu_count(),
+    env = {"python": sys.version.split()[0], "cpu": cpu_model(), "cpu_count": os.cpu_count(),
            "torch": getattr(torch, "__version__", None) if torch is not None else None}
     try:
         env["threads"] = int(torch.get_num_threads()) if torch is not None else None

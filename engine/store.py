@@ -227,6 +227,19 @@ SCHEMA_DDL: tuple[str, ...] = (
     fit_seconds DOUBLE,
     seconds DOUBLE,
     attack_run_id VARCHAR)""",
+    # One row per (cohort, seed, finding) of the seed spread (engine/seeds.py): the four
+    # findings measured on a copy of the demo trained with another ladder and DP seed.
+    """CREATE TABLE IF NOT EXISTS seed_verdicts (
+    cohort VARCHAR NOT NULL,
+    seed INTEGER NOT NULL,
+    finding INTEGER NOT NULL,
+    title VARCHAR NOT NULL,
+    verdict VARCHAR NOT NULL,
+    measured VARCHAR,
+    figures_json VARCHAR,
+    code_version VARCHAR,
+    numerics_json VARCHAR,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp)""",
     """CREATE TABLE IF NOT EXISTS utility (
     run_id VARCHAR NOT NULL,
     model VARCHAR NOT NULL,

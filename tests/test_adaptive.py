@@ -4,9 +4,9 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from paired_fixtures import D_IMG, D_TXT, EMB, paired_features
 from torch import nn
 
 from engine import store
@@ -15,28 +15,14 @@ from engine.attack.stage import AttackConfig
 from engine.dp.training import DPConfig
 from engine.errors import ConfigError
 from engine.heads import Heads
-from engine.labels import CHEXPERT_LABELS
 
-D_IMG, D_TXT, EMB = 12, 10, 8
 FAST = AdaptiveConfig(known_fractions=(0.25,), training=DPConfig(
     epochs=2, group_size=8, batch_size=4, min_steps_per_epoch=2, lr=3e-3))
 ATTACK = AttackConfig(pool_sizes=(10,), n_boot=20, top_k=3)
 
 
 def _inputs(n=160, seed=0, prefix="p", cohort="target"):
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(n, 6))
-    image = (z @ rng.normal(size=(6, D_IMG)) + 0.3 * rng.normal(size=(n, D_IMG))).astype(
-        np.float32)
-    text = (z @ rng.normal(size=(6, D_TXT)) + 0.3 * rng.normal(size=(n, D_TXT))).astype(
-        np.float32)
-    patients = [f"{prefix}{i // 2:04d}" for i in range(n)]
-    items = pd.DataFrame({"image_id": [f"{prefix}i{k}" for k in range(n)],
-                          "study_id": [f"{prefix}s{k}" for k in range(n)],
-                          "patient_id": patients,
-                          "split": ["test" if (i // 2) % 2 else "train" for i in range(n)]})
-    for name in CHEXPERT_LABELS:
-        items[name] = rng.choice([1.0, 0.0], size=n)
+    items, image, text = paired_features(n, seed=seed, prefix=prefix)
     torch.manual_seed(seed)
     heads = Heads(nn.Linear(D_IMG, EMB), nn.Linear(D_TXT, EMB), math.log(20.0), None, {})
     emb = SimpleNamespace(image_features=image, text_features=text, heads=heads)

@@ -57,10 +57,10 @@ def test_summary_of_a_results_database_names_the_four_findings(seeded, monkeypat
     import duckdb
 
     con = duckdb.connect(str(copy))
-    for table in ("relink_metrics", "utility"):
+    for table in ("relink_metrics", "utility", "relink_ranks", "items"):
         con.execute(f"UPDATE {table} SET cohort = 'site-a' WHERE cohort = ?", [seeded.cohort])
     con.close()
-    text = demo.summarize(copy, list(seeded.models))
+    text = demo.summarize(copy)
     for number in ("1.", "2.", "3.", "4."):
         assert f"\n{number} " in f"\n{text}"
     assert text.count("study:") == 4 and text.count("measured:") == 4

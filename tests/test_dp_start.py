@@ -3,18 +3,17 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from paired_fixtures import D_IMG, D_TXT, EMB, paired_features
 from torch import nn
 
+from engine.core.decision import split_label
 from engine.dp import stage
-from engine.dp.start import Start, coverage, random_heads, split_label
+from engine.dp.start import Start, coverage, random_heads
 from engine.dp.training import DPConfig
 from engine.errors import ConfigError
-from engine.labels import CHEXPERT_LABELS
 
-D_IMG, D_TXT, EMB = 12, 10, 8
 SCALE = math.log(20.0)
 FAST = DPConfig(epochs=1, group_size=8, accountant="rdp", batch_size=1, min_steps_per_epoch=1)
 
@@ -27,19 +26,8 @@ def _heads(seed=0, mlp=False):
 
 
 def _cohort(n=120, seed=0, prefix="p"):
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(n, 6))
-    image = (z @ rng.normal(size=(6, D_IMG)) + 0.3 * rng.normal(size=(n, D_IMG))).astype(
-        np.float32)
-    text = (z @ rng.normal(size=(6, D_TXT)) + 0.3 * rng.normal(size=(n, D_TXT))).astype(
-        np.float32)
-    patients = [f"{prefix}{i // 3:04d}" for i in range(n)]
-    items = pd.DataFrame({"image_id": [f"{prefix}i{k}" for k in range(n)],
-                          "patient_id": patients,
-                          "split": ["test" if i % 4 == 0 else "train" for i in range(n)]})
-    for name in CHEXPERT_LABELS:
-        items[name] = rng.choice([1.0, 0.0], size=n)
-    return items, image, text
+    return paired_features(n, seed=seed, prefix=prefix, per_patient=3,
+                           held_out=lambda i: i % 4 == 0)
 
 
 def _state(head):
@@ -150,7 +138,7 @@ def test_labels_and_coverage():
     assert split_label("0.34+original") == ("0.34", "original")
     assert split_label("inf+public-site-b") == ("inf", "public:site-b")
     assert split_label("original") == ("original", None)
-    assert split_label("adaptive+known-1pct") == ("adaptive", None)
+    assert split_label("adaptive+known-1pct") == ("adaptive", "known-1pct")
     assert Start.parse("public:site-b").label("1") == "1+public-site-b"
     assert coverage("original")["caveat"].startswith("epsilon does not cover the starting heads")
     assert coverage("random")["caveat"] is None

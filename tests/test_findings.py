@@ -97,6 +97,15 @@ def test_dp_below_inf_but_not_below_original_names_both_effects():
     assert "against the eps=inf heads it is -25.0%" in why and "+30.0%" in why
 
 
+def test_dp_below_inf_only_by_its_point_estimate_is_partly():
+    # DP at 0.5x the original, inf at 0.55x: the DP interval (0.4x-0.6x) holds inf's point, so
+    # the cut against retraining alone is no measurable change, whatever the point says
+    results = summarize_findings(_metrics(dp=0.5, inf=0.55), _utility(), ladder=LADDER)
+    assert results[3].verdict == PARTLY
+    assert "not measurably beyond the eps=inf heads" in results[3].why
+    assert "no measurable change" in results[3].why
+
+
 def test_dp_cut_with_lost_utility_is_partly():
     results = summarize_findings(_metrics(), _utility(a1=0.75), ladder=LADDER)
     assert results[3].verdict == PARTLY

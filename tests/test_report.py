@@ -398,6 +398,24 @@ def test_the_report_opens_on_the_decision(written):
     assert dec["recommendation"] in re.sub(r"\s+", " ", text)
 
 
+def test_the_report_shows_released_heads_and_adaptive_attackers_side_by_side(written):
+    paths, doc = written
+    side = doc["decision"]["side_by_side"]
+    kinds = {r["heads"]: r["kind"] for r in side}
+    assert kinds["original"] == "released" and kinds["1"] == "released"
+    assert kinds["inf+original"] == "released"  # every DP epsilon of every start
+    assert {h for h, k in kinds.items() if k == "adaptive"} == {"adaptive+public-phantom-b",
+                                                                "adaptive+known-5pct"}
+    original = next(r for r in side if r["heads"] == "original")
+    assert original["share_of_original"] == pytest.approx(1.0)
+    public = next(r for r in side if r["heads"] == "adaptive+public-phantom-b")
+    assert public["fit_pairs"] == 865 and public["ci_low"] <= public["recall"] <= public["ci_high"]
+    text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ",
+                                                       paths["html"].read_text(encoding="utf-8"))))
+    assert "The released heads and the attacker who adapts" in text
+    assert "adaptive attacker (" in text and "865 pairs" in text
+
+
 def test_the_report_keeps_attackers_out_of_the_dp_grid_and_starts_apart(written):
     paths, doc = written
     heads = [r["heads"] for r in doc["privacy"]["rows"]]
@@ -414,3 +432,43 @@ def test_the_report_keeps_attackers_out_of_the_dp_grid_and_starts_apart(written)
     text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ",
                                                       paths["html"].read_text(encoding="utf-8"))))
     assert f"against the original heads {change['text']}" in text
+
+
+def test_heads_names_never_overlap_and_stay_inside_the_figure():
+    """The DP grid with both starts and the adaptive attackers: every heads name has its own row,
+    no two overlap, and each lies inside the figure alone (HTML) and in a PDF page region."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    from engine.report import figures
+
+    heads = ["original", "0.34", "0.34+original", "1", "2", "4", "8", "inf", "inf+original",
+             "adaptive+known-5pct"]
+    doc = {"privacy": {"pool_size": 1000, "backbone_macro_auroc": 0.8, "available": True,
+                       "rows": [{"heads": h, "recall": 0.01 * (i + 1), "ci_low": 0.005 * (i + 1),
+                                 "ci_high": 0.015 * (i + 1), "macro_auroc": 0.78 + 0.001 * i}
+                                for i, h in enumerate(heads)]},
+           "members": {"pool_size": 100, "rows": [
+               {"heads": h, "held_out": {"recall": 0.05, "ci_low": 0.04, "ci_high": 0.06},
+                "members": {"recall": 0.07, "ci_low": 0.06, "ci_high": 0.08}}
+               for h in heads]}}
+    for draw, base in ((figures.draw_privacy, 2.55), (figures.draw_members, 2.35)):
+        height = figures.heads_height(len(heads), base)
+        assert height > base  # ten rows need more than the default height
+        with rc_context(figures.STYLE):
+            alone = Figure(figsize=(figures.WIDTH_IN, height))
+            page = Figure(figsize=(8.27, 11.69))
+            region = page.add_subfigure(page.add_gridspec(3, 1, height_ratios=[4, height, 4])[1])
+            for fig in (alone, region):
+                draw(fig, doc)
+                fig.get_figure(root=True).draw_without_rendering()
+                frame = fig.bbox
+                ax = fig.axes[0]
+                names = [t for t in ax.get_yticklabels() if t.get_text()]
+                assert len(names) == len(heads), draw.__name__
+                boxes = sorted((t.get_window_extent() for t in names), key=lambda b: b.y0)
+                assert all(b.y0 >= a.y1 - 0.5 for a, b in zip(boxes, boxes[1:])), draw.__name__
+                for b in [*boxes, *(a.xaxis.label.get_window_extent() for a in fig.axes)]:
+                    assert frame.x0 - 1 <= b.x0 and b.x1 <= frame.x1 + 1, draw.__name__
+                    assert frame.y0 - 1 <= b.y0 and b.y1 <= frame.y1 + 1, draw.__name__
+                assert all(a.get_xlabel() for a in fig.axes)

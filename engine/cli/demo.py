@@ -161,20 +161,12 @@ def _report(db: Path, cache: Path, model: str, cohort: str) -> str:
     return ", ".join(str(p) for p in paths.values())
 
 
-def summarize(db: Path, ladder: list[str]) -> str:
+def summarize(db: Path) -> str:
     """The study's four findings measured on the demo database, as a terminal table."""
-    from engine import store
-    from engine.core.findings import format_findings, summarize_findings
+    from engine.core.findings import format_findings
+    from engine.verdicts import measure_findings
 
-    # the rows shown for each (model, cohort, heads): the store's shown_* views
-    sql = "SELECT * FROM shown_relink_metrics WHERE cohort = ? AND k = 1"
-    site_a = store.read_df(db, sql, ["site-a"])
-    site_b = store.read_df(db, sql, ["site-b"])
-    utility = store.read_df(db, "SELECT * FROM shown_utility WHERE cohort = ? AND model = ? "
-                                "AND (heads_cohort IS NULL OR heads_cohort = cohort)",
-                            ["site-a", ladder[-1]])
-    results = summarize_findings(site_a, utility, ladder=ladder, external=site_b,
-                                 external_cohort="site-b")
+    results = measure_findings(db, "site-a", external="site-b")
     return (format_findings(results) + "\nFinding 4 uses the DP heads of the default start "
             "(seeded random heads, `dp --start random`), compared with the epsilon = inf heads "
             "of the same start; the original-start heads (`...+original`) are stored for "
@@ -243,7 +235,7 @@ def demo(args: argparse.Namespace) -> int:
     print(f"[demo] all stages done in {time.perf_counter() - start:.1f} s; results in {db}")
     print("[demo] the study's four findings on phantom site A (held-out, image -> report, "
           "Recall@1, 95% CI):", flush=True)
-    print(summarize(db, rungs), flush=True)
+    print(summarize(db), flush=True)
     if args.no_serve:
         return 0
     return serve(db)

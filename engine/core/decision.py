@@ -34,7 +34,7 @@ ADAPTIVE = "adaptive"
 
 
 def split_label(label) -> tuple[str, str | None]:
-    """``(epsilon label, start)`` of a stored heads label (the lead's `engine.heads.split_label`).
+    """``(epsilon label, start)`` of a stored heads label (the one reader of heads labels).
 
     ``0.34`` -> ("0.34", "random"); ``0.34+original`` -> ("0.34", "original");
     ``inf+public-site-b`` -> ("inf", "public:site-b"); ``original`` -> ("original", None).
@@ -215,7 +215,10 @@ def paired_change(a, b, clusters, *, n_boot: int = 1000, seed: int = 0,
 
 
 def _pct(v: float) -> str:
-    return f"{100.0 * v:+.0f}%".replace("-", "−")
+    """``−45%``; under 1% in size with one decimal (``−0.4%``), so an interval end that nearly
+    touches zero never reads ``−0%``."""
+    digits = 1 if abs(100.0 * v) < 0.95 else 0
+    return f"{100.0 * v:+.{digits}f}%".replace("-", "−")
 
 
 def change_text(c: Change | None) -> str:

@@ -19,7 +19,8 @@ The frozen backbones are never covered by any start.
 
 Heads labels carry the start (`label`): the default start keeps the bare epsilon label
 (``0.34``, ``inf``), the others add a suffix (``0.34+original``, ``inf+public-site-b``);
-`split_label` reads a label back. The model's own heads keep the label ``original``.
+`engine.core.decision.split_label` reads a label back. The model's own heads keep the label
+``original``.
 """
 
 from __future__ import annotations
@@ -85,21 +86,6 @@ class Start:
     def config(self) -> dict:
         """Part of the run's and the heads' identity."""
         return {"start": self.describe(), "start_seed": self.seed}
-
-
-def split_label(label: str) -> tuple[str, str | None]:
-    """``'0.34+original'`` -> ``('0.34', 'original')``; ``'0.34'`` -> ``('0.34', 'random')``;
-    ``'inf+public-site-b'`` -> ``('inf', 'public:site-b')``; ``'original'`` -> ``('original',
-    None)`` (the model's own heads); ``'adaptive+...'`` -> ``('adaptive', None)``."""
-    label = str(label)
-    base, sep, rest = label.partition(SEP)
-    if base in ("original", "backbone", "adaptive"):
-        return base, None
-    if not sep:
-        return base, DEFAULT
-    if rest.startswith(PUBLIC + "-"):
-        return base, f"{PUBLIC}:{rest[len(PUBLIC) + 1:]}"
-    return base, rest
 
 
 def coverage(start: str | None) -> dict:

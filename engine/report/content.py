@@ -53,7 +53,7 @@ from engine.report import text as fmt
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 TITLE = "Re-linkage privacy audit"
 PREFERRED_POOL_SIZE = 100
 HELD_OUT, MEMBERS = "test", "train"
@@ -293,7 +293,37 @@ def _decision_section(d: _Data, headline: dict) -> dict:
                 "risk_level": "unknown", "risk": "", "mitigation": "", "adaptive": "",
                 "recommendation": "No attack results: run the attack before deciding.",
                 "rule": "docs/decision.md", "scale": []}
-    return {"available": True, **decision.decision_dict(found)}
+    return {"available": True, **decision.decision_dict(found),
+            "side_by_side": _side_by_side(d, metrics, int(n))}
+
+
+def _side_by_side(d: _Data, metrics: pd.DataFrame, n: int) -> list[dict]:
+    """Every released set of heads (original, every DP epsilon of every start) and every
+    adaptive attacker at the headline N: Recall@1 with its interval, lift, share of the
+    original heads' rate (issue "The attacker who adapts": shown side by side)."""
+    from engine.core import decision
+
+    original = decision.point_from(metrics, "original", n)
+
+    def row(heads: str, kind: str, p, attacker: str = "", fit=None) -> dict:
+        share = (p.recall / original.recall if original is not None and original.recall
+                 else None)
+        return {"heads": heads, "kind": kind, "attacker": attacker, "fit_pairs": fit,
+                "recall": p.recall, "ci_low": p.ci_low, "ci_high": p.ci_high, "lift": p.lift,
+                "share_of_original": share}
+
+    rows = []
+    released = [h for h in sort_heads(metrics["heads"].astype(str).unique())
+                if not decision.is_adaptive(h)]
+    for h in released:
+        p = decision.point_from(metrics, h, n)
+        if p is not None:
+            rows.append(row(h, "released", p))
+    table = decision.adaptive_table(metrics, d.adaptive_runs, n, original)
+    for r in table.to_dict("records"):
+        p = decision.point_from(metrics, r["heads"], n)
+        rows.append(row(r["heads"], "adaptive", p, r["attacker"], r["fit pairs"]))
+    return rows
 
 
 def _matched_groups(d: _Data, pool_size: int | None) -> list[dict]:

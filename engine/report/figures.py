@@ -82,14 +82,16 @@ def figure_specs(doc: dict) -> dict[str, FigureSpec]:
         out["members"] = FigureSpec(
             "members", f"Recall@1 of members (training pairs) and held-out pairs at N = "
             f"{doc['members']['pool_size']:,}, per set of heads, with 95% intervals; chance "
-            "dashed. The gap between the bars is memorisation.", 2.35, draw_members)
+            "dashed. The gap between the bars is memorisation.",
+            heads_height(len(doc["members"]["rows"]), 2.35), draw_members)
     if doc["privacy"]["available"] and any(fmt.finite(r["recall"]) or fmt.finite(r["macro_auroc"])
                                            for r in doc["privacy"]["rows"]):
         out["privacy"] = FigureSpec(
-            "privacy", f"Privacy and utility across the DP grid. Left: Recall@1 at N = "
-            f"{doc['privacy']['pool_size'] or 0:,} (held-out, image → report) with 95% "
-            "intervals and chance dashed. Right: 14-label probe macro AUROC; the dashed line is "
-            "the probe on the frozen backbone features (sanity line).", 2.55, draw_privacy)
+            "privacy", "Privacy and utility across the DP grid, a row per set of heads. Left: "
+            f"Recall@1 at N = {doc['privacy']['pool_size'] or 0:,} (held-out, image → report) "
+            "with 95% intervals and chance dashed. Right: 14-label probe macro AUROC; the dashed "
+            "line is the probe on the frozen backbone features (sanity line).",
+            heads_height(len(doc["privacy"]["rows"]), 2.55), draw_privacy)
     return out
 
 
@@ -107,6 +109,34 @@ def render_svg(spec: FigureSpec, doc: dict) -> str:
 
 
 # ------------------------------------------------------------------------------ drawing
+
+
+def _heads_rows(fig, axes, labels) -> list[float]:
+    """Heads names down the y axis of `axes` (first at the top), one line each, and a left margin
+    measured to fit the longest: long names (``ε=0.34 (original start)``, the adaptive
+    attackers) never overlap or leave the figure. Returns the rows' y positions."""
+    y = [float(len(labels) - 1 - i) for i in range(len(labels))]
+    axes[0].set_yticks(y, labels)
+    for ax in axes:
+        ax.set_ylim(-0.6, len(labels) - 0.4)
+        ax.grid(axis="y", visible=False)
+    for ax in axes[1:]:  # the panels beside share the rows: names once, on the left
+        ax.tick_params(labelleft=False)
+    fig.get_figure(root=True).draw_without_rendering()
+    widest = max((t.get_window_extent().width for t in axes[0].get_yticklabels()
+                  if t.get_text()), default=0.0)
+    fig.subplots_adjust(left=min(0.5, (widest + 12) / fig.bbox.width))
+    return y
+
+
+def _height_in(fig) -> float:
+    """Height in inches of a figure or of a page region (`SubFigure`)."""
+    return fig.bbox.height / fig.get_figure(root=True).dpi
+
+
+def heads_height(n_rows: int, base: float) -> float:
+    """A heads chart's height (inches): `base`, or more when each heads needs its own row."""
+    return max(base, 0.9 + 0.24 * n_rows)
 
 
 def _log_axis(ax, sizes) -> None:
@@ -161,95 +191,79 @@ def draw_lift(fig, doc: dict) -> None:
 
 
 def draw_members(fig, doc: dict) -> None:
-    """Grouped bars: held-out vs members Recall@1 per heads."""
-    import numpy as np
-
+    """Grouped horizontal bars: held-out vs members Recall@1 per heads (a row each)."""
     rows = doc["members"]["rows"]
     ax = fig.subplots()
-    fig.subplots_adjust(left=0.085, right=0.985, bottom=0.14, top=0.82)
-    x = np.arange(len(rows))
-    width = 0.36
-    for offset, key, colour, name in ((-width / 2, "held_out", NAVY, "held-out pairs"),
-                                      (width / 2, "members", LIGHT, "members (training pairs)")):
+    fig.subplots_adjust(right=0.985, bottom=0.5 / _height_in(fig),
+                        top=1 - 0.55 / _height_in(fig))
+    y = _heads_rows(fig, [ax], [fmt.heads_short(r["heads"]) for r in rows])
+    height = 0.36
+    for offset, key, colour, name in ((height / 2, "held_out", NAVY, "held-out pairs"),
+                                      (-height / 2, "members", LIGHT, "members (training pairs)")):
         vals = [r[key]["recall"] for r in rows]
-        y = [100 * v if fmt.finite(v) else 0.0 for v in vals]
-        err = [[max(0.0, yy - 100 * r[key]["ci_low"]) if fmt.finite(r[key]["ci_low"]) else 0.0
-                for yy, r in zip(y, rows)],
-               [max(0.0, 100 * r[key]["ci_high"] - yy) if fmt.finite(r[key]["ci_high"]) else 0.0
-                for yy, r in zip(y, rows)]]
-        ax.bar(x + offset, y, width, color=colour, label=name, edgecolor="white", linewidth=0.5,
-               yerr=err, error_kw=dict(ecolor=INK, elinewidth=0.8, capsize=2.5))
-        for xi, v in zip(x + offset, vals):
+        x = [100 * v if fmt.finite(v) else 0.0 for v in vals]
+        err = [[max(0.0, xx - 100 * r[key]["ci_low"]) if fmt.finite(r[key]["ci_low"]) else 0.0
+                for xx, r in zip(x, rows)],
+               [max(0.0, 100 * r[key]["ci_high"] - xx) if fmt.finite(r[key]["ci_high"]) else 0.0
+                for xx, r in zip(x, rows)]]
+        pos = [yy + offset for yy in y]
+        ax.barh(pos, x, height, color=colour, label=name, edgecolor="white", linewidth=0.5,
+                xerr=err, error_kw=dict(ecolor=INK, elinewidth=0.8, capsize=2.0))
+        for yi, v in zip(pos, vals):
             if not fmt.finite(v):
-                ax.text(xi, 0.5, "n/a", ha="center", va="bottom", fontsize=6.5, color=GREY)
+                ax.text(0.5, yi, "n/a", ha="left", va="center", fontsize=6.5, color=GREY)
     n = doc["members"]["pool_size"]
     if n:
-        ax.axhline(100.0 / n, color=GREY, linestyle="--", linewidth=1.0, label=f"chance (1/{n:,})")
-    ax.set_xticks(x)
-    ax.set_xticklabels([fmt.heads_short(r["heads"]) for r in rows])
-    pad = max(0.6, (3 - len(rows)) / 2 + 0.5)  # keep bars narrow when there are few groups
-    ax.set_xlim(-pad, len(rows) - 1 + pad)
-    ax.set_ylabel(f"Recall@1 at N = {n:,} (%)" if n else "Recall@1 (%)")
-    ax.grid(axis="x", visible=False)
-    ax.set_ylim(0, None)
+        ax.axvline(100.0 / n, color=GREY, linestyle="--", linewidth=1.0, label=f"chance (1/{n:,})")
+    ax.set_xlabel(f"Recall@1 at N = {n:,} (%)" if n else "Recall@1 (%)")
+    ax.set_xlim(0, None)
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper right", bbox_to_anchor=(0.985, 1.0), ncols=3)
     ax.set_title("Members vs held-out")
 
 
 def draw_privacy(fig, doc: dict) -> None:
-    """Recall@1 and probe macro AUROC across the heads grid."""
+    """Recall@1 and probe macro AUROC across the heads grid, a row per heads (forest plot)."""
     p = doc["privacy"]
     rows = p["rows"]
-    axes = fig.subplots(1, 2)
-    fig.subplots_adjust(left=0.085, right=0.985, bottom=0.17, top=0.87, wspace=0.28)
-    x = list(range(len(rows)))
-    labels = [fmt.heads_short(r["heads"]) for r in rows]
+    axes = fig.subplots(1, 2, sharey=True)
+    fig.subplots_adjust(right=0.985, bottom=0.5 / _height_in(fig),
+                        top=1 - 0.3 / _height_in(fig), wspace=0.08)
+    y = _heads_rows(fig, list(axes), [fmt.heads_short(r["heads"]) for r in rows])
     colours = [GREY if r["heads"] == "original" else NAVY if r["heads"] == "inf" else ORANGE
                for r in rows]
     ax = axes[0]
-    for xi, r, c in zip(x, rows, colours):
+    for yi, r, c in zip(y, rows, colours):
         if not fmt.finite(r["recall"]):
-            ax.text(xi, 0, "n/a", ha="center", va="bottom", fontsize=6.5, color=GREY)
+            ax.text(0, yi, " n/a", ha="left", va="center", fontsize=6.5, color=GREY)
             continue
-        y = 100 * r["recall"]
-        lo = 100 * r["ci_low"] if fmt.finite(r["ci_low"]) else y
-        hi = 100 * r["ci_high"] if fmt.finite(r["ci_high"]) else y
-        ax.errorbar([xi], [y], yerr=[[y - lo], [hi - y]], fmt="o", color=c, markersize=5,
-                    elinewidth=1.0, capsize=3)
-    finite = [(xi, 100 * r["recall"]) for xi, r in zip(x, rows) if fmt.finite(r["recall"])]
-    if len(finite) > 1:
-        ax.plot(*zip(*finite), color=INK, linewidth=0.6, alpha=0.35)
+        x = 100 * r["recall"]
+        lo = 100 * r["ci_low"] if fmt.finite(r["ci_low"]) else x
+        hi = 100 * r["ci_high"] if fmt.finite(r["ci_high"]) else x
+        ax.errorbar([x], [yi], xerr=[[x - lo], [hi - x]], fmt="o", color=c, markersize=4.5,
+                    elinewidth=1.0, capsize=2.5)
     if p["pool_size"]:
-        ax.axhline(100.0 / p["pool_size"], color=GREY, linestyle="--", linewidth=1.0,
+        ax.axvline(100.0 / p["pool_size"], color=GREY, linestyle="--", linewidth=1.0,
                    label=f"chance (1/{p['pool_size']:,})")
         ax.legend(loc="best")
-    ax.set_ylabel(f"Recall@1 at N = {p['pool_size']:,} (%)" if p["pool_size"] else "Recall@1")
-    ax.set_ylim(0, None)
+    ax.set_xlabel(f"Recall@1 at N = {p['pool_size']:,} (%)" if p["pool_size"] else "Recall@1 (%)")
+    ax.set_xlim(0, None)
     ax.set_title("Re-linkage risk")
 
     ax = axes[1]
-    vals = [(xi, 100 * r["macro_auroc"], c) for xi, r, c in zip(x, rows, colours)
+    vals = [(yi, 100 * r["macro_auroc"], c) for yi, r, c in zip(y, rows, colours)
             if fmt.finite(r["macro_auroc"])]
-    for xi, y, c in vals:
-        ax.plot([xi], [y], "o", color=c, markersize=5)
-    if len(vals) > 1:
-        ax.plot([v[0] for v in vals], [v[1] for v in vals], color=INK, linewidth=0.6, alpha=0.35)
-    all_y = [v[1] for v in vals]
+    for yi, x, c in vals:
+        ax.plot([x], [yi], "o", color=c, markersize=4.5)
+    all_x = [v[1] for v in vals]
     if fmt.finite(p["backbone_macro_auroc"]):
         b = 100 * p["backbone_macro_auroc"]
-        ax.axhline(b, color=GREEN, linestyle="--", linewidth=1.0,
+        ax.axvline(b, color=GREEN, linestyle="--", linewidth=1.0,
                    label="frozen backbone (sanity line)")
         ax.legend(loc="best")
-        all_y.append(b)
-    if all_y:
-        pad = max(1.0, (max(all_y) - min(all_y)) * 0.35)
-        ax.set_ylim(min(all_y) - pad, min(100.0, max(all_y) + pad))
-    ax.set_ylabel("probe macro AUROC (%)")
+        all_x.append(b)
+    if all_x:
+        pad = max(1.0, (max(all_x) - min(all_x)) * 0.35)
+        ax.set_xlim(min(all_x) - pad, min(100.0, max(all_x) + pad))
+    ax.set_xlabel("probe macro AUROC (%)")
     ax.set_title("Utility")
-    for ax in axes:
-        ax.set_xticks(x)
-        ax.set_xticklabels(labels)
-        ax.set_xlim(-0.6, len(rows) - 0.4)
-        ax.grid(axis="x", visible=False)
-        ax.set_xlabel("heads (smaller ε = more private →)")

@@ -540,7 +540,27 @@ class _Builder:
         if scopes:
             self.out.append(Paragraph("What each ε covers", style="subhead"))
             self.out.append(Bullets(tuple(scopes)))
-        adaptive = (self.doc.get("decision") or {}).get("adaptive")
+        decided = self.doc.get("decision") or {}
+        side = decided.get("side_by_side") or []
+        if any(r["kind"] == "adaptive" for r in side):
+            n_d = decided.get("pool_size")
+            self.table(
+                f"The released heads and the attacker who adapts, at N = {n_d:,}: Recall@1 with "
+                "its 95% interval, lift over chance and the share of the original heads' rate. "
+                "The adaptive attacker fits heads of its own, without privacy, on the released "
+                "frozen backbones (on public pairs, or on known held-out patients, scored on the "
+                "other held-out patients); the released heads do not limit it.",
+                ("Heads", "Attacker's data", "Recall@1 (95% CI)", "Lift", "Share of original"),
+                [(fmt.heads_name(r["heads"]) if r["kind"] == "released"
+                  else f"adaptive attacker ({r['attacker']})",
+                  DASH if r["kind"] == "released" else
+                  (f"{r['fit_pairs']:,} pairs" if r.get("fit_pairs") else fmt.NA),
+                  _recall_ci(r), fmt.times(r["lift"]),
+                  fmt.percent(r["share_of_original"])) for r in side],
+                align=("l", "l", "r", "r", "r"), widths=(2.2, 1.1, 1.3, 0.6, 0.9),
+                emphasis=tuple(i for i, r in enumerate(side) if r["kind"] == "adaptive"),
+                font_scale=0.92)
+        adaptive = decided.get("adaptive")
         if adaptive:
             self.out.append(Callout("What an attacker who refits the heads gets back", adaptive,
                                     tone="warning"))
