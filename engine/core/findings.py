@@ -336,10 +336,9 @@ def _dp(metrics, utility, model: str, external=None, external_cohort: str | None
     elif significant and beyond_inf:
         verdict, why = PARTLY, "Recall@1 falls, but the probe loses more than 1 AUROC point"
     elif significant and dp.recall < inf.recall:
-        verdict, why = PARTLY, (f"Recall@1 falls against the original heads, but not measurably "
-                                f"beyond the eps=inf heads of the same start "
-                                f"({change_text(ch_i)}): the noise's own effect cannot be told "
-                                "from retraining's")
+        verdict, why = PARTLY, (f"Recall@1 falls against the original heads, but against the "
+                                f"eps=inf heads of the same start it is {change_text(ch_i)}: "
+                                "the noise's own effect cannot be told from retraining's")
     elif significant:
         verdict, why = NOT_REPRODUCED, (f"retraining without privacy (eps=inf) cuts Recall@1 as "
                                         f"much or more ({_change(inf.recall / orig.recall - 1)}): "
