@@ -716,7 +716,7 @@ def test_privacy_page_says_no_measurable_change_when_the_interval_holds_zero(
     same_ranks_as_original(db)
     at = _page(_app(db, monkeypatch).run(), "privacy")
     _ok(at, allowed="Weak patient-level guarantee")
-    assert ("**Change vs original heads:** no measurable change (95% CI +0% to +0%)"
+    assert ("**Change vs original heads:** no measurable change (95% CI +0.0% to +0.0%)"
             in _markdown(at))
     # the sweep started from the original heads sits beside it, with its own epsilon = inf, and
     # says the starting heads are not covered; the adaptive attackers are never in the slider
