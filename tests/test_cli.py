@@ -106,6 +106,34 @@ def test_bad_epsilons_name_the_value(tmp_path, capsys, argv, needle):
     assert rc == 2 and "--epsilons" in err and needle in err
 
 
+def test_one_parser_per_value_kind_for_flags_and_config_files():
+    import argparse
+    import math
+
+    from engine.cli.options import epsilon_list, fraction_list, int_list
+    from engine.errors import ConfigError
+    from engine.values import epsilons, fractions, ints
+
+    # a flag's text and a TOML array give the same value; parsing it again changes nothing
+    assert epsilon_list("0.34, 1,inf") == epsilons([0.34, 1, "inf"], "f.toml") == (
+        0.34, 1.0, math.inf)
+    assert epsilons(epsilon_list("2,8"), "--epsilons") == (2.0, 8.0)
+    assert int_list(2, "why")("10, 100") == ints([10, 100], "f.toml", minimum=2) == (10, 100)
+    assert fraction_list("none") == fractions([], "f.toml") == ()
+    assert fraction_list("0.01,0.05") == fractions([0.01, 0.05]) == (0.01, 0.05)
+    # the same reasons, named by the option or by the file and key
+    with pytest.raises(ConfigError, match=r"^f.toml epsilons: 'abc' is not a number or inf"):
+        epsilons([1, "abc"], "f.toml epsilons")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^'abc' is not a number or inf"):
+        epsilon_list("1,abc")
+    with pytest.raises(ConfigError, match=r"^f.toml \[dp\]: epsilon=1e\+06 is above the ceiling"):
+        epsilons([1e6], "f.toml [dp]")
+    with pytest.raises(ConfigError, match=r"^x: 1 is too small: expected at least 2"):
+        ints([10, 1], "x", minimum=2)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^'ten' is not an integer \(why\)"):
+        int_list(2, "why")("10,ten")
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["umap", "--model", "m", "--cohort", "c", "--max-points", "0"],
      "--max-points: 0 is too small"),

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine import __version__
-from engine.cli.options import epsilon_list, int_at_least, int_list, name_type
+from engine.cli.options import epsilon_list, fraction_list, int_at_least, int_list, name_type
 from engine.config import DEFAULT_CACHE, DEFAULT_DB
 from engine.errors import EngineError
 
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public", action="append", default=[], metavar="COHORT",
                    help="a patient-disjoint cohort (embedded with the same model) the attacker "
                         "fits heads on; repeatable")
-    p.add_argument("--known", default="0.01,0.05",
+    p.add_argument("--known", default="0.01,0.05", type=fraction_list,
                    help="fractions of the target's held-out patients the attacker already "
                         "knows (default 0.01,0.05; 'none' for no leak)")
     p.add_argument("--seed", type=int, default=0, help="attacker's start and training seed")
@@ -240,9 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DP targets, comma-separated (default 0.34,1,2,4,8); inf always added")
     p.add_argument("--start", default=None, metavar="random|original|public:COHORT",
                    help="where DP training starts (default random)")
-    p.add_argument("--pool-sizes", default=None, help="attack pool sizes (default "
-                                                      "10,100,1000,10000)")
-    p.add_argument("--known", default=None,
+    p.add_argument("--pool-sizes", default=None,
+                   type=int_list(2, "a pool holds the true item and at least one distractor"),
+                   help="attack pool sizes (default 10,100,1000,10000)")
+    p.add_argument("--known", default=None, type=fraction_list,
                    help="held-out fractions the adaptive attacker knows (default 0.01,0.05)")
     p.add_argument("--formats", default=None, help="report formats (default html,pdf,json)")
     p.add_argument("--out", type=Path, default=None,

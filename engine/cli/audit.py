@@ -3,34 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
 from tqdm import tqdm
-
-from engine.errors import ConfigError
-
-
-def _epsilons(text: str) -> tuple[float, ...]:
-    values = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        try:
-            values.append(math.inf if part in ("inf", "infinity") else float(part))
-        except ValueError:
-            raise ConfigError(f"--epsilons: {part!r} is not a number or inf") from None
-    return tuple(values)
-
-
-def _pool_sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise ConfigError(f"--pool-sizes {text!r}: expected comma-separated integers") from None
-    if any(n < 2 for n in sizes):
-        raise ConfigError(f"--pool-sizes {text!r}: every size must be at least 2")
-    return sizes
 
 
 def attack(args: argparse.Namespace) -> int:
@@ -38,7 +14,7 @@ def attack(args: argparse.Namespace) -> int:
     from engine.attack.stage import AttackConfig
 
     inputs = audit.load_inputs(args.db, args.cache, args.model, args.cohort)
-    config = AttackConfig(pool_sizes=_pool_sizes(args.pool_sizes), match=args.match)
+    config = AttackConfig(pool_sizes=args.pool_sizes, match=args.match)
     if config.match != "labels":
         from engine.attack.stage import match_keys
 
@@ -79,7 +55,7 @@ def dp(args: argparse.Namespace) -> int:
             selection = Selection()
         from engine.dp.start import Start
 
-        result = audit.dp(args.db, args.cache, inputs, epsilons=_epsilons(args.epsilons),
+        result = audit.dp(args.db, args.cache, inputs, epsilons=args.epsilons,
                           progress=bar, selection=selection,
                           start=Start.parse(getattr(args, "start", "random")))
     what = "reused" if result.reused else f"trained in {time.perf_counter() - start:.1f} s"
@@ -97,24 +73,12 @@ def adaptive(args: argparse.Namespace) -> int:
     from engine import audit
     from engine.adaptive import AdaptiveConfig
 
-    known = () if args.known.strip().lower() == "none" else tuple(
-        _fraction(x) for x in args.known.split(",") if x.strip())
-    config = AdaptiveConfig(public=tuple(args.public), known_fractions=known, seed=args.seed)
+    config = AdaptiveConfig(public=tuple(args.public), known_fractions=args.known, seed=args.seed)
     target = audit.load_inputs(args.db, args.cache, args.model, args.cohort)
     attackers = audit.adaptive(args.db, args.cache, target, config=config, echo=print)
     print(f"adaptive {target.model} on {target.cohort}: {len(attackers)} attacker(s) stored in "
           f"{args.db} (heads {', '.join(a.label for a in attackers)})")
     return 0
-
-
-def _fraction(text: str) -> float:
-    from engine.errors import ConfigError
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"--known {text.strip()!r}: not a number") from None
-    return value
 
 
 def transfer(args: argparse.Namespace) -> int:

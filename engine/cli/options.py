@@ -1,7 +1,8 @@
 """Option types and output checks of the command line.
 
-Every option value is checked when the command line is parsed (argparse `type=` callables that
-raise `argparse.ArgumentTypeError` with the reason), and every output location a command writes
+Every option value is parsed and checked once, when the command line is parsed (argparse `type=`
+callables that raise `argparse.ArgumentTypeError` with the reason; the list values go through
+the same parsers as the ``--config`` TOML file's), and every output location a command writes
 (`--db`, `--cache`, `--out`) is checked for writability before any work starts, so a bad value
 or an unwritable folder costs one line and no computation.
 """
@@ -9,13 +10,13 @@ or an unwritable folder costs one line and no computation.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from engine.errors import ConfigError, StoreError, check_name
+from engine.values import epsilons, fractions, ints
 
 # Header bytes 8..12 of every DuckDB database file.
 _DUCKDB_MAGIC = b"DUCK"
@@ -39,54 +40,27 @@ def int_at_least(minimum: int, what: str = "") -> Callable[[str], int]:
     return parse
 
 
-def epsilon_list(text: str) -> str:
-    """An argparse type: comma-separated positive epsilons or ``inf``; returns the text.
+def _argparse_type(parse: Callable[..., tuple], name: str, **kwargs) -> Callable[[str], tuple]:
+    """`parse` as an argparse type: the parsed value, or `argparse.ArgumentTypeError`."""
 
-    The handler parses the same text again (`engine.cli.audit`), so programmatic callers that
-    build a Namespace by hand keep working.
-    """
-    parts = [p.strip() for p in text.split(",")]
-    if not any(parts):
-        raise argparse.ArgumentTypeError("expected comma-separated epsilons such as 0.34,1,8,inf")
-    for part in parts:
-        if part.lower() in ("inf", "infinity"):
-            continue
+    def convert(text: str) -> tuple:
         try:
-            value = float(part)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{part!r} is not a number or inf (expected e.g. 0.34,1,8,inf)") from None
-        if not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(
-                f"{part} is not a positive epsilon (expected numbers > 0, or inf)")
-        from engine.dp.accounting import PrivacyBudgetError, check_epsilon
-
-        try:
-            check_epsilon(value)
-        except PrivacyBudgetError as exc:
+            return parse(text, "", **kwargs)
+        except ConfigError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+
+    convert.__name__ = name
+    return convert
 
 
-def int_list(minimum: int, what: str) -> Callable[[str], str]:
-    """An argparse type: comma-separated integers >= `minimum`; returns the text."""
+# argparse types: each returns the parsed tuple (defaults given as text are parsed too)
+epsilon_list = _argparse_type(epsilons, "epsilon list")
+fraction_list = _argparse_type(fractions, "fraction list")
 
-    def parse(text: str) -> str:
-        parts = [p.strip() for p in text.split(",") if p.strip()]
-        if not parts:
-            raise argparse.ArgumentTypeError(f"expected comma-separated integers ({what})")
-        for part in parts:
-            try:
-                value = int(part)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{part!r} is not an integer ({what})") from None
-            if value < minimum:
-                raise argparse.ArgumentTypeError(f"{value} is too small: expected at least "
-                                                 f"{minimum} ({what})")
-        return text
 
-    parse.__name__ = "integer list"
-    return parse
+def int_list(minimum: int, what: str) -> Callable[[str], tuple[int, ...]]:
+    """An argparse type: comma-separated integers >= `minimum`, as a tuple."""
+    return _argparse_type(ints, "integer list", minimum=minimum, what=what)
 
 
 def name_type(text: str) -> str:

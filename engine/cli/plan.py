@@ -8,55 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import fields, replace
 from pathlib import Path
 
 from engine.errors import ConfigError
+from engine.values import epsilons, fractions, ints
 
 TOP_KEYS = ("model", "cohort", "external", "epsilons", "start", "formats", "out", "fail_if",
             "db", "cache")
 TABLES = ("attack", "dp", "adaptive", "umap", "gate")
 GATE_KEYS = ("metric", "n", "k", "op", "threshold", "direction", "negatives", "heads", "split")
-
-
-def epsilons(value, where: str) -> tuple[float, ...]:
-    """``0.34,1,inf`` or a TOML list of numbers / ``"inf"`` -> positive epsilons."""
-    parts = value.split(",") if isinstance(value, str) else list(value)
-    out = []
-    for part in parts:
-        text = str(part).strip().lower()
-        try:
-            eps = math.inf if text in ("inf", "infinity") else float(text)
-        except ValueError:
-            raise ConfigError(f"{where}: {text!r} is not a number or inf") from None
-        if not eps > 0:
-            raise ConfigError(f"{where}: {text} is not a positive epsilon")
-        out.append(eps)
-    if not out:
-        raise ConfigError(f"{where}: no epsilon given")
-    return tuple(out)
-
-
-def fractions(value, where: str) -> tuple[float, ...]:
-    if isinstance(value, str):
-        if value.strip().lower() == "none":
-            return ()
-        value = [v for v in value.split(",") if v.strip()]
-    try:
-        return tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected fractions such as 0.01,0.05 (or none)") from None
-
-
-def ints(value, where: str) -> tuple[int, ...]:
-    if isinstance(value, str):
-        value = [v for v in value.split(",") if v.strip()]
-    try:
-        return tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected integers such as 10,100,1000") from None
 
 
 def read_toml(path: Path) -> dict:

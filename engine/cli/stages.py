@@ -11,15 +11,7 @@ def train_ladder(args: argparse.Namespace) -> int:
     from engine.phantom.ladder import LadderConfig
     from engine.phantom.ladder import train_ladder as run_ladder
 
-    epochs = None
-    if args.epochs:
-        try:
-            epochs = tuple(int(e) for e in args.epochs.split(","))
-        except ValueError:
-            from engine.errors import ConfigError
-
-            raise ConfigError(
-                f"--epochs {args.epochs!r}: expected integers like 0,1,3,10") from None
+    epochs = args.epochs or None  # parsed by the option's type (engine.cli.options.int_list)
     if args.config is not None:
         config = LadderConfig.from_toml(args.config, rung_epochs=epochs)
     else:

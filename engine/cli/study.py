@@ -40,7 +40,7 @@ def study(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir)
     overrides = {}
     if args.rung_epochs is not None:
-        overrides["rung_epochs"] = tuple(int(e) for e in args.rung_epochs.split(",") if e.strip())
+        overrides["rung_epochs"] = args.rung_epochs
     config = StudyConfig(max_patients=args.max_patients, seed=args.seed,
                          external_from=args.external_from, umap_points=args.umap_points,
                          **overrides)
