@@ -487,18 +487,6 @@ def item_thumbnail(root: str | None, image_path: str | None) -> tuple[bytes | No
     return png, ""
 
 
-def image_file(root: str | None, image_path: str | None) -> Path | None:
-    """Absolute path of an item's image inside its cohort root, or None (missing or outside)."""
-    from engine.images import ImagePathError, resolve_image
-
-    if not root or not image_path:
-        return None
-    try:
-        return resolve_image(root, str(image_path))
-    except ImagePathError:
-        return None
-
-
 # ------------------------------------------------------------------------------ joint space
 
 

@@ -238,7 +238,7 @@ def probe_transfer(db: Path, target: AuditInputs, projected: dict[str, tuple], *
     to the external cohort's own DP results instead of replacing them.
     """
     from engine import store
-    from engine.labels import CHEXPERT_LABELS
+    from engine.core.labels import CHEXPERT_LABELS
     from engine.runs import Run
     from engine.utility import label_matrix, probe_auroc
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from engine.core.labels import CHEXPERT_LABELS
 from engine.errors import StoreError
-from engine.labels import CHEXPERT_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -423,14 +423,6 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("INSERT INTO schema_version (version) VALUES (?)", [SCHEMA_VERSION])
     con.execute("DELETE FROM schema_views")
     con.execute("INSERT INTO schema_views VALUES (?)", [digest])
-
-
-def stored_version(con: duckdb.DuckDBPyConnection) -> int | None:
-    """The schema version of an open database (None for an empty file)."""
-    try:
-        return con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0]
-    except duckdb.CatalogException:
-        return None
 
 
 @contextlib.contextmanager

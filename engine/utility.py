@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.labels import CHEXPERT_LABELS
+from engine.core.labels import CHEXPERT_LABELS
 
 log = logging.getLogger(__name__)
 

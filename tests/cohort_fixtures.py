@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine.labels import CHEXPERT_LABELS
+from engine.core.labels import CHEXPERT_LABELS
 
 MIMIC_REPORT = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)

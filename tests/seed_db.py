@@ -31,8 +31,8 @@ from engine import store
 from engine.attack.stage import AttackConfig, run_attack
 from engine.cohort.registry import register_cohort
 from engine.cohort.table import CohortLoad, conform
+from engine.core.labels import CHEXPERT_LABELS
 from engine.errors import InputProblem
-from engine.labels import CHEXPERT_LABELS
 
 COHORT = "phantom-test"
 # (name, specialisation, image noise scale of the original heads)

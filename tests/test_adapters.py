@@ -44,9 +44,9 @@ from engine.cli import main
 from engine.cohort.adapters import ids, image_check, load_cohort, reports
 from engine.cohort.registry import read_cohort
 from engine.cohort.table import COLUMNS, select_one_image_per_study
+from engine.core.labels import CHEXPERT_LABELS
 from engine.errors import CohortError, ConfigError
 from engine.images import cohort_folder
-from engine.labels import CHEXPERT_LABELS
 
 
 def problems_of(load, kind: str) -> list:

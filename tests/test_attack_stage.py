@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from engine import store
-from engine.attack import pools
 from engine.attack.stage import AttackConfig, label_keys, run_attack
-from engine.labels import CHEXPERT_LABELS
+from engine.core import pools
+from engine.core.labels import CHEXPERT_LABELS
 
 
 def _items_and_embeddings(n=240, d=24, seed=0):

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from dashboard import data, logic
-from engine.attack import pools
-from engine.labels import CHEXPERT_LABELS
+from engine.core import pools
+from engine.core.labels import CHEXPERT_LABELS
 
 
 def test_labels_are_the_engines():

@@ -8,7 +8,7 @@ import os
 from engine.cli import demo
 from engine.cohort.synth import plan_reports
 from engine.config import SynthConfig
-from engine.labels import CHEXPERT_LABELS
+from engine.core.labels import CHEXPERT_LABELS
 
 
 def _signature(labels: dict) -> tuple:

@@ -470,9 +470,9 @@ def test_run_dp_writes_rows_saves_heads_and_reuses(tmp_path, monkeypatch):
     import pandas as pd
 
     from engine import store
+    from engine.core.labels import CHEXPERT_LABELS
     from engine.dp import stage, training
     from engine.embed.reader import load_heads
-    from engine.labels import CHEXPERT_LABELS
 
     n = 150
     image, text, patients = _pairs(n=n)

@@ -12,10 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("opacus")
 
+from engine.core.labels import CHEXPERT_LABELS  # noqa: E402
 from engine.dp import selection as sel  # noqa: E402
 from engine.dp.training import DPConfig  # noqa: E402
 from engine.errors import ConfigError  # noqa: E402
-from engine.labels import CHEXPERT_LABELS  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Full backward hook:UserWarning"),
               pytest.mark.filterwarnings("ignore:Secure RNG turned off:UserWarning")]

@@ -316,7 +316,7 @@ def test_report_caveat_names_the_leak():
 def test_no_matched_distractor_gives_scalar_chance_and_stores(tmp_path):
     from engine.attack.ranks import count_ranks
     from engine.attack.stage import AttackConfig, pool_metrics, run_attack
-    from engine.labels import CHEXPERT_LABELS
+    from engine.core.labels import CHEXPERT_LABELS
 
     n = 12
     rng = np.random.default_rng(3)

@@ -20,8 +20,8 @@ from engine.attack.ranks import count_ranks, count_ranks_naive
 from engine.attack.stage import AttackConfig, match_keys, pool_metrics, run_attack
 from engine.cohort.adapters import padchest
 from engine.cohort.registry import read_cohort, register_cohort
+from engine.core.labels import CHEXPERT_LABELS
 from engine.errors import ConfigError
-from engine.labels import CHEXPERT_LABELS
 
 FRONTAL = ("PA", "AP", "AP_horizontal")
 

@@ -17,7 +17,7 @@ from engine.cli import main
 from engine.cohort import sources
 from engine.cohort.adapters import ids, iu_xray, load_cohort, loadlog, openi_labels
 from engine.cohort.adapters.assembly import NoUsableImages
-from engine.labels import CHEXPERT_LABELS
+from engine.core.labels import CHEXPERT_LABELS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "label-mapping.md"
 

@@ -17,7 +17,7 @@ from engine.cli import main
 from engine.cohort import sources
 from engine.cohort.adapters import ids, load_cohort, loadlog, padchest, padchest_labels
 from engine.cohort.adapters.assembly import NoUsableImages
-from engine.labels import CHEXPERT_LABELS
+from engine.core.labels import CHEXPERT_LABELS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "label-mapping.md"
 N_ROWS = 6000  # the first rows of the real table: small runs on the real release

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import hypergeom
 
-from engine.attack import pools
+from engine.core import pools
 
 
 def test_hypergeom_cdf_matches_scipy():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from _ranks_numpy import count_ranks_numpy
 
-from engine.attack import pools
 from engine.attack.ranks import FIELDS, RankCounter, count_ranks, count_ranks_naive
+from engine.core import pools
 
 
 def _normalise(x):

@@ -22,7 +22,7 @@ import pytest
 import _tiny_clip as tiny
 from engine import store
 from engine.cli import main
-from engine.labels import CHEXPERT_LABELS
+from engine.core.labels import CHEXPERT_LABELS
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 PAGES = ("overview", "explorer", "joint_space", "privacy", "hard_negatives", "report", "runs")

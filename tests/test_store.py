@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from engine import store
+from engine.core.labels import CHEXPERT_LABELS
 from engine.errors import StoreError
-from engine.labels import CHEXPERT_LABELS
 
 PUBLIC_COLUMNS = {
     "cohorts": ["cohort", "format", "root", "site", "n_patients", "n_studies", "n_images",

@@ -1,11 +1,51 @@
-"""The engine's packages depend on each other one way: no import cycle between them."""
+"""The code's import graph: no cycle between the engine's packages, nor between modules inside one.
+
+Imports are read from the source (module-level and lazy ones inside functions alike), so a cycle
+that only closes when a function runs is found too.
+"""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-ENGINE = Path(__file__).resolve().parent.parent / "engine"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("engine", "dashboard")
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_imports(root: Path, top: str) -> dict[str, set[str]]:
+    """Each module of the package `top` under `root` -> the modules of `top` it imports.
+
+    ``from a.b import c`` counts as importing module ``a.b.c`` when there is one, else ``a.b``;
+    relative imports are resolved against the importing module's package.
+    """
+    files = {_module_name(p, root): p for p in (root / top).rglob("*.py")}
+    edges: dict[str, set[str]] = {m: set() for m in files}
+    for module, path in files.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base
+                           for a in node.names]
+            else:
+                continue
+            for target in targets:
+                while target and target not in files:  # `import a.b.c` of a name in a.b
+                    target = target.rpartition(".")[0]
+                if target and target != module:
+                    edges[module].add(target)
+    return edges
 
 
 def _unit(module: str) -> str:
@@ -13,26 +53,23 @@ def _unit(module: str) -> str:
     return ".".join(module.split(".")[:2])
 
 
-def _imports() -> dict[str, set[str]]:
+def _unit_imports(modules: dict[str, set[str]]) -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {}
-    for path in ENGINE.rglob("*.py"):
-        parts = path.relative_to(ENGINE.parent).with_suffix("").parts
-        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = ([f"engine.{a.name}" for a in node.names] if node.module == "engine"
-                         else [node.module])
-            else:
-                continue
-            for name in names:
-                if name.startswith("engine.") and _unit(name) != _unit(module):
-                    edges.setdefault(_unit(module), set()).add(_unit(name))
+    for module, targets in modules.items():
+        for target in targets:
+            if _unit(target) != _unit(module) and "." in _unit(target):
+                edges.setdefault(_unit(module), set()).add(_unit(target))
     return edges
 
 
+def _inside(modules: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Only the imports between two modules of the same package (`_unit`)."""
+    return {m: {t for t in ts if _unit(t) == _unit(m)} for m, ts in modules.items()}
+
+
 def _cycles(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Every pair of nodes that reach each other (both lie on one cycle)."""
+
     def reachable(start: str) -> set[str]:
         seen, stack = set(), [start]
         while stack:
@@ -51,9 +88,46 @@ def test_cycle_finder_finds_cycles_and_only_cycles():
     assert _cycles({"a": {"b"}, "b": {"c"}}) == []
 
 
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def test_module_scan_sees_every_form_of_import_and_the_cycle_it_closes(tmp_path):
+    _write(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/sub/__init__.py": "from pkg.sub.maker import make\n",
+        "pkg/sub/maker.py": "from pkg.sub import shapes\n\ndef make():\n    return shapes\n",
+        # the cycle closes only when `size` runs (a lazy import, relative)
+        "pkg/sub/shapes.py": "def size():\n    from .maker import make\n    return make\n",
+        "pkg/sub/colours.py": "import pkg.sub.shapes\nfrom pkg.sub.shapes import size\n",
+        "pkg/other.py": "from pkg.sub import make\nimport os\n",
+    })
+    modules = _module_imports(tmp_path, "pkg")
+    assert modules["pkg.sub.maker"] == {"pkg.sub.shapes"}
+    assert modules["pkg.sub.shapes"] == {"pkg.sub.maker"}
+    assert modules["pkg.sub.colours"] == {"pkg.sub.shapes"}
+    assert modules["pkg.other"] == {"pkg.sub"}  # a name from the package's __init__
+    assert _cycles(_inside(modules)) == [("pkg.sub.maker", "pkg.sub.shapes")]
+    assert _unit_imports(modules) == {"pkg.other": {"pkg.sub"}}
+    # cut the lazy import and no cycle is left
+    (tmp_path / "pkg/sub/shapes.py").write_text("def size():\n    return 1\n", encoding="utf-8")
+    assert _cycles(_inside(_module_imports(tmp_path, "pkg"))) == []
+
+
 def test_engine_packages_import_each_other_one_way():
-    edges = _imports()
+    edges = _unit_imports(_module_imports(ROOT, "engine"))
     assert "engine.embed" in edges["engine.phantom"]  # the scan sees lazy imports too
     assert _cycles(edges) == []
     # the torch-free core depends on no other part of the engine
     assert edges.get("engine.core", set()) == set()
+
+
+def test_no_import_cycle_between_the_modules_of_a_package():
+    for top in PACKAGES:
+        modules = _module_imports(ROOT, top)
+        assert len(modules) > 5
+        assert _cycles(_inside(modules)) == [], top
+        assert _cycles(_unit_imports(modules)) == [], top

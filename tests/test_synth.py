@@ -22,8 +22,8 @@ from engine.cohort.synth.layouts import CHEXPERT_PLUS_COLUMNS, MIMIC_LABELS, MIM
 from engine.cohort.synth.reports import _Sentence, aggregate_labels
 from engine.cohort.table import conform
 from engine.config import SynthConfig
+from engine.core.labels import CHEXPERT_LABELS
 from engine.errors import ConfigError
-from engine.labels import CHEXPERT_LABELS
 
 HEDGES = (
     "cannot be excluded",

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from engine.labels import CHEXPERT_LABELS  # noqa: E402
+from engine.core.labels import CHEXPERT_LABELS  # noqa: E402
 from engine.utility import (  # noqa: E402
     label_matrix,
     membership_signal,

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from engine import distributed, store
-from engine.attack import pools
 from engine.attack.ranks import RankCounts, count_ranks
+from engine.core import pools
+from engine.core.labels import CHEXPERT_LABELS
 from engine.errors import ConfigError
-from engine.labels import CHEXPERT_LABELS
 from engine.runs import Run
 
 log = logging.getLogger(__name__)

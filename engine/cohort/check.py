@@ -15,8 +15,8 @@ import pandas as pd
 
 from engine.cohort.adapters.loadlog import STAT_LABELS
 from engine.cohort.table import FRONTAL_VIEWS, SPLITS, CohortLoad
+from engine.core.labels import CHEXPERT_LABELS
 from engine.errors import InputProblem
-from engine.labels import CHEXPERT_LABELS
 
 MAX_PER_KIND = 10
 # Counters shown even when zero: the totals a reader checks first.

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
+from engine.core.labels import CHEXPERT_LABELS
 from engine.errors import EngineError
 from engine.images import load_item_image
-from engine.labels import CHEXPERT_LABELS
 
 TILE = 256
 _CAPTION_LINES = 4

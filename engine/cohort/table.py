@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from engine.core.labels import CHEXPERT_LABELS
 from engine.errors import InputProblem
-from engine.labels import CHEXPERT_LABELS
 
 ID_COLUMNS: tuple[str, ...] = (
     "image_id",
@@ -54,14 +54,6 @@ class CohortLoad:
     @property
     def n_skipped(self) -> int:
         return sum(p.skipped for p in self.problems)
-
-
-def empty_table() -> pd.DataFrame:
-    """An empty cohort table with the right columns and dtypes."""
-    frame = pd.DataFrame({c: pd.Series(dtype="object") for c in ID_COLUMNS})
-    for label in CHEXPERT_LABELS:
-        frame[label] = pd.Series(dtype="float64")
-    return frame
 
 
 def conform(frame: pd.DataFrame) -> pd.DataFrame:

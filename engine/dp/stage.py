@@ -20,8 +20,8 @@ fingerprint of the inputs (features, original heads, the cohort's content finger
 run whose rows are all present is reused and becomes the one shown. Heads already trained for an
 epsilon with the same config and inputs are reloaded from ``heads_dir`` instead of retrained, so
 adding one epsilon to a sweep trains only that one. The attack on each epsilon's heads is a
-separate call (`engine.attack.stage.run_attack` with ``heads=label`` and `project` applied to all
-items).
+separate call (`engine.attack.stage.run_attack` with ``heads=label`` and `engine.heads.project`
+applied to all items).
 """
 
 from __future__ import annotations
@@ -38,15 +38,13 @@ import pandas as pd
 
 from engine import heads as heads_store
 from engine import store
+from engine.core.labels import CHEXPERT_LABELS
 from engine.core.names import epsilon_label
 from engine.dp.selection import Selection
 from engine.dp.start import Start, check_disjoint, random_heads
 from engine.dp.training import DPConfig
 from engine.errors import ConfigError
-from engine.labels import CHEXPERT_LABELS
 from engine.runs import Run
-
-project = heads_store.project  # kept importable from here for existing callers
 
 log = logging.getLogger(__name__)
 
@@ -262,9 +260,9 @@ def run_dp(
                                        image_features[held], labels[held])}
     membership = {}
     for label, (ih, th) in heads.items():
-        img = project(image_features, ih)
+        img = heads_store.project(image_features, ih)
         utility[label] = probe_auroc(img[train], labels[train], img[held], labels[held])
-        txt = project(text_features, th)
+        txt = heads_store.project(text_features, th)
         sims = pair_similarity(img, txt)
         membership[label] = membership_signal(sims[train], sims[held])
 

@@ -100,14 +100,6 @@ class Embeddings:
         path = self.folder / "skipped.json"
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
 
-    def rows_for(self, image_ids) -> np.ndarray:
-        """Row indices of `image_ids` (in their order); raises KeyError naming a missing id."""
-        index = {image_id: i for i, image_id in enumerate(self.ids.tolist())}
-        try:
-            return np.array([index[i] for i in image_ids], dtype=np.int64)
-        except KeyError as exc:
-            raise KeyError(f"image_id {exc.args[0]!r} has no embedding in {self.folder}") from None
-
 
 def current_folder(cache: Path, model: str, cohort: str, config_hash: str | None = None) -> Path:
     """The complete embedding folder for (model, cohort): `config_hash`, else the latest.

@@ -50,6 +50,9 @@ LOCAL_DIR = "local-dir:"
 HF_HUB = "hf-hub:"
 RANDOM_TAG = "random"
 CONFIG_NAME = "open_clip_config.json"
+# Keys of a CLIP state dict in OpenAI's layout (the `openai:` family reads such files).
+LAYOUT_KEYS = ("visual.conv1.weight", "visual.proj", "token_embedding.weight",
+               "positional_embedding", "text_projection", "ln_final.weight")
 # open_clip's own preference order for a weights file inside a folder.
 WEIGHT_NAMES: tuple[str, ...] = (
     "open_clip_model.safetensors",
@@ -378,8 +381,6 @@ def _check_activation(arch: str, weights: Path | None, spec: str) -> None:
     if cfg.get("custom_text") or "timm_model_name" in cfg.get("vision_cfg", {}):
         return
     state = _peek_state(weights)
-    from engine.models.families.openai import is_openai_layout
-
     if state is None or not is_openai_layout(state):
         return
     quick = f"{arch}-quickgelu"
@@ -389,6 +390,12 @@ def _check_activation(arch: str, weights: Path | None, spec: str) -> None:
         f"{weights}: a bare CLIP state dict in OpenAI's layout, which OpenAI CLIP and its "
         f"fine-tunes (CheXzero) run with QuickGELU, but {arch} uses GELU: give {use}; for "
         f"weights trained with GELU by open_clip give open_clip:{arch}@{weights}")
+
+
+def is_openai_layout(state: dict) -> bool:
+    """True for a CLIP state dict with OpenAI's (and open_clip's native) ViT key names."""
+    return all(k in state for k in LAYOUT_KEYS) and any(
+        k.startswith("transformer.resblocks.") for k in state)
 
 
 def _peek_state(weights: Path) -> dict | None:

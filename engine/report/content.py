@@ -46,9 +46,9 @@ import pandas as pd
 
 from engine import __version__, store
 from engine.core import names
+from engine.core.labels import CHEXPERT_LABELS
 from engine.core.names import epsilon_label
 from engine.errors import ConfigError, StoreError
-from engine.labels import CHEXPERT_LABELS
 from engine.report import text as fmt
 
 log = logging.getLogger(__name__)

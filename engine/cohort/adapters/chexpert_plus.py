@@ -42,7 +42,7 @@ from engine.cohort.adapters import (
     tables,
 )
 from engine.cohort.table import CohortLoad
-from engine.labels import CHEXPERT_LABELS
+from engine.core.labels import CHEXPERT_LABELS
 
 TABLE_NAMES = (
     "df_chexpert_plus_240401.csv",

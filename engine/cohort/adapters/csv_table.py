@@ -36,7 +36,7 @@ from engine.cohort.adapters import (
     tables,
 )
 from engine.cohort.table import CohortLoad
-from engine.labels import CHEXPERT_LABELS
+from engine.core.labels import CHEXPERT_LABELS
 
 DEFAULT_NAME = "cohort.csv"
 REQUIRED = ("image_path", "report_text", "patient_id")

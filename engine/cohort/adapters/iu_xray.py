@@ -62,8 +62,8 @@ from engine.cohort.adapters import (
     tables,
 )
 from engine.cohort.table import CohortLoad
+from engine.core.labels import CHEXPERT_LABELS
 from engine.errors import CohortError
-from engine.labels import CHEXPERT_LABELS
 
 REPORTS_FILE = "indiana_reports.csv"
 PROJECTIONS_FILE = "indiana_projections.csv"

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from engine.cohort.adapters.loadlog import LoadLog
-from engine.labels import CHEXPERT_LABELS
+from engine.core.labels import CHEXPERT_LABELS
 
 _BLANK_LABELS = frozenset({"", "nan", "none", "null", "na"})
 _VALID_LABELS = (1.0, 0.0, -1.0)

@@ -38,7 +38,7 @@ from engine.cohort.adapters import (
     tables,
 )
 from engine.cohort.table import CohortLoad
-from engine.labels import CHEXPERT_LABELS
+from engine.core.labels import CHEXPERT_LABELS
 
 METADATA_NAMES = ("mimic-cxr-*-metadata.csv.gz", "mimic-cxr-*-metadata.csv")
 SPLIT_NAMES = ("mimic-cxr-*-split.csv.gz", "mimic-cxr-*-split.csv")

@@ -43,7 +43,7 @@ import pandas as pd
 from engine.cohort.adapters import assembly, ids, image_check, loadlog, padchest_labels, tables
 from engine.cohort.adapters.reports import normalise_text
 from engine.cohort.table import CohortLoad
-from engine.labels import CHEXPERT_LABELS
+from engine.core.labels import CHEXPERT_LABELS
 
 TABLE_NAMES = (
     "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv",

@@ -43,14 +43,3 @@ def make_patient(source: str, patient_id: str, *, seed: int, sex: str | None,
     age = int(np.clip(age, 1, 105)) if age is not None else int(np.clip(rng.normal(62, 16), 18, 95))
     habitus = float(np.clip(rng.normal(0.0, 0.5), -1, 1))
     return Patient(patient_id, sex, age, pseed, sample_anatomy(rng, sex, max(age, 18), habitus))
-
-
-def age_at(birth_year: str | float | None, study_date: str | None) -> int | None:
-    """Age in years from a birth year (``1930.0``) and a ``YYYYMMDD`` date; None if unknown."""
-    try:
-        born = int(float(str(birth_year)))
-        year = int(str(study_date)[:4])
-    except (TypeError, ValueError):
-        return None
-    age = year - born
-    return age if 0 <= age <= 110 else None

@@ -26,7 +26,7 @@ import pandas as pd
 from engine.errors import CohortError, ConfigError
 
 if TYPE_CHECKING:
-    from engine.cohort.render.renderer import PatientTask, RenderConfig, RenderSummary
+    from engine.cohort.render.tasks import PatientTask, RenderConfig, RenderSummary
 
 PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
 OPENI_TGZ = "NLMCXR_reports.tgz"
@@ -135,7 +135,7 @@ def plan_padchest(config: RenderConfig, out: Path) -> Plan:
     """
     from engine.cohort import sources
     from engine.cohort.adapters import padchest
-    from engine.cohort.render.renderer import ImageTask, PatientTask, StudyTask
+    from engine.cohort.render.tasks import ImageTask, PatientTask, StudyTask
 
     path = Path(config.release_path) if config.release_path else sources.padchest_table()
     studies = padchest.read_release(path)
@@ -222,7 +222,7 @@ def plan_openi(config: RenderConfig, out: Path) -> Plan:
     """
     from engine.cohort import sources
     from engine.cohort.adapters import iu_xray
-    from engine.cohort.render.renderer import ImageTask, PatientTask, StudyTask
+    from engine.cohort.render.tasks import ImageTask, PatientTask, StudyTask
 
     path = Path(config.release_path) if config.release_path else sources.openi_reports()
     reports = iu_xray.read_openi(path)

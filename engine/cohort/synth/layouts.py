@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from engine.labels import CHEXPERT_LABELS
+from engine.core.labels import CHEXPERT_LABELS
 
 MIMIC_LABELS: tuple[str, ...] = tuple(sorted(CHEXPERT_LABELS))
 """The 14 labels in the order of ``mimic-cxr-2.0.0-chexpert.csv.gz`` (alphabetical)."""

@@ -29,7 +29,7 @@ import numpy as np
 
 from engine.cohort.synth.courses import StudyPlan
 from engine.cohort.synth.findings import DEVICE_KINDS, SEVERITY_WORD, Finding
-from engine.labels import CHEXPERT_LABELS
+from engine.core.labels import CHEXPERT_LABELS
 
 POS, NEG, UNC = 1.0, 0.0, -1.0
 
@@ -178,18 +178,6 @@ class _Reader:
         if zone == "lateral":
             return _tidy(f"{s} lateral")
         return _tidy(s)
-
-    def hedge(self, what: str) -> str:
-        """An uncertain sentence about ``what`` (a noun phrase)."""
-        return self.pick(
-            [
-                f"{what} cannot be excluded.",
-                f"possible {what}.",
-                f"{what} is not excluded.",
-                f"findings may represent {what}.",
-                f"a subtle {what} is questioned.",
-            ]
-        )
 
     # devices ------------------------------------------------------------------
     def tip(self, zone: str) -> str:

@@ -19,9 +19,7 @@ from pathlib import Path
 
 from engine.errors import ModelLoadError
 from engine.models.families import FamilyModel, strip_prefix
-
-LAYOUT_KEYS = ("visual.conv1.weight", "visual.proj", "token_embedding.weight",
-               "positional_embedding", "text_projection", "ln_final.weight")
+from engine.models.loading import LAYOUT_KEYS, is_openai_layout
 
 
 def file_of(spec: str) -> Path:
@@ -60,12 +58,6 @@ def read_state_dict(path: Path) -> dict:
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
-
-
-def is_openai_layout(state: dict) -> bool:
-    """True for a CLIP state dict with OpenAI's (and open_clip's native) ViT key names."""
-    return all(k in state for k in LAYOUT_KEYS) and any(
-        k.startswith("transformer.resblocks.") for k in state)
 
 
 def model_cfg(state: dict, path: Path) -> dict:
