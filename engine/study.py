@@ -239,9 +239,11 @@ def _cpu_seconds() -> float:
 class _Stages:
     """Runs stages with a progress line, timing and peak memory."""
 
-    def __init__(self, echo: Callable[[str], None]) -> None:
+    def __init__(self, echo: Callable[[str], None],
+                 on_record: Callable[[StageRecord], None] | None = None) -> None:
         self.records: list[StageRecord] = []
         self.echo = echo
+        self.on_record = on_record  # called as each stage ends: a crash keeps what was measured
 
     def __call__(self, name: str, fn: Callable[[], str]) -> str:
         self.echo(f"[study] {name} ...")
@@ -257,6 +259,8 @@ class _Stages:
         self.records.append(rec)
         self.echo(f"[study] {name}: {what} ({rec.seconds:.1f} s, {rec.cpu_seconds:.1f} s CPU, "
                   f"peak {rec.peak_mb:.0f} MB)")
+        if self.on_record is not None:
+            self.on_record(rec)
         return what
 
 
@@ -343,10 +347,10 @@ def run_study(db: Path, workdir: Path, config: StudyConfig = StudyConfig(), *,
     workdir.mkdir(parents=True, exist_ok=True)
     root = workdir / "cohorts" / "padchest-rendered"
     progress_factory = progress_factory or (lambda desc, unit: nullcontext(None))
-    stage = _Stages(echo)
+    counts: dict = {}
+    stage = _Stages(echo, on_record=lambda rec: _record(db, workdir, config, [rec], counts))
     result = StudyResult()
     stage("render PadChest", lambda: _render(config, root, progress_factory))
-    counts: dict = {}
 
     def register() -> str:
         what, found = _register(config, db, root, workdir)
@@ -404,7 +408,6 @@ def run_study(db: Path, workdir: Path, config: StudyConfig = StudyConfig(), *,
         stage(f"report {specialist} / {EXTERNAL}",
               lambda: _report(db, specialist, EXTERNAL, workdir, config.report_formats))
     result.stages = stage.records
-    _record(db, workdir, config, result, counts)
     return result
 
 
@@ -498,37 +501,42 @@ def _report(db: Path, model: str, cohort: str, workdir: Path, formats: tuple[str
     return ", ".join(str(p) for p in paths.values())
 
 
-def _record(db: Path, workdir: Path, config: StudyConfig, result: StudyResult,
+def _record(db: Path, workdir: Path, config: StudyConfig, records: list[StageRecord],
             counts: dict) -> None:
-    """``stages.json`` and one ``study`` run per stage in the database.
+    """Merge `records` into ``stages.json`` and record one ``study`` run per stage.
 
-    A stage this invocation only reused keeps the figures of the invocation that computed it
-    (in ``stages.json`` and in its run), so a resumed study reports what each stage cost, not
-    the seconds it took to find its outputs.
+    Called as each stage ends, so a run that stops keeps every stage it measured. A stage that
+    only reused its outputs keeps the figures of the invocation that computed it (in
+    ``stages.json`` and in its run): a resumed study reports what each stage cost, not the
+    seconds it took to find its outputs.
     """
     from engine.runs import Run, record_run
 
-    previous: dict[str, dict] = {}
+    entries: list[dict] = []
     if (workdir / STAGES_FILE).exists():
         try:
-            previous = {s["name"]: s for s in
-                        json.loads((workdir / STAGES_FILE).read_text()).get("stages", [])}
-        except (json.JSONDecodeError, KeyError, TypeError):
-            previous = {}
+            entries = list(json.loads((workdir / STAGES_FILE).read_text()).get("stages", []))
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            entries = []
+    where = {e.get("name"): i for i, e in enumerate(entries) if isinstance(e, dict)}
     settings = {k: v for k, v in asdict(config).items() if k not in ("workers", "release_path")}
-    stages = []
-    for s in result.stages:
-        before = previous.get(s.name)
+    for s in records:
+        before = entries[where[s.name]] if s.name in where else None
         if s.reused and before is not None and not StageRecord(
                 before["name"], before.get("what", ""), 0.0, 0.0).reused:
-            stages.append(before)  # measured when it was computed; its run is left as it is
-            continue
-        stages.append(asdict(s))
+            continue  # measured when it was computed; its run is left as it is
+        if s.name in where:
+            entries[where[s.name]] = asdict(s)
+        else:
+            where[s.name] = len(entries)
+            entries.append(asdict(s))
         run = Run("study", None, COHORT, {"study_stage": s.name, "settings": settings})
         record_run(db, run, message=json.dumps({"seconds": round(s.seconds, 2),
                                                 "cpu_seconds": round(s.cpu_seconds, 2),
                                                 "peak_mb": round(s.peak_mb, 1),
                                                 "what": s.what}))
-    payload = {"config": asdict(config), "split": counts, "stages": stages,
-               "total_seconds": sum(s["seconds"] for s in stages)}
-    (workdir / STAGES_FILE).write_text(json.dumps(payload, indent=1, default=str))
+    payload = {"config": asdict(config), "split": counts, "stages": entries,
+               "total_seconds": sum(float(e.get("seconds") or 0.0) for e in entries)}
+    tmp = workdir / (STAGES_FILE + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str))
+    tmp.replace(workdir / STAGES_FILE)

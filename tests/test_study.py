@@ -147,3 +147,32 @@ def test_study_resumes(tiny_study):
     ladder = [m for m in messages if m["what"].startswith(("reused", "trained"))
               and "held-out lift" in m["what"]]
     assert [m["what"] for m in ladder] == [firsts["ladder"].what]
+
+
+def test_each_stage_is_recorded_as_it_ends_and_a_reuse_keeps_the_measurement(tmp_path):
+    """A study that stops keeps every stage it measured; a later run that only finds a stage's
+    outputs does not replace the figures of the run that computed it."""
+    from engine.study import STAGES_FILE, _record, _Stages
+
+    db, config, counts = tmp_path / "s.duckdb", StudyConfig(max_patients=4), {}
+    stage = _Stages(lambda line: None,
+                    on_record=lambda rec: _record(db, tmp_path, config, [rec], counts))
+    stage("ladder", lambda: "trained on 10 pairs; held-out lift")
+    with pytest.raises(RuntimeError):
+        stage("embed r0 / c", lambda: (_ for _ in ()).throw(RuntimeError("killed")))
+    kept = json.loads((tmp_path / STAGES_FILE).read_text())["stages"]
+    assert [s["name"] for s in kept] == ["ladder"]  # recorded before the crash
+    first = kept[0]
+    again = _Stages(lambda line: None,
+                    on_record=lambda rec: _record(db, tmp_path, config, [rec], counts))
+    again("ladder", lambda: "reused; held-out lift")
+    again("embed r0 / c", lambda: "10 pairs")
+    kept = {s["name"]: s for s in json.loads((tmp_path / STAGES_FILE).read_text())["stages"]}
+    assert kept["ladder"] == first and kept["embed r0 / c"]["what"] == "10 pairs"
+    con = store.connect_read(db)
+    try:
+        whats = sorted(json.loads(m)["what"] for (m,) in con.execute(
+            "SELECT message FROM runs WHERE stage = 'study'").fetchall())
+    finally:
+        con.close()
+    assert whats == ["10 pairs", "trained on 10 pairs; held-out lift"]
