@@ -34,12 +34,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from engine.attack.stage import AttackConfig
+from engine.attack.stage import MATCH_POLICIES, AttackConfig
 from engine.dp.stage import DEFAULT_EPSILONS
 from engine.dp.training import DPConfig
 from engine.errors import ConfigError, EngineError
@@ -68,6 +69,15 @@ class AuditConfig:
         formats: Report formats.
         out: Report folder (default ``<cache>/reports/<model>__<cohort>``).
         gate: The release gate (None: none).
+        others: Further models (weakest first) audited on the same cohorts by embed and attack
+            only, with a report on the audited cohort each: the demo's and the study's weaker
+            rungs of the ladder; `model` is the one audited in full (the strongest rung).
+        compare: A second DP sweep from another start, for comparison (None: none).
+        selection: Validation share of the training patients for the DP hyper-parameter
+            selection (`engine.dp.selection.Selection`); None trains `dp` as it is.
+        start_seed: Seed of the DP start (the random heads; the public fit's random start).
+        matched: A finer matched-negative key (``findings``): the audited model's held-out pairs
+            are attacked once more with negatives sharing it (None: not).
     """
 
     model: str
@@ -84,6 +94,11 @@ class AuditConfig:
     formats: tuple[str, ...] = ("html", "pdf", "json")
     out: Path | None = None
     gate: Gate | None = None
+    others: tuple[str, ...] = ()
+    compare: Compare | None = None
+    selection: float | None = None
+    start_seed: int = 0
+    matched: str | None = None
 
     def __post_init__(self) -> None:
         if self.external is not None and self.external == self.cohort:
@@ -91,6 +106,18 @@ class AuditConfig:
         from engine.dp.start import Start
 
         Start.parse(self.start)  # one line for a bad start, before any work
+        if self.compare is not None and self.compare.start == self.start:
+            raise ConfigError(f"[compare] start {self.compare.start!r}: the comparison needs "
+                              "another start than the audit's own")
+        if self.model in self.others:
+            raise ConfigError(f"model {self.model!r} is also among the other models")
+        if self.matched is not None and (self.matched == "labels"
+                                         or self.matched not in MATCH_POLICIES):
+            raise ConfigError(f"matched {self.matched!r}: expected one of "
+                              f"{', '.join(MATCH_POLICIES[1:])} (the 14 labels are always "
+                              "matched)")
+        if self.selection is not None and not 0.0 < self.selection < 1.0:
+            raise ConfigError(f"[selection] validation_fraction {self.selection}: expected 0..1")
 
     def adaptive_config(self):
         from engine.adaptive import ATTACKER_TRAINING, AdaptiveConfig
@@ -99,6 +126,27 @@ class AuditConfig:
         return AdaptiveConfig(public=(self.external,) if self.external else (),
                               known_fractions=tuple(self.known), seed=self.adaptive_seed,
                               training=training)
+
+
+@dataclass(frozen=True)
+class Compare:
+    """A second DP sweep from another start (docs/dp.md: the original start's epsilon does not
+    cover the starting heads, so it is shown for comparison only).
+
+    Attributes:
+        start: ``original``, ``random`` or ``public:COHORT`` (not the audit's own start).
+        epsilons: Its DP targets; ``inf`` is always added.
+        dp: Its DP training config.
+    """
+
+    start: str = "original"
+    epsilons: tuple[float, ...] = DEFAULT_EPSILONS
+    dp: DPConfig = DPConfig()
+
+    def __post_init__(self) -> None:
+        from engine.dp.start import Start
+
+        Start.parse(self.start)
 
 
 @dataclass(frozen=True)
@@ -237,15 +285,48 @@ def attack(ctx: Context) -> str:
     return "reused" if reused else f"{len(inputs.items)} pairs ranked"
 
 
-def dp(ctx: Context) -> str:
+def attack_matched(ctx: Context) -> str:
+    """The held-out pairs once more, negatives matched on `AuditConfig.matched`."""
+    import pandas as pd
+
     from engine import audit
+
+    key = ctx.config.matched
+    inputs = ctx.inputs()
+    missing = [c for c in key.split("+")
+               if inputs.items.get(c, pd.Series(dtype=object)).isna().all()]
+    if missing:
+        # e.g. registered by an engine that did not keep the finding sets; registering again
+        # would change the content fingerprint and recompute every stage
+        return (f"skipped: {ctx.cohort} was registered without {'/'.join(missing)} "
+                "(register it again to add them)")
+    config = replace(ctx.config.attack, match=key, splits=("test",))
+    _, reused = audit.attack(ctx.db, inputs, config=config, external=ctx.is_external)
+    return "reused" if reused else f"{len(inputs.items)} pairs ranked"
+
+
+def _dp(ctx: Context, start: str, epsilons: tuple[float, ...], training: DPConfig) -> str:
+    from engine import audit
+    from engine.dp.selection import Selection
     from engine.dp.start import Start
 
+    selection = (None if ctx.config.selection is None
+                 else Selection(validation_fraction=ctx.config.selection))
     with _bar("DP steps", "step") as progress:
-        result = audit.dp(ctx.db, ctx.cache, ctx.inputs(), epsilons=ctx.config.epsilons,
-                          attack_config=ctx.config.attack, training=ctx.config.dp,
-                          start=Start.parse(ctx.config.start), progress=progress)
+        result = audit.dp(ctx.db, ctx.cache, ctx.inputs(), epsilons=tuple(epsilons),
+                          attack_config=ctx.config.attack, training=training,
+                          selection=selection, progress=progress,
+                          start=Start.parse(start, seed=ctx.config.start_seed))
     return ("reused" if result.reused else "trained") + f": heads {', '.join(result.heads)}"
+
+
+def dp(ctx: Context) -> str:
+    return _dp(ctx, ctx.config.start, ctx.config.epsilons, ctx.config.dp)
+
+
+def dp_compare(ctx: Context) -> str:
+    compare = ctx.config.compare
+    return _dp(ctx, compare.start, compare.epsilons, compare.dp)
 
 
 def adaptive(ctx: Context) -> str:
@@ -278,7 +359,8 @@ def adaptive(ctx: Context) -> str:
 def transfer(ctx: Context) -> str:
     from engine import audit
 
-    labels = audit.transfer(ctx.db, ctx.cache, ctx.inputs(ctx.source), ctx.inputs())
+    labels = audit.transfer(ctx.db, ctx.cache, ctx.inputs(ctx.source), ctx.inputs(),
+                            attack_config=ctx.config.attack)
     return f"heads {', '.join(labels)} applied to {ctx.cohort}"
 
 
@@ -312,18 +394,37 @@ class Step:
         ctx: Its context.
         run: The stage function.
         after: Names of the steps whose results it reads.
+        title: Its name in the plan and the progress lines (`step_name`).
     """
 
     stage: str
     ctx: Context
     run: Callable[[Context], str]
     after: tuple[str, ...] = ()
+    title: str = ""
 
     @property
     def name(self) -> str:
-        if self.stage == "transfer":
-            return f"transfer {self.ctx.source} -> {self.ctx.cohort}"
-        return f"{self.stage} {self.ctx.cohort}"
+        return self.title or step_name(self.stage, self.ctx.model, self.ctx.cohort,
+                                       source=self.ctx.source)
+
+
+def step_name(stage: str, model: str, cohort: str, *, source: str = "", long: bool = False,
+              variant: str = "") -> str:
+    """A step's name: ``dp A`` in a one-model plan; with several models (``long``) the model
+    is named, ``dp grid M`` (the study records its stages under these names)."""
+    extra = f", {variant}" if variant else ""
+    if not long:
+        if stage == "transfer":
+            return f"transfer {source} -> {cohort}"
+        return f"{stage} {cohort}{extra}"
+    if stage == "transfer":
+        return f"transfer {model} -> {cohort}"
+    if stage == "dp":
+        return f"dp grid {model}{extra}"
+    if stage == "adaptive":
+        return f"adaptive attack {model} / {cohort}{extra}"
+    return f"{stage} {model} / {cohort}{extra}"
 
 
 @dataclass
@@ -336,33 +437,109 @@ class State:
 
 
 def steps(db: Path, cache: Path, config: AuditConfig) -> list[Step]:
-    """The audit's steps in the order they run."""
-    def ctx(cohort: str) -> Context:
-        return Context(Path(db), Path(cache), config.model, cohort, config.cohort,
-                       config.external, config)
+    """The audit's steps in the order they run.
 
+    Every model (`AuditConfig.others`, then `AuditConfig.model`) is embedded and attacked on
+    both cohorts (with several models, cohort by cohort: the demo's and the study's order); the
+    last one alone gets the matched attack, the DP sweeps, the adaptive
+    attacker, the transfer and the maps; then a report per model on the audited cohort and the
+    audited model's report on the external one.
+    """
     c, e = config.cohort, config.external
-    out = [Step("embed", ctx(c), embed)]
+    long = bool(config.others)
+    cohorts = (c, e) if e else (c,)
+    out: list[Step] = []
+
+    def add(stage: str, run: Callable[[Context], str], cohort: str, after=(), *,
+            model: str = config.model, variant: str = "") -> str:
+        ctx = Context(Path(db), Path(cache), model, cohort, c, e, config)
+        title = step_name(stage, model, cohort, source=c, long=long, variant=variant)
+        out.append(Step(stage, ctx, run, tuple(after), title))
+        return title
+
+    attacks: dict[str, list[str]] = {}
+    embeds: dict[str, dict[str, str]] = {}
+    for model in (*config.others, config.model):
+        embeds[model], attacks[model] = {}, []
+        # one model: both embeddings first; several: embed and attack per cohort in turn
+        for group in ([(k,) for k in cohorts] if long else [cohorts]):
+            for k in group:
+                embeds[model][k] = add("embed", embed, k, model=model)
+            for k in group:
+                attacks[model].append(add("attack", attack, k, [embeds[model][k]], model=model))
+    own = embeds[config.model]
+    mine = {k: [] for k in cohorts}  # the audited model's steps per cohort (its reports read)
+    mine[c].append(attacks[config.model][0])
     if e:
-        out.append(Step("embed", ctx(e), embed))
-    out.append(Step("attack", ctx(c), attack, (f"embed {c}",)))
+        mine[e].append(attacks[config.model][1])
+    if config.matched:
+        mine[c].append(add("attack", attack_matched, c, [own[c]],
+                           variant=f"matched on {config.matched}"))
+
+    def dp_after(start: str) -> list[str]:
+        public = start.split(":", 1)[1].strip() if start.startswith("public:") else ""
+        return [own[c]] + ([own[e]] if e and public == e else [])
+
+    dps = [add("dp", dp, c, dp_after(config.start))]
+    if config.compare is not None:
+        dps.append(add("dp", dp_compare, c, dp_after(config.compare.start),
+                       variant=f"{config.compare.start} start (comparison)"))
+    mine[c] += dps
+    mine[c].append(add("adaptive", adaptive, c, [own[k] for k in cohorts]))
     if e:
-        out.append(Step("attack", ctx(e), attack, (f"embed {e}",)))
-    public = config.start.split(":", 1)[1].strip() if config.start.startswith("public:") else ""
-    out.append(Step("dp", ctx(c), dp, (f"embed {c}",) + ((f"embed {e}",) if public == e else ())))
-    out.append(Step("adaptive", ctx(c), adaptive,
-                    (f"embed {c}",) + ((f"embed {e}",) if e else ())))
+        mine[e].append(add("transfer", transfer, e, [*dps, own[e]]))
+    mine[c].append(add("umap", umap, c, dps))
     if e:
-        out.append(Step("transfer", ctx(e), transfer, (f"dp {c}", f"embed {e}")))
-    out.append(Step("umap", ctx(c), umap, (f"dp {c}",)))
+        mine[e].append(add("umap", umap, e, [*dps, own[e]]))
+    for model in config.others:
+        add("report", report, c, [attacks[model][0]], model=model)
+    add("report", report, c, mine[c])
     if e:
-        out.append(Step("umap", ctx(e), umap, (f"dp {c}", f"embed {e}")))
-    own = [s.name for s in out if s.ctx.cohort == c and s.stage != "embed"]
-    out.append(Step("report", ctx(c), report, tuple(own)))
-    if e:
-        ext = [s.name for s in out if s.ctx.cohort == e and s.stage not in ("embed", "report")]
-        out.append(Step("report", ctx(e), report, tuple(ext)))
+        add("report", report, e, mine[e])
     return out
+
+
+def print_plan(plan: list[Step], states: dict[str, State], config: AuditConfig, db: Path, *,
+               title: str = "audit plan", echo=None) -> None:
+    """The plan, one line per step with its state and why (`echo`: default print)."""
+    echo = echo or (lambda line: print(line, flush=True))
+    ext = f" (external {config.external})" if config.external else ""
+    models = ", ".join((*config.others, config.model))
+    echo(f"{title}: {models} on {config.cohort}{ext}; results in {db}")
+    width = max(len(s.name) for s in plan)
+    for step in plan:
+        state = states[step.name]
+        echo(f"  {step.name:<{width}}  {state.state:<8}  {state.why}")
+    if config.gate is not None:
+        echo(f"  gate: fail if {config.gate.describe()} on the 95% interval "
+             f"({config.gate.where()})")
+
+
+def progress_lines(prefix: str):
+    """A stage runner (`engine.plan.execute`) printing ``[prefix] NAME ...`` and
+    ``[prefix] NAME: WHAT (SECONDS s)``."""
+    def run(name: str, fn) -> str:
+        t0 = time.perf_counter()
+        print(f"[{prefix}] {name} ...", flush=True)
+        what = fn()
+        print(f"[{prefix}] {name}: {what} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        return what
+
+    return run
+
+
+def execute(plan: list[Step], states: dict[str, State],
+            stage: Callable[[str, Callable[[], str]], object]) -> None:
+    """Run every step in order through `stage` (name, work -> its progress lines, timing).
+
+    A report found current with every step it reads done is not rewritten.
+    """
+    for step in plan:
+        if step.stage == "report" and states[step.name].state == DONE and not any(
+                states[d].state != DONE for d in step.after):
+            stage(step.name, lambda: "reused: current, not rewritten")
+            continue
+        stage(step.name, lambda step=step: step.run(step.ctx))
 
 
 def check(plan: list[Step]) -> dict[str, State]:
@@ -576,9 +753,10 @@ def _check_embed(ctx: Context) -> State:
     if not others:
         return State(TODO, f"{len(items)} items never embedded by this model")
     old = max(others, key=lambda o: o[0])[1]
-    changed = [k for k in ("model_fingerprint", "cohort_fingerprint", "cohort_content",
-                           "n_items", "format_version", "image_reader") if old.get(k) != config[k]]
-    names = {"model_fingerprint": "model weights changed",
+    changed = [k for k in ("model_fingerprint", "spec", "cohort_fingerprint", "cohort_content",
+                           "n_items", "format_version", "image_reader")
+               if old.get(k) != config.get(k)]
+    names = {"model_fingerprint": "model weights changed", "spec": "model location changed",
              "cohort_fingerprint": "cohort items changed", "cohort_content": "cohort content "
              "changed", "n_items": "number of items changed"}
     return State(STALE, ", ".join(names.get(k, f"{k} changed") for k in changed)

@@ -1,14 +1,14 @@
 """The audit at the study's scale: PadChest's real reports with rendered images, every stage.
 
-`run_study` renders the PadChest release (`engine.cohort.render`), registers it with the
-study's split (`study_split`), trains the 4-rung ladder on the training split, embeds and
-attacks with every rung (the strongest once more with PadChest's full finding sets as the
-matched-negative key), runs the DP grid on the strongest rung, transfers its heads to the
-external cohort, maps the joint space and writes the reports, by calling each stage's public
-function. Every stage is idempotent (it finds its earlier results), so an interrupted study
-resumes where it stopped. Each stage's wall time and peak resident memory (the process and its
-children, sampled) are printed, written to ``stages.json`` in the study folder and recorded as
-``study`` runs in the database.
+`run_study` renders the PadChest release (`engine.cohort.render`), registers it with the study's
+split (`study_split`) and trains the 4-rung ladder on the training split; then it runs the audit
+plan (`engine.plan`) with the configuration shipped as ``engine/configs/study.toml``: every rung
+embedded and attacked, the strongest once more with PadChest's full finding sets as the matched-
+negative key, the DP grids on the strongest rung, its heads transferred to the external cohort,
+the joint-space maps and the reports. Every stage is idempotent (it finds its earlier results),
+so an interrupted study resumes where it stopped. Each stage's wall time and peak resident
+memory (the process and its children, sampled) are printed, written to ``stages.json`` in the
+study folder and recorded as ``study`` runs in the database.
 
 The split (`study_split`): patients whose first frontal study is on or after
 ``StudyConfig.external_from`` form the **external cohort** ``padchest-later`` (a later time
@@ -39,11 +39,23 @@ COHORT = "padchest"
 EXTERNAL = "padchest-later"
 SPLIT_FILE = "split.csv"
 STAGES_FILE = "stages.json"
+PLAN = "study"  # engine/configs/study.toml: the plan's settings and StudyConfig's defaults
+
+
+def plan_defaults():
+    """The study's plan configuration as shipped (`engine.plan.AuditConfig`)."""
+    from engine.configs import load_config
+
+    return load_config(PLAN, Path("."), model="rung", cohort=COHORT)
+
+
+_PLAN = plan_defaults()
 
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """Settings of a study run.
+    """Settings of a study run (the audit's, from `pool_sizes` to `report_formats`, default to
+    ``engine/configs/study.toml``'s; `study_plan` sets them over that file's plan).
 
     Attributes:
         max_patients: Render and audit only this many PadChest patients (None = all 67,208).
@@ -77,12 +89,12 @@ class StudyConfig:
     rung_epochs: tuple[int, ...] = (0, 1, 2, 4)
     ladder_batch_size: int = 64
     context_length: int = 64
-    pool_sizes: tuple[int, ...] = (10, 100, 1000, 10000)
-    epsilons: tuple[float, ...] = (0.34, 1.0, 2.0, 4.0, 8.0, float("inf"))
-    original_start_epsilons: tuple[float, ...] = (0.34, float("inf"))
-    validation_fraction: float = 0.2
-    umap_points: int = 20000
-    report_formats: tuple[str, ...] = ("html", "pdf", "json")
+    pool_sizes: tuple[int, ...] = _PLAN.attack.pool_sizes
+    epsilons: tuple[float, ...] = _PLAN.epsilons
+    original_start_epsilons: tuple[float, ...] = _PLAN.compare.epsilons
+    validation_fraction: float = _PLAN.selection
+    umap_points: int = _PLAN.umap.max_points
+    report_formats: tuple[str, ...] = _PLAN.formats
     workers: int | None = None
     release_path: Path | None = None
 
@@ -379,126 +391,31 @@ def run_study(db: Path, workdir: Path, config: StudyConfig = StudyConfig(), *,
 
     stage("ladder", ladder)
     # the strongest rung is chosen by training budget alone (the longest), never by held-out
-    specialist = result.rungs[-1]
-    for model in result.rungs:
-        for cohort in cohorts:
-            stage(f"embed {model} / {cohort}", lambda m=model, c=cohort: _embed(db, cache, m, c,
-                                                                  progress_factory))
-            stage(f"attack {model} / {cohort}",
-                  lambda m=model, c=cohort: _attack(db, cache, m, c, config, c == EXTERNAL))
-    # Once more with matched negatives sharing PadChest's full finding set (finer than the 14
-    # labels): held-out pairs of the strongest rung, stored as negatives "matched:findings".
-    stage(f"attack {specialist} / {COHORT}, matched on findings",
-          lambda: _attack(db, cache, specialist, COHORT, config, False, match="findings"))
-    stage(f"dp grid {specialist}", lambda: _dp(db, cache, specialist, config, progress_factory))
-    stage(f"dp grid {specialist}, original start (comparison)",
-          lambda: _dp(db, cache, specialist, config, progress_factory, start="original"))
-    stage(f"adaptive attack {specialist} / {COHORT}",
-          lambda: _adaptive(db, cache, specialist, config, EXTERNAL in cohorts))
-    if EXTERNAL in cohorts:
-        stage(f"transfer {specialist} -> {EXTERNAL}",
-              lambda: _transfer(db, cache, specialist, config))
-    for cohort in cohorts:
-        stage(f"umap {specialist} / {cohort}",
-              lambda c=cohort: _umap(db, cache, specialist, c, config))
-    for model in result.rungs:
-        stage(f"report {model} / {COHORT}",
-              lambda m=model: _report(db, m, COHORT, workdir, config.report_formats))
-    if EXTERNAL in cohorts:
-        stage(f"report {specialist} / {EXTERNAL}",
-              lambda: _report(db, specialist, EXTERNAL, workdir, config.report_formats))
+    from engine import plan as planning
+    from engine.plan import print_plan
+
+    audit_config = study_plan(config, cache, result.rungs, external=EXTERNAL in cohorts)
+    plan = planning.steps(db, cache, audit_config)
+    states = planning.check(plan)
+    print_plan(plan, states, audit_config, db, title="[study] plan", echo=echo)
+    planning.execute(plan, states, stage)
     result.stages = stage.records
     return result
 
 
-def _adaptive(db: Path, cache: Path, model: str, config: StudyConfig, external: bool) -> str:
-    from engine import audit
-    from engine.adaptive import AdaptiveConfig
+def study_plan(config: StudyConfig, cache: Path, rungs: list[str], *, external: bool):
+    """``study.toml``'s plan with `config`'s settings, on the ladder's `rungs` (weakest first)."""
+    from engine.configs import load_config
 
-    # the attacker who refits the heads on the released backbones: on the later patients'
-    # pairs (public, patient-disjoint) and on 1% / 5% of the held-out patients (a leak)
-    found = audit.adaptive(db, cache, audit.load_inputs(db, cache, model, COHORT),
-                           config=AdaptiveConfig(public=(EXTERNAL,) if external else (),
-                                                 seed=config.seed),
-                           attack_config=_attack_config(config))
-    return ", ".join(f"{a.label}: fitted on {a.n_fit_pairs} pairs, attacked {a.n_eval_pairs}"
-                     f"{' (reused)' if a.reused else ''}" for a in found)
-
-
-def _embed(db: Path, cache: Path, model: str, cohort: str, progress_factory) -> str:
-    from engine.embed.stage import embed_cohort
-
-    with progress_factory(f"embed {model}/{cohort}", "item") as bar:
-        res = embed_cohort(db, cache, model, cohort, progress=bar)
-    return f"{res.n_items} pairs" + (" (reused)" if res.reused else "")
-
-
-def _attack_config(config: StudyConfig):
-    from engine.attack.stage import AttackConfig
-
-    return replace(AttackConfig(), pool_sizes=tuple(config.pool_sizes))
-
-
-def _attack(db: Path, cache: Path, model: str, cohort: str, config: StudyConfig,
-            external: bool, *, match: str = "labels") -> str:
-    from engine import audit
-
-    inputs = audit.load_inputs(db, cache, model, cohort)
-    attack_config = _attack_config(config)
-    if match != "labels":
-        if inputs.items.get("findings", pd.Series(dtype=object)).isna().all():
-            # Registered by an engine that did not keep the finding sets; registering again
-            # would change the content fingerprint and recompute every stage.
-            return (f"skipped: {cohort} was registered without PadChest's finding sets "
-                    "(register it again to add them)")
-        attack_config = replace(attack_config, match=match, splits=("test",))
-    _, reused = audit.attack(db, inputs, config=attack_config, external=external)
-    return "reused" if reused else f"{len(inputs.items)} pairs ranked"
-
-
-def _dp(db: Path, cache: Path, model: str, config: StudyConfig, progress_factory, *,
-        start: str = "random") -> str:
-    from engine import audit
-    from engine.dp.selection import Selection
-    from engine.dp.start import Start
-
-    inputs = audit.load_inputs(db, cache, model, COHORT)
-    epsilons = config.original_start_epsilons if start == "original" else config.epsilons
-    with progress_factory("DP steps", "step") as bar:
-        # hyper-parameters chosen per epsilon on a validation split of the training patients,
-        # among the start's own candidates (engine/dp/selection.py)
-        res = audit.dp(db, cache, inputs, epsilons=tuple(epsilons),
-                       attack_config=_attack_config(config), progress=bar,
-                       selection=Selection(validation_fraction=config.validation_fraction),
-                       start=Start.parse(start, seed=config.seed))
-    return ("reused" if res.reused else "trained") + f": heads {', '.join(res.heads)}"
-
-
-def _transfer(db: Path, cache: Path, model: str, config: StudyConfig) -> str:
-    from engine import audit
-
-    labels = audit.transfer(db, cache, audit.load_inputs(db, cache, model, COHORT),
-                            audit.load_inputs(db, cache, model, EXTERNAL),
-                            attack_config=_attack_config(config))
-    return f"heads {', '.join(labels)} applied to {EXTERNAL}"
-
-
-def _umap(db: Path, cache: Path, model: str, cohort: str, config: StudyConfig) -> str:
-    from engine import audit
-    from engine.jointspace import UmapConfig
-
-    inputs = audit.load_inputs(db, cache, model, cohort)
-    _, reused = audit.umap(db, cache, inputs, config=UmapConfig(max_points=config.umap_points),
-                           external=cohort == EXTERNAL, heads_cohort=COHORT)
-    return "reused" if reused else "fitted"
-
-
-def _report(db: Path, model: str, cohort: str, workdir: Path, formats: tuple[str, ...]) -> str:
-    from engine.report import write_report
-
-    paths = write_report(db, model=model, cohort=cohort, formats=formats,
-                         out=workdir / "reports")
-    return ", ".join(str(p) for p in paths.values())
+    plan = load_config(PLAN, cache, model=rungs[-1], others=list(rungs[:-1]),
+                       cohort=COHORT)
+    return replace(
+        plan, external=EXTERNAL if external else None, epsilons=tuple(config.epsilons),
+        attack=replace(plan.attack, pool_sizes=tuple(config.pool_sizes)),
+        compare=replace(plan.compare, epsilons=tuple(config.original_start_epsilons)),
+        selection=config.validation_fraction, start_seed=config.seed,
+        adaptive_seed=config.seed, umap=replace(plan.umap, max_points=config.umap_points),
+        formats=tuple(config.report_formats))
 
 
 def _record(db: Path, workdir: Path, config: StudyConfig, records: list[StageRecord],

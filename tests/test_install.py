@@ -54,8 +54,9 @@ def test_wheel_holds_the_engine_the_dashboard_and_their_data_files(installed):
     _, _, _, wheel = installed
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("engine/models/registry.toml", "engine/report/report.schema.json",
-                   "dashboard/app.py", "dashboard/app_pages/overview.py",
-                   "engine/cli/__init__.py", "engine/core/findings.py"):
+                   "engine/configs/demo.toml", "engine/configs/study.toml", "dashboard/app.py",
+                   "dashboard/app_pages/overview.py", "engine/cli/__init__.py",
+                   "engine/core/findings.py"):
         assert needed in names, needed
     assert not any(n.startswith(("tests/", "bench/", "cache/")) for n in names)
 

@@ -39,8 +39,10 @@ max_points = 64
 """
 
 
-def tiny_cohort(db, root, name: str, *, prefix: str, n: int, external: bool = False):
-    """`n` one-image studies of n // 2 patients, split by patient (a third held-out)."""
+def tiny_cohort(db, root, name: str, *, prefix: str, n: int, external: bool = False,
+                findings: bool = False):
+    """`n` one-image studies of n // 2 patients, split by patient (a third held-out);
+    `findings`: with a finding set per study (the matched-negative key of `matched`)."""
     import numpy as np
     import pandas as pd
     from PIL import Image
@@ -62,6 +64,8 @@ def tiny_cohort(db, root, name: str, *, prefix: str, n: int, external: bool = Fa
             "report_text": tiny.REPORTS[i % len(tiny.REPORTS)] + f" Study {i}.",
             "Pleural Effusion": float(i % 2), "Cardiomegaly": float(i % 3 == 0),
         })
+        if findings:
+            rows[-1]["findings"] = ["effusion", "cardiomegaly", "normal"][i % 3]
     register_cohort(db, name, fmt="csv", root=root, load=CohortLoad(items=conform(
         pd.DataFrame(rows))))
 
@@ -117,7 +121,7 @@ def test_audit_runs_the_plan_then_reuses_it_then_reruns_only_dp_and_dependants(w
     out = capsys.readouterr().out
     assert plan_of(out) == dict.fromkeys(STEPS, "done"), out
     assert store.read_df(db, "SELECT count(*) AS n FROM runs")["n"][0] == n_runs
-    assert "report A: current, not rewritten" in out
+    assert "report A: reused: current, not rewritten" in out
 
     # one epsilon changed: dp is stale (and says why), its dependants rerun, the rest reused
     before = set(store.read_df(db, "SELECT run_id FROM runs WHERE status = 'done'")["run_id"])

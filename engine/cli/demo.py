@@ -1,6 +1,9 @@
-"""`python -m engine demo`: every built stage on the phantom cohorts, then the dashboard.
+"""`python -m engine demo`: the phantom world, the audit plan on it, then the dashboard.
 
-Each stage is skipped when its results are already there, so a second run reaches the dashboard
+The demo builds the synthetic world (two phantom cohorts, their registration, the model ladder)
+and then runs the audit plan (`engine.plan`) with the configuration shipped as
+``engine/configs/demo.toml``: every rung embedded and attacked, the strongest audited in full.
+Each stage is reused when its results are already there, so a second run reaches the dashboard
 in seconds.
 """
 
@@ -10,7 +13,6 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -22,24 +24,6 @@ from engine.config import SynthConfig
 # label mix, for matched pools of N = 100 for about half of its queries.
 DEMO_SITES = {"A": ("site-a", "mimic-cxr-jpg", 1400, 0, 0.45),
               "B": ("site-b", "chexpert-plus", 400, 1, 0.25)}
-# DP on the demo's ~1,600 training pairs: groups of 8 (about 4 pairs each) give ~400 privacy
-# units instead of ~100, and 10 epochs give the noisy steps room to move the heads.
-DEMO_DP = dict(group_size=8, epochs=10)
-# From seeded random heads the heads must travel further: a larger rate and more epochs.
-DEMO_DP_RANDOM = dict(group_size=8, epochs=20, lr=3e-3)
-# One UMAP map per cohort and set of heads (7 per cohort, ~3,000 points on site A): the original
-# heads' map with 200 epochs instead of UMAP's 500, every other map starting from it with 50.
-DEMO_UMAP_EPOCHS = 200
-DEMO_UMAP_ALIGNED_EPOCHS = 50
-
-
-def _stage(name: str, fn: Callable[[], str]) -> None:
-    start = time.perf_counter()
-    print(f"[demo] {name} ...", flush=True)
-    what = fn()
-    print(f"[demo] {name}: {what} ({time.perf_counter() - start:.1f} s)", flush=True)
-
-
 def _synth(site: str, out: Path) -> str:
     from engine.cohort.synth import generate_cohort
 
@@ -88,79 +72,6 @@ def _ladder(db: Path, cache: Path) -> tuple[str, list[str]]:
     return f"{verb}; held-out lift at N={result.pool_size}: {lifts}", [r.name for r in result.rungs]
 
 
-def _embed(db: Path, cache: Path, model: str, cohort: str) -> str:
-    from engine.embed.stage import embed_cohort
-
-    with tqdm(desc=f"embed {model}/{cohort}", unit="item", leave=False) as bar:
-        result = embed_cohort(db, cache, model, cohort, progress=bar)
-    return f"{result.n_items} pairs" + (" (reused)" if result.reused else "")
-
-
-def _attack(db: Path, cache: Path, model: str, cohort: str, external: bool) -> str:
-    from engine import audit
-
-    inputs = audit.load_inputs(db, cache, model, cohort)
-    _, reused = audit.attack(db, inputs, external=external)
-    return "reused" if reused else f"{len(inputs.items)} pairs ranked"
-
-
-def _dp(db: Path, cache: Path, model: str) -> str:
-    from engine import audit
-    from engine.dp.stage import DEFAULT_EPSILONS
-    from engine.dp.start import Start
-    from engine.dp.training import DPConfig
-
-    inputs = audit.load_inputs(db, cache, model, "site-a")
-    done = []
-    # the default start (seeded random heads) and, for comparison, the model's own heads
-    for start, settings in (("random", DEMO_DP_RANDOM), ("original", DEMO_DP)):
-        with tqdm(desc=f"DP steps ({start} start)", unit="step", leave=False) as bar:
-            result = audit.dp(db, cache, inputs, epsilons=DEFAULT_EPSILONS, progress=bar,
-                              training=DPConfig(**settings), start=Start(start))
-        done.append(("reused" if result.reused else "trained")
-                    + f": heads {', '.join(result.heads)}")
-    return "; ".join(done)
-
-
-def _adaptive(db: Path, cache: Path, model: str) -> str:
-    from engine import audit
-    from engine.adaptive import AdaptiveConfig
-
-    # the attacker who refits the heads: on site B's pairs (public), or on 1% / 5% of site A's
-    # held-out patients (a leak); evaluated on the other held-out pairs
-    found = audit.adaptive(db, cache, audit.load_inputs(db, cache, model, "site-a"),
-                           config=AdaptiveConfig(public=("site-b",)))
-    return ", ".join(f"{a.label} ({a.n_fit_pairs} pairs{', reused' if a.reused else ''})"
-                     for a in found)
-
-
-def _transfer(db: Path, cache: Path, model: str) -> str:
-    from engine import audit
-
-    labels = audit.transfer(db, cache, audit.load_inputs(db, cache, model, "site-a"),
-                            audit.load_inputs(db, cache, model, "site-b"))
-    return f"heads {', '.join(labels)} applied to site-b"
-
-
-def _umap(db: Path, cache: Path, model: str, cohort: str) -> str:
-    from engine import audit
-    from engine.jointspace import UmapConfig
-
-    external = cohort == "site-b"
-    inputs = audit.load_inputs(db, cache, model, cohort)
-    config = UmapConfig(n_epochs=DEMO_UMAP_EPOCHS, aligned_epochs=DEMO_UMAP_ALIGNED_EPOCHS)
-    _, reused = audit.umap(db, cache, inputs, config=config, external=external,
-                           heads_cohort="site-a")
-    return "reused" if reused else "fitted"
-
-
-def _report(db: Path, cache: Path, model: str, cohort: str) -> str:
-    from engine.report import write_report
-
-    paths = write_report(db, model=model, cohort=cohort, out=cache / "reports")
-    return ", ".join(str(p) for p in paths.values())
-
-
 def summarize(db: Path) -> str:
     """The study's four findings measured on the demo database, as a terminal table."""
     from engine.core.findings import format_findings
@@ -204,12 +115,17 @@ def serve(db: Path) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
+    from engine import plan as planning
+    from engine.configs import load_config
+    from engine.plan import print_plan, progress_lines
+
     cache, db = Path(args.cache), Path(args.db)
     start = time.perf_counter()
+    stage = progress_lines("demo")
     for site, (name, *_) in DEMO_SITES.items():
         root = cache / "cohorts" / name
-        _stage(f"phantom cohort {name}", lambda site=site, root=root: _synth(site, root))
-        _stage(f"register {name}", lambda site=site, root=root: _add(site, root, db))
+        stage(f"phantom cohort {name}", lambda site=site, root=root: _synth(site, root))
+        stage(f"register {name}", lambda site=site, root=root: _add(site, root, db))
     rungs: list[str] = []
 
     def ladder() -> str:
@@ -217,21 +133,14 @@ def demo(args: argparse.Namespace) -> int:
         rungs.extend(names)
         return what
 
-    _stage("model ladder", ladder)
-    specialist = rungs[-1]
-    for model in rungs:
-        for cohort in ("site-a", "site-b"):
-            _stage(f"embed {model} / {cohort}", lambda m=model, c=cohort: _embed(db, cache, m, c))
-            _stage(f"attack {model} / {cohort}",
-                   lambda m=model, c=cohort: _attack(db, cache, m, c, external=c == "site-b"))
-    _stage(f"dp grid {specialist} / site-a", lambda: _dp(db, cache, specialist))
-    _stage(f"adaptive attack {specialist} / site-a", lambda: _adaptive(db, cache, specialist))
-    _stage(f"transfer {specialist} -> site-b", lambda: _transfer(db, cache, specialist))
-    for cohort in ("site-a", "site-b"):
-        _stage(f"umap {specialist} / {cohort}", lambda c=cohort: _umap(db, cache, specialist, c))
-    for model in rungs:
-        _stage(f"report {model} / site-a", lambda m=model: _report(db, cache, m, "site-a"))
-    _stage(f"report {specialist} / site-b", lambda: _report(db, cache, specialist, "site-b"))
+    stage("model ladder", ladder)
+    # the audit plan of demo.toml: the strongest rung in full, the others embedded and attacked
+    config = load_config("demo", cache, model=rungs[-1], others=rungs[:-1],
+                         cohort=DEMO_SITES["A"][0], external=DEMO_SITES["B"][0])
+    plan = planning.steps(db, cache, config)
+    states = planning.check(plan)
+    print_plan(plan, states, config, db, title="[demo] plan")
+    planning.execute(plan, states, progress_lines("demo"))
     print(f"[demo] all stages done in {time.perf_counter() - start:.1f} s; results in {db}")
     print("[demo] the study's four findings on phantom site A (held-out, image -> report, "
           "Recall@1, 95% CI):", flush=True)

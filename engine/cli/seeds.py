@@ -21,6 +21,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -65,15 +66,16 @@ def run_seed(seed: int, folder: Path, cohorts: Path, echo: Callable[[str], None]
     from tqdm import tqdm
 
     from engine import audit
-    from engine.cli.demo import DEMO_DP_RANDOM
+    from engine.configs import load_config
     from engine.dp.stage import DEFAULT_EPSILONS
     from engine.dp.start import RANDOM, Start
-    from engine.dp.training import DPConfig
     from engine.embed.stage import embed_cohort
     from engine.phantom.ladder import LadderConfig, train_ladder
 
     folder.mkdir(parents=True, exist_ok=True)
     db = folder / "relink.duckdb"
+    # the demo's DP settings from its default start (engine/configs/demo.toml)
+    demo_dp = load_config("demo", folder, model="-").dp
 
     def stage(name: str, fn: Callable[[], str]) -> None:
         start = time.perf_counter()
@@ -105,7 +107,7 @@ def run_seed(seed: int, folder: Path, cohorts: Path, echo: Callable[[str], None]
         with tqdm(desc=f"DP seed {seed}", unit="step", leave=False) as bar:
             result = audit.dp(db, folder, audit.load_inputs(db, folder, rungs[-1], COHORT),
                               epsilons=DEFAULT_EPSILONS, progress=bar,
-                              training=DPConfig(**DEMO_DP_RANDOM, seed=seed),
+                              training=replace(demo_dp, seed=seed),
                               start=Start(RANDOM, None, seed))
         return ("reused" if result.reused else "trained") + f": heads {', '.join(result.heads)}"
 
