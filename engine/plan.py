@@ -847,13 +847,21 @@ def _check_report(step: Step, states: dict[str, State], waiting: list[str]) -> S
         if hashlib.sha256(p.read_bytes()).hexdigest()[:16] != rows[str(p)][1]:
             return State(STALE, f"{p.name} changed on disk")
     written = min(rows[str(p)][2] for p in paths)
-    ids = [i for d in step.after for i in states[d].run_ids]
+    ids = sorted({i for d in step.after for i in states[d].run_ids})
     if ids:
-        shown = _read(ctx.db, "SELECT run_id, finished_at FROM shown_runs WHERE "
-                              "list_contains(?, run_id)", [ids])
-        if len(shown) < len(set(ids)):
+        # per run, the run shown in its place (`shown_runs`' key); two steps' runs may share a
+        # key (the two DP sweeps' own runs): then the one shown must be one of them
+        shown = _read(ctx.db, "SELECT r.run_id, s.run_id, s.finished_at FROM runs r LEFT JOIN "
+                              "shown_runs s ON s.stage = r.stage AND s.model IS NOT DISTINCT "
+                              "FROM r.model AND s.cohort IS NOT DISTINCT FROM r.cohort AND "
+                              "s.heads IS NOT DISTINCT FROM r.heads AND s.heads_cohort IS NOT "
+                              "DISTINCT FROM r.heads_cohort AND json_extract_string("
+                              "s.config_json, '$.match') IS NOT DISTINCT FROM "
+                              "json_extract_string(r.config_json, '$.match') WHERE "
+                              "list_contains(?, r.run_id)", [ids])
+        if len(shown) < len(ids) or any(s not in ids for _, s, _ in shown):
             return State(STALE, "results shown changed since it was written")
-        if any(t > written for _, t in shown):
+        if any(t > written for _, _, t in shown):
             return State(STALE, "results newer than the report")
     return State(DONE, f"{len(paths)} file(s) current")
 
