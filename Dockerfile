@@ -32,10 +32,11 @@ RUN --mount=type=secret,id=ca,required=false \
     pip install "$@" -r requirements.txt "setuptools>=68"
 
 # The package itself, as `pip install .` gives it to any user (the `relink-audit` command, the
-# engine and the dashboard with their data files), built offline from a copy that is then removed:
-# nothing in /app can shadow the installed package.
+# engine, the synthetic-data package and the dashboard with their data files), built offline
+# from a copy that is then removed: nothing in /app can shadow the installed package.
 COPY pyproject.toml README.md requirements.txt /tmp/src/
 COPY engine /tmp/src/engine
+COPY synthetic /tmp/src/synthetic
 COPY dashboard /tmp/src/dashboard
 RUN pip install --no-deps --no-build-isolation --no-index /tmp/src && rm -rf /tmp/src
 

@@ -41,7 +41,7 @@ def _ladder_model(folder: Path) -> str:
     import torch
     from safetensors.torch import save_file
 
-    from engine.phantom.ladder import LadderConfig
+    from synthetic.ladder.ladder import LadderConfig
 
     config = LadderConfig()
     folder.mkdir(parents=True, exist_ok=True)

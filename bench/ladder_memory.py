@@ -23,8 +23,8 @@ from engine.numerics import pin_numerics  # noqa: E402
 pin_numerics()
 limit_heap()
 
-from engine.phantom.ladder import LadderConfig, train_ladder  # noqa: E402
 from engine.study import COHORT, PeakMemory, StudyConfig  # noqa: E402
+from synthetic.ladder.ladder import LadderConfig, train_ladder  # noqa: E402
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """The audit at the study's scale: PadChest's real reports with rendered images, every stage.
 
-`run_study` renders the PadChest release (`engine.cohort.render`), registers it with the study's
+`run_study` renders the PadChest release (`synthetic.render`), registers it with the study's
 split (`study_split`) and trains the 4-rung ladder on the training split; then it runs the audit
 plan (`engine.plan`) with the configuration shipped as ``engine/configs/study.toml``: every rung
 embedded and attacked, the strongest once more with PadChest's full finding sets as the matched-
@@ -277,8 +277,8 @@ class _Stages:
 
 
 def _render(config: StudyConfig, root: Path, progress_factory) -> str:
-    from engine.cohort.render import RenderConfig, render_cohort
-    from engine.cohort.render.release import read_sidecar
+    from engine.cohort.sidecar import read_sidecar
+    from synthetic.render import RenderConfig, render_cohort
 
     rc = RenderConfig("padchest", max_patients=config.max_patients, seed=config.seed,
                       image_size=config.image_size, release_path=config.release_path)
@@ -297,8 +297,8 @@ def _register(config: StudyConfig, db: Path, root: Path, workdir: Path) -> tuple
     from engine import store
     from engine.cohort.adapters import load_cohort
     from engine.cohort.registry import register_cohort
-    from engine.cohort.render.release import PADCHEST_CSV, read_padchest
     from engine.cohort.table import CohortLoad
+    from synthetic.render.release import PADCHEST_CSV, read_padchest
 
     stamp = json.dumps({"render": (root / "render.json").stat().st_mtime_ns,
                         "split": [config.seed, config.held_out_fraction, config.external_from],
@@ -377,7 +377,7 @@ def run_study(db: Path, workdir: Path, config: StudyConfig = StudyConfig(), *,
     cohorts = [COHORT] + ([EXTERNAL] if result.n_external else [])
 
     def ladder() -> str:
-        from engine.phantom.ladder import LadderConfig, train_ladder
+        from synthetic.ladder.ladder import LadderConfig, train_ladder
 
         lc = LadderConfig(rung_epochs=tuple(config.rung_epochs), seed=config.seed,
                           batch_size=config.ladder_batch_size,

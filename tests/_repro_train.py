@@ -18,7 +18,7 @@ if "--pin" in sys.argv:
     pin_numerics()
 
 from _tiny_clip import make_cohort  # noqa: E402
-from engine.phantom.ladder import LadderConfig, train_ladder  # noqa: E402
+from synthetic.ladder.ladder import LadderConfig, train_ladder  # noqa: E402
 
 work = Path(sys.argv[1])
 db, cache = work / "r.duckdb", work / "cache"

@@ -7,9 +7,9 @@ import pytest
 from engine.cli import main
 from engine.cohort.adapters import load_cohort
 from engine.cohort.registry import read_cohort
-from engine.cohort.synth import generate_cohort
 from engine.cohort.table import select_one_image_per_study
 from engine.config import SynthConfig
+from synthetic.cohort import generate_cohort
 
 LOSSES = ("images_missing", "images_unreadable", "images_without_split", "images_without_report",
           "images_without_labels", "studies_without_images", "reports_missing", "reports_empty",

@@ -6,9 +6,9 @@ import collections
 import os
 
 from engine.cli import demo
-from engine.cohort.synth import plan_reports
 from engine.config import SynthConfig
 from engine.core.labels import CHEXPERT_LABELS
+from synthetic.cohort import plan_reports
 
 
 def _signature(labels: dict) -> tuple:

@@ -66,7 +66,8 @@ def test_image_runs_the_installed_package_not_a_copy_of_the_checkout():
     assert install and "pip install --no-deps" in install[0] and "rm -rf /tmp/src" in install[0]
     # nothing copied into the working directory could shadow the installed engine or dashboard
     copied = [shlex.split(line)[-1] for line in LINES if line.startswith("COPY ")]
-    assert not any(dest.rstrip("/") in ("./engine", "./dashboard", "engine", "dashboard")
+    assert not any(dest.rstrip("/") in ("./engine", "./synthetic", "./dashboard", "engine",
+                                        "synthetic", "dashboard")
                    for dest in copied)
 
 

@@ -210,7 +210,7 @@ def test_registry_lists_the_ladder_and_resolves_names(tmp_path):
     assert "/" not in storage_key("hf-hub:org/x") and storage_key("a/b") != storage_key("a:b")
 
 
-# --- the phantom ladder (engine.phantom) and its calibration ---------------------------------
+# --- the phantom ladder (synthetic.ladder) and its calibration ---------------------------------
 
 TINY_LADDER = dict(rung_epochs=(0, 1, 2), embed_dim=16, image_size=32, patch_size=8,
                    vision_width=32, vision_layers=1, text_width=32, text_layers=1,
@@ -221,7 +221,7 @@ def test_ladder_trains_saves_registers_and_reuses(tmp_path):
     import numpy as np
 
     from engine import store
-    from engine.phantom.ladder import LadderConfig, train_ladder
+    from synthetic.ladder.ladder import LadderConfig, train_ladder
 
     db, cache = tmp_path / "r.duckdb", tmp_path / "cache"
     tiny.make_cohort(db, tmp_path / "cohort", n=15)
@@ -291,7 +291,7 @@ def test_ladder_calibration_uses_the_exact_pool_maths():
     import numpy as np
 
     from engine.core.pools import recall_at_k
-    from engine.phantom.calibration import count_higher, relink_lift
+    from synthetic.ladder.calibration import count_higher, relink_lift
 
     rng = np.random.default_rng(1)
     a = rng.normal(size=(30, 8)).astype(np.float32)
@@ -326,7 +326,7 @@ def test_ladder_calibration_counts_by_tiles_equal_the_whole_matrix():
     ties included (duplicated reports give exact ties)."""
     import numpy as np
 
-    from engine.phantom.calibration import count_higher
+    from synthetic.ladder.calibration import count_higher
 
     rng = np.random.default_rng(3)
     a = rng.normal(size=(37, 6)).astype(np.float32)
@@ -347,7 +347,7 @@ def test_pixel_file_reads_the_rows_asked_for_in_their_order(tmp_path):
     """The ladder reads its preprocessed images a batch at a time; rows equal the whole array's."""
     import numpy as np
 
-    from engine.phantom.ladder import PixelFile
+    from synthetic.ladder.ladder import PixelFile
 
     rng = np.random.default_rng(0)
     whole = rng.standard_normal((37, 3, 8, 8)).astype(np.float16)

@@ -7,8 +7,8 @@ import pytest
 import _tiny_clip as tiny
 from engine import store
 from engine.cli import main
-from engine.cohort.synth import generate_cohort
 from engine.config import SynthConfig
+from synthetic.cohort import generate_cohort
 
 
 @pytest.fixture(scope="module")

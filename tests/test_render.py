@@ -17,16 +17,17 @@ from PIL import Image
 
 from engine.cohort import sources
 from engine.cohort.adapters import load_cohort
-from engine.cohort.render import RenderConfig, render_cohort
-from engine.cohort.render.patients import make_patient
-from engine.cohort.render.release import PADCHEST_CSV, read_sidecar
-from engine.cohort.render.vocabulary import (
+from engine.cohort.sidecar import read_sidecar
+from engine.errors import ConfigError
+from synthetic.render import RenderConfig, render_cohort
+from synthetic.render.patients import make_patient
+from synthetic.render.release import PADCHEST_CSV
+from synthetic.render.vocabulary import (
     padchest_drawing,
     padchest_groups,
     padchest_place,
     stable_seed,
 )
-from engine.errors import ConfigError
 
 SLICE_ROWS = 2500
 
@@ -133,7 +134,7 @@ def test_anatomy_is_stable_per_patient_and_differs_between_patients():
 
 def test_studies_of_one_patient_share_anatomy(rendered):
     """Two studies of one patient: same lungs; the findings decide what differs."""
-    from engine.cohort.render.release import read_padchest
+    from synthetic.render.release import read_padchest
 
     config, out, _ = rendered
     table = read_padchest(out / PADCHEST_CSV)

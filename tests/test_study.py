@@ -11,8 +11,8 @@ import pytest
 
 from engine import store
 from engine.cohort import sources
-from engine.cohort.render.release import PADCHEST_CSV
 from engine.study import COHORT, EXTERNAL, PeakMemory, StudyConfig, run_study, study_split
+from synthetic.render.release import PADCHEST_CSV
 
 
 def _studies(n_patients: int, rng: np.random.Generator) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Phantom cohort generator (engine.cohort.synth) and contact sheets (engine.cohort.sheet).
+"""Phantom cohort generator (synthetic.cohort) and contact sheets (engine.cohort.sheet).
 
 The layout checks read the files directly with pandas (not through the adapters) so that the
 generator is tested against the real releases' formats on its own.
@@ -17,13 +17,13 @@ import pytest
 from PIL import Image
 
 from engine.cohort.sheet import caption, pick_items, render_contact_sheet
-from engine.cohort.synth import GENERATOR_VERSION, generate_cohort, generator
-from engine.cohort.synth.layouts import CHEXPERT_PLUS_COLUMNS, MIMIC_LABELS, MIMIC_METADATA_COLUMNS
-from engine.cohort.synth.reports import _Sentence, aggregate_labels
 from engine.cohort.table import conform
 from engine.config import SynthConfig
 from engine.core.labels import CHEXPERT_LABELS
 from engine.errors import ConfigError
+from synthetic.cohort import GENERATOR_VERSION, generate_cohort, generator
+from synthetic.cohort.layouts import CHEXPERT_PLUS_COLUMNS, MIMIC_LABELS, MIMIC_METADATA_COLUMNS
+from synthetic.cohort.reports import _Sentence, aggregate_labels
 
 HEDGES = (
     "cannot be excluded",
@@ -420,9 +420,9 @@ def test_study_dates_are_shifted_far_into_the_future(cohort_a):
 
 def test_draw_study_draws_what_the_findings_say_and_is_deterministic():
     """The entry point for drawing from a findings list: effusion side and devices show."""
-    from engine.cohort.synth.anatomy import sample_anatomy
-    from engine.cohort.synth.findings import Finding
-    from engine.cohort.synth.radiograph import draw_study
+    from synthetic.cohort.anatomy import sample_anatomy
+    from synthetic.cohort.findings import Finding
+    from synthetic.cohort.radiograph import draw_study
 
     anat = sample_anatomy(np.random.default_rng(0), "M", 60, 0.0)
     clear = draw_study(anat, [], seed=1)[0].astype(np.float32)
@@ -444,8 +444,8 @@ def test_draw_study_draws_what_the_findings_say_and_is_deterministic():
 
 
 def test_reports_carry_lung_volumes_only_when_the_image_shows_them():
-    from engine.cohort.synth.courses import StudyPlan
-    from engine.cohort.synth.reports import write_report
+    from synthetic.cohort.courses import StudyPlan
+    from synthetic.cohort.reports import write_report
 
     def study(inspiration):
         return StudyPlan(

@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", default=None, type=int_list(0, "epochs per rung"),
                    help="epochs per rung, comma-separated, starting at 0 (default 0,12,24,36)")
     p.add_argument("--config", type=Path, default=None,
-                   help="TOML file with ladder settings (engine/phantom/ladder.py LadderConfig)")
+                   help="TOML file with ladder settings (synthetic/ladder/ladder.py LadderConfig)")
     p.set_defaults(handler="engine.cli.stages:train_ladder", writes=("db", "cache"))
     p = msub.add_parser("list", help="list registered models")
     p.set_defaults(handler="engine.cli.stages:list_models", writes=("db_read",))

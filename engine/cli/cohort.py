@@ -14,7 +14,7 @@ def synth(args: argparse.Namespace) -> int:
     config = SynthConfig(
         site=args.site, patients=args.patients, seed=args.seed, image_size=args.image_size
     )
-    from engine.cohort.synth import generate_cohort
+    from synthetic.cohort import generate_cohort
 
     start = time.perf_counter()
     with tqdm(desc=f"phantom site {config.site}", unit="img") as bar:

@@ -25,7 +25,7 @@ from engine.config import SynthConfig
 DEMO_SITES = {"A": ("site-a", "mimic-cxr-jpg", 1400, 0, 0.45),
               "B": ("site-b", "chexpert-plus", 400, 1, 0.25)}
 def _synth(site: str, out: Path) -> str:
-    from engine.cohort.synth import generate_cohort
+    from synthetic.cohort import generate_cohort
 
     name, _, patients, seed, held_out = DEMO_SITES[site]
     marker = out / ".complete"
@@ -63,7 +63,7 @@ def _add(site: str, root: Path, db: Path) -> str:
 
 
 def _ladder(db: Path, cache: Path) -> tuple[str, list[str]]:
-    from engine.phantom.ladder import train_ladder
+    from synthetic.ladder.ladder import train_ladder
 
     with tqdm(desc="ladder", unit="step", leave=False) as bar:
         result = train_ladder(db, cache, "site-a", progress=bar)

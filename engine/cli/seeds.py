@@ -70,7 +70,7 @@ def run_seed(seed: int, folder: Path, cohorts: Path, echo: Callable[[str], None]
     from engine.dp.stage import DEFAULT_EPSILONS
     from engine.dp.start import RANDOM, Start
     from engine.embed.stage import embed_cohort
-    from engine.phantom.ladder import LadderConfig, train_ladder
+    from synthetic.ladder.ladder import LadderConfig, train_ladder
 
     folder.mkdir(parents=True, exist_ok=True)
     db = folder / "relink.duckdb"

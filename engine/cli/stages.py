@@ -8,8 +8,8 @@ import pandas as pd
 
 
 def train_ladder(args: argparse.Namespace) -> int:
-    from engine.phantom.ladder import LadderConfig
-    from engine.phantom.ladder import train_ladder as run_ladder
+    from synthetic.ladder.ladder import LadderConfig
+    from synthetic.ladder.ladder import train_ladder as run_ladder
 
     epochs = args.epochs or None  # parsed by the option's type (engine.cli.options.int_list)
     if args.config is not None:

@@ -16,7 +16,7 @@ def _bar(desc: str, unit: str):
 
 
 def render(args: argparse.Namespace) -> int:
-    from engine.cohort.render import RenderConfig, render_cohort
+    from synthetic.render import RenderConfig, render_cohort
 
     config = RenderConfig(args.source, max_patients=args.max_patients, seed=args.seed,
                           image_size=args.image_size)

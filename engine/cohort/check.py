@@ -44,7 +44,7 @@ def format_check_report(load: CohortLoad, *, fmt: str, root: Path) -> str:
 
 def _rendered(root: Path) -> list[str]:
     """For a cohort written by `cohort render`: the findings its images do not show, per label."""
-    from engine.cohort.render.release import read_sidecar
+    from engine.cohort.sidecar import read_sidecar
 
     sidecar = read_sidecar(root)
     if not sidecar:

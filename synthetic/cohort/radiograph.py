@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.cohort.synth.acquisition import Acquisition, expose, sample_acquisition
-from engine.cohort.synth.anatomy import (
+from synthetic.cohort.acquisition import Acquisition, expose, sample_acquisition
+from synthetic.cohort.anatomy import (
     SIDES,
     Anatomy,
     Chest,
@@ -20,8 +20,8 @@ from engine.cohort.synth.anatomy import (
     Pose,
     lateral_density,
 )
-from engine.cohort.synth.devices import render_devices
-from engine.cohort.synth.findings import Finding, fractures_of, paint_findings, severity_of
+from synthetic.cohort.devices import render_devices
+from synthetic.cohort.findings import Finding, fractures_of, paint_findings, severity_of
 
 HEART_SCALE = {0: 1.0, 1: 1.2, 2: 1.33, 3: 1.48}
 MEDIASTINUM_SCALE = {0: 1.0, 1: 1.3, 2: 1.55, 3: 1.8}

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.cohort.synth.courses import StudyPlan
-from engine.cohort.synth.findings import DEVICE_KINDS, SEVERITY_WORD, Finding
 from engine.core.labels import CHEXPERT_LABELS
+from synthetic.cohort.courses import StudyPlan
+from synthetic.cohort.findings import DEVICE_KINDS, SEVERITY_WORD, Finding
 
 POS, NEG, UNC = 1.0, 0.0, -1.0
 

@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.cohort.synth.anatomy import Anatomy
-from engine.cohort.synth.findings import Finding
+from synthetic.cohort.anatomy import Anatomy
+from synthetic.cohort.findings import Finding
 
 # PadChest annotations that are not findings (study quality, comparison, the normal label)
 PADCHEST_NOT_FINDINGS: frozenset[str] = frozenset(
     {"", "normal", "unchanged", "exclude", "suboptimal study"}
 )
 
-# PadChest label -> (kind, default zone). Kinds are `engine.cohort.synth.findings.LABEL_OF` keys;
+# PadChest label -> (kind, default zone). Kinds are `synthetic.cohort.findings.LABEL_OF` keys;
 # the pose kinds ``hyperinflation`` / ``hypoinflation`` set the study's depth of inspiration.
 PADCHEST_KINDS: dict[str, tuple[str, str]] = {
     "pleural effusion": ("effusion", ""),
@@ -187,7 +187,7 @@ class StudyDrawing:
     """What to draw for one study.
 
     Attributes:
-        findings: Findings for `engine.cohort.synth.radiograph.render_frontal`.
+        findings: Findings for `synthetic.cohort.radiograph.render_frontal`.
         inspiration: Depth of inspiration (-1 poor .. 1 deep), or None for the default.
         drawn: Source labels that were drawn (kept for counting).
         undrawn: Source labels that no painter draws (one entry per occurrence).

@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engine.cohort.synth.anatomy import Anatomy
-from engine.cohort.synth.findings import Finding
+from synthetic.cohort.anatomy import Anatomy
+from synthetic.cohort.findings import Finding
 
 COURSES: dict[str, float] = {  # relative weights
     "healthy": 0.66,

@@ -43,7 +43,7 @@ from engine.memory import release
 from engine.models.registry import ModelEntry, read_registry, register_models
 from engine.numerics import settings as numerics_settings
 from engine.numerics import training_threads
-from engine.phantom.calibration import relink_lift
+from synthetic.ladder.calibration import relink_lift
 
 log = logging.getLogger(__name__)
 

@@ -229,6 +229,8 @@ def write_readme(
         else "train / valid, patient-disjoint, about 75 / 25 % of patients (unlike the real "
         "release, where nearly everything is train)"
     )
+    # "engine.cohort.synth" is the generator's name as written into every cohort since version 1
+    # (now the package synthetic.cohort); kept so a regenerated cohort keeps the same bytes.
     text = f"""SYNTHETIC (PHANTOM) DATA - NOT REAL PATIENTS
 
 This folder was written by the re-linkage audit's phantom cohort generator

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.cohort.synth.anatomy import (
+from synthetic.cohort.anatomy import (
     CM,
     SIDE_SIGN,
     SIDES,

@@ -6,7 +6,7 @@ right, the patient's left), ``y`` from -1 (top) to +1 (bottom). A *side* is ``"r
 
 Images are built in *density* units (projected attenuation, dimensionless): soft tissue through
 the chest centre is about 1, aerated lung removes up to about 0.7, bone adds 0.1-0.4, metal adds
-1.5 or more. `engine.cohort.synth.acquisition` turns density into pixels. Every array here is
+1.5 or more. `synthetic.cohort.acquisition` turns density into pixels. Every array here is
 ``float32`` of shape ``(S, S)`` with ``S`` the image side.
 
 A patient's `Anatomy` is fixed for life (body and lung shape, heart size and position, rib spacing,

@@ -8,7 +8,7 @@ labels), `layouts` (the MIMIC-CXR-JPG and CheXpert Plus files) and `generator`
 (`generate_cohort`, which runs them for every patient).
 """
 
-from engine.cohort.synth.generator import (
+from synthetic.cohort.generator import (
     GENERATOR_VERSION,
     SynthSummary,
     generate_cohort,

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.cohort.render.vocabulary import stable_seed
-from engine.cohort.synth.anatomy import Anatomy, sample_anatomy
+from synthetic.cohort.anatomy import Anatomy, sample_anatomy
+from synthetic.render.vocabulary import stable_seed
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engine.cohort.render import release
-from engine.cohort.render.patients import make_patient
-from engine.cohort.render.tasks import (
+from synthetic.render import release
+from synthetic.render.patients import make_patient
+from synthetic.render.tasks import (
     PatientTask,
     RenderConfig,
     RenderSummary,
 )
-from engine.cohort.render.vocabulary import openi_drawing, padchest_drawing, stable_seed
+from synthetic.render.vocabulary import openi_drawing, padchest_drawing, stable_seed
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,9 @@ class PatientResult:
 
 def render_patient(task: PatientTask) -> PatientResult:
     """Draw and write one patient's images (existing files are kept); count the labels."""
-    from engine.cohort.synth.acquisition import sample_acquisition
-    from engine.cohort.synth.anatomy import PatientLayers
-    from engine.cohort.synth.radiograph import render_frontal, render_lateral
+    from synthetic.cohort.acquisition import sample_acquisition
+    from synthetic.cohort.anatomy import PatientLayers
+    from synthetic.cohort.radiograph import render_frontal, render_lateral
 
     patient = make_patient(task.source, task.patient_id, seed=task.seed, sex=task.sex,
                            age=task.age)

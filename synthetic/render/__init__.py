@@ -6,8 +6,8 @@ Modules: `vocabulary` (a source's findings and localizations -> phantom findings
 (`render_cohort`, in parallel and resumable).
 """
 
-from engine.cohort.render.renderer import RENDER_VERSION, render_cohort
-from engine.cohort.render.tasks import DEFAULT_IMAGE_SIZE, SOURCES, RenderConfig, RenderSummary
+from synthetic.render.renderer import RENDER_VERSION, render_cohort
+from synthetic.render.tasks import DEFAULT_IMAGE_SIZE, SOURCES, RenderConfig, RenderSummary
 
 __all__ = ["DEFAULT_IMAGE_SIZE", "RENDER_VERSION", "SOURCES", "RenderConfig", "RenderSummary",
            "render_cohort"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from engine.cohort.synth.anatomy import CM, SIDE_SIGN, Chest, to_px
-from engine.cohort.synth.findings import DEVICE_KINDS, Finding
+from synthetic.cohort.anatomy import CM, SIDE_SIGN, Chest, to_px
+from synthetic.cohort.findings import DEVICE_KINDS, Finding
 
 _SS = 2  # supersampling factor for anti-aliased lines
 

@@ -21,19 +21,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engine.cohort.synth import layouts
-from engine.cohort.synth.acquisition import sample_acquisition
-from engine.cohort.synth.anatomy import PatientLayers, sample_anatomy
-from engine.cohort.synth.courses import (
+from engine.config import SynthConfig
+from engine.errors import ConfigError
+from synthetic.cohort import layouts
+from synthetic.cohort.acquisition import sample_acquisition
+from synthetic.cohort.anatomy import PatientLayers, sample_anatomy
+from synthetic.cohort.courses import (
     choose_course,
     choose_study_count,
     plan_studies,
     sample_demographics,
 )
-from engine.cohort.synth.radiograph import render_frontal, render_lateral
-from engine.cohort.synth.reports import write_report
-from engine.config import SynthConfig
-from engine.errors import ConfigError
+from synthetic.cohort.radiograph import render_frontal, render_lateral
+from synthetic.cohort.reports import write_report
 
 log = logging.getLogger(__name__)
 

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from engine.cohort.sidecar import SIDECAR
 from engine.errors import CohortError, ConfigError
 
 if TYPE_CHECKING:
-    from engine.cohort.render.tasks import PatientTask, RenderConfig, RenderSummary
+    from synthetic.render.tasks import PatientTask, RenderConfig, RenderSummary
 
 PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
 OPENI_TGZ = "NLMCXR_reports.tgz"
-SIDECAR = "render.json"
 README_HEAD = "RENDERED COHORT: REAL REPORT TEXT, SYNTHETIC IMAGES"
 LICENCES = {
     "padchest": (
@@ -119,7 +119,7 @@ def read_padchest(path: Path) -> pd.DataFrame:
 
 
 def _padchest_groups(row) -> tuple:
-    from engine.cohort.render.vocabulary import padchest_groups
+    from synthetic.render.vocabulary import padchest_groups
 
     sentences = [list(s) for s in (row.findings_by_sentence or []) if len(s)]
     if not sentences:
@@ -135,7 +135,7 @@ def plan_padchest(config: RenderConfig, out: Path) -> Plan:
     """
     from engine.cohort import sources
     from engine.cohort.adapters import padchest
-    from engine.cohort.render.tasks import ImageTask, PatientTask, StudyTask
+    from synthetic.render.tasks import ImageTask, PatientTask, StudyTask
 
     path = Path(config.release_path) if config.release_path else sources.padchest_table()
     studies = padchest.read_release(path)
@@ -222,7 +222,7 @@ def plan_openi(config: RenderConfig, out: Path) -> Plan:
     """
     from engine.cohort import sources
     from engine.cohort.adapters import iu_xray
-    from engine.cohort.render.tasks import ImageTask, PatientTask, StudyTask
+    from synthetic.render.tasks import ImageTask, PatientTask, StudyTask
 
     path = Path(config.release_path) if config.release_path else sources.openi_reports()
     reports = iu_xray.read_openi(path)
@@ -277,14 +277,6 @@ def write_sidecar(out: Path, config: RenderConfig, summary: RenderSummary, versi
     marker = out / ".rendering"
     if marker.exists():
         marker.unlink()
-
-
-def read_sidecar(root: Path) -> dict | None:
-    """The ``render.json`` of a rendered cohort, or None when ``root`` is not one."""
-    try:
-        return json.loads((Path(root) / SIDECAR).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def write_readme(out: Path, config: RenderConfig, summary: RenderSummary) -> None:
