@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 from engine.core.decision import Change, change_text, rate_with_count
 from engine.core.format import auroc, finite, percent, times
 
+# The reference study's published figures that the findings are compared against: finding 2's
+# lift at N = 100 and N = 10,000; finding 4's epsilon, pool size and Recall@1 cut, and the probe's
+# macro AUROC before and after DP. The study's title and arXiv id are not recorded anywhere in
+# this repository (README, docs/); cite them here once they are.
 STUDY_LIFT = {100: 15.0, 10_000: 50.0}
 STUDY_DP_EPSILON = 0.34
 STUDY_DP_POOL = 10_000
