@@ -89,7 +89,13 @@ def _source(con) -> _Source:
 
 
 def _frame(con, sql: str, params: list) -> pd.DataFrame:
-    return con.execute(sql, params).df()
+    """A query's rows; without an ORDER BY, sorted on every column (DuckDB returns rows in any
+    order, and the README must come out byte for byte the same from the same database)."""
+    frame = con.execute(sql, params).df()
+    if "order by" not in sql.lower() and len(frame) > 1:
+        keys = frame.astype(str).apply(tuple, axis=1)
+        frame = frame.loc[keys.sort_values(kind="stable").index].reset_index(drop=True)
+    return frame
 
 
 def _lift_ci(row) -> str:
@@ -362,8 +368,9 @@ def _dp_parameters(dp: pd.DataFrame) -> str:
     def values(column: str, digits: int = 3) -> str:
         if column not in dp.columns:
             return fmt.NA
+        raw = sorted(set(dp[column].dropna()), key=lambda v: (isinstance(v, str), v))
         found = list(dict.fromkeys(fmt.general(v, digits) if not isinstance(v, str) else v
-                                   for v in dp[column].dropna()))
+                                   for v in raw))
         return ", ".join(found) if found else fmt.NA
 
     return (f"DP settings: privacy unit {values('privacy_unit')}, clipping norm C = "

@@ -81,7 +81,8 @@ def findings_of(con, cohort: str, *, external: str | None = None) -> list[Findin
     groups, changes, utility = None, None, None
     if top:
         utility = _read(con, "SELECT heads_key AS heads, label, auroc FROM shown_utility "
-                                    "WHERE cohort = ? AND model = ?", [cohort, top])
+                                    "WHERE cohort = ? AND model = ? ORDER BY heads, label, auroc",
+                        [cohort, top])
         groups = matched_groups(held_out_ranks(con, cohort, top, "original"), MATCHED_POOL)
         label = dp_heads_label(metrics, top)
         if label is not None:

@@ -187,3 +187,19 @@ def test_the_repositorys_readme_has_each_block_once():
         encoding="utf-8")
     for block in ("results", "seed-spread", "study-results"):
         assert "new figures" in replace_block(text, "new figures", name=block)
+
+
+def test_the_tables_do_not_depend_on_the_order_duckdb_returns_rows_in(seeded):
+    """Rows of a query without ORDER BY come back in any order; the README must not follow it."""
+    import engine.readme as readme
+
+    want = results_markdown(seeded.db, cohort=seeded.cohort, external=None)
+    con = store.connect_read(seeded.db)
+    try:
+        frame = readme._frame(con, "SELECT heads, epsilon FROM dp_runs", [])
+        backwards = readme._frame(con, "SELECT heads, epsilon FROM dp_runs ORDER BY heads DESC", [])
+    finally:
+        con.close()
+    assert list(frame["heads"]) == sorted(frame["heads"].astype(str))  # sorted when unordered
+    assert list(backwards["heads"]) == sorted(backwards["heads"].astype(str), reverse=True)
+    assert results_markdown(seeded.db, cohort=seeded.cohort, external=None) == want
