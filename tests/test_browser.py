@@ -190,7 +190,7 @@ def test_every_page_renders_and_the_epsilon_slider_moves(server, browser, tmp_pa
             for img in page.get_by_test_id("stImage").locator("img").all():
                 expect(img).to_be_visible()
                 assert img.evaluate("i => i.complete && i.naturalWidth > 300"), "chart not drawn"
-            with page.expect_download() as download:
+            with page.expect_download(timeout=120_000) as download:
                 page.get_by_role("button", name="Download ranking summary (CSV)").click()
             csv = Path(download.value.path()).read_text()
             assert csv.splitlines()[0].startswith("split,direction,")
