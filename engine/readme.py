@@ -457,9 +457,7 @@ def seed_markdown(db: Path, *, cohort: str = "site-a") -> str:
 def _seed_spread(con, cohort: str) -> str:
     """The findings over training seeds (`python -m engine seeds`): each key figure's value per
     seed and its range, each verdict with how many seeds give it."""
-    names_ = {r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables").fetchall()}
-    if "seed_verdicts" not in names_:
+    if not store.table_exists(con, "seed_verdicts"):
         return ""
     rows = _frame(con, "SELECT seed, finding, title, verdict, figures_json, code_version "
                        "FROM seed_verdicts WHERE cohort = ? ORDER BY finding, seed", [cohort])

@@ -466,6 +466,12 @@ def connect_read(db: Path, *, retry_seconds: float = 3.0) -> duckdb.DuckDBPyConn
     return _connect_retrying(db, read_only=True, retry_seconds=retry_seconds)
 
 
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """True when the open database has a table or view called `name`."""
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                            [name]).fetchone()[0])
+
+
 def read_df(db: Path, sql: str, params: list | tuple = ()) -> pd.DataFrame:
     """Run one read-only query with bound parameters and return its fully fetched result."""
     con = connect_read(db)

@@ -41,23 +41,18 @@ def _register(db: Path, cohorts: Path) -> str:
 
     name, fmt = DEMO_SITES["A"][:2]
     if db.exists():
-        known = store.read_df(db, "SELECT cohort FROM cohorts WHERE cohort = ?", [name]) \
-            if _has_table(db, "cohorts") else pd.DataFrame()
-        if len(known):
+        con = store.connect_read(db)
+        try:
+            known = store.table_exists(con, "cohorts") and bool(con.execute(
+                "SELECT count(*) FROM cohorts WHERE cohort = ?", [name]).fetchone()[0])
+        finally:
+            con.close()
+        if known:
             return "reused"
     root = cohorts / name
     stored = register_cohort(db, name, fmt=fmt, root=root, load=load_cohort(fmt, root),
                              site="A")
     return f"{len(stored)} images"
-
-
-def _has_table(db: Path, table: str) -> bool:
-    con = store.connect_read(db)
-    try:
-        return bool(con.execute("SELECT count(*) FROM information_schema.tables "
-                                "WHERE table_name = ?", [table]).fetchall()[0][0])
-    finally:
-        con.close()
 
 
 def run_seed(seed: int, folder: Path, cohorts: Path, echo: Callable[[str], None] = print

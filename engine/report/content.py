@@ -179,22 +179,17 @@ def _read(db: Path, model: str, cohort: str) -> _Data:
             examples_frame=_read_examples(q, name, cohort),
             ranks=_read_ranks(q, con, name, cohort),
             adaptive_runs=(q("SELECT * FROM adaptive_runs WHERE model = ? AND cohort = ?",
-                             name, cohort) if _table_exists(con, "adaptive_runs")
+                             name, cohort) if store.table_exists(con, "adaptive_runs")
                            else pd.DataFrame(columns=["heads", "n_fit_pairs"])),
         )
     finally:
         con.close()
 
 
-def _table_exists(con, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                            [name]).fetchone()[0])
-
-
 def _read_ranks(q, con, model: str, cohort: str) -> dict[str, pd.DataFrame]:
     """Held-out image -> report rank counts per heads of this cohort (the shown runs), with the
     query's patient: what the paired patient bootstrap of every change reads."""
-    if not _table_exists(con, "relink_ranks"):
+    if not store.table_exists(con, "relink_ranks"):
         return {}
     frame = q(
         "SELECT m.heads_key AS heads, r.query_id, i.patient_id, r.n_candidates, r.n_greater, "
