@@ -381,8 +381,8 @@ def run_browser(db: Path) -> list[tuple[str, float, str]]:
                   d.key("slider", "ArrowLeft"), "stMetric")
 
             d.timed(d.nav("Hard negatives"), "stDataFrame")
-            twice("hard negatives: N", d.select("Pool size N for the tables", "100"),
-                  d.select("Pool size N for the tables", "10"), "stDataFrame")
+            twice("hard negatives: N", d.select("Pool size N for the tables below", "100"),
+                  d.select("Pool size N for the tables below", "10"), "stDataFrame")
 
             d.timed(d.nav("Per-record risk"), "stVegaLiteChart")
             twice("per-record risk: N", d.select("Pool size N for the risk score", "10"),

@@ -70,7 +70,8 @@ def warm(db: str | None = None) -> str:
     views.warm_joint_space(state.path, state.token, cohort, model)
     views.warm_explorer(state.path, state.token, cohort, model)
     views.warm_overview_choices(state.path, state.token, cohort)
-    return f"risk overview, joint space and explorer of {model} on {cohort}"
+    views.warm_privacy(state.path, state.token, cohort, model)
+    return f"risk overview, joint space, explorer and privacy of {model} on {cohort}"
 
 
 def _streamlit_first_run_costs() -> None:

@@ -214,6 +214,26 @@ def warm_explorer(db: str, token: str, cohort: str, model: str) -> None:
         data.candidates(db, token, cohort, model, h, "test", "image_to_report", "")
 
 
+def warm_privacy(db: str, token: str, cohort: str, model: str) -> None:
+    """The privacy page's paired changes at its N (the full held-out set): every released set of
+    heads against the original heads and against the eps = inf heads of its start, and the
+    frontier (the patient-bootstrap counts they share are drawn once, here)."""
+    metrics = data.pool_metrics(db, token, cohort, model, None, 1)
+    held = metrics[(metrics["split"] == "test") & (metrics["negatives"] == "random")
+                   & (metrics["direction"] == "image_to_report")]
+    if held.empty or data.dp_runs(db, token, cohort, model).empty:
+        return
+    n = int(held["pool_size"].max())
+    for h in logic.epsilon_grid(data.dp_runs(db, token, cohort, model)["heads"], held["heads"]):
+        for reference in dict.fromkeys(("original", dec.inf_of(dec.start_of(h)))):
+            if reference != h:
+                heads_change(db, token, cohort, model, reference, h, n)
+    page = logic.epsilon_grid(data.dp_runs(db, token, cohort, model)["heads"], held["heads"],
+                              start=dec.RANDOM)
+    opened = next((h for h in page if h != "original"), page[0])  # the page opens on it
+    frontier_figure(db, token, cohort, model, n, "recall", opened)
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def heads_change(db: str, token: str, cohort: str, model: str, reference: str, heads: str,
                  pool_size: int) -> dec.Change:

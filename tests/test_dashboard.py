@@ -448,8 +448,8 @@ def test_the_launcher_warms_what_the_first_page_reads(seeded, monkeypatch):
     st.cache_data.clear()
     st.cache_resource.clear()
     monkeypatch.setenv("RELINK_DB", str(seeded.db))
-    assert serve.warm() == (f"risk overview, joint space and explorer of {seeded.specialist} on "
-                            f"{seeded.cohort}")
+    assert serve.warm() == (f"risk overview, joint space, explorer and privacy of "
+                            f"{seeded.specialist} on {seeded.cohort}")
     reads = []
     real = data.query
     monkeypatch.setattr(data, "query", lambda *a, **k: reads.append(a[1]) or real(*a, **k))
@@ -461,6 +461,20 @@ def test_the_launcher_warms_what_the_first_page_reads(seeded, monkeypatch):
     _ok(at)
     assert len(at.get("vega_lite_chart")) == 1
     assert not [r for r in reads if "umap_points" in r]  # the map's points came warm too
+    from engine.core import decision as dec
+
+    bootstrapped = []
+    real_change = dec.heads_change
+
+    def counted(ranks, ref, heads, *a, **k):
+        bootstrapped.append((ref, heads))
+        return real_change(ranks, ref, heads, *a, **k)
+
+    monkeypatch.setattr(dec, "heads_change", counted)
+    _page(at, "privacy")
+    assert not at.exception  # (its weak-delta warning on this tiny cohort is expected)
+    assert at.get("vega_lite_chart")  # the frontier drawn
+    assert bootstrapped == []  # every paired change on the page's first visit came warm
     monkeypatch.setenv("RELINK_DB", str(seeded.db.parent / "nothing-here.duckdb"))
     assert serve.warm().startswith("no results database at ")
 

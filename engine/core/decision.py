@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.core import pools
 from engine.core.format import RISK_LEVELS, finite, percent, risk_level, times
 from engine.core.names import BACKBONE, NO_DP, ORIGINAL
 
@@ -163,14 +164,6 @@ class Change:
         return finite(self.low) and finite(self.high) and (self.low > 0 or self.high < 0)
 
 
-def _weights(clusters, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    _, inverse = np.unique(np.asarray(clusters).astype(str), return_inverse=True)
-    n = int(inverse.max()) + 1 if len(inverse) else 0
-    rng = np.random.default_rng(seed)
-    w = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot) if n else np.zeros((n_boot, 0))
-    return inverse.ravel(), w
-
-
 def replicate_means(values, clusters, *, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     """[n_boot, c] means of the columns of `values` [q, c] over patient-bootstrap resamples.
 
@@ -180,14 +173,11 @@ def replicate_means(values, clusters, *, n_boot: int = 1000, seed: int = 0) -> n
     values = np.asarray(values, dtype=np.float64)
     if values.ndim == 1:
         values = values[:, None]
-    inverse, w = _weights(clusters, n_boot, seed)
-    if not w.shape[1]:
+    _, inverse = np.unique(np.asarray(clusters).astype(str), return_inverse=True)
+    n = int(inverse.max()) + 1 if len(inverse) else 0
+    if not n:
         return np.full((n_boot, values.shape[1]), np.nan)
-    sums = np.zeros((w.shape[1], values.shape[1]))
-    np.add.at(sums, inverse, values)
-    counts = np.bincount(inverse, minlength=w.shape[1]).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (w @ sums) / (w @ counts)[:, None]
+    return pools.cluster_replicate_means(values, inverse.ravel(), n, n_boot=n_boot, seed=seed)
 
 
 def paired_change(a, b, clusters, *, n_boot: int = 1000, seed: int = 0,
@@ -603,21 +593,34 @@ def pairing_roc(n_candidates, n_greater, n_tied) -> tuple[np.ndarray, np.ndarray
     TPR(r) = mean over queries of P[true rank <= r] and
     FPR(r) = sum over queries of (min(r, M + 1) - P[true rank <= r]) / sum of M,
     with M the query's distractors (every wrong pair is a negative). Returns (fpr, tpr).
+
+    Both sums are built in O(queries + pool) memory from difference arrays: P[true rank <= r]
+    rises by 1/(E+1) at each of r = G+1 .. G+E+1 (true rank uniform over the E+1 tied places),
+    and min(r, M+1) rises by one at each r <= M+1. The points returned are every r up to 2,000
+    and 400 log-spaced ones above (the curve between them is linear to the eye).
     """
-    M = np.asarray(n_candidates, dtype=np.float64)
-    G = np.asarray(n_greater, dtype=np.float64)
-    E = np.asarray(n_tied, dtype=np.float64)
+    M = np.asarray(n_candidates, dtype=np.int64)
+    G = np.asarray(n_greater, dtype=np.int64)
+    E = np.asarray(n_tied, dtype=np.int64)
     if not len(M):
         return np.array([0.0, 1.0]), np.array([0.0, 1.0])
     top = int(M.max()) + 1
+    weight = 1.0 / (E + 1.0)
+    # rises[r] = sum over queries of P[true rank = r]: +w on G+1 .. G+E+1
+    rises = np.zeros(top + 2)
+    np.add.at(rises, G + 1, weight)
+    np.add.at(rises, np.minimum(G + E + 2, top + 1), -weight)
+    hits = np.cumsum(np.cumsum(rises))  # sum over queries of P[true rank <= r]
+    # places[r] = sum over queries of min(r, M+1): +1 per query at each r <= M+1
+    ends = np.bincount(M + 1, minlength=top + 2).astype(np.float64)
+    open_at = len(M) - np.concatenate([[0.0], np.cumsum(ends)[:-1]])  # queries with M+1 >= r
+    open_at[0] = 0.0
+    places = np.cumsum(open_at)
     rs = np.unique(np.concatenate([np.arange(0, min(top, 2000) + 1),
                                    np.geomspace(1, top, 400).round()])).astype(np.int64)
     rs = rs[rs <= top]
-    # P[true rank <= r] for rank uniform on G+1..G+E+1
-    hit = np.clip((rs[:, None] - G[None, :]) / (E[None, :] + 1.0), 0.0, 1.0)
-    tpr = hit.mean(axis=1)
-    wrong = np.minimum(rs[:, None], M[None, :] + 1.0) - hit
-    fpr = wrong.sum(axis=1) / M.sum()
+    tpr = hits[rs] / len(M)
+    fpr = (places[rs] - hits[rs]) / float(M.sum())
     return np.concatenate([fpr, [1.0]]), np.concatenate([tpr, [1.0]])
 
 
