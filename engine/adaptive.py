@@ -111,8 +111,11 @@ class Attacker:
 
 
 def fit_heads(image_features, text_features, patient_ids, *, image_head, text_head,
-              logit_scale: float, config: AdaptiveConfig):
-    """The attacker's heads: random start, no privacy, the engine's own training loop."""
+              logit_scale: float, config: AdaptiveConfig, loss: str = "infonce",
+              logit_bias: float | None = None):
+    """The attacker's heads: random start, no privacy, the engine's own training loop with the
+    model family's own loss (InfoNCE for CLIP, the sigmoid loss with the model's bias for
+    SigLIP), as the DP stage trains them."""
     from engine.dp.start import random_heads
     from engine.dp.training import train_heads
 
@@ -122,7 +125,7 @@ def fit_heads(image_features, text_features, patient_ids, *, image_head, text_he
                          np.asarray(text_features, dtype=np.float32),
                          [str(p) for p in patient_ids], image_head=start_image,
                          text_head=start_text, logit_scale=logit_scale, epsilon=math.inf,
-                         config=training)
+                         config=training, loss=loss, logit_bias=logit_bias)
     return result.image_head, result.text_head
 
 
@@ -148,13 +151,14 @@ def run_adaptive(db, target, *, public: dict | None = None,
     from engine import store
     from engine.attack.stage import AttackConfig, run_attack
     from engine.dp.start import check_disjoint
-    from engine.heads import project, state_fingerprint, trained_heads_id
+    from engine.heads import family_loss, project, state_fingerprint, trained_heads_id
     from engine.numerics import training_threads
     from engine.runs import Run
 
     attack_config = replace(attack_config or AttackConfig(), splits=(config.eval_split,))
     emb = target.embeddings
     heads = emb.heads
+    loss = family_loss(getattr(emb, "manifest", None) or {}, heads.logit_bias)
     items = target.items
     held = (items["split"] == config.eval_split).to_numpy()
     if held.sum() < 2:
@@ -191,7 +195,8 @@ def run_adaptive(db, target, *, public: dict | None = None,
         with training_threads():
             img_head, txt_head = fit_heads(fit_img, fit_txt, fit_pat, image_head=heads.image,
                                            text_head=heads.text, logit_scale=heads.logit_scale,
-                                           config=config)
+                                           config=config, loss=loss,
+                                           logit_bias=heads.logit_bias)
         fit_seconds = time.perf_counter() - started
         fp = state_fingerprint(img_head, txt_head)
         heads_id = trained_heads_id(label, target.cohort, fp)

@@ -20,6 +20,7 @@ import pandas as pd
 from engine.attack.stage import AttackConfig, run_attack
 from engine.cohort.registry import read_cohort
 from engine.errors import ConfigError
+from engine.heads import family_loss
 
 log = logging.getLogger(__name__)
 
@@ -189,15 +190,6 @@ def adaptive(db: Path, cache: Path, target: AuditInputs, *, config=None,
     public = {name: load_inputs(db, cache, target.model, name) for name in config.public}
     return run_adaptive(db, target, public=public, config=config, attack_config=attack_config,
                         echo=echo)
-
-
-def family_loss(manifest: dict, logit_bias: float | None) -> str:
-    """The loss the model's family trained its heads with (the embedding's manifest says; an
-    embedding written before families were recorded: sigmoid when the model has a bias)."""
-    loss = manifest.get("loss")
-    if loss in ("infonce", "sigmoid"):
-        return loss
-    return "sigmoid" if logit_bias is not None else "infonce"
 
 
 def transfer(db: Path, cache: Path, source: AuditInputs, target: AuditInputs, *,

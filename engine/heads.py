@@ -75,6 +75,15 @@ class HeadsRef:
     fingerprint: str | None
 
 
+def family_loss(manifest: dict, logit_bias: float | None) -> str:
+    """The loss the model's family trained its heads with (the embedding's manifest says; an
+    embedding written before families were recorded: sigmoid when the model has a bias)."""
+    loss = manifest.get("loss")
+    if loss in ("infonce", "sigmoid"):
+        return loss
+    return "sigmoid" if logit_bias is not None else "infonce"
+
+
 def original_heads_id(model_fingerprint: str) -> str:
     """Identity of a model's own heads: they are part of the model's weights."""
     return f"original-{model_fingerprint[:12]}"

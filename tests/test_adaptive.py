@@ -95,3 +95,24 @@ def test_public_attacker_refuses_a_cohort_sharing_a_patient_and_is_stored_apart(
 def test_known_fractions_are_checked():
     with pytest.raises(ConfigError, match="--known 1.5"):
         AdaptiveConfig(known_fractions=(1.5,))
+
+
+@pytest.mark.parametrize("bias, loss", [(None, "infonce"), (-10.0, "sigmoid")])
+def test_the_attacker_refits_with_the_model_familys_loss(tmp_path, monkeypatch, bias, loss):
+    """A SigLIP model's attacker trains with the sigmoid loss and the model's bias, as the DP
+    stage does; a CLIP model's with InfoNCE."""
+    from engine.dp import training
+
+    seen = []
+    real = training.train_heads
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["loss"], kwargs["logit_bias"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_heads", spy)
+    target = _inputs()
+    old = target.embeddings.heads
+    target.embeddings.heads = Heads(old.image, old.text, old.logit_scale, bias, {})
+    run_adaptive(tmp_path / "a.duckdb", target, config=FAST, attack_config=ATTACK)
+    assert seen == [(loss, bias)]
