@@ -476,7 +476,7 @@ def _seed_spread(con, cohort: str) -> str:
         verdicts.append([f"{number}. {_cell(title)}", said])
         by_seed = {int(s): json.loads(f or "{}") for s, f in zip(group["seed"],
                                                                  group["figures_json"])}
-        keys = list(dict.fromkeys(k for f in by_seed.values() for k in f))
+        keys = sorted(dict.fromkeys(k for f in by_seed.values() for k in f), key=_natural)
         for key in keys:
             values = [by_seed.get(s, {}).get(key) for s in seeds]
             shown = [_seed_figure(key, v) for v in values]
@@ -491,6 +491,12 @@ def _seed_spread(con, cohort: str) -> str:
             f"{', '.join(f'`{v}`' for v in versions)}):\n\n"
             + _table(["finding", "verdict over the seeds"], verdicts) + "\n\n"
             + _table(["finding", "figure", *[f"seed {s}" for s in seeds], "range"], figures))
+
+
+def _natural(key: str) -> tuple:
+    """Sort key that reads numbers as numbers: ``N=100`` before ``N=1,000`` before ``N=1,471``."""
+    parts = re.split(r"(\d[\d,]*(?:\.\d+)?)", key)
+    return tuple((1, float(p.replace(",", ""))) if i % 2 else (0, p) for i, p in enumerate(parts))
 
 
 def _seed_figure(key: str, value) -> str:

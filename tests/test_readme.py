@@ -203,3 +203,11 @@ def test_the_tables_do_not_depend_on_the_order_duckdb_returns_rows_in(seeded):
     assert list(frame["heads"]) == sorted(frame["heads"].astype(str))  # sorted when unordered
     assert list(backwards["heads"]) == sorted(backwards["heads"].astype(str), reverse=True)
     assert results_markdown(seeded.db, cohort=seeded.cohort, external=None) == want
+
+
+def test_seed_figures_are_listed_with_numbers_read_as_numbers():
+    from engine.readme import _natural
+
+    keys = ["lift N=1,471", "lift N=100", "lift N=1,000", "lift N=10"]
+    assert sorted(keys, key=_natural) == ["lift N=10", "lift N=100", "lift N=1,000",
+                                          "lift N=1,471"]
