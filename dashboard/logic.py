@@ -288,7 +288,7 @@ def with_matched_recall(frame: pd.DataFrame, pool_size: int) -> pd.DataFrame:
 
 def groups_sentence(groups: pd.DataFrame, pool_size: int) -> str:
     """Which label groups a matched figure at N rests on, with eligible queries per group."""
-    from engine.core.findings import groups_text
+    from engine.core.claims import groups_text
 
     if groups is None or groups.empty:
         return ""

@@ -5,7 +5,7 @@ visitor arrives, so the first page of a fresh server waits for pandas, Altair, D
 overview's queries (about 3 s on 2 cores, docs/dashboard.md). This launcher does that work before
 anyone asks: it imports the libraries the pages use before the server starts, and once the server
 is up it computes, in a background thread, what the default page shows (the first cohort and its
-most specialised model: the reads, the findings table and both figures), then the joint space's
+most specialised model: the reads, the claims table and both figures), then the joint space's
 maps and the explorer's queries, into the caches every session shares. It prints
 ``[dashboard] warm: ...`` with the time taken. A visitor who comes earlier waits for the same
 computation (Streamlit computes a cached value once).
@@ -41,8 +41,8 @@ def preload() -> float:
     import streamlit.elements.vega_charts  # noqa: F401
     import vl_convert  # noqa: F401
 
+    import engine.core.claims  # noqa: F401
     import engine.core.decompose  # noqa: F401
-    import engine.core.findings  # noqa: F401
     import engine.images  # noqa: F401
     return time.perf_counter() - start
 

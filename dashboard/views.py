@@ -14,12 +14,12 @@ import streamlit as st
 
 from dashboard import charts, data, logic
 from engine.core import decision as dec
-from engine.core.findings import (
-    STUDY_DP_POOL,
+from engine.core.claims import (
+    PAPER_DP_POOL,
+    claims_rows,
     dp_heads_label,
-    findings_rows,
     strongest_model,
-    summarize_findings,
+    summarize_claims,
 )
 
 
@@ -43,9 +43,9 @@ def matched_groups(db: str, token: str, cohort: str, model: str, heads: str = "o
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def findings(db: str, token: str, cohort: str) -> pd.DataFrame:
-    """The four-findings table of a cohort (finding 3 names its label groups; finding 4 has the
-    paired patient-bootstrap changes)."""
+def claims(db: str, token: str, cohort: str) -> pd.DataFrame:
+    """The reference paper's four claims on a cohort (claim 3 names its label groups; claim 4 has
+    the paired patient-bootstrap changes)."""
     frame = data.models(db, token, cohort)
     ladder = list(frame["model"])
     orders = dict(zip(frame["model"], frame["specialization"]))  # only ordered models are rungs
@@ -62,15 +62,15 @@ def findings(db: str, token: str, cohort: str) -> pd.DataFrame:
                         & (mine["negatives"] == "random")]
             sizes = set(held.loc[held["heads"] == label, "pool_size"].astype(int))
             if sizes:
-                n = STUDY_DP_POOL if STUDY_DP_POOL in sizes else max(sizes)
+                n = PAPER_DP_POOL if PAPER_DP_POOL in sizes else max(sizes)
                 ranks = _ranks(db, token, cohort, top, ("original", "inf", label))
                 changes = {(ref, label, n): dec.heads_change(ranks, ref, label, n)
                            for ref in ("original", "inf")}
                 changes = {k: v for k, v in changes.items() if logic.finite(v.point)}
-    found = summarize_findings(
+    found = summarize_claims(
         metrics, data.utility(db, token, cohort, top) if top else None, ladder=ladder,
         orders=orders, matched_groups=groups, dp_changes=changes)
-    return pd.DataFrame(findings_rows(found))
+    return pd.DataFrame(claims_rows(found))
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
@@ -174,7 +174,7 @@ def warm_overview(db: str, token: str, cohort: str, model: str,
     data.heads(db, token, cohort, model)
     data.pool_metrics(db, token, cohort, model, "original", None)
     decision(db, token, cohort, model)
-    findings(db, token, cohort)
+    claims(db, token, cohort)
     lift_figure(db, token, cohort, model, direction)
     members_figure(db, token, cohort, model, direction)
     summary(db, token, cohort, model)

@@ -13,15 +13,15 @@ machine, another day, checks the figures alone.
 The tables, for the cohort the models were audited on and, when there is one, the external
 cohort its DP heads were transferred to:
 
-* **the study's four findings**, each recomputed from the rows with a verdict
-  (`engine.core.findings`);
+* **the reference paper's four claims**, each recomputed from the rows with a verdict
+  (`engine.core.claims`);
 * **the ladder**: every model with results on the cohort (original heads, held-out pairs,
   image -> report, k = 1): lift at every stored N with its 95% interval, matched-negative lift and
   the members' lift at the headline N;
 * **DP on the projection heads** of the model with DP runs: per set of heads the DP parameters,
-  Recall@1 and lift at N = 10,000 (the study's DP pool size; the largest stored N when it is
+  Recall@1 and lift at N = 10,000 (the paper's DP pool size; the largest stored N when it is
   not stored), the change against the original and the epsilon = inf heads with intervals, lift
-  at the headline N, probe macro AUROC and the membership signal, and the study's figures;
+  at the headline N, probe macro AUROC and the membership signal, and the paper's figures;
 * **transfer**: the same heads applied unchanged to the external cohort;
 * **the stages of a study run** (`engine.study`), when the database holds one: per stage what it
   did, wall and CPU seconds and peak memory.
@@ -43,14 +43,14 @@ import pandas as pd
 from engine import store
 from engine.core import format as fmt
 from engine.core import names
-from engine.core.decompose import STUDY_DP
-from engine.core.findings import STUDY_DP_POOL
+from engine.core.claims import PAPER_DP_POOL
+from engine.core.decompose import PAPER_DP
 from engine.errors import ConfigError
 
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
-HEADLINE_N = 100  # the study's headline pool size
-DP_N = STUDY_DP_POOL  # the pool size of the study's DP figure (-61.8% Recall@1 at epsilon 0.34)
+HEADLINE_N = 100  # the paper's headline pool size
+DP_N = PAPER_DP_POOL  # the pool size of the paper's DP figure (-61.8% Recall@1 at epsilon 0.34)
 
 
 def markers(block: str = "results") -> tuple[str, str]:
@@ -208,7 +208,7 @@ def _dp(con, src: _Source, cohort: str, model: str) -> tuple[str, list[str]]:
     if metrics.empty:
         return "", []
     stored = {int(n) for n in metrics["pool_size"].unique()}
-    # The reductions at the study's N = 10,000 when stored, else at the largest stored N.
+    # The reductions at the paper's N = 10,000 when stored, else at the largest stored N.
     n_full = DP_N if DP_N in stored else max(stored)
     n_h = _headline_n(stored)
     at_full = metrics[metrics["pool_size"] == n_full].drop_duplicates("heads").set_index("heads")
@@ -229,7 +229,7 @@ def _dp(con, src: _Source, cohort: str, model: str) -> tuple[str, list[str]]:
 
     def versus(h, reference, at=at_full) -> str:
         """The paired patient-bootstrap change of Recall@1 against `reference` (as on the
-        dashboard and in finding 4); without per-query ranks, the heads' Recall@1 interval
+        dashboard and in claim 4); without per-query ranks, the heads' Recall@1 interval
         against the reference's point estimate."""
         from engine.core import decision
         from engine.verdicts import held_out_ranks
@@ -261,7 +261,7 @@ def _dp(con, src: _Source, cohort: str, model: str) -> tuple[str, list[str]]:
              + (f" and at N = {n_h:,}" if n_h != n_full else "")
              + "; changes are relative changes of Recall@1 with their paired 95% interval from "
                "one bootstrap over patients (both sets of heads resampled together, as on the "
-               "dashboard); an interval that holds 0 reads *no measurable change*. " + STUDY_DP]
+               "dashboard); an interval that holds 0 reads *no measurable change*. " + PAPER_DP]
     order = sorted(starts, key=lambda s: (s != "random", s != "original", s))
     for start in order:
         inf = next((h for h in starts[start] if names.heads_epsilon(h) == float("inf")), None)
@@ -414,25 +414,25 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _findings(con, src: _Source, cohort: str, external: str | None) -> str:
-    """The four findings as the dashboard's overview measures them (`engine.verdicts`)."""
-    from engine.core.findings import findings_rows, strongest_model
-    from engine.verdicts import findings_of
+def _claims(con, src: _Source, cohort: str, external: str | None) -> str:
+    """The paper's four claims as the dashboard's overview measures them (`engine.verdicts`)."""
+    from engine.core.claims import claims_rows, strongest_model
+    from engine.verdicts import claims_of
 
     if src.heads_column != "heads_key":
-        return ""  # a database older than the shown_* views: no findings table
-    results = findings_of(con, cohort, external=external)
+        return ""  # a database older than the shown_* views: no claims table
+    results = claims_of(con, cohort, external=external)
     if all(r.measured == "n/a" for r in results):
         return ""
     models = _frame(con, "SELECT model, specialization FROM models WHERE model IN (SELECT "
                          "DISTINCT model FROM shown_relink_metrics WHERE cohort = ?)", [cohort])
     top = strongest_model(list(models["model"]),
                           dict(zip(models["model"], models["specialization"])))
-    rows = findings_rows(results)
-    header = ["finding", "the study", "measured here", "verdict", "why"]
-    body = [[_cell(r["finding"]), _cell(r["study"]), _cell(r["measured"]), _cell(r["verdict"]),
+    rows = claims_rows(results)
+    header = ["claim", "the paper", "measured here", "verdict", "why"]
+    body = [[_cell(r["claim"]), _cell(r["paper"]), _cell(r["measured"]), _cell(r["verdict"]),
              _cell(r["why"])] for r in rows]
-    return (f"**The study's four findings** on `{cohort}` (held-out pairs, image → report, "
+    return (f"**The reference paper's four claims** on `{cohort}` (held-out pairs, image → report, "
             f"Recall@1), each recomputed from the stored rows of the most specialised model "
             f"`{top}`:\n\n" + _table(header, body))
 
@@ -455,18 +455,20 @@ def seed_markdown(db: Path, *, cohort: str = "site-a") -> str:
 
 
 def _seed_spread(con, cohort: str) -> str:
-    """The findings over training seeds (`python -m engine seeds`): each key figure's value per
-    seed and its range, each verdict with how many seeds give it."""
+    """The paper's claims over training seeds (`python -m engine seeds`): each key figure's value
+    per seed and its range, each verdict with how many seeds give it."""
     if not store.table_exists(con, "seed_verdicts"):
         return ""
-    rows = _frame(con, "SELECT seed, finding, title, verdict, figures_json, code_version "
-                       "FROM seed_verdicts WHERE cohort = ? ORDER BY finding, seed", [cohort])
+    # the stored column ``finding`` holds the claim's number (a public name, kept: store.py)
+    rows = _frame(con, "SELECT seed, finding AS claim, title, verdict, figures_json, "
+                       "code_version FROM seed_verdicts WHERE cohort = ? ORDER BY finding, seed",
+                   [cohort])
     if rows.empty:
         return ""
     seeds = sorted(int(s) for s in rows["seed"].unique())
     n = len(seeds)
     verdicts, figures = [], []
-    for (number, title), group in rows.groupby(["finding", "title"], sort=True):
+    for (number, title), group in rows.groupby(["claim", "title"], sort=True):
         counts = group["verdict"].value_counts()
         said = "; ".join(f"{v}: {c} of {n}" for v, c in counts.items())
         if len(counts) == 1:
@@ -485,12 +487,12 @@ def _seed_spread(con, cohort: str) -> str:
                     if finite_ else "–")
             figures.append([f"{number}", _cell(key), *shown, span])
     versions = sorted(set(rows["code_version"].dropna().astype(str)))
-    return (f"**The findings over {n} training seeds** (`python -m engine seeds`: the ladder "
+    return (f"**The paper's claims over {n} training seeds** (`python -m engine seeds`: the ladder "
             "and the DP sweep retrained with each seed on the same phantom cohort; seed 0 is "
             "the demo above; measured as above; engine "
             f"{', '.join(f'`{v}`' for v in versions)}):\n\n"
-            + _table(["finding", "verdict over the seeds"], verdicts) + "\n\n"
-            + _table(["finding", "figure", *[f"seed {s}" for s in seeds], "range"], figures))
+            + _table(["claim", "verdict over the seeds"], verdicts) + "\n\n"
+            + _table(["claim", "figure", *[f"seed {s}" for s in seeds], "range"], figures))
 
 
 def _natural(key: str) -> tuple:
@@ -604,7 +606,7 @@ def results_markdown(db: Path, *, cohort: str = "site-a", external: str | None =
         if not ladder:
             raise ConfigError(f"{db}: no attack results for cohort {cohort!r} (run the demo or "
                               "`python -m engine attack` first, or pick another --cohort)")
-        parts = [_findings(con, src, cohort, external), ladder]
+        parts = [_claims(con, src, cohort, external), ladder]
         model = _dp_model(con, src, cohort)
         if model is not None:
             text, ids = _dp(con, src, cohort, model)

@@ -227,8 +227,10 @@ SCHEMA_DDL: tuple[str, ...] = (
     fit_seconds DOUBLE,
     seconds DOUBLE,
     attack_run_id VARCHAR)""",
-    # One row per (cohort, seed, finding) of the seed spread (engine/seeds.py): the four
-    # findings measured on a copy of the demo trained with another ladder and DP seed.
+    # One row per (cohort, seed, claim) of the seed spread (engine/cli/seeds.py): the reference
+    # paper's four claims measured on a copy of the demo trained with another ladder and DP seed.
+    # The column `finding` holds the claim's number (1-4): it was named before the paper's
+    # statements were called claims, and public columns are never renamed (see above).
     """CREATE TABLE IF NOT EXISTS seed_verdicts (
     cohort VARCHAR NOT NULL,
     seed INTEGER NOT NULL,

@@ -1,12 +1,12 @@
-"""The four findings of one results database, measured the way the dashboard measures them.
+"""The reference paper's four claims on one results database, measured as the dashboard does.
 
-`measure_findings` reads a cohort's shown pool metrics, its ladder (models with a specialisation
-order), the strongest model's utility, and the per-query rank counts that finding 3 (the label
-groups the matched figure rests on) and finding 4 (paired patient-bootstrap changes of the DP
+`measure_claims` reads a cohort's shown pool metrics, its ladder (models with a specialisation
+order), the strongest model's utility, and the per-query rank counts that claim 3 (the label
+groups the matched figure rests on) and claim 4 (paired patient-bootstrap changes of the DP
 heads against the original and the eps = inf heads) need, and passes them to
-`engine.core.findings.summarize_findings`. The README's findings table, the demo's summary and
-the seed spread (`engine.cli.seeds`) all use it, so they give the verdict the dashboard's overview
-gives (a test compares the two).
+`engine.core.claims.summarize_claims`. The claims table of docs/results.md, the demo's summary
+and the seed spread (`engine.cli.seeds`) all use it, so they give the verdict the dashboard's
+overview gives (a test compares the two).
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ import pandas as pd
 
 from engine import store
 from engine.core import decision as dec
-from engine.core.findings import (
-    STUDY_DP_POOL,
-    FindingResult,
+from engine.core.claims import (
+    PAPER_DP_POOL,
+    ClaimResult,
     dp_heads_label,
     matched_groups,
     strongest_model,
-    summarize_findings,
+    summarize_claims,
 )
 from engine.core.labels import CHEXPERT_LABELS
 
-MATCHED_POOL = 100  # finding 3's pool size, as on the overview
+MATCHED_POOL = 100  # claim 3's pool size, as on the overview
 
 
 def _read(con, sql: str, params: list) -> pd.DataFrame:
@@ -59,18 +59,18 @@ def held_out_ranks(con, cohort: str, model: str, heads: str) -> pd.DataFrame:
         [cohort, model, heads, cohort, model])
 
 
-def measure_findings(db: Path, cohort: str, *, external: str | None = None
-                     ) -> list[FindingResult]:
-    """The four findings on `cohort` (and the transfer to `external` when given)."""
+def measure_claims(db: Path, cohort: str, *, external: str | None = None
+                   ) -> list[ClaimResult]:
+    """The four claims on `cohort` (and the transfer to `external` when given)."""
     con = store.connect_read(db)
     try:
-        return findings_of(con, cohort, external=external)
+        return claims_of(con, cohort, external=external)
     finally:
         con.close()
 
 
-def findings_of(con, cohort: str, *, external: str | None = None) -> list[FindingResult]:
-    """`measure_findings` on an open (read) connection."""
+def claims_of(con, cohort: str, *, external: str | None = None) -> list[ClaimResult]:
+    """`measure_claims` on an open (read) connection."""
     metrics = _metrics(con, cohort)
     models = _read(con, "SELECT model, specialization FROM models WHERE model IN "
                                "(SELECT DISTINCT model FROM shown_relink_metrics WHERE cohort = ?) "
@@ -91,7 +91,7 @@ def findings_of(con, cohort: str, *, external: str | None = None) -> list[Findin
                            & (metrics["negatives"] == "random")]
             sizes = set(held.loc[held["heads"] == label, "pool_size"].astype(int))
             if sizes:
-                n = STUDY_DP_POOL if STUDY_DP_POOL in sizes else max(sizes)
+                n = PAPER_DP_POOL if PAPER_DP_POOL in sizes else max(sizes)
                 ranks = {h: r for h in dict.fromkeys(("original", "inf", label))
                          if len(r := held_out_ranks(con, cohort, top, h))}
                 changes = {(ref, label, n): dec.heads_change(ranks, ref, label, n)
@@ -101,6 +101,6 @@ def findings_of(con, cohort: str, *, external: str | None = None) -> list[Findin
     if external:
         outside = _metrics(con, external)
         outside = None if outside.empty else outside
-    return summarize_findings(metrics, utility, ladder=ladder, orders=orders,
-                              matched_groups=groups, dp_changes=changes, external=outside,
-                              external_cohort=external if outside is not None else None)
+    return summarize_claims(metrics, utility, ladder=ladder, orders=orders,
+                            matched_groups=groups, dp_changes=changes, external=outside,
+                            external_cohort=external if outside is not None else None)

@@ -283,7 +283,7 @@ def test_overview_headline_sentence_and_charts(seeded, monkeypatch):
     assert len(images) == 2
     svgs = [i.proto.imgs[0].url for i in images]
     assert all(u.startswith("data:image/svg+xml;base64,") for u in svgs), [u[:40] for u in svgs]
-    # four findings, ranking summary: static Markdown tables (ui.static_table), no grid
+    # four claims, ranking summary: static Markdown tables (ui.static_table), no grid
     assert sum(m.value.startswith("| ") for m in at.markdown) == 2 and len(at.dataframe) == 0
     # the full pool-metrics grid is drawn on request (its CSV is always offered)
     assert any(b.label.startswith("Download pool metrics") for b in at.get("download_button"))

@@ -1,4 +1,4 @@
-"""The demo: big enough for its own figures, a findings summary, and a hand-over to the server."""
+"""The demo: big enough for its own figures, the paper's claims, and a hand-over to the server."""
 
 from __future__ import annotations
 
@@ -45,10 +45,10 @@ def test_serve_hands_the_process_over_to_the_warm_launcher_on_loopback(monkeypat
     assert "--server.address" not in calls[-1][1]
 
 
-def test_summary_of_a_results_database_names_the_four_findings(seeded, monkeypatch):
+def test_summary_of_a_results_database_names_the_four_claims(seeded, monkeypatch):
     import shutil
 
-    from engine.core.findings import NOT_MEASURABLE
+    from engine.core.claims import NOT_MEASURABLE
 
     db = seeded.db
     # the demo's cohort names; the seeded database has one cohort, renamed here on a copy
@@ -63,7 +63,7 @@ def test_summary_of_a_results_database_names_the_four_findings(seeded, monkeypat
     text = demo.summarize(copy)
     for number in ("1.", "2.", "3.", "4."):
         assert f"\n{number} " in f"\n{text}"
-    assert text.count("study:") == 4 and text.count("measured:") == 4
+    assert text.count("paper:") == 4 and text.count("measured:") == 4
     assert "re-linkage rises with specialisation -- " in text
     verdicts = [line.rsplit(" -- ", 1)[1] for line in text.splitlines() if " -- " in line]
     assert len(verdicts) == 4 and NOT_MEASURABLE.upper() in verdicts  # no N >= 100 stored here

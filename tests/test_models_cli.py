@@ -1,5 +1,5 @@
 """Naming models (`models add`), listing them with unregistered ones, and which models form the
-specialisation ladder of the findings. No torch: these run on specs and tables only."""
+specialisation ladder of the paper's claims. No torch: these run on specs and tables only."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import pandas as pd
 
 from engine import store
 from engine.cli import main
-from engine.core.findings import (
+from engine.core.claims import (
     NOT_MEASURABLE,
     REPRODUCES,
     ordered_ladder,
     strongest_model,
-    summarize_findings,
+    summarize_claims,
 )
 from engine.models.registry import ModelEntry, register_models
 
@@ -51,12 +51,12 @@ def _row(model, n, recall, low, high):
 
 
 def test_only_models_with_an_order_form_the_ladder():
-    # three unrelated models, falling lift: no ladder, so finding 1 is not measured at all
+    # three unrelated models, falling lift: no ladder, so claim 1 is not measured at all
     metrics = pd.DataFrame([_row("zeta", 100, 0.10, 0.08, 0.12), _row("beta", 100, 0.05, 0.04,
                             0.06), _row("alpha", 100, 0.02, 0.01, 0.03)])
     ladder = ["zeta", "beta", "alpha"]
     unordered = {"zeta": None, "beta": pd.NA, "alpha": float("nan")}
-    first = summarize_findings(metrics, None, ladder=ladder, orders=unordered)[0]
+    first = summarize_claims(metrics, None, ladder=ladder, orders=unordered)[0]
     assert first.verdict == NOT_MEASURABLE
     assert "specialisation order" in first.why
     # two of them ordered (0 then 1), the third not: a two-rung ladder, rising
@@ -64,6 +64,6 @@ def test_only_models_with_an_order_form_the_ladder():
     assert ordered_ladder(ladder, orders) == ["alpha", "zeta"]
     assert strongest_model(ladder, orders) == "zeta"
     assert strongest_model(ladder, unordered) == "alpha"  # the last listed
-    first = summarize_findings(metrics, None, ladder=ladder, orders=orders)[0]
+    first = summarize_claims(metrics, None, ladder=ladder, orders=orders)[0]
     assert first.verdict == REPRODUCES
     assert ordered_ladder(ladder, None) == ladder  # without orders: as before

@@ -42,10 +42,10 @@ def test_tables_carry_the_databases_figures(seeded):
     assert any(line.startswith("| ε=1 |") for line in lines)
     assert any(line.startswith("| ε=∞ |") for line in lines)
     assert "runs finished" in text and "engine `" in text
-    # the four findings come first, one row each, with a verdict
-    findings = text.split("**The ladder**", 1)[0]
-    assert findings.startswith("**The study's four findings**")
-    assert [line.split(" | ")[0][2:4] for line in findings.splitlines()
+    # the paper's four claims come first, one row each, with a verdict
+    claims = text.split("**The ladder**", 1)[0]
+    assert claims.startswith("**The reference paper's four claims**")
+    assert [line.split(" | ")[0][2:4] for line in claims.splitlines()
             if line.startswith("| ")][1:] == ["1.", "2.", "3.", "4."]
 
 
@@ -121,7 +121,7 @@ def test_named_block_leaves_the_other_blocks_alone(seeded, tmp_path):
     assert _run(seeded, path, "--block", "Bad Name") == 2
 
 
-def test_dp_table_is_at_the_studys_pool_size_when_stored(seeded, monkeypatch):
+def test_dp_table_is_at_the_papers_pool_size_when_stored(seeded, monkeypatch):
     import engine.readme as readme
 
     text = results_markdown(seeded.db, cohort=seeded.cohort, external=None)

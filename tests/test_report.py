@@ -345,7 +345,7 @@ def test_report_modules_stay_light():
     assert out == "[]"
 
 
-def test_dp_at_the_study_pool_size_beside_the_study(seeded, dp_stage_db):
+def test_dp_at_the_paper_pool_size_beside_the_paper_figure(seeded, dp_stage_db):
     """At N = 10,000 the report shows both changes with intervals, membership and AUROC."""
     import pandas as pd
 
@@ -355,7 +355,7 @@ def test_dp_at_the_study_pool_size_beside_the_study(seeded, dp_stage_db):
 
     doc = build_document(dp_stage_db, model=seeded.specialist, cohort=seeded.cohort)
     # the seeded database stores no N = 10,000: no such table
-    assert not any("study's pool size" in b.caption
+    assert not any("paper's pool size" in b.caption
                    for b in outline.blocks_of(doc) if isinstance(b, outline.Table))
     # hand-made rows at N = 10,000: original 1.0%, inf 1.3%, eps 1 0.975% (0.90-1.05%)
     metrics = pd.DataFrame([
@@ -369,7 +369,7 @@ def test_dp_at_the_study_pool_size_beside_the_study(seeded, dp_stage_db):
     rows = decompose.decompose(metrics, membership=membership, utility=utility)
     doc["privacy"]["decomposition"] = clean(rows.to_dict("records"))
     tables = [b for b in outline.blocks_of(doc) if isinstance(b, outline.Table)
-              and "study's pool size, N = 10,000" in b.caption]
+              and "paper's pool size, N = 10,000" in b.caption]
     assert len(tables) == 1
     t = tables[0]
     assert "61.8% lower at ε = 0.34" in t.caption and "79.63% -> 79.43%" in t.caption
@@ -378,7 +378,7 @@ def test_dp_at_the_study_pool_size_beside_the_study(seeded, dp_stage_db):
     assert eps[3] == "−25.0% (−31% to −19%)"  # vs inf: 0.975 / 1.3, interval 0.90-1.05
     assert eps[4] == "50.50%" and eps[5] == "79.00%"
     assert original[2] == "reference" and inf[3] == "reference" and original[3] == "—"
-    assert "At the study&#x27;s pool size, N = 10,000" in render_html(doc)
+    assert "At the paper&#x27;s pool size, N = 10,000" in render_html(doc)
 
 
 # ------------------------------------------------------------------------------ decision (#25)

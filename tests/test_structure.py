@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("engine", "synthetic", "dashboard")
 # The command-line handlers of the synthetic product: the only engine modules that may import
 # `synthetic`, and only inside a function (`cohort synth` / `cohort render`, `models
-# train-ladder`, `demo`, `seeds` (the demo's findings over ladder seeds), `study`; engine.study
-# is the `study` command's driver).
+# train-ladder`, `demo`, `seeds` (the paper's claims on the demo over ladder seeds), `study`;
+# engine.study is the `study` command's driver).
 SYNTHETIC_ENTRY_POINTS = {"engine.cli.cohort", "engine.cli.stages", "engine.cli.study",
                           "engine.cli.demo", "engine.cli.seeds", "engine.study"}
 

@@ -117,12 +117,12 @@ with b:
             "patient top-1": logic.percent, "chance top-1": logic.percent,
             "queries": "{:,}".format})
 
-st.subheader("The study's four findings on this cohort")
-st.caption("Each finding of the reference study recomputed from this cohort's results: held-out "
+st.subheader("The reference paper's four claims on this cohort")
+st.caption("Each claim of the reference paper recomputed from this cohort's results: held-out "
            "pairs, image → report, Recall@1 with 95% intervals; the models from least to most "
-           "specialised, findings 2-4 on the most specialised. Where a finding does not "
+           "specialised, claims 2-4 on the most specialised. Where a claim does not "
            "reproduce, the verdict says so and why.")
-ui.static_table(views.findings(ctx.db, ctx.token, ctx.cohort), "four findings")
+ui.static_table(views.claims(ctx.db, ctx.token, ctx.cohort), "four claims")
 
 st.subheader("All pool metrics of this model")
 # Drawn on request: the full table is for researchers, and the grid is the heaviest element a

@@ -273,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-serve", action="store_true", help="do not start the dashboard")
     p.set_defaults(handler="engine.cli.demo:demo", writes=("db", "cache"))
 
-    p = sub.add_parser("seeds", help="the demo's four findings over training seeds (their "
-                                      "spread and how many seeds give each verdict)")
+    p = sub.add_parser("seeds", help="the reference paper's four claims on the demo over "
+                                      "training seeds (their spread and how many seeds give "
+                                      "each verdict)")
     p.add_argument("--seeds", type=int_list(0, "seeds"), default="0,1,2,3,4",
                    help="ladder and DP seeds; 0 is the demo database itself (default 0,1,2,3,4)")
     p.add_argument("--workdir", type=Path, default=None,

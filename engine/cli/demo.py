@@ -20,7 +20,7 @@ from tqdm import tqdm
 from engine.config import SynthConfig
 
 # (cohort name, layout, patients, seed, held-out fraction). Site A's held-out set (45% of its
-# patients, as in the study) is large enough for N = 1,000 and, with the phantom's outpatient-heavy
+# patients, as in the paper) is large enough for N = 1,000 and, with the phantom's outpatient-heavy
 # label mix, for matched pools of N = 100 for about half of its queries.
 DEMO_SITES = {"A": ("site-a", "mimic-cxr-jpg", 1400, 0, 0.45),
               "B": ("site-b", "chexpert-plus", 400, 1, 0.25)}
@@ -73,12 +73,12 @@ def _ladder(db: Path, cache: Path) -> tuple[str, list[str]]:
 
 
 def summarize(db: Path) -> str:
-    """The study's four findings measured on the demo database, as a terminal table."""
-    from engine.core.findings import format_findings
-    from engine.verdicts import measure_findings
+    """The reference paper's four claims measured on the demo database, as a terminal table."""
+    from engine.core.claims import format_claims
+    from engine.verdicts import measure_claims
 
-    results = measure_findings(db, "site-a", external="site-b")
-    return (format_findings(results) + "\nFinding 4 uses the DP heads of the default start "
+    results = measure_claims(db, "site-a", external="site-b")
+    return (format_claims(results) + "\nClaim 4 uses the DP heads of the default start "
             "(seeded random heads, `dp --start random`), compared with the epsilon = inf heads "
             "of the same start; the original-start heads (`...+original`) are stored for "
             "comparison only: their epsilon does not cover the starting heads.")
@@ -142,7 +142,7 @@ def demo(args: argparse.Namespace) -> int:
     print_plan(plan, states, config, db, title="[demo] plan")
     planning.execute(plan, states, progress_lines("demo"))
     print(f"[demo] all stages done in {time.perf_counter() - start:.1f} s; results in {db}")
-    print("[demo] the study's four findings on phantom site A (held-out, image -> report, "
+    print("[demo] the reference paper's four claims on phantom site A (held-out, image -> report, "
           "Recall@1, 95% CI):", flush=True)
     print(summarize(db), flush=True)
     if args.no_serve:

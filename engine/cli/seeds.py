@@ -1,13 +1,15 @@
-"""`python -m engine seeds`: the spread of the demo's four findings over training seeds.
+"""`python -m engine seeds`: the reference paper's four claims on the demo, over training seeds.
 
 A verdict must not hang on rounding or on one draw of the training randomness. For each seed
 other than the demo's own (0), this trains the demo's ladder with that seed on the same phantom
 cohort (site A), embeds and attacks site A's held-out pairs with every rung, and runs the
 default-start DP sweep with that seed (the random starting heads, Poisson sampling and noise),
 each in its own folder ``<workdir>/seed-<k>/`` with its own database. It then measures the four
-findings on every seed's database exactly as the README and the dashboard do
-(`engine.verdicts.measure_findings`) and stores one row per (seed, finding) in the demo
-database's ``seed_verdicts`` table: the verdict, the measured text and the key figures.
+claims on every seed's database exactly as docs/results.md and the dashboard do
+(`engine.verdicts.measure_claims`) and stores one row per (seed, claim) in the demo
+database's ``seed_verdicts`` table: the verdict, the measured text and the key figures (the
+table's column ``finding`` holds the claim's number: a stored name, kept for existing
+databases).
 `python -m engine readme --block seed-spread` turns them into the spread tables of docs/results.md
 (each figure's range, each verdict with how many seeds give it).
 
@@ -27,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine import store
-from engine.core.findings import FindingResult
+from engine.core.claims import ClaimResult
 
 COHORT = "site-a"
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -57,7 +59,8 @@ def _register(db: Path, cohorts: Path) -> str:
 
 def run_seed(seed: int, folder: Path, cohorts: Path, echo: Callable[[str], None] = print
              ) -> Path:
-    """Train and measure the demo's site-A findings with `seed`; returns its database."""
+    """Train and measure the paper's claims on the demo's site A with `seed`; returns its
+    database."""
     from tqdm import tqdm
 
     from engine import audit
@@ -110,7 +113,7 @@ def run_seed(seed: int, folder: Path, cohorts: Path, echo: Callable[[str], None]
     return db
 
 
-def record(demo_db: Path, seed: int, results: Sequence[FindingResult], *,
+def record(demo_db: Path, seed: int, results: Sequence[ClaimResult], *,
            cohort: str = COHORT) -> None:
     """Replace `seed`'s rows of ``seed_verdicts`` in the demo database."""
     from engine.numerics import settings
@@ -124,7 +127,7 @@ def record(demo_db: Path, seed: int, results: Sequence[FindingResult], *,
             con.execute("INSERT INTO seed_verdicts (cohort, seed, finding, title, verdict, "
                         "measured, figures_json, code_version, numerics_json) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [cohort, seed, r.number, r.finding, r.verdict, r.measured,
+                        [cohort, seed, r.number, r.claim, r.verdict, r.measured,
                          json.dumps(figures, sort_keys=True), version, numerics])
 
 
@@ -132,14 +135,14 @@ def seed_spread(demo_db: Path, workdir: Path, cohorts: Path, seeds: Sequence[int
                 echo: Callable[[str], None] = print) -> pd.DataFrame:
     """Run every seed (0 is the demo database itself), record and return the verdict rows."""
     from engine.errors import ConfigError
-    from engine.verdicts import measure_findings
+    from engine.verdicts import measure_claims
 
     if not Path(demo_db).exists():
         raise ConfigError(f"{demo_db}: no demo database (run `make demo` first)")
     for seed in seeds:
         db = demo_db if seed == 0 else run_seed(seed, Path(workdir) / f"seed-{seed}", cohorts,
                                                 echo)
-        results = measure_findings(db, COHORT)
+        results = measure_claims(db, COHORT)
         record(demo_db, seed, results)
         echo(f"[seeds] seed {seed}: " + "; ".join(f"{r.number}. {r.verdict}" for r in results))
     return spread_rows(demo_db)
@@ -159,7 +162,8 @@ def seeds(args: argparse.Namespace) -> int:
 
 
 def spread_rows(db: Path, cohort: str = COHORT) -> pd.DataFrame:
-    """The stored ``seed_verdicts`` rows of a cohort, by finding and seed."""
-    return store.read_df(db, "SELECT seed, finding, title, verdict, measured, figures_json, "
+    """The stored ``seed_verdicts`` rows of a cohort, by claim and seed (column ``finding``)."""
+    return store.read_df(db, "SELECT seed, finding AS claim, title, verdict, measured, "
+                             "figures_json, "
                              "code_version FROM seed_verdicts WHERE cohort = ? "
                              "ORDER BY finding, seed", [cohort])

@@ -27,16 +27,16 @@ from collections.abc import Sequence
 import pandas as pd
 
 from engine.core import decision
-from engine.core.findings import STUDY_AUROC, STUDY_DP_EPSILON, STUDY_DP_POOL, STUDY_DP_REDUCTION
+from engine.core.claims import PAPER_AUROC, PAPER_DP_EPSILON, PAPER_DP_POOL, PAPER_DP_REDUCTION
 from engine.core.names import epsilon_label
 
 POOLS: tuple[int | None, ...] = (100, 10_000, None)  # None: the whole held-out set
 
-# The reference study's DP figure (engine.core.findings holds its numbers): the sentence the
+# The reference paper's DP figure (engine.core.claims holds its numbers): the sentence the
 # README and the report put beside this project's figures at its pool size.
-STUDY_DP = (f"The study, for comparison: Recall@1 at N = {STUDY_DP_POOL:,} "
-            f"{STUDY_DP_REDUCTION:.1%} lower at ε = {STUDY_DP_EPSILON} than with the original "
-            f"heads; macro AUROC {STUDY_AUROC[0]:.2%} -> {STUDY_AUROC[1]:.2%}.")
+PAPER_DP = (f"The reference paper, for comparison: Recall@1 at N = {PAPER_DP_POOL:,} "
+            f"{PAPER_DP_REDUCTION:.1%} lower at ε = {PAPER_DP_EPSILON} than with the original "
+            f"heads; macro AUROC {PAPER_AUROC[0]:.2%} -> {PAPER_AUROC[1]:.2%}.")
 
 COLUMNS = ["heads", "epsilon", "pool", "pool_size", "recall", "ci_low", "ci_high", "lift",
            "lift_low", "lift_high", "recall_original", "recall_inf", "drop_vs_original",

@@ -324,7 +324,7 @@ def _side_by_side(d: _Data, metrics: pd.DataFrame, n: int) -> list[dict]:
 def _matched_groups(d: _Data, pool_size: int | None) -> list[dict]:
     """The label groups the matched figure at N rests on (original heads): eligible queries
     (at least N - 1 matched distractors) per group, most first."""
-    from engine.core.findings import matched_groups
+    from engine.core.claims import matched_groups
 
     ranks = d.ranks.get("original")
     if ranks is None or not pool_size:
@@ -580,7 +580,7 @@ def _lift_section(d: _Data, missing: list[str]) -> dict:
               and fmt.finite(r["lift"]) and not r["pool_varies"]]
     groups = {"pool_size": None, "groups": [], "text": ""}
     if quoted:
-        from engine.core.findings import groups_text
+        from engine.core.claims import groups_text
 
         n = quoted[-1]["pool_size"]
         found = _matched_groups(d, n)

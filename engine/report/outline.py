@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from engine.core.decompose import STUDY_DP
-from engine.core.findings import STUDY_DP_POOL
+from engine.core.claims import PAPER_DP_POOL
+from engine.core.decompose import PAPER_DP
 from engine.report import text as fmt
 from engine.report.figures import figure_specs
 
@@ -216,17 +216,17 @@ class _Builder:
             f"Headline risk: {h['risk_level']} (on the lift interval's lower end)"
             if h["available"] else "Headline risk: unknown",
             h["sentence"], tone="risk"))
-        items = [x for x in (self._lift_finding(), self._matched_finding(),
-                             self._patient_finding(), self._members_finding(),
-                             self._privacy_finding(), self._transfer_finding()) if x]
+        items = [x for x in (self._lift_result(), self._matched_result(),
+                             self._patient_result(), self._members_result(),
+                             self._privacy_result(), self._transfer_result()) if x]
         if items:
-            self.out.append(Paragraph("Key findings", style="subhead"))
+            self.out.append(Paragraph("Key results", style="subhead"))
             self.out.append(Bullets(tuple(items)))
         if d["missing"]:
             self.out.append(Callout("Not in this report", items=tuple(d["missing"]),
                                     tone="missing"))
 
-    def _lift_finding(self) -> str:
+    def _lift_result(self) -> str:
         rows = [r for r in self.doc["lift_vs_n"]["rows"]
                 if r["direction"] == "image_to_report" and r["negatives"] == "random"
                 and fmt.finite(r["lift"])]
@@ -237,7 +237,7 @@ class _Builder:
                 f"{a['pool_size']:,} and {fmt.times(z['lift'])} at N = {z['pool_size']:,} "
                 f"(Recall@1 {fmt.percent(a['recall'])} and {fmt.percent(z['recall'])}).")
 
-    def _matched_finding(self) -> str:
+    def _matched_result(self) -> str:
         rows = [r for r in self.doc["lift_vs_n"]["rows"]
                 if r["direction"] == "image_to_report" and r["negatives"] == "matched"
                 and fmt.finite(r["lift"]) and not r["pool_varies"]]
@@ -254,7 +254,7 @@ class _Builder:
                 f"{r['n_queries']:,} queries; {r['n_excluded']:,} without enough matched "
                 f"reports left out): {verdict}. {groups}").strip()
 
-    def _patient_finding(self) -> str:
+    def _patient_result(self) -> str:
         rows = [r for r in self.doc["linkage"]["rows"]
                 if r["split"] == "test" and r["direction"] == "image_to_report"]
         if not rows or not fmt.finite(rows[0]["patient_top1"]):
@@ -266,7 +266,7 @@ class _Builder:
                 f"across the whole held-out set; MRR {fmt.general(r['mrr'], 3)}, median rank "
                 f"{fmt.general(r['median_rank'], 4)}.")
 
-    def _members_finding(self) -> str:
+    def _members_result(self) -> str:
         rows = [r for r in self.doc["members"]["rows"] if r["heads"] == "original"]
         if not rows or not fmt.finite(rows[0]["gap"]):
             return ""
@@ -275,7 +275,7 @@ class _Builder:
                 f"{fmt.percent(r['held_out']['recall'])} for held-out pairs at N = "
                 f"{self.doc['members']['pool_size']:,} ({fmt.points(r['gap'])}).")
 
-    def _privacy_finding(self) -> str:
+    def _privacy_result(self) -> str:
         p = self.doc["privacy"]
         if not p["available"]:
             return "No differential privacy results yet: the mitigation has not been evaluated."
@@ -300,7 +300,7 @@ class _Builder:
                 f"{fmt.percent(r['recall'])}; against the original heads {vs_o}; against "
                 f"non-private retraining {vs_i}{util}. {scope}").strip()
 
-    def _transfer_finding(self) -> str:
+    def _transfer_result(self) -> str:
         rows = [r for r in self.doc["transfer"]["rows"] if r["heads"] != "original"]
         if not rows:
             return ""
@@ -564,7 +564,7 @@ class _Builder:
         if adaptive:
             self.out.append(Callout("What an attacker who refits the heads gets back", adaptive,
                                     tone="warning"))
-        self._study_pool_table(p)
+        self._paper_pool_table(p)
         self.notes(p["notes"])
         if p["per_label"]:
             cols = list(p["per_label"][0]["auroc"].keys())
@@ -577,10 +577,10 @@ class _Builder:
                        widths=(1.9,) + (0.75,) * len(cols), emphasis=(len(rows) - 1,),
                        font_scale=0.92)
 
-    def _study_pool_table(self, p: dict) -> None:
-        """Recall@1 at the study's N = 10,000 against both references, beside the study."""
+    def _paper_pool_table(self, p: dict) -> None:
+        """Recall@1 at the paper's N = 10,000 against both references, beside the paper's figure."""
         rows = [r for r in p.get("decomposition") or []
-                if r.get("pool") == f"{STUDY_DP_POOL:,}" and r.get("heads") != "backbone"]
+                if r.get("pool") == f"{PAPER_DP_POOL:,}" and r.get("heads") != "backbone"]
         if not rows:
             return
 
@@ -601,11 +601,11 @@ class _Builder:
                   fmt.auroc(r.get("membership_auroc")), fmt.auroc(r.get("macro_auroc")))
                  for r in rows]
         self.table(
-            f"At the study's pool size, N = {STUDY_DP_POOL:,}: change of Recall@1 against the "
+            f"At the paper's pool size, N = {PAPER_DP_POOL:,}: change of Recall@1 against the "
             "original heads and against the heads retrained without noise (ε = ∞); the "
             "interval is the heads' Recall@1 interval against the reference's point estimate. "
             "Membership AUROC: the true pair's similarity as a score separating training pairs "
-            "from held-out ones (50% is no signal). " + STUDY_DP,
+            "from held-out ones (50% is no signal). " + PAPER_DP,
             ("Heads", "Recall@1 (95% CI)", "vs original (CI)", "vs ε = ∞ (CI)",
              "Membership AUROC", "Macro AUROC"), table,
             align=("l", "r", "r", "r", "r", "r"),

@@ -1,16 +1,16 @@
-"""The four-findings summary on hand-built metric rows: each verdict follows from the figures."""
+"""The paper's four claims on hand-built metric rows: each verdict follows from the figures."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from engine.core.findings import (
+from engine.core.claims import (
     NOT_MEASURABLE,
     NOT_REPRODUCED,
     PARTLY,
     REPRODUCES,
-    format_findings,
-    summarize_findings,
+    format_claims,
+    summarize_claims,
 )
 
 LADDER = ["r0", "r1", "r2"]
@@ -47,51 +47,51 @@ def _utility(a0=0.80, a1=0.798):
 
 
 def test_all_four_reproduce_when_figures_say_so():
-    results = summarize_findings(_metrics(sizes=(100, 1000, 10_000)), _utility(), ladder=LADDER)
+    results = summarize_claims(_metrics(sizes=(100, 1000, 10_000)), _utility(), ladder=LADDER)
     assert [r.verdict for r in results] == [REPRODUCES] * 4
-    text = format_findings(results)
+    text = format_claims(results)
     assert "N=10,000" in text and "15x" in text.replace("×", "x")
     assert "matched lift at N=100" in results[2].measured and "400 of 500" in results[2].measured
 
 
 def test_missing_large_pool_is_partly_and_says_why():
-    results = summarize_findings(_metrics(sizes=(100, 1000)), _utility(), ladder=LADDER)
+    results = summarize_claims(_metrics(sizes=(100, 1000)), _utility(), ladder=LADDER)
     assert results[1].verdict == PARTLY
     assert "N=10,000 not measurable" in results[1].measured
 
 
 def test_matched_interval_reaching_one_does_not_reproduce():
-    results = summarize_findings(_metrics(matched=(0.012, 0.008, 0.02, 400, 100)), _utility(),
-                                 ladder=LADDER)
+    results = summarize_claims(_metrics(matched=(0.012, 0.008, 0.02, 400, 100)), _utility(),
+                               ladder=LADDER)
     assert results[2].verdict == NOT_REPRODUCED
 
 
 def test_matched_for_few_queries_is_partly():
-    results = summarize_findings(_metrics(matched=(0.05, 0.03, 0.07, 100, 400)), _utility(),
-                                 ladder=LADDER)
+    results = summarize_claims(_metrics(matched=(0.05, 0.03, 0.07, 100, 400)), _utility(),
+                               ladder=LADDER)
     assert results[2].verdict == PARTLY
 
 
 def test_dp_cut_explained_by_inf_is_not_a_dp_effect():
-    results = summarize_findings(_metrics(dp=0.5, inf=0.4), _utility(), ladder=LADDER)
+    results = summarize_claims(_metrics(dp=0.5, inf=0.4), _utility(), ladder=LADDER)
     assert results[3].verdict == NOT_REPRODUCED
     assert "eps=inf" in results[3].why
 
 
 def test_dp_heads_that_do_not_move_say_retraining_does_not_move_re_linkage():
     # DP and inf heads both within the original's interval (0.8x-1.2x of its Recall@1)
-    results = summarize_findings(_metrics(dp=0.98, inf=1.05), _utility(), ladder=LADDER)
+    results = summarize_claims(_metrics(dp=0.98, inf=1.05), _utility(), ladder=LADDER)
     assert results[3].verdict == NOT_REPRODUCED
     assert "also stay within the original heads' interval" in results[3].why
     # an inf row outside the interval: only the plain statement
-    results = summarize_findings(_metrics(dp=0.98, inf=1.6), _utility(), ladder=LADDER)
+    results = summarize_claims(_metrics(dp=0.98, inf=1.6), _utility(), ladder=LADDER)
     assert results[3].verdict == NOT_REPRODUCED
     assert "stay within" not in results[3].why
 
 
 def test_dp_below_inf_but_not_below_original_names_both_effects():
     # retraining raises Recall@1 by 30%; the noise takes 25% of that back: net -2.5%
-    results = summarize_findings(_metrics(dp=0.975, inf=1.3), _utility(), ladder=LADDER)
+    results = summarize_claims(_metrics(dp=0.975, inf=1.3), _utility(), ladder=LADDER)
     assert results[3].verdict == NOT_REPRODUCED
     why = results[3].why
     assert "against the eps=inf heads it is -25.0%" in why and "+30.0%" in why
@@ -100,14 +100,14 @@ def test_dp_below_inf_but_not_below_original_names_both_effects():
 def test_dp_below_inf_only_by_its_point_estimate_is_partly():
     # DP at 0.5x the original, inf at 0.55x: the DP interval (0.4x-0.6x) holds inf's point, so
     # the cut against retraining alone is no measurable change, whatever the point says
-    results = summarize_findings(_metrics(dp=0.5, inf=0.55), _utility(), ladder=LADDER)
+    results = summarize_claims(_metrics(dp=0.5, inf=0.55), _utility(), ladder=LADDER)
     assert results[3].verdict == PARTLY
     assert "against the eps=inf heads of the same start it is no measurable change" in \
         results[3].why
 
 
 def test_dp_cut_with_lost_utility_is_partly():
-    results = summarize_findings(_metrics(), _utility(a1=0.75), ladder=LADDER)
+    results = summarize_claims(_metrics(), _utility(a1=0.75), ladder=LADDER)
     assert results[3].verdict == PARTLY
 
 
@@ -116,20 +116,20 @@ def test_falling_ladder_does_not_reproduce():
     m.loc[m["model"] == "r2", "recall"] = 0.01
     m.loc[m["model"] == "r2", ["ci_low", "ci_high"]] = [0.005, 0.015]
     m = m[~((m["model"] == "r2") & (m["heads"] != "original"))]
-    results = summarize_findings(m, _utility(), ladder=LADDER)
+    results = summarize_claims(m, _utility(), ladder=LADDER)
     assert results[0].verdict == NOT_REPRODUCED
     assert results[3].verdict == NOT_MEASURABLE
 
 
 def test_empty_inputs_are_not_measurable():
     empty = pd.DataFrame(columns=list(_row("x", 100, 0, 0, 0)))
-    results = summarize_findings(empty, pd.DataFrame(columns=["heads", "label", "auroc"]),
-                                 ladder=LADDER)
+    results = summarize_claims(empty, pd.DataFrame(columns=["heads", "label", "auroc"]),
+                               ladder=LADDER)
     assert [r.verdict for r in results] == [NOT_MEASURABLE] * 4
-    assert len(summarize_findings(empty, None, ladder=[])) == 4
+    assert len(summarize_claims(empty, None, ladder=[])) == 4
 
 
-def test_overview_page_shows_the_four_findings_from_the_database(seeded, monkeypatch):
+def test_overview_page_shows_the_four_claims_from_the_database(seeded, monkeypatch):
     """The overview's panel: four rows computed from the seeded database's own rows."""
     from pathlib import Path
 
@@ -141,8 +141,8 @@ def test_overview_page_shows_the_four_findings_from_the_database(seeded, monkeyp
     app = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
     at = AppTest.from_file(app, default_timeout=180).run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any(h.value == "The study's four findings on this cohort" for h in at.subheader)
-    # a static Markdown table (ui.static_table): header, rule, one row per finding, each cell
+    assert any(h.value == "The reference paper's four claims on this cohort" for h in at.subheader)
+    # a static Markdown table (ui.static_table): header, rule, one row per claim, each cell
     # escaped with ui.esc
     from dashboard.ui import esc
 
@@ -151,17 +151,17 @@ def test_overview_page_shows_the_four_findings_from_the_database(seeded, monkeyp
     columns = [c.strip() for c in header.strip("|").split(" | ")]
     cells = [[c.strip() for c in row.strip("|").split(" | ")] for row in rows]
     shown = {name: [r[i] for r in cells] for i, name in enumerate(columns)}
-    assert [f[:3] for f in shown["finding"]] == ["1\\.", "2\\.", "3\\.", "4\\."]
+    assert [f[:3] for f in shown["claim"]] == ["1\\.", "2\\.", "3\\.", "4\\."]
     # the same verdicts as computed directly from the stored rows
     metrics = store.read_df(seeded.db, "SELECT * FROM relink_metrics WHERE cohort = ? AND k = 1",
                             [seeded.cohort])
     utility = store.read_df(seeded.db, "SELECT * FROM utility WHERE cohort = ? AND model = ?",
                             [seeded.cohort, seeded.specialist])
-    # finding 3 names its label groups (at N = 100), finding 4 reads the paired changes of the
+    # claim 3 names its label groups (at N = 100), claim 4 reads the paired changes of the
     # same heads on the same queries
     from dashboard import data
     from engine.core import decision as dec
-    from engine.core.findings import dp_heads_label, matched_groups
+    from engine.core.claims import dp_heads_label, matched_groups
 
     tok = data.db_state(seeded.db).token
     label = dp_heads_label(metrics[metrics["model"] == seeded.specialist], seeded.specialist)
@@ -171,9 +171,9 @@ def test_overview_page_shows_the_four_findings_from_the_database(seeded, monkeyp
                         & (metrics["split"] == "test"), "pool_size"].max())
     changes = {(ref, label, n): dec.heads_change(ranks, ref, label, n)
                for ref in ("original", "inf")}
-    direct = summarize_findings(metrics, utility, ladder=list(seeded.models),
-                                matched_groups=matched_groups(ranks["original"], 100),
-                                dp_changes=changes)
+    direct = summarize_claims(metrics, utility, ladder=list(seeded.models),
+                              matched_groups=matched_groups(ranks["original"], 100),
+                              dp_changes=changes)
     assert shown["verdict"] == [esc(r.verdict) for r in direct]
     assert "95% CI" in shown["measured"][3]
     assert direct[0].verdict != NOT_MEASURABLE
@@ -254,8 +254,8 @@ def test_the_decision_reads_the_scale_on_the_lower_bound_and_names_the_threat():
     assert dec.decide("m", dec.Point(0.02, 0.012, 0.03, 0.01, 9), 100).risk == "near chance"
 
 
-def test_finding_three_names_the_one_label_group_it_rests_on():
-    from engine.core.findings import groups_text
+def test_claim_three_names_the_one_label_group_it_rests_on():
+    from engine.core.claims import groups_text
 
     assert groups_text([("No Finding", 801, 801), ("Edema", 0, 40)]) == (
         "rests on 1 label group: No Finding (801 of 801 queries eligible)")

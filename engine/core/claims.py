@@ -1,15 +1,18 @@
-"""The study's four findings, measured again on a results database, with a plain verdict each.
+"""The reference paper's four claims, measured again on a results database, with a plain verdict
+each.
 
-The reference study (see ``docs/`` and the README) states four findings. `summarize_findings`
-recomputes each from stored rows and says whether it reproduces:
+The reference paper (see ``docs/`` and the README) makes four claims. `summarize_claims`
+recomputes each from stored rows and says whether it reproduces. (A *finding* in this
+repository is always a radiology finding, such as "Pleural Effusion"; the paper's statements are
+*claims*: docs/glossary.md.)
 
 1. **Specialisation**: re-linkage rises with specialisation (lift at N = 100 of every rung of a
    ladder, least specialised first).
-2. **Far above chance**: the most specialised model at realistic pool sizes (the study: 15x at
+2. **Far above chance**: the most specialised model at realistic pool sizes (the paper: 15x at
    N = 100, 50x at N = 10,000).
 3. **Matched negatives**: the signal persists when the distractors carry the same 14 labels.
 4. **DP heads**: retraining the projection heads with DP at epsilon = 0.34 cuts Recall@1 (the
-   study: -61.8% at N = 10,000) while the probe's macro AUROC barely moves (79.63% -> 79.43%);
+   paper: -61.8% at N = 10,000) while the probe's macro AUROC barely moves (79.63% -> 79.43%);
    the reduction counts as a DP effect only where the epsilon = inf heads (the same retraining
    without privacy) do not cut as much; then the same heads on the external cohort.
 
@@ -27,15 +30,15 @@ from dataclasses import dataclass, field
 from engine.core.decision import Change, change_text, rate_with_count
 from engine.core.format import auroc, finite, percent, times
 
-# The reference study's published figures that the findings are compared against: finding 2's
-# lift at N = 100 and N = 10,000; finding 4's epsilon, pool size and Recall@1 cut, and the probe's
+# The reference paper's published figures that the claims are compared against: claim 2's
+# lift at N = 100 and N = 10,000; claim 4's epsilon, pool size and Recall@1 cut, and the probe's
 # macro AUROC before and after DP. Source: Tayebi Arasteh, Lotfinia, Nebelung, Truhn, "Cross-modal
 # linkage risk in clinical vision-language models", arXiv:2606.02276v1 (June 2026).
-STUDY_LIFT = {100: 15.0, 10_000: 50.0}
-STUDY_DP_EPSILON = 0.34
-STUDY_DP_POOL = 10_000
-STUDY_DP_REDUCTION = 0.618
-STUDY_AUROC = (0.7963, 0.7943)
+PAPER_LIFT = {100: 15.0, 10_000: 50.0}
+PAPER_DP_EPSILON = 0.34
+PAPER_DP_POOL = 10_000
+PAPER_DP_REDUCTION = 0.618
+PAPER_AUROC = (0.7963, 0.7943)
 
 REPRODUCES = "reproduces"
 PARTLY = "partly"
@@ -43,29 +46,29 @@ NOT_REPRODUCED = "does not reproduce"
 NOT_MEASURABLE = "not measurable"
 
 # A DP cut counts when Recall@1 falls by at least this fraction and the probe keeps its AUROC
-# within this many AUROC units (the study: -61.8% for -0.002).
+# within this many AUROC units (the paper: -61.8% for -0.002).
 MIN_CUT = 0.10
 MAX_AUROC_DROP = 0.01
 
 
 @dataclass(frozen=True)
-class FindingResult:
-    """One finding: what the study says, what was measured, and whether it reproduces.
+class ClaimResult:
+    """One claim: what the paper says, what was measured, and whether it reproduces.
 
     Attributes:
         number: 1..4 (the order of the module docstring).
-        finding: The study's finding in a few words.
-        study: The study's figures.
+        claim: The paper's claim in a few words.
+        paper: The paper's figures.
         measured: The measured figures, with 95% intervals.
         verdict: `REPRODUCES`, `PARTLY`, `NOT_REPRODUCED` or `NOT_MEASURABLE`.
         why: One sentence behind the verdict.
-        figures: The finding's key figures by name (lifts, relative changes as fractions, AUROC
-            points), for the spread of a finding over seeds (`engine.cli.seeds`).
+        figures: The claim's key figures by name (lifts, relative changes as fractions, AUROC
+            points), for the spread of a claim over seeds (`engine.cli.seeds`).
     """
 
     number: int
-    finding: str
-    study: str
+    claim: str
+    paper: str
     measured: str
     verdict: str
     why: str
@@ -138,17 +141,17 @@ def _macro(utility, heads: str) -> float:
     return float(rows["auroc"].iloc[-1]) if len(rows) else math.nan
 
 
-def _specialisation(metrics, ladder: Sequence[str]) -> FindingResult:
-    study = "rises systematically over 4 models"
-    # N = 100 as in the study; a cohort too small for it uses its largest N below 100
+def _specialisation(metrics, ladder: Sequence[str]) -> ClaimResult:
+    paper = "rises systematically over 4 models"
+    # N = 100 as in the paper; a cohort too small for it uses its largest N below 100
     shared = set.intersection(*(set(_sizes(metrics, model=m)) for m in ladder)) if ladder else set()
     n = 100 if 100 in shared else max((s for s in shared if s < 100), default=max(shared or {0}))
     points = [(m, _point(metrics, n, model=m)) for m in ladder]
     points = [(m, p) for m, p in points if p is not None]
     if len(points) < 2:
-        return FindingResult(1, "re-linkage rises with specialisation", study, "n/a",
-                             NOT_MEASURABLE, "fewer than two models with a specialisation order "
-                             "have a lift at one N")
+        return ClaimResult(1, "re-linkage rises with specialisation", paper, "n/a",
+                           NOT_MEASURABLE, "fewer than two models with a specialisation order "
+                           "have a lift at one N")
     lifts = [p.lift for _, p in points]
     measured = f"lift at N={n:,}: " + ", ".join(times(v) for v in lifts)
     rising = all(b >= a for a, b in zip(lifts, lifts[1:]))
@@ -161,16 +164,16 @@ def _specialisation(metrics, ladder: Sequence[str]) -> FindingResult:
     else:
         verdict, why = NOT_REPRODUCED, "the intervals of the first and last rung overlap"
     figures = {f"lift {m} N={n:,}": p.lift for m, p in points}
-    return FindingResult(1, "re-linkage rises with specialisation", study, measured, verdict, why,
-                         figures)
+    return ClaimResult(1, "re-linkage rises with specialisation", paper, measured, verdict, why,
+                       figures)
 
 
-def _far_above_chance(metrics, model: str) -> FindingResult:
-    study = "15x at N=100, 50x at N=10,000"
+def _far_above_chance(metrics, model: str) -> ClaimResult:
+    paper = "15x at N=100, 50x at N=10,000"
     sizes = [n for n in _sizes(metrics, model=model) if n >= 100]
     if not sizes:
-        return FindingResult(2, "far above chance at realistic pool sizes", study, "n/a",
-                             NOT_MEASURABLE, f"{model} has no held-out pool of N >= 100")
+        return ClaimResult(2, "far above chance at realistic pool sizes", paper, "n/a",
+                           NOT_MEASURABLE, f"{model} has no held-out pool of N >= 100")
     shown = [n for n in sizes if n in (100, 1_000, 10_000)] or sizes[-1:]
     if sizes[-1] not in shown:
         shown.append(sizes[-1])
@@ -190,8 +193,8 @@ def _far_above_chance(metrics, model: str) -> FindingResult:
     else:
         verdict, why = NOT_REPRODUCED, "an interval reaches chance (1x)"
     figures = {f"lift N={n:,}": p.lift for n, p in pts.items() if p is not None}
-    return FindingResult(2, "far above chance at realistic pool sizes", study,
-                         "; ".join(parts) + missing, verdict, why, figures)
+    return ClaimResult(2, "far above chance at realistic pool sizes", paper,
+                       "; ".join(parts) + missing, verdict, why, figures)
 
 
 def label_group_name(values) -> str:
@@ -239,12 +242,12 @@ def groups_text(groups) -> str:
     return f"rests on {len(groups)} label {word}: {named}{more}"
 
 
-def _matched(metrics, model: str, groups=None) -> FindingResult:
-    study = "persists under pathology-matched negatives"
+def _matched(metrics, model: str, groups=None) -> ClaimResult:
+    paper = "persists under pathology-matched negatives"
     p = _point(metrics, 100, model=model, negatives="matched")
     if p is None or p.n_queries == 0:
-        return FindingResult(3, "persists under matched negatives", study, "n/a", NOT_MEASURABLE,
-                             "no held-out query has 99 distractors with its 14 labels")
+        return ClaimResult(3, "persists under matched negatives", paper, "n/a", NOT_MEASURABLE,
+                           "no held-out query has 99 distractors with its 14 labels")
     total = p.n_queries + p.n_excluded
     share = p.n_queries / total if total else 0.0
     measured = (f"matched lift at N=100: {_lift(p)}, {p.n_queries:,} of {total:,} queries "
@@ -262,8 +265,8 @@ def _matched(metrics, model: str, groups=None) -> FindingResult:
         verdict, why = PARTLY, "the interval lies above 1, but fewer than half the queries qualify"
     else:
         verdict, why = NOT_REPRODUCED, "the interval reaches 1: matched labels explain the signal"
-    return FindingResult(3, "persists under matched negatives", study, measured, verdict, why,
-                         {"matched lift N=100": p.lift, "eligible share": share})
+    return ClaimResult(3, "persists under matched negatives", paper, measured, verdict, why,
+                       {"matched lift N=100": p.lift, "eligible share": share})
 
 
 def _dp_label(metrics, model: str) -> str | None:
@@ -273,7 +276,7 @@ def _dp_label(metrics, model: str) -> str | None:
     eps = []
     for h in heads - {"original", "inf", "backbone"}:
         try:
-            eps.append((abs(float(h) - STUDY_DP_EPSILON), float(h), h))
+            eps.append((abs(float(h) - PAPER_DP_EPSILON), float(h), h))
         except ValueError:
             continue
     return min(eps)[2] if eps else None
@@ -285,26 +288,26 @@ def _approx_change(p: _Point, ref: _Point) -> Change:
                   p.ci_high / ref.recall - 1, p.n_queries)
 
 
-dp_heads_label = _dp_label  # the DP heads finding 4 reads (closest to the study's epsilon)
+dp_heads_label = _dp_label  # the DP heads claim 4 reads (closest to the paper's epsilon)
 
 
 def _dp(metrics, utility, model: str, external=None, external_cohort: str | None = None,
-        changes=None) -> FindingResult:
-    study = "-61.8% at N=10,000 (eps 0.34); AUROC 79.63% -> 79.43%; transfers"
+        changes=None) -> ClaimResult:
+    paper = "-61.8% at N=10,000 (eps 0.34); AUROC 79.63% -> 79.43%; transfers"
     title = "DP heads cut it, utility kept"
     label = _dp_label(metrics, model)
     if label is None:
-        return FindingResult(4, title, study, "n/a", NOT_MEASURABLE, "no DP heads were attacked")
+        return ClaimResult(4, title, paper, "n/a", NOT_MEASURABLE, "no DP heads were attacked")
     sizes = set(_sizes(metrics, model=model, heads=label)) & set(_sizes(metrics, model=model))
     if not sizes:
-        return FindingResult(4, title, study, "n/a", NOT_MEASURABLE,
-                             f"heads {label} have no held-out pool metrics")
-    n = STUDY_DP_POOL if STUDY_DP_POOL in sizes else max(sizes)
+        return ClaimResult(4, title, paper, "n/a", NOT_MEASURABLE,
+                           f"heads {label} have no held-out pool metrics")
+    n = PAPER_DP_POOL if PAPER_DP_POOL in sizes else max(sizes)
     orig, dp = _point(metrics, n, model=model), _point(metrics, n, model=model, heads=label)
     inf = _point(metrics, n, model=model, heads="inf")
     if orig is None or dp is None:
-        return FindingResult(4, title, study, "n/a", NOT_MEASURABLE,
-                             f"no Recall@1 at N = {n:,} for both the original and {label} heads")
+        return ClaimResult(4, title, paper, "n/a", NOT_MEASURABLE,
+                           f"no Recall@1 at N = {n:,} for both the original and {label} heads")
     cut = 1 - dp.recall / orig.recall if orig.recall > 0 else math.nan
     vs_inf = (1 - dp.recall / inf.recall) if inf is not None and inf.recall > 0 else math.nan
     a0, a1 = _macro(utility, "original"), _macro(utility, label)
@@ -371,7 +374,7 @@ def _dp(metrics, utility, model: str, external=None, external_cohort: str | None
     figures = {f"R@1 change vs original N={n:,}": ch_o.point if ch_o is not None else math.nan,
                f"R@1 change vs eps=inf N={n:,}": ch_i.point if ch_i is not None else math.nan,
                "AUROC change (points)": 100 * (a1 - a0)}
-    return FindingResult(4, title, study, measured, verdict, why, figures)
+    return ClaimResult(4, title, paper, measured, verdict, why, figures)
 
 
 def ordered_ladder(ladder: Sequence[str], orders: Mapping[str, object] | None) -> list[str]:
@@ -394,16 +397,16 @@ def _order(value: object) -> float | None:
 
 def strongest_model(ladder: Sequence[str],
                     orders: Mapping[str, object] | None = None) -> str | None:
-    """The model findings 2-4 use: the most specialised rung, else the last model listed."""
+    """The model claims 2-4 use: the most specialised rung, else the last model listed."""
     ranked = ordered_ladder(ladder, orders)
     return ranked[-1] if ranked else (ladder[-1] if ladder else None)
 
 
-def summarize_findings(metrics, utility, *, ladder: Sequence[str], external=None,
-                       external_cohort: str | None = None,
-                       orders: Mapping[str, object] | None = None, matched_groups=None,
-                       dp_changes=None) -> list[FindingResult]:
-    """The four findings on one cohort.
+def summarize_claims(metrics, utility, *, ladder: Sequence[str], external=None,
+                     external_cohort: str | None = None,
+                     orders: Mapping[str, object] | None = None, matched_groups=None,
+                     dp_changes=None) -> list[ClaimResult]:
+    """The four claims on one cohort.
 
     Args:
         metrics: ``relink_metrics`` rows of the cohort (every model and heads; columns model,
@@ -411,19 +414,19 @@ def summarize_findings(metrics, utility, *, ladder: Sequence[str], external=None
             ci_high, n_queries, n_excluded), oldest first.
         utility: ``utility`` rows of the most specialised model on the cohort (heads, label,
             auroc).
-        ladder: Model names, least specialised first; the last is the one findings 2-4 use.
+        ladder: Model names, least specialised first; the last is the one claims 2-4 use.
         external: ``relink_metrics`` rows of the external cohort (transfer), or None.
         external_cohort: Its name, for the text.
-        orders: Model -> ``specialization`` (None / NaN: no order). When given, finding 1 compares
-            only the models that have an order (unrelated models are no ladder) and findings 2-4
+        orders: Model -> ``specialization`` (None / NaN: no order). When given, claim 1 compares
+            only the models that have an order (unrelated models are no ladder) and claims 2-4
             use `strongest_model`.
         matched_groups: ``(label group, eligible queries, queries)`` at N = 100 of the most
-            specialised model, which finding 3 names (a figure resting on one group says so).
-        dp_changes: ``{(reference, heads, N): decision.Change}``, paired changes for finding 4
+            specialised model, which claim 3 names (a figure resting on one group says so).
+        dp_changes: ``{(reference, heads, N): decision.Change}``, paired changes for claim 4
             (without them, the heads' interval against the reference's point estimate).
     """
     if not ladder:
-        return [FindingResult(i, t, s, "n/a", NOT_MEASURABLE, "no models")
+        return [ClaimResult(i, t, s, "n/a", NOT_MEASURABLE, "no models")
                 for i, t, s in ((1, "re-linkage rises with specialisation", ""),
                                 (2, "far above chance at realistic pool sizes", ""),
                                 (3, "persists under matched negatives", ""),
@@ -437,25 +440,23 @@ def summarize_findings(metrics, utility, *, ladder: Sequence[str], external=None
     ]
 
 
-def format_findings(results: Sequence[FindingResult]) -> str:
-    """The findings as a plain-text table for a terminal (one block per finding)."""
+def format_claims(results: Sequence[ClaimResult]) -> str:
+    """The claims as a plain-text table for a terminal (one block per claim)."""
     lines = []
     for r in results:
-        lines.append(f"{r.number}. {r.finding} -- {r.verdict.upper()}")
-        lines.append(f"   study:    {r.study}")
+        lines.append(f"{r.number}. {r.claim} -- {r.verdict.upper()}")
+        lines.append(f"   paper:    {r.paper}")
         lines.append(f"   measured: {r.measured}")
         lines.append(f"   why:      {r.why}")
     return "\n".join(lines)
 
 
-
-
-def findings_rows(results: Sequence[FindingResult]) -> list[dict[str, str]]:
-    """The findings as table rows (finding, study, measured, verdict, why) for a dashboard."""
-    return [{"finding": f"{r.number}. {r.finding}", "study": r.study, "measured": r.measured,
+def claims_rows(results: Sequence[ClaimResult]) -> list[dict[str, str]]:
+    """The claims as table rows (claim, paper, measured, verdict, why) for a dashboard."""
+    return [{"claim": f"{r.number}. {r.claim}", "paper": r.paper, "measured": r.measured,
              "verdict": r.verdict, "why": r.why} for r in results]
 
 
-__all__ = ["FindingResult", "NOT_MEASURABLE", "NOT_REPRODUCED", "PARTLY", "REPRODUCES",
-           "findings_rows", "format_findings", "groups_text", "ordered_ladder",
-           "strongest_model", "summarize_findings"]
+__all__ = ["ClaimResult", "NOT_MEASURABLE", "NOT_REPRODUCED", "PARTLY", "REPRODUCES",
+           "claims_rows", "format_claims", "groups_text", "ordered_ladder",
+           "strongest_model", "summarize_claims"]
