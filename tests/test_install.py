@@ -56,7 +56,7 @@ def test_wheel_holds_the_engine_synthetic_the_dashboard_and_their_data_files(ins
     for needed in ("engine/models/registry.toml", "engine/report/report.schema.json",
                    "engine/configs/demo.toml", "engine/configs/study.toml", "dashboard/app.py",
                    "dashboard/app_pages/overview.py", "engine/cli/__init__.py",
-                   "engine/core/findings.py", "synthetic/cohort/generator.py",
+                   "engine/core/claims.py", "synthetic/cohort/generator.py",
                    "synthetic/ladder/ladder.py"):
         assert needed in names, needed
     assert not any(n.startswith(("tests/", "bench/", "cache/")) for n in names)
