@@ -1,10 +1,10 @@
 """The README's results tables, written from a results database (``python -m engine readme``).
 
 The README's measured figures live between two markers, ``<!-- results:begin -->`` and
-``<!-- results:end -->`` (other blocks, such as the study's, have their own name: ``--block``);
-`write_readme` replaces what is between them by tables built here from the database, so the
-README says what the code measured and nothing else. The text depends only on the database
-(the commit and date it states are those recorded by the runs that produced the
+``<!-- results:end -->`` (other blocks, such as the `study` run's, have their own name:
+``--block``); `write_readme` replaces what is between them by tables built here from the
+database, so the README says what the code measured and nothing else. The text depends only on
+the database (the commit and date it states are those recorded by the runs that produced the
 figures, not the current checkout or clock), so rewriting the README from the same database
 changes nothing, and ``--check`` can tell whether the README still matches. ``--check`` leaves
 out the provenance line (engine version, dates, CPU, numerics), so a database made on another

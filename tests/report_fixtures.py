@@ -108,7 +108,7 @@ def add_transfer_cohort(db: Path, *, model: str, source: str, name: str = "phant
         store.replace_rows(con, "cohorts", meta.assign(cohort=name, site="B",
                                                        format="chexpert-plus"), cohort=name)
         # the released heads of the default start only: an attacker's refitted heads are never
-        # transferred, and the study transfers the random-start sweep
+        # transferred, and the `study` run transfers the random-start sweep
         metrics = con.execute("SELECT * FROM relink_metrics WHERE model = ? AND cohort = ? "
                               "AND heads NOT LIKE '%+%'", [model, source]).df()
         scale = 0.8

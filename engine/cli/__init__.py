@@ -282,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where each seed's models and database go (default <cache>/seeds)")
     p.set_defaults(handler="engine.cli.seeds:seeds", writes=("db", "cache"))
 
-    p = sub.add_parser("study", help="every stage at the study's scale on rendered PadChest")
+    p = sub.add_parser("study", help="every stage at the reference paper's scale on rendered "
+                                      "PadChest")
     p.add_argument("--workdir", type=Path, default=Path("cache/study"),
                    help="study folder: its own database, cohorts, models, reports "
                         "(default cache/study)")

@@ -63,7 +63,7 @@ def times_range(low, high) -> str:
 
 
 def auroc(value) -> str:
-    """An AUROC as the study reports it, two decimals of a percent: ``79.63%``."""
+    """An AUROC as the reference paper reports it, two decimals of a percent: ``79.63%``."""
     if not finite(value):
         return NA
     return f"{100.0 * float(value):.2f}%"
@@ -115,7 +115,7 @@ def integer(value) -> str:
     return f"{int(value):,}"
 
 
-# Lift thresholds of the verbal scale; the study's specialist sits at 15x (N = 100): "high".
+# Lift thresholds of the verbal scale; the paper's specialist sits at 15x (N = 100): "high".
 RISK_LEVELS: tuple[tuple[float, str], ...] = (
     (1.5, "near chance"),
     (5.0, "elevated"),

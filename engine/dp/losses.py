@@ -2,7 +2,7 @@
 
 Both losses take L2-normalised embeddings and a **fixed** logit multiplier (a Python float, the
 model's ``exp(logit_scale)``; never an ``nn.Parameter``, which would break Opacus's per-sample
-machinery and is not what the study trained). Both return one loss per privacy unit for
+machinery and is not what the reference paper trained). Both return one loss per privacy unit for
 ``reduction="none"``, which is what Opacus's ghost clipping asks of a criterion.
 
 * `InGroupInfoNCE`: one unit = one group; symmetric InfoNCE over the group's g x g logits only,

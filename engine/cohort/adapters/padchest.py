@@ -60,8 +60,8 @@ OPTIONAL = (
     "ReportID", "StudyDate_DICOM", "PatientBirth", "PatientSex_DICOM", "Localizations",
     "LabelsLocalizationsBySentence", "MethodLabel", "Pediatric", "BitsStored_DICOM",
 )
-# 45% of patients held out gives about 49,000 held-out studies on the full release (the study
-# that this audit reproduces evaluated 43,793 held-out pairs).
+# 45% of patients held out gives about 49,000 held-out studies on the full release (the reference
+# paper that this audit reproduces evaluated 43,793 held-out pairs).
 DEFAULT_TEST_FRACTION = 0.45
 DEFAULT_SEED = 0
 EMPTY_VALUES = frozenset({"", "nan", "none", "null"})
