@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", type=name_type, help="the model's name in commands and results")
     p.add_argument("spec", help="what to load (docs/models.md): ARCH@FILE, local-dir:DIR, "
                                 "hf:DIR, openai:FILE, ...")
-    p.add_argument("--description", default="", help="one line shown in lists and reports")
+    p.add_argument("--description", default="", help="one line shown in lists and audit reports")
     p.add_argument("--specialization", type=int, default=None,
                    help="order on the specialisation axis (0 = least in-domain); only models "
                         "with one form the overview's specialisation ladder")
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logit-bias", type=float, default=None,
                    help="the model's logit bias: its heads are then retrained with the sigmoid "
                         "loss (SigLIP family)")
-    p.add_argument("--description", default="", help="one line shown in lists and reports")
+    p.add_argument("--description", default="", help="one line shown in lists and audit reports")
     p.set_defaults(handler="engine.cli.stages:import_embeddings", writes=("db", "cache"))
 
     p = sub.add_parser("attack", help="re-linkage attack: exact pool metrics into DuckDB")
