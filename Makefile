@@ -13,8 +13,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# The audit at the study's scale on rendered PadChest (real reports, synthetic images); results
-# in cache/study. Small runs: make study STUDY_ARGS="--max-patients 2000"
+# The audit at the reference paper's scale on rendered PadChest (real reports, synthetic
+# images); results in cache/study. Small runs: make study STUDY_ARGS="--max-patients 2000"
 STUDY_ARGS ?=
 study: $(STAMP)
 	$(PY) -m engine study $(STUDY_ARGS)

@@ -1,4 +1,5 @@
-"""Benchmark: the attack at the study's scale, against a bare matrix product of the same shapes.
+"""Benchmark: the attack at the reference paper's scale, against a bare matrix product of the
+same shapes.
 
 43,793 queries against 43,793 reports, 512-d L2-normalised random vectors (images correlated with
 their reports so ranks are spread out), one direction: the rank counting (random and matched
