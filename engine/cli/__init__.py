@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cohort the DP heads were transferred to ('' for none)")
     p.add_argument("--block", default="results",
                    help="name of the README block: <!-- NAME:begin --> ... <!-- NAME:end --> "
-                        "(default results; the study's: study-results)")
+                        "(default results; the study run's: study-results)")
     p.set_defaults(handler="engine.cli.readme:readme", writes=("db_read",))
 
     p = sub.add_parser("demo", help="every stage on the phantom cohorts, then the dashboard")
