@@ -1,4 +1,5 @@
-"""The audit at the study's scale: PadChest's real reports with rendered images, every stage.
+"""The audit at the reference paper's scale: PadChest's real reports with rendered images, every
+stage.
 
 `run_study` renders the PadChest release (`synthetic.render`), registers it with the study's
 split (`study_split`) and trains the 4-rung ladder on the training split; then it runs the audit
@@ -62,7 +63,8 @@ class StudyConfig:
         seed: Render, split, ladder and sampling seed.
         image_size: Rendered image side in pixels (64: the ladder's input size, so nothing the
             model sees is lost, and the render is about twice as fast as at 128).
-        held_out_fraction: Share of all patients held out (the study: 43,793 held-out pairs).
+        held_out_fraction: Share of all patients held out (the reference paper had 43,793
+            held-out pairs).
         external_from: ``YYYYMMDD``; patients whose first study is on or after it are the
             external cohort.
         rung_epochs: Ladder budget per rung (epochs over the training split).
