@@ -162,6 +162,28 @@ def _click_row(page, row: int, table: int = 0) -> None:
     _settle(page)
 
 
+def _download(page, button, *, tries: int = 3, timeout_ms: int = 60_000) -> str:
+    """The text of the file a click on `button` downloads.
+
+    The CSV is computed on the server when clicked. On the loaded 2-core machine a click that
+    lands while the page is still re-running was lost once (no download within 120 s, the same
+    test passing on the next run), so the click is repeated, up to `tries` times; a button that
+    never downloads still fails.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(tries):
+        _settle(page)
+        try:
+            with page.expect_download(timeout=timeout_ms) as got:
+                button.click()
+            return Path(got.value.path()).read_text(encoding="utf-8")
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def test_every_page_renders_and_the_epsilon_slider_moves(server, browser, tmp_path):
     from playwright.sync_api import expect
 
@@ -190,9 +212,8 @@ def test_every_page_renders_and_the_epsilon_slider_moves(server, browser, tmp_pa
             for img in page.get_by_test_id("stImage").locator("img").all():
                 expect(img).to_be_visible()
                 assert img.evaluate("i => i.complete && i.naturalWidth > 300"), "chart not drawn"
-            with page.expect_download(timeout=120_000) as download:
-                page.get_by_role("button", name="Download ranking summary (CSV)").click()
-            csv = Path(download.value.path()).read_text()
+            csv = _download(page, page.get_by_role("button",
+                                                   name="Download ranking summary (CSV)"))
             assert csv.splitlines()[0].startswith("split,direction,")
             assert len(csv.splitlines()) == 5  # members and held-out, both directions
             assert page.get_by_test_id("stDataFrame").count() == 0
@@ -381,11 +402,7 @@ def test_decision_significance_url_state_and_full_export(server, browser, seeded
     # the per-record export holds every held-out query, not the listed ones
     _nav(page, "Per-record risk")
     button = page.get_by_test_id("stDownloadButton").filter(has_text="per record risk")
-    # the CSV of every query is computed on click; on a loaded 2-core machine that took over
-    # the default 30 s once (CI of 92c32a7, with a demo running beside it)
-    with page.expect_download(timeout=120_000) as got:
-        button.click()
-    lines = Path(got.value.path()).read_text(encoding="utf-8").strip().splitlines()
+    lines = _download(page, button).strip().splitlines()
     assert len(lines) - 1 == seeded.n_test
     assert page.evaluate(_CLIPPED) == []
     page.close()
