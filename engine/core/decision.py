@@ -611,11 +611,10 @@ def pairing_roc(n_candidates, n_greater, n_tied) -> tuple[np.ndarray, np.ndarray
     np.add.at(rises, G + 1, weight)
     np.add.at(rises, np.minimum(G + E + 2, top + 1), -weight)
     hits = np.cumsum(np.cumsum(rises))  # sum over queries of P[true rank <= r]
-    # places[r] = sum over queries of min(r, M+1): +1 per query at each r <= M+1
-    ends = np.bincount(M + 1, minlength=top + 2).astype(np.float64)
-    open_at = len(M) - np.concatenate([[0.0], np.cumsum(ends)[:-1]])  # queries with M+1 >= r
-    open_at[0] = 0.0
-    places = np.cumsum(open_at)
+    # places[r] = sum over queries of min(r, M+1) = sum over s = 1..r of #{queries: M+1 >= s}
+    at_least = np.bincount(M + 1, minlength=top + 2)[::-1].cumsum()[::-1]  # #{M+1 >= s}
+    at_least[0] = 0
+    places = np.cumsum(at_least).astype(np.float64)
     rs = np.unique(np.concatenate([np.arange(0, min(top, 2000) + 1),
                                    np.geomspace(1, top, 400).round()])).astype(np.int64)
     rs = rs[rs <= top]
