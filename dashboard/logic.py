@@ -601,6 +601,19 @@ def pairs_of(points: pd.DataFrame, rows: Sequence[int]) -> pd.DataFrame:
 # ------------------------------------------------------------------------------ privacy / utility
 
 
+def privacy_view(metrics: pd.DataFrame, dp_heads: Iterable[str]
+                 ) -> tuple[pd.DataFrame, list[str], str]:
+    """The privacy page's rows and picker: the held-out image -> report rows with random
+    negatives, the default start's heads in reading order (`epsilon_grid`), and the heads the
+    page opens on (the strongest privacy; ``original`` when there are no DP heads). One
+    definition for the page and for the launcher that warms it."""
+    held = metrics[(metrics["split"] == "test") & (metrics["direction"] == "image_to_report")
+                   & (metrics["negatives"] == "random")]
+    grid = epsilon_grid(dp_heads, held["heads"], start=decision.RANDOM)
+    opened = next((h for h in grid if h != "original"), grid[0])
+    return held, grid, opened
+
+
 def epsilon_grid(dp_heads: Iterable[str], available: Iterable[str] = (), *,
                  start: str | None = None) -> list[str]:
     """Heads options in reading order: ``original``, DP heads by increasing epsilon, ``inf``.

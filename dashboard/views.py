@@ -217,20 +217,19 @@ def warm_explorer(db: str, token: str, cohort: str, model: str) -> None:
 def warm_privacy(db: str, token: str, cohort: str, model: str) -> None:
     """The privacy page's paired changes at its N (the full held-out set): every released set of
     heads against the original heads and against the eps = inf heads of its start, and the
-    frontier (the patient-bootstrap counts they share are drawn once, here)."""
-    metrics = data.pool_metrics(db, token, cohort, model, None, 1)
-    held = metrics[(metrics["split"] == "test") & (metrics["negatives"] == "random")
-                   & (metrics["direction"] == "image_to_report")]
-    if held.empty or data.dp_runs(db, token, cohort, model).empty:
+    frontier it opens on (the patient-bootstrap counts they share are drawn once, here)."""
+    runs = data.dp_runs(db, token, cohort, model)
+    if runs.empty:
+        return
+    held, _, opened = logic.privacy_view(data.pool_metrics(db, token, cohort, model, None, 1),
+                                         runs["heads"])
+    if held.empty:
         return
     n = int(held["pool_size"].max())
-    for h in logic.epsilon_grid(data.dp_runs(db, token, cohort, model)["heads"], held["heads"]):
+    for h in logic.epsilon_grid(runs["heads"], held["heads"]):
         for reference in dict.fromkeys(("original", dec.inf_of(dec.start_of(h)))):
             if reference != h:
                 heads_change(db, token, cohort, model, reference, h, n)
-    page = logic.epsilon_grid(data.dp_runs(db, token, cohort, model)["heads"], held["heads"],
-                              start=dec.RANDOM)
-    opened = next((h for h in page if h != "original"), page[0])  # the page opens on it
     frontier_figure(db, token, cohort, model, n, "recall", opened)
 
 

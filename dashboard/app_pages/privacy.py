@@ -24,21 +24,16 @@ if runs.empty:
 
 metrics = data.pool_metrics(ctx.db, ctx.token, ctx.cohort, ctx.model, None, 1)
 util = data.utility(ctx.db, ctx.token, ctx.cohort, ctx.model)
-held = metrics[(metrics["split"] == "test") & (metrics["direction"] == "image_to_report")
-               & (metrics["negatives"] == "random")]
+held, grid, opened = logic.privacy_view(metrics, runs["heads"])
 if held.empty:
     ui.empty("No held-out attack results for this model yet: run "
              f"{ui.command(ui.engine_command('attack', ctx.model, ctx.cohort))}.")
     st.stop()
-# the main sweep is the default start (random heads); other starts are shown below it, and an
-# adaptive attacker's heads are never in a heads picker
-grid = logic.epsilon_grid(runs["heads"], held["heads"], start=dec.RANDOM)
-# original heads, then DP heads from the strongest privacy to the weakest, then no DP (ε = ∞);
-# the page opens on the strongest privacy
-dp_grid = [h for h in grid if h != "original"]
+# the picker holds the default start's sweep (random heads): original heads, then DP heads from
+# the strongest privacy to the weakest, then no DP (ε = ∞), opening on the strongest privacy;
+# other starts are shown below it, and an adaptive attacker's heads are never in a heads picker
 chosen = st.select_slider("Heads (ε per privacy unit; `inf` = retrained without DP)", grid,
-                          value=dp_grid[0] if dp_grid else grid[0], key="epsilon",
-                          format_func=logic.heads_name)
+                          value=opened, key="epsilon", format_func=logic.heads_name)
 n = int(held["pool_size"].max())
 at_n = {h: logic.headline(held[held["heads"] == h], n) for h in grid}
 now, orig, inf = at_n.get(chosen), at_n.get("original"), at_n.get("inf")
